@@ -1,0 +1,39 @@
+# The two commands: `make run` and `make test`. Everything else is a step they take.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+export DAGSTER_HOME := $(CURDIR)/.dagster_home
+
+.PHONY: install run test test-fast dev bench clean
+
+# Re-install when pyproject changes; the stamp makes `make run` after `make install` instant.
+$(VENV)/.installed: pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "Python 3.11+ is needed: set PYTHON=/path/to/python3.11"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+
+$(DAGSTER_HOME)/dagster.yaml: dagster.yaml
+	mkdir -p $(DAGSTER_HOME)
+	cp dagster.yaml $@
+
+run: install $(DAGSTER_HOME)/dagster.yaml
+	$(BIN)/dagster asset materialize -m medical_assets.definitions --select '*'
+
+test: install
+	$(BIN)/pytest -ra
+
+test-fast: install
+	$(BIN)/pytest -ra -m "not slow"
+
+dev: install $(DAGSTER_HOME)/dagster.yaml
+	$(BIN)/dagster dev -m medical_assets.definitions --host 127.0.0.1
+
+bench: install
+	$(BIN)/python -m benchmarks
+
+clean:
+	rm -rf data $(DAGSTER_HOME)

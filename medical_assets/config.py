@@ -1,0 +1,83 @@
+"""The pipeline's settings, read from the environment variables of DESIGN.md (Contract 2)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import pyarrow.fs as pafs
+
+from medical_assets.storage import Location, resolve_location
+
+DATA_DIR_VAR = "MEDICAL_ASSETS_DATA_DIR"
+HL7_SOURCE_VAR = "MEDICAL_ASSETS_HL7_SOURCE"
+DICOM_SOURCE_VAR = "MEDICAL_ASSETS_DICOM_SOURCE"
+SYNTHETIC_HL7_MESSAGES_VAR = "MEDICAL_ASSETS_SYNTHETIC_HL7_MESSAGES"
+
+DEFAULT_DATA_DIR = "./data"
+DEFAULT_SYNTHETIC_HL7_MESSAGES = 50_000
+
+HL7_EXTENSIONS = (".hl7", ".txt", ".msg", ".er7")
+
+
+class ConfigurationError(Exception):
+    """A setting is wrong; the message names the setting and how to fix it."""
+
+
+@dataclass(frozen=True)
+class PipelineSettings:
+    data_dir: Location
+    hl7_source: Location
+    hl7_source_is_external: bool  # set by the user: never generate synthetic data into it
+    synthetic_hl7_messages: int
+
+    def zone(self, name: str) -> Location:
+        return self.data_dir.child(name)
+
+    @property
+    def manifests(self) -> Location:
+        return self.data_dir.child("manifests")
+
+
+def load_settings(
+    env: Mapping[str, str] | None = None,
+    *,
+    data_dir: str | None = None,
+    hl7_source: str | None = None,
+    synthetic_hl7_messages: int | None = None,
+) -> PipelineSettings:
+    """Explicit arguments win over the environment, which wins over the defaults."""
+    env = os.environ if env is None else env
+    data_dir = data_dir or env.get(DATA_DIR_VAR) or DEFAULT_DATA_DIR
+    hl7_source = hl7_source or env.get(HL7_SOURCE_VAR)
+    if synthetic_hl7_messages is None:
+        raw = env.get(SYNTHETIC_HL7_MESSAGES_VAR) or str(DEFAULT_SYNTHETIC_HL7_MESSAGES)
+        try:
+            synthetic_hl7_messages = int(raw)
+        except ValueError:
+            raise ConfigurationError(f"{SYNTHETIC_HL7_MESSAGES_VAR} must be a whole number, got {raw!r}") from None
+    if synthetic_hl7_messages < 0:
+        raise ConfigurationError(f"{SYNTHETIC_HL7_MESSAGES_VAR} must not be negative")
+
+    data = resolve_location(data_dir)
+    return PipelineSettings(
+        data_dir=data,
+        hl7_source=resolve_location(hl7_source) if hl7_source else data.child("landing", "hl7"),
+        hl7_source_is_external=bool(hl7_source),
+        synthetic_hl7_messages=synthetic_hl7_messages,
+    )
+
+
+def require_readable_source(source: Location, variable: str) -> None:
+    """A missing or unreadable source folder is a configuration error, raised before any output is touched."""
+    try:
+        is_dir = source.is_dir()
+    except OSError as error:
+        raise ConfigurationError(f"{variable}: cannot read {source.uri} ({error}); check the path and permissions") from None
+    if not is_dir:
+        raise ConfigurationError(
+            f"{variable} points to {source.uri}, which is not an existing folder; create it or fix {variable}"
+        )
+    if isinstance(source.filesystem, pafs.LocalFileSystem) and not os.access(source.path, os.R_OK | os.X_OK):
+        raise ConfigurationError(f"{variable}: {source.uri} is not readable by this user; fix its permissions")

@@ -1,0 +1,6 @@
+"""Asset groups (one per zone) and the concurrency pool of Ray-heavy steps."""
+
+LANDING = "landing"
+PHI = "phi"
+
+RAY_POOL = "ray"

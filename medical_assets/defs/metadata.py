@@ -1,0 +1,31 @@
+"""Dagster metadata for published tables: counts, schema, location, and previews free of patient data."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import dagster as dg
+import pyarrow as pa
+
+from medical_assets.storage import Location, read_table
+
+
+def table_metadata(location: Location, schema: pa.Schema, row_count: int) -> dict:
+    return {
+        "dagster/row_count": row_count,
+        "dagster/column_schema": dg.TableSchema(
+            columns=[dg.TableColumn(field.name, str(field.type)) for field in schema]
+        ),
+        "dagster/uri": location.uri,
+    }
+
+
+def count_preview(location: Location, column: str, limit: int = 20) -> dg.MetadataValue:
+    """A markdown table of row counts per value of a column that identifies no patient (type, facility, error)."""
+    values = read_table(location).column(column).to_pylist()
+    counts = Counter("(empty)" if value is None else str(value) for value in values)
+    lines = [f"| {column} | rows |", "| --- | ---: |"]
+    lines += [f"| {value} | {count:,} |" for value, count in counts.most_common(limit)]
+    if len(counts) > limit:
+        lines.append(f"| ({len(counts) - limit} more) | |")
+    return dg.MetadataValue.md("\n".join(lines))

@@ -1,0 +1,45 @@
+"""Progress of a long Ray job, reported from the workers and logged by the driver while it runs."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+
+import ray
+
+
+@ray.remote(num_cpus=0)
+class ProgressCounter:
+    def __init__(self):
+        self._counts: Counter = Counter()
+
+    def add(self, counts: dict) -> None:
+        self._counts.update(counts)
+
+    def snapshot(self) -> dict:
+        return dict(self._counts)
+
+
+def run_with_progress(job: Callable[[], object], counter, report: Callable[[dict, float], None], interval_s: float = 5.0):
+    """Run `job` in a thread; every `interval_s` pass the counter's snapshot and the elapsed time to `report`."""
+    outcome: dict = {}
+
+    def target():
+        try:
+            outcome["value"] = job()
+        except BaseException as error:  # re-raised in the caller's thread
+            outcome["error"] = error
+
+    started = time.monotonic()
+    worker = threading.Thread(target=target, name="ray-job", daemon=True)
+    worker.start()
+    while worker.is_alive():
+        worker.join(interval_s)
+        if worker.is_alive():
+            report(ray.get(counter.snapshot.remote()), time.monotonic() - started)
+    report(ray.get(counter.snapshot.remote()), time.monotonic() - started)
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome.get("value")

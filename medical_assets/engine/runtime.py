@@ -1,0 +1,149 @@
+"""Start a private local Ray, or join the cluster in RAY_ADDRESS, and stop only what we started."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import socket
+import tempfile
+import time
+from dataclasses import dataclass, field
+
+import ray
+
+from medical_assets.config import ConfigurationError
+
+logger = logging.getLogger(__name__)
+
+# Ray's own loggers chatter at INFO on every start and job; keep them to warnings.
+_NOISY_LOGGERS = ("ray", "ray.data", "ray._private", "ray.util")
+
+
+@dataclass
+class RayRuntime:
+    """One Ray session for one Dagster run; started lazily, at the first `ensure_started`."""
+
+    address: str | None = None  # None: a private local Ray; else join this cluster
+    num_cpus: int | None = None  # local Ray only
+    object_store_memory_bytes: int | None = None  # local Ray only
+    _temp_dir: str | None = field(default=None, init=False)
+    _connected: bool = field(default=False, init=False)  # ray.init was ours to undo
+    _saved_environment: dict[str, str | None] = field(default_factory=dict, init=False)
+
+    @property
+    def is_local(self) -> bool:
+        return not self.address
+
+    def ensure_started(self) -> None:
+        if self._connected:
+            return
+        if ray.is_initialized():
+            # A notebook or test harness owns this Ray: use it, and leave it running.
+            _quiet_ray_data()
+            return
+        for name in _NOISY_LOGGERS:
+            logging.getLogger(name).setLevel(logging.WARNING)
+        started = time.monotonic()
+        try:
+            if self.is_local:
+                self._start_local()
+            else:
+                self._join(self.address)
+        except BaseException:
+            self.stop()
+            raise
+        _quiet_ray_data()
+        logger.info(
+            "Ray %s in %.1fs with %s CPUs",
+            "started locally" if self.is_local else f"joined at {self.address}",
+            time.monotonic() - started,
+            int(ray.cluster_resources().get("CPU", 0)),
+        )
+
+    def stop(self) -> None:
+        """Shut down a Ray this runtime started; only disconnect from a cluster it joined."""
+        try:
+            if self._connected:
+                ray.shutdown()  # stops a local Ray; from a joined cluster it only disconnects
+        finally:
+            if self._temp_dir:
+                shutil.rmtree(self._temp_dir, ignore_errors=True)
+                self._temp_dir = None
+            self._restore_environment()
+            self._connected = False
+
+    def _start_local(self) -> None:
+        # A short private folder: Ray puts Unix sockets in it (107-byte path limit), and
+        # neither /tmp/ray nor the user's home collects session files or tokens.
+        self._temp_dir = tempfile.mkdtemp(prefix="ma-ray-")
+        self._set_environment(
+            {
+                "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+                "RAY_USAGE_STATS_ENABLED": "0",
+                "RAY_TMPDIR": self._temp_dir,
+            }
+        )
+        ray.init(
+            address="local",
+            num_cpus=self.num_cpus,
+            object_store_memory=self.object_store_memory_bytes,
+            include_dashboard=False,
+            log_to_driver=False,
+            logging_level=logging.WARNING,
+            _temp_dir=self._temp_dir,
+            _node_ip_address="127.0.0.1",
+        )
+        self._connected = True
+
+    def _join(self, address: str) -> None:
+        _require_reachable(address)
+        try:
+            ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
+            self._connected = True
+        except (ConnectionError, RuntimeError, ValueError) as error:
+            raise ConfigurationError(
+                f"RAY_ADDRESS={address!r}: could not join that Ray cluster ({type(error).__name__}: {error}). "
+                "Check that the cluster is up and reachable, and that RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH "
+                "holds its token, or unset RAY_ADDRESS to run on a local Ray."
+            ) from None
+
+    def _set_environment(self, values: dict[str, str | None]) -> None:
+        for name, value in values.items():
+            self._saved_environment.setdefault(name, os.environ.get(name))
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+    def _restore_environment(self) -> None:
+        for name, value in self._saved_environment.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        self._saved_environment.clear()
+
+
+def _require_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Fail in seconds, not after Ray's minutes of retries, when nothing listens at the address."""
+    if address in ("auto", "local"):
+        return
+    host_port = address.split("://", 1)[-1].rsplit("/", 1)[0]
+    host, _, port = host_port.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigurationError(f"RAY_ADDRESS={address!r} is not of the form host:port or ray://host:port")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as error:
+        raise ConfigurationError(
+            f"RAY_ADDRESS={address!r}: nothing answers there ({error}). Start the cluster, fix the address, "
+            "or unset RAY_ADDRESS to run on a local Ray."
+        ) from None
+
+
+def _quiet_ray_data() -> None:
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False
+    context.print_on_execution_start = False
+    context.verbose_stats_logs = False

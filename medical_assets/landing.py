@@ -1,0 +1,76 @@
+"""The landing zone: which files are there, recognised by extension, and their manifest rows."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+
+from medical_assets.storage import Location
+
+MANIFEST_SCHEMA = pa.schema(
+    [
+        pa.field("path", pa.string()),  # full path (or object key) of the file
+        pa.field("relative_path", pa.string()),  # path below the source folder
+        pa.field("size_bytes", pa.int64()),
+        pa.field("modified_time", pa.timestamp("us", tz="UTC")),
+        pa.field("sha256", pa.string()),
+    ]
+)
+
+
+@dataclass(frozen=True)
+class LandingFile:
+    path: str
+    relative_path: str
+    size_bytes: int
+    modified_time_ns: int | None
+
+
+def list_landing_files(source: Location, extensions: tuple[str, ...]) -> list[LandingFile]:
+    """Every file below `source` with one of `extensions`, sorted; hidden and `_`-prefixed names are ours, not data."""
+    selector = pafs.FileSelector(source.path, recursive=True, allow_not_found=False)
+    prefix = source.path.rstrip("/") + "/"
+    files = []
+    for info in source.filesystem.get_file_info(selector):
+        if info.type != pafs.FileType.File:
+            continue
+        relative = info.path[len(prefix) :] if info.path.startswith(prefix) else info.base_name
+        if any(part.startswith((".", "_")) for part in relative.split("/")):
+            continue
+        if not info.base_name.lower().endswith(extensions):
+            continue
+        files.append(LandingFile(info.path, relative, info.size, info.mtime_ns))
+    return sorted(files, key=lambda f: f.relative_path)
+
+
+def sha256_of(filesystem: pafs.FileSystem, path: str, chunk_size: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with filesystem.open_input_stream(path) as stream:
+        while chunk := stream.read(chunk_size):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def manifest_table(files: list[LandingFile], checksums: dict[str, str]) -> pa.Table:
+    return pa.table(
+        {
+            "path": [f.path for f in files],
+            "relative_path": [f.relative_path for f in files],
+            "size_bytes": [f.size_bytes for f in files],
+            "modified_time": [f.modified_time_ns // 1000 if f.modified_time_ns is not None else None for f in files],
+            "sha256": [checksums[f.path] for f in files],
+        },
+        schema=MANIFEST_SCHEMA,
+    )
+
+
+def files_from_manifest(manifest: pa.Table) -> list[LandingFile]:
+    return [
+        LandingFile(path, relative, size, None)
+        for path, relative, size in zip(
+            manifest["path"].to_pylist(), manifest["relative_path"].to_pylist(), manifest["size_bytes"].to_pylist()
+        )
+    ]

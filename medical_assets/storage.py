@@ -1,0 +1,187 @@
+"""Where tables live, and how a run publishes them atomically on a local path or an object store."""
+
+from __future__ import annotations
+
+import json
+import os
+import posixpath
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+STAGING_DIR = ".staging"
+COMMIT_MARKER = "_COMMITTED.json"
+EMPTY_PART = "part-empty.parquet"
+
+
+@dataclass(frozen=True)
+class Location:
+    """A folder or file on a pyarrow filesystem; picklable, so Ray workers can use it."""
+
+    filesystem: pafs.FileSystem
+    path: str
+
+    @property
+    def uri(self) -> str:
+        if isinstance(self.filesystem, pafs.LocalFileSystem):
+            return self.path
+        return f"{self.filesystem.type_name}://{self.path}"
+
+    def child(self, *parts: str) -> Location:
+        return Location(self.filesystem, posixpath.join(self.path, *parts))
+
+    @property
+    def name(self) -> str:
+        return posixpath.basename(self.path.rstrip("/"))
+
+    def exists(self) -> bool:
+        return self.filesystem.get_file_info(self.path).type != pafs.FileType.NotFound
+
+    def is_dir(self) -> bool:
+        return self.filesystem.get_file_info(self.path).type == pafs.FileType.Directory
+
+    def makedirs(self) -> None:
+        self.filesystem.create_dir(self.path, recursive=True)
+
+    def delete(self) -> None:
+        info = self.filesystem.get_file_info(self.path)
+        if info.type == pafs.FileType.Directory:
+            self.filesystem.delete_dir(self.path)
+        elif info.type == pafs.FileType.File:
+            self.filesystem.delete_file(self.path)
+
+    def read_bytes(self) -> bytes:
+        with self.filesystem.open_input_stream(self.path) as stream:
+            return stream.read()
+
+    def write_bytes_atomically(self, data: bytes) -> None:
+        """Write a file so that readers see either the old or the new content, never a torn one."""
+        parent = Location(self.filesystem, posixpath.dirname(self.path))
+        parent.makedirs()
+        if not _supports_rename(self.filesystem):
+            # Object stores publish a PUT atomically anyway.
+            with self.filesystem.open_output_stream(self.path) as out:
+                out.write(data)
+            return
+        temporary = parent.child(f".{self.name}.{uuid.uuid4().hex}.tmp")
+        with self.filesystem.open_output_stream(temporary.path) as out:
+            out.write(data)
+        self.filesystem.move(temporary.path, self.path)
+
+
+def resolve_location(path_or_uri: str) -> Location:
+    """A local path (relative paths are made absolute) or a URI such as s3://bucket/prefix."""
+    if "://" in path_or_uri:
+        filesystem, path = pafs.FileSystem.from_uri(path_or_uri)
+        return Location(filesystem, path.rstrip("/"))
+    return Location(pafs.LocalFileSystem(), os.path.abspath(path_or_uri))
+
+
+def write_table_atomically(table: pa.Table, target: Location, metadata: Mapping[str, str] | None = None) -> None:
+    """Write one Parquet file through a temporary name and a rename."""
+    if metadata:
+        table = table.replace_schema_metadata({**(table.schema.metadata or {}), **metadata})
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression="zstd")
+    target.write_bytes_atomically(sink.getvalue().to_pybytes())
+
+
+def read_table(location: Location, schema: pa.Schema | None = None) -> pa.Table:
+    return pq.read_table(location.path, filesystem=location.filesystem, schema=schema)
+
+
+class TablePublication:
+    """Stage several tables of one zone, then swap them into place together.
+
+    Protocol (safe against a kill at any point, see `recover`):
+    1. writers put each table's files under `<zone>/.staging/<run>/<table>/`;
+    2. `commit` writes a marker naming the tables: from then on the run counts as finished;
+    3. each table is swapped: the old folder moves to `.staging/<run>/replaced/<table>`,
+       the staged one moves to `<zone>/<table>`;
+    4. the staging folder is deleted.
+    A run that died before 2 is discarded by the next `recover`; one that died after 2 is
+    rolled forward, so every table ends either as before or as the finished run leaves it.
+    """
+
+    def __init__(self, zone: Location, run_id: str | None = None):
+        self.zone = zone
+        self.run_id = run_id or uuid.uuid4().hex
+        self.staging = zone.child(STAGING_DIR, self.run_id)
+
+    def staged(self, table: str) -> Location:
+        return self.staging.child(table)
+
+    def commit(self, tables: Mapping[str, pa.Schema]) -> None:
+        """Mark the staged tables complete, then publish them. Empty tables get a schema-only file."""
+        for table, schema in tables.items():
+            staged = self.staged(table)
+            if not _has_parquet_files(staged):
+                write_table_atomically(schema.empty_table(), staged.child(EMPTY_PART))
+        marker = {"run_id": self.run_id, "tables": sorted(tables)}
+        self.staging.child(COMMIT_MARKER).write_bytes_atomically(json.dumps(marker).encode())
+        _roll_forward(self.zone, self.staging, sorted(tables))
+
+    def abandon(self) -> None:
+        self.staging.delete()
+
+    @staticmethod
+    def recover(zone: Location) -> list[str]:
+        """Finish committed publications and discard uncommitted ones; returns what was done."""
+        staging_root = zone.child(STAGING_DIR)
+        if not staging_root.is_dir():
+            return []
+        actions = []
+        selector = pafs.FileSelector(staging_root.path, allow_not_found=True)
+        for info in zone.filesystem.get_file_info(selector):
+            if info.type != pafs.FileType.Directory:
+                continue
+            staging = Location(zone.filesystem, info.path)
+            marker = staging.child(COMMIT_MARKER)
+            if marker.exists():
+                tables = json.loads(marker.read_bytes())["tables"]
+                _roll_forward(zone, staging, tables)
+                actions.append(f"completed publication {staging.name}")
+            else:
+                staging.delete()
+                actions.append(f"discarded unfinished run {staging.name}")
+        return actions
+
+
+def _roll_forward(zone: Location, staging: Location, tables: Iterable[str]) -> None:
+    fs = zone.filesystem
+    for table in tables:
+        staged, final = staging.child(table), zone.child(table)
+        if not staged.exists():
+            continue  # already swapped before an interruption
+        if final.exists():
+            replaced = staging.child("replaced", table)
+            replaced.delete()
+            Location(fs, posixpath.dirname(replaced.path)).makedirs()
+            _move_dir(fs, final.path, replaced.path)
+        _move_dir(fs, staged.path, final.path)
+    staging.delete()
+
+
+def _move_dir(fs: pafs.FileSystem, source: str, destination: str) -> None:
+    if _supports_rename(fs):
+        fs.move(source, destination)
+        return
+    # Object stores have no directory rename: copy every object, then delete the source.
+    fs.create_dir(destination, recursive=True)
+    for info in fs.get_file_info(pafs.FileSelector(source, recursive=True)):
+        if info.type == pafs.FileType.File:
+            fs.copy_file(info.path, destination + info.path[len(source) :])
+    fs.delete_dir(source)
+
+
+def _supports_rename(fs: pafs.FileSystem) -> bool:
+    return isinstance(fs, pafs.LocalFileSystem)
+
+
+def _has_parquet_files(location: Location) -> bool:
+    selector = pafs.FileSelector(location.path, allow_not_found=True)
+    return any(info.path.endswith(".parquet") for info in location.filesystem.get_file_info(selector))

@@ -1,0 +1,46 @@
+"""The engine's pure parts: grouping files into read tasks, and carrying several tables in one dataset."""
+
+import pyarrow as pa
+
+from medical_assets.engine import multitable
+from medical_assets.engine.datasources import balanced_groups
+from medical_assets.engine.jobs import read_task_count
+from medical_assets.landing import LandingFile
+
+
+def _files(sizes):
+    return [LandingFile(f"/f{i}", f"f{i}", size, None) for i, size in enumerate(sizes)]
+
+
+def test_groups_are_balanced_by_size_and_keep_every_file():
+    files = _files([100, 90, 10, 10, 10, 50, 40, 1, 1, 1])
+    groups = balanced_groups(files, 3)
+    assert len(groups) == 3
+    assert sorted(f.path for g in groups for f in g) == sorted(f.path for f in files)
+    totals = [sum(f.size_bytes for f in g) for g in groups]
+    assert max(totals) - min(totals) <= 40
+
+
+def test_never_more_groups_than_files():
+    assert len(balanced_groups(_files([5, 5]), 8)) == 2
+    assert balanced_groups([], 4) == []
+
+
+def test_task_count_follows_cores_and_bytes():
+    assert read_task_count(total_bytes=25 << 20, file_count=100, cpus=2) == 2
+    assert read_task_count(total_bytes=1 << 30, file_count=1000, cpus=2) == 16
+    assert read_task_count(total_bytes=1 << 30, file_count=3, cpus=2) == 3
+
+
+def test_pack_and_unpack_round_trip_with_empty_tables():
+    a = pa.schema([("x", pa.int64()), ("s", pa.string())])
+    b = pa.schema([("y", pa.float64())])
+    schema = multitable.packed_schema({"a": a, "b": b})
+    first = multitable.pack("f1", {"a": pa.table({"x": [1, 2], "s": ["p", None]}, schema=a), "b": b.empty_table()}, schema)
+    second = multitable.pack("f2", {"a": a.empty_table(), "b": pa.table({"y": [0.5]}, schema=b)}, schema)
+    block = pa.concat_tables([first, second])
+
+    assert block.schema.equals(schema)
+    assert multitable.unpack(block, "a", a).to_pydict() == {"x": [1, 2], "s": ["p", None]}
+    assert multitable.unpack(block, "b", b).to_pydict() == {"y": [0.5]}
+    assert multitable.unpack(first, "b", b).schema.equals(b)

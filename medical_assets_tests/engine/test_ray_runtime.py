@@ -1,0 +1,53 @@
+"""The local Ray we start: loopback only, no files in the home folder or /tmp/ray, stopped completely."""
+
+import os
+import subprocess
+
+import psutil
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def _ray_processes(driver: psutil.Process) -> list[psutil.Process]:
+    return [p for p in driver.children(recursive=True) if p.is_running()]
+
+
+def test_local_ray_listens_on_loopback_only_and_leaves_nothing_behind(isolated_home, tmp_path):
+    from medical_assets.engine.runtime import RayRuntime
+
+    driver = psutil.Process()
+    runtime = RayRuntime(num_cpus=1)
+    runtime.ensure_started()
+    try:
+        import ray
+
+        assert ray.get(ray.remote(lambda: os.getpid()).remote()) != os.getpid()
+        processes = _ray_processes(driver)
+        assert processes, "a local Ray should run as child processes of the driver"
+        pids = {p.pid for p in processes} | {driver.pid}
+        listening = [
+            c for c in psutil.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN and c.pid in pids
+        ]
+        assert listening, "Ray should have listening sockets"
+        addresses = {c.laddr.ip for c in listening}
+        assert addresses <= {"127.0.0.1", "::ffff:127.0.0.1"}, f"Ray listens beyond loopback: {addresses}"
+
+        temp_dir = runtime._temp_dir
+        assert temp_dir and not temp_dir.startswith("/tmp/ray") and os.path.isdir(temp_dir)
+    finally:
+        runtime.stop()
+
+    assert not os.path.exists(temp_dir), "the session folder must be removed"
+    assert not (isolated_home / ".ray").exists(), "no token or session file may land in the home folder"
+    psutil.wait_procs(processes, timeout=15)
+    assert not [p for p in processes if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+
+
+def test_unreachable_ray_address_fails_with_a_message_naming_the_setting():
+    from medical_assets.config import ConfigurationError
+    from medical_assets.engine.runtime import RayRuntime
+
+    runtime = RayRuntime(address="127.0.0.1:1")
+    with pytest.raises(ConfigurationError, match="RAY_ADDRESS"):
+        runtime.ensure_started()

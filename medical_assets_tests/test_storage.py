@@ -1,0 +1,88 @@
+import json
+
+import pyarrow as pa
+import pytest
+
+from medical_assets.storage import (
+    COMMIT_MARKER,
+    STAGING_DIR,
+    TablePublication,
+    read_table,
+    resolve_location,
+    write_table_atomically,
+)
+
+SCHEMA = pa.schema([("id", pa.int64())])
+
+
+def _stage(publication, table, ids):
+    write_table_atomically(pa.table({"id": ids}, schema=SCHEMA), publication.staged(table).child("part-00000.parquet"))
+
+
+@pytest.fixture
+def zone(tmp_path):
+    return resolve_location(str(tmp_path / "phi"))
+
+
+def test_commit_publishes_and_replaces_previous_rows(zone):
+    first = TablePublication(zone, "run1")
+    _stage(first, "t", [1, 2])
+    first.commit({"t": SCHEMA})
+    assert read_table(zone.child("t"))["id"].to_pylist() == [1, 2]
+
+    second = TablePublication(zone, "run2")
+    _stage(second, "t", [3])
+    second.commit({"t": SCHEMA})
+    assert read_table(zone.child("t"))["id"].to_pylist() == [3]
+    assert not zone.child(STAGING_DIR, "run2").exists()
+
+
+def test_table_without_rows_is_published_with_its_schema(zone):
+    publication = TablePublication(zone, "run1")
+    publication.commit({"empty": SCHEMA})
+    table = read_table(zone.child("empty"))
+    assert table.num_rows == 0 and table.schema.equals(SCHEMA)
+
+
+def test_recover_discards_a_run_that_never_committed(zone):
+    done = TablePublication(zone, "run1")
+    _stage(done, "t", [1])
+    done.commit({"t": SCHEMA})
+    crashed = TablePublication(zone, "run2")
+    _stage(crashed, "t", [9, 9])
+
+    actions = TablePublication.recover(zone)
+
+    assert actions == ["discarded unfinished run run2"]
+    assert read_table(zone.child("t"))["id"].to_pylist() == [1]
+    assert not crashed.staging.exists()
+
+
+def test_recover_rolls_forward_a_run_killed_between_two_table_swaps(zone):
+    old = TablePublication(zone, "run1")
+    _stage(old, "a", [1])
+    _stage(old, "b", [1])
+    old.commit({"a": SCHEMA, "b": SCHEMA})
+
+    # The state a kill leaves after the commit marker and the swap of "a" only.
+    new = TablePublication(zone, "run2")
+    _stage(new, "a", [2])
+    _stage(new, "b", [2])
+    new.staging.child(COMMIT_MARKER).write_bytes_atomically(json.dumps({"tables": ["a", "b"]}).encode())
+    new.staging.child("replaced").makedirs()
+    zone.filesystem.move(zone.child("a").path, new.staging.child("replaced", "a").path)
+    zone.filesystem.move(new.staged("a").path, zone.child("a").path)
+
+    TablePublication.recover(zone)
+
+    assert read_table(zone.child("a"))["id"].to_pylist() == [2]
+    assert read_table(zone.child("b"))["id"].to_pylist() == [2]
+    assert not new.staging.exists()
+
+
+def test_atomic_write_leaves_no_temporary_file(tmp_path):
+    target = resolve_location(str(tmp_path / "dir" / "file.bin"))
+    target.write_bytes_atomically(b"one")
+    target.write_bytes_atomically(b"two")
+    assert target.read_bytes() == b"two"
+    assert [p.name for p in (tmp_path / "dir").iterdir()] == ["file.bin"]
