@@ -1,0 +1,1 @@
+"""Realistic, deterministic demo data that resembles no real person."""
