@@ -13,8 +13,8 @@ LAB_RESULT = (
     "OBX|1|NM|2345-7^Glucose^LN||105|mg/dL|70-99|H|||F\r"
     "OBX|2|NM|2951-2^Sodium^LN||140|mmol/L|135-145|N|||F\r"
 )
-# The same kind of message as a real interface engine might write it: \n endings, other
-# encoding characters, an escaped ampersand, MLLP framing.
+# A discharge as some interface engines write it: \n endings, other encoding characters
+# (components `$`, subcomponents `@`), an escaped subcomponent separator, MLLP framing.
 MESSY_DISCHARGE = (
     b"\x0bMSH#$~\\@#ADT#MEDICAL_CENTER#EMR#ONCOLOGY#20240306120000##ADT$A03#CTRL0003#P#2.4\n"
     b"EVN#A03#20240306120000\n"

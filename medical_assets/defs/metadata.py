@@ -1,7 +1,5 @@
 """Dagster metadata for published tables: counts, schema, location, and previews free of patient data."""
 
-from __future__ import annotations
-
 from collections import Counter
 
 import dagster as dg

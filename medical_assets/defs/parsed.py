@@ -1,7 +1,5 @@
 """PHI-zone assets: HL7 messages, lab results and quarantined errors, parsed by one Ray job."""
 
-from __future__ import annotations
-
 import dagster as dg
 
 from medical_assets.defs import groups
@@ -53,7 +51,7 @@ def hl7_parsed_tables(context: dg.AssetExecutionContext, pipeline: PipelineConfi
             f"({messages / max(elapsed_s, 1e-9):,.0f}/s), {counts.get('hl7_errors', 0):,} quarantined"
         )
 
-    publication = TablePublication(phi, run_id=context.run_id)
+    publication = TablePublication(phi, run_id=context.run.run_id)
     try:
         if files:
             ray_engine.ensure_started()

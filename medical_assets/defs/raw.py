@@ -1,10 +1,8 @@
 """Landing assets: the synthetic demo corpus and the manifest of the HL7 files to parse."""
 
-from __future__ import annotations
-
 import dagster as dg
 
-from medical_assets.config import HL7_EXTENSIONS, HL7_SOURCE_VAR, require_readable_source
+from medical_assets.config import HL7_EXTENSIONS, HL7_SOURCE_VAR
 from medical_assets.defs import groups
 from medical_assets.defs.resources import PipelineConfig, RayResource
 from medical_assets.engine import jobs
@@ -56,8 +54,7 @@ def synthetic_hl7_files(
 def hl7_landing_manifest(
     context: dg.AssetExecutionContext, pipeline: PipelineConfig, ray_engine: RayResource
 ) -> dg.MaterializeResult:
-    settings = pipeline.settings()
-    require_readable_source(settings.hl7_source, HL7_SOURCE_VAR)
+    settings = pipeline.readable_hl7_source()
     files = list_landing_files(settings.hl7_source, HL7_EXTENSIONS)
     if files:
         ray_engine.ensure_started()

@@ -1,14 +1,28 @@
 """Resources: the pipeline's settings and the Ray engine, both resolved when a run starts."""
 
-from __future__ import annotations
-
 import os
+from contextlib import contextmanager
 
 import dagster as dg
 from pydantic import Field, PrivateAttr
 
-from medical_assets.config import PipelineSettings, load_settings
+from medical_assets.config import (
+    HL7_SOURCE_VAR,
+    ConfigurationError,
+    PipelineSettings,
+    load_settings,
+    require_readable_source,
+)
 from medical_assets.engine.runtime import RayRuntime
+
+
+@contextmanager
+def configuration_failure():
+    """A wrong setting fails the step with its own message on top, and is not retried."""
+    try:
+        yield
+    except ConfigurationError as error:
+        raise dg.Failure(description=str(error), allow_retries=False) from None
 
 
 class PipelineConfig(dg.ConfigurableResource):
@@ -21,9 +35,17 @@ class PipelineConfig(dg.ConfigurableResource):
     )
 
     def settings(self) -> PipelineSettings:
-        return load_settings(
-            data_dir=self.data_dir, hl7_source=self.hl7_source, synthetic_hl7_messages=self.synthetic_hl7_messages
-        )
+        with configuration_failure():
+            return load_settings(
+                data_dir=self.data_dir, hl7_source=self.hl7_source, synthetic_hl7_messages=self.synthetic_hl7_messages
+            )
+
+    def readable_hl7_source(self) -> PipelineSettings:
+        """The settings, once the HL7 source folder is known to exist and be readable."""
+        settings = self.settings()
+        with configuration_failure():
+            require_readable_source(settings.hl7_source, HL7_SOURCE_VAR)
+        return settings
 
 
 class RayResource(dg.ConfigurableResource):
@@ -48,4 +70,5 @@ class RayResource(dg.ConfigurableResource):
     def ensure_started(self) -> None:
         if self._runtime is None:
             raise RuntimeError("RayResource used outside a Dagster run")
-        self._runtime.ensure_started()
+        with configuration_failure():
+            self._runtime.ensure_started()
