@@ -44,6 +44,8 @@ class RayRuntime:
             return
         for name in _NOISY_LOGGERS:
             logging.getLogger(name).setLevel(logging.WARNING)
+        # We turn progress bars off on purpose (the run log gets our own progress lines).
+        logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
         started = time.monotonic()
         try:
             if self.is_local:
