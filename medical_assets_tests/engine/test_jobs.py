@@ -1,0 +1,83 @@
+"""The Ray jobs on small corpora, checked against the same code run without Ray."""
+
+import hashlib
+import os
+
+import pyarrow as pa
+import pytest
+
+from medical_assets.engine import jobs
+from medical_assets.hl7 import parse_hl7_file
+from medical_assets.hl7.tables import TABLES
+from medical_assets.landing import list_landing_files
+from medical_assets.storage import TablePublication, read_table, resolve_location
+from medical_assets.synthetic.hl7 import HL7CorpusSettings, file_name
+from medical_assets_tests import hl7_samples
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def ray_runtime():
+    from medical_assets.engine.runtime import RayRuntime
+
+    runtime = RayRuntime(num_cpus=2)
+    runtime.ensure_started()
+    yield runtime
+    runtime.stop()
+
+
+def _digests(folder):
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+
+
+def test_generation_is_deterministic_and_skipped_when_already_there(ray_runtime, tmp_path):
+    settings = HL7CorpusSettings(total_messages=1_050, messages_per_file=500)
+    first, second = tmp_path / "a", tmp_path / "b"
+
+    result = jobs.generate_synthetic_hl7(settings, resolve_location(str(first)))
+    jobs.generate_synthetic_hl7(settings, resolve_location(str(second)))
+
+    assert result.generated and result.files == 3 and result.messages == 1_050
+    assert _digests(first) == _digests(second)
+    again = jobs.generate_synthetic_hl7(settings, resolve_location(str(first)))
+    assert not again.generated
+
+
+def test_a_smaller_corpus_replaces_only_its_own_files(ray_runtime, tmp_path):
+    landing = resolve_location(str(tmp_path))
+    jobs.generate_synthetic_hl7(HL7CorpusSettings(total_messages=1_500), landing)
+    (tmp_path / "site_feed.hl7").write_bytes(hl7_samples.clean_feed())
+
+    jobs.generate_synthetic_hl7(HL7CorpusSettings(total_messages=600), landing)
+
+    names = sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("_"))
+    assert names == sorted([file_name(0), file_name(1), "site_feed.hl7"])
+
+
+def test_parse_job_equals_the_parser_run_without_ray(ray_runtime, tmp_path):
+    landing = tmp_path / "landing"
+    jobs.generate_synthetic_hl7(HL7CorpusSettings(total_messages=2_000, messages_per_file=300), resolve_location(str(landing)))
+    (landing / "broken.hl7").write_bytes(hl7_samples.feed_with_broken_message())
+    (landing / "empty.txt").write_bytes(b"")
+    source = resolve_location(str(landing))
+    files = list_landing_files(source, (".hl7", ".txt"))
+    zone = resolve_location(str(tmp_path / "phi"))
+    publication = TablePublication(zone)
+    reports = []
+
+    counts = jobs.parse_hl7_files(files, source.filesystem, publication, lambda c, s: reports.append(c))
+    publication.commit(TABLES)
+
+    expected = [parse_hl7_file((landing / f.relative_path).read_bytes(), f.path) for f in files]
+    for name, attribute in (("hl7_messages", "messages"), ("hl7_lab_results", "lab_results"), ("hl7_errors", "errors")):
+        published = read_table(zone.child(name))
+        direct = pa.concat_tables([getattr(e, attribute) for e in expected])
+        assert published.num_rows == direct.num_rows == counts.get(name, 0), name
+        order = [(c, "ascending") for c in ("source_file", "message_index")]
+        assert published.sort_by(order).equals(direct.sort_by(order)), name
+    assert counts["hl7_messages"] == 2_002 and counts["hl7_errors"] == 2
+    assert counts["files"] == len(files) == reports[-1]["files"]
+    assert len(os.listdir(zone.child("hl7_messages").path)) <= jobs.read_task_count(
+        sum(f.size_bytes for f in files), len(files), 2
+    )
