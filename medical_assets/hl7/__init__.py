@@ -1,0 +1,6 @@
+"""HL7 v2 ER7 files into the PHI zone's Arrow tables."""
+
+from medical_assets.hl7 import tables
+from medical_assets.hl7.reader import ParsedHL7File, parse_hl7_file
+
+__all__ = ["ParsedHL7File", "parse_hl7_file", "tables"]
