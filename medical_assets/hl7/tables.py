@@ -71,8 +71,60 @@ HL7_ERRORS = pa.schema(
     ]
 )
 
+HL7_PHARMACY_ORDERS = pa.schema(
+    [
+        pa.field("message_control_id", pa.string()),
+        pa.field("source_file", pa.string()),
+        pa.field("message_index", pa.int32()),
+        pa.field("message_type", pa.string()),  # as in hl7_messages, e.g. RDE^O11
+        pa.field("order_control", pa.string()),  # ORC-1 of the ORC this RXE follows (NW, CA, ...)
+        pa.field("placer_order_number", pa.string()),  # ORC-2.1
+        pa.field("filler_order_number", pa.string()),  # ORC-3.1
+        pa.field("give_code", pa.string()),  # RXE-2.1
+        pa.field("give_name", pa.string()),  # RXE-2.2
+        pa.field("give_coding_system", pa.string()),  # RXE-2.3
+        pa.field("give_amount_minimum", pa.float64()),  # RXE-3
+        pa.field("give_amount_maximum", pa.float64()),  # RXE-4
+        pa.field("give_units", pa.string()),  # RXE-5.1
+        pa.field("dosage_form", pa.string()),  # RXE-6.1
+        pa.field("route", pa.string()),  # RXR-1.1 of the first RXR after this RXE
+        pa.field("frequency", pa.string()),  # TQ1-3.1 when a TQ1 follows, else RXE-1.2 (TQ interval)
+        pa.field("start_datetime", pa.timestamp("us")),  # TQ1-7, else RXE-1.4
+        pa.field("end_datetime", pa.timestamp("us")),  # TQ1-8, else RXE-1.5
+        pa.field("dispense_amount", pa.float64()),  # RXE-10
+        pa.field("dispense_units", pa.string()),  # RXE-11.1
+    ]
+)
+
+HL7_ENCOUNTERS = pa.schema(
+    [
+        pa.field("message_control_id", pa.string()),
+        pa.field("source_file", pa.string()),
+        pa.field("message_index", pa.int32()),
+        pa.field("message_type", pa.string()),  # as in hl7_messages, e.g. ADT^A01
+        pa.field("event_type", pa.string()),  # EVN-1, else MSH-9.2 (A01 admission, A03 discharge, ...)
+        pa.field("event_datetime", pa.timestamp("us")),  # EVN-2
+        pa.field("patient_class", pa.string()),  # PV1-2 (I inpatient, O outpatient, E emergency)
+        pa.field("point_of_care", pa.string()),  # PV1-3.1
+        pa.field("room", pa.string()),  # PV1-3.2
+        pa.field("bed", pa.string()),  # PV1-3.3
+        pa.field("location_facility", pa.string()),  # PV1-3.4
+        pa.field("attending_doctor_id", pa.string()),  # PV1-7.1
+        pa.field("attending_doctor_family_name", pa.string()),  # PV1-7.2
+        pa.field("attending_doctor_given_name", pa.string()),  # PV1-7.3
+        pa.field("hospital_service", pa.string()),  # PV1-10
+        pa.field("admit_source", pa.string()),  # PV1-14
+        pa.field("visit_number", pa.string()),  # PV1-19.1
+        pa.field("discharge_disposition", pa.string()),  # PV1-36
+        pa.field("admit_datetime", pa.timestamp("us")),  # PV1-44
+        pa.field("discharge_datetime", pa.timestamp("us")),  # PV1-45
+    ]
+)
+
 TABLES = {
     "hl7_messages": HL7_MESSAGES,
     "hl7_lab_results": HL7_LAB_RESULTS,
+    "hl7_pharmacy_orders": HL7_PHARMACY_ORDERS,
+    "hl7_encounters": HL7_ENCOUNTERS,
     "hl7_errors": HL7_ERRORS,
 }

@@ -834,3 +834,30 @@ def _pharmacy_order(message_number: int, encounter: _Encounter, rng: _Draws) -> 
 
 
 _MESSAGE_BUILDERS = (_admission, _lab_result, _pharmacy_order, _discharge)
+
+
+class SyntheticPatient(NamedTuple):
+    medical_record_number: str  # PID-3.1 of the MR identifier
+    family_name: str
+    given_name: str
+    birth_date: str  # YYYYMMDD
+    sex: str  # PID-8: F, M, O or U
+    facility: str  # the facility that issues the record number, e.g. GENERAL_HOSPITAL
+
+
+PATIENT_POOL_SIZE = _PATIENT_POOL_SIZE
+
+
+def synthetic_patient(seed: int, patient_number: int) -> SyntheticPatient:
+    """Patient `patient_number` (0..PATIENT_POOL_SIZE-1) of the pool the HL7 corpus with `seed` draws from.
+
+    Other synthetic corpora (DICOM) take their patients from here, so their records join the
+    HL7 feeds on medical record number, name and birth date.
+    """
+    if not 0 <= patient_number < _PATIENT_POOL_SIZE:
+        raise ValueError(f"patient_number must be in 0..{_PATIENT_POOL_SIZE - 1}, got {patient_number}")
+    patient = _patient(seed, patient_number)
+    family_name, given_name, _ = patient.name.split("^")
+    return SyntheticPatient(
+        patient.medical_record_number, family_name, given_name, patient.birth_date, patient.gender, patient.facility.name
+    )
