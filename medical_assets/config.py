@@ -14,11 +14,15 @@ DATA_DIR_VAR = "MEDICAL_ASSETS_DATA_DIR"
 HL7_SOURCE_VAR = "MEDICAL_ASSETS_HL7_SOURCE"
 DICOM_SOURCE_VAR = "MEDICAL_ASSETS_DICOM_SOURCE"
 SYNTHETIC_HL7_MESSAGES_VAR = "MEDICAL_ASSETS_SYNTHETIC_HL7_MESSAGES"
+SYNTHETIC_DICOM_FILES_VAR = "MEDICAL_ASSETS_SYNTHETIC_DICOM_FILES"
+DICOM_THUMBNAILS_VAR = "MEDICAL_ASSETS_DICOM_THUMBNAILS"
 
 DEFAULT_DATA_DIR = "./data"
 DEFAULT_SYNTHETIC_HL7_MESSAGES = 50_000
+DEFAULT_SYNTHETIC_DICOM_FILES = 300
 
 HL7_EXTENSIONS = (".hl7", ".txt", ".msg", ".er7")
+DICOM_EXTENSIONS = (".dcm", ".dicom")  # and extension-less files with the DICM preamble
 
 
 class ConfigurationError(Exception):
@@ -31,6 +35,10 @@ class PipelineSettings:
     hl7_source: Location
     hl7_source_is_external: bool  # set by the user: never generate synthetic data into it
     synthetic_hl7_messages: int
+    dicom_source: Location
+    dicom_source_is_external: bool
+    synthetic_dicom_files: int
+    dicom_thumbnails: bool  # write dicom_thumbnails (64 x 64 tensors) for machine learning
 
     def zone(self, name: str) -> Location:
         return self.data_dir.child(name)
@@ -46,19 +54,23 @@ def load_settings(
     data_dir: str | None = None,
     hl7_source: str | None = None,
     synthetic_hl7_messages: int | None = None,
+    dicom_source: str | None = None,
+    synthetic_dicom_files: int | None = None,
+    dicom_thumbnails: bool | None = None,
 ) -> PipelineSettings:
     """Explicit arguments win over the environment, which wins over the defaults."""
     env = os.environ if env is None else env
     data_dir = data_dir or env.get(DATA_DIR_VAR) or DEFAULT_DATA_DIR
     hl7_source = hl7_source or env.get(HL7_SOURCE_VAR)
+    dicom_source = dicom_source or env.get(DICOM_SOURCE_VAR)
     if synthetic_hl7_messages is None:
-        raw = env.get(SYNTHETIC_HL7_MESSAGES_VAR) or str(DEFAULT_SYNTHETIC_HL7_MESSAGES)
-        try:
-            synthetic_hl7_messages = int(raw)
-        except ValueError:
-            raise ConfigurationError(f"{SYNTHETIC_HL7_MESSAGES_VAR} must be a whole number, got {raw!r}") from None
-    if synthetic_hl7_messages < 0:
-        raise ConfigurationError(f"{SYNTHETIC_HL7_MESSAGES_VAR} must not be negative")
+        synthetic_hl7_messages = _count(env, SYNTHETIC_HL7_MESSAGES_VAR, DEFAULT_SYNTHETIC_HL7_MESSAGES)
+    if synthetic_dicom_files is None:
+        synthetic_dicom_files = _count(env, SYNTHETIC_DICOM_FILES_VAR, DEFAULT_SYNTHETIC_DICOM_FILES)
+    if dicom_thumbnails is None:
+        dicom_thumbnails = _flag(env, DICOM_THUMBNAILS_VAR, default=True)
+    if synthetic_hl7_messages < 0 or synthetic_dicom_files < 0:
+        raise ConfigurationError(f"{SYNTHETIC_HL7_MESSAGES_VAR} and {SYNTHETIC_DICOM_FILES_VAR} must not be negative")
 
     data = resolve_location(data_dir)
     return PipelineSettings(
@@ -66,7 +78,30 @@ def load_settings(
         hl7_source=resolve_location(hl7_source) if hl7_source else data.child("landing", "hl7"),
         hl7_source_is_external=bool(hl7_source),
         synthetic_hl7_messages=synthetic_hl7_messages,
+        dicom_source=resolve_location(dicom_source) if dicom_source else data.child("landing", "dicom"),
+        dicom_source_is_external=bool(dicom_source),
+        synthetic_dicom_files=synthetic_dicom_files,
+        dicom_thumbnails=dicom_thumbnails,
     )
+
+
+def _flag(env: Mapping[str, str], variable: str, default: bool) -> bool:
+    raw = env.get(variable, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ConfigurationError(f"{variable} must be 1/0, true/false, yes/no or on/off, got {raw!r}")
+
+
+def _count(env: Mapping[str, str], variable: str, default: int) -> int:
+    raw = env.get(variable) or str(default)
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigurationError(f"{variable} must be a whole number, got {raw!r}") from None
 
 
 def require_readable_source(source: Location, variable: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -29,8 +30,17 @@ class LandingFile:
     modified_time_ns: int | None
 
 
-def list_landing_files(source: Location, extensions: tuple[str, ...]) -> list[LandingFile]:
-    """Every file below `source` with one of `extensions`, sorted; hidden and `_`-prefixed names are ours, not data."""
+def list_landing_files(
+    source: Location,
+    extensions: tuple[str, ...],
+    accept_without_extension: Callable[[str, bytes], bool] | None = None,
+    head_bytes: int = 132,
+) -> list[LandingFile]:
+    """Every file below `source` with one of `extensions`, sorted; hidden and `_`-prefixed names are ours, not data.
+
+    Any other file is taken when `accept_without_extension(name, first bytes)` says so (DICOM
+    files often have no extension, or a UID for a name, and only the DICM preamble says what they are).
+    """
     selector = pafs.FileSelector(source.path, recursive=True, allow_not_found=False)
     prefix = source.path.rstrip("/") + "/"
     files = []
@@ -41,9 +51,17 @@ def list_landing_files(source: Location, extensions: tuple[str, ...]) -> list[La
         if any(part.startswith((".", "_")) for part in relative.split("/")):
             continue
         if not info.base_name.lower().endswith(extensions):
-            continue
+            if accept_without_extension is None:
+                continue
+            if not accept_without_extension(info.base_name, _head(source, info.path, head_bytes)):
+                continue
         files.append(LandingFile(info.path, relative, info.size, info.mtime_ns))
     return sorted(files, key=lambda f: f.relative_path)
+
+
+def _head(source: Location, path: str, size: int) -> bytes:
+    with source.filesystem.open_input_stream(path) as stream:
+        return stream.read(size)
 
 
 def sha256_of(filesystem: pafs.FileSystem, path: str, chunk_size: int = 1 << 20) -> str:

@@ -37,9 +37,15 @@ def _cli_materialize(tmp_path, **env_overrides):
 
 def test_cli_materializes_the_whole_graph_into_the_data_dir(tmp_path):
     data = tmp_path / "data"
-    _cli_materialize(tmp_path, MEDICAL_ASSETS_DATA_DIR=str(data), MEDICAL_ASSETS_SYNTHETIC_HL7_MESSAGES="800")
+    _cli_materialize(
+        tmp_path,
+        MEDICAL_ASSETS_DATA_DIR=str(data),
+        MEDICAL_ASSETS_SYNTHETIC_HL7_MESSAGES="800",
+        MEDICAL_ASSETS_SYNTHETIC_DICOM_FILES="6",
+    )
     assert pq.read_table(data / "phi" / "hl7_messages").num_rows == 800
     assert len(list((data / "landing" / "hl7").glob("*.hl7"))) == 2
+    assert pq.read_table(data / "phi" / "dicom_images").num_rows == 6
 
 
 def test_cli_honours_the_hl7_source_variable(tmp_path):
@@ -47,10 +53,17 @@ def test_cli_honours_the_hl7_source_variable(tmp_path):
     source.mkdir()
     (source / "feed.hl7").write_bytes(hl7_samples.feed_with_broken_message())
     data = tmp_path / "data"
-    completed = _cli_materialize(tmp_path, MEDICAL_ASSETS_DATA_DIR=str(data), MEDICAL_ASSETS_HL7_SOURCE=str(source))
+    completed = _cli_materialize(
+        tmp_path,
+        MEDICAL_ASSETS_DATA_DIR=str(data),
+        MEDICAL_ASSETS_HL7_SOURCE=str(source),
+        MEDICAL_ASSETS_SYNTHETIC_DICOM_FILES="0",
+    )
     assert pq.read_table(data / "phi" / "hl7_messages").num_rows == 2
     assert pq.read_table(data / "phi" / "hl7_errors").num_rows == 1
-    assert not (data / "landing").exists()
+    assert not (data / "landing" / "hl7").exists()
+    # No DICOM at all is a quiet night, not an error: the tables exist, empty.
+    assert pq.read_table(data / "phi" / "dicom_images").num_rows == 0
     # The run log carries counts, never the patients of the feed.
     for secret in ("DOE", "JANE", "123456", "SECRETNAME", "900-12-3456"):
         assert secret not in completed.stdout + completed.stderr

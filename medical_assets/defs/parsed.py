@@ -1,11 +1,12 @@
-"""PHI-zone assets: HL7 messages, lab results and quarantined errors, parsed by one Ray job."""
+"""PHI-zone assets: the HL7 and DICOM tables, each set read from its landing manifest by one Ray job."""
 
 import dagster as dg
 
 from medical_assets.defs import groups
 from medical_assets.defs.metadata import count_preview, table_metadata
-from medical_assets.defs.raw import hl7_landing_manifest
+from medical_assets.defs.raw import DICOM_MANIFEST, HL7_MANIFEST, dicom_landing_manifest, hl7_landing_manifest
 from medical_assets.defs.resources import PipelineConfig, RayResource
+from medical_assets.dicom.tables import TABLES as DICOM_TABLES
 from medical_assets.engine import jobs
 from medical_assets.hl7.tables import TABLES as HL7_TABLES
 from medical_assets.landing import files_from_manifest
@@ -14,59 +15,94 @@ from medical_assets.storage import TablePublication, read_table
 _DESCRIPTIONS = {
     "hl7_messages": "One row per parsed HL7 message: header, patient identity and demographics (PHI).",
     "hl7_lab_results": "One row per OBX observation with its OBR order context (PHI).",
+    "hl7_pharmacy_orders": "One row per RXE pharmacy order with its ORC, route and timing (PHI).",
+    "hl7_encounters": "One row per message with a PV1 visit: class, location, doctor, service, admit and discharge (PHI).",
     "hl7_errors": "One row per HL7 message or file that could not be parsed, with a reason a person can act on.",
+    "dicom_images": "One row per readable DICOM file: header attributes and pixel statistics of the stored values (PHI).",
+    "dicom_thumbnails": (
+        "One 64 x 64 normalised greyscale thumbnail (an Arrow tensor) per decoded image, for machine learning; "
+        "PHI: burned-in text may show. Off with MEDICAL_ASSETS_DICOM_THUMBNAILS=0."
+    ),
+    "dicom_errors": "One row per file that is not readable DICOM, with the reason.",
 }
 # Columns whose value counts describe a table without describing a patient.
-_PREVIEW_COLUMN = {"hl7_messages": "message_type", "hl7_lab_results": "observation_name", "hl7_errors": "error"}
+_PREVIEW_COLUMN = {
+    "hl7_messages": "message_type",
+    "hl7_lab_results": "observation_name",
+    "hl7_pharmacy_orders": "give_name",
+    "hl7_encounters": "event_type",
+    "hl7_errors": "error",
+    "dicom_images": "modality",
+    "dicom_thumbnails": "frame_index",
+    "dicom_errors": "error",
+}
 
 
-@dg.multi_asset(
-    specs=[
-        dg.AssetSpec(
-            name,
-            deps=[hl7_landing_manifest],
-            group_name=groups.PHI,
-            kinds={"ray", "parquet", "hl7"},
-            description=_DESCRIPTIONS[name],
-            tags={"zone": "phi"},
-        )
-        for name in HL7_TABLES
-    ],
-    pool=groups.RAY_POOL,
+def _parsed_tables_asset(name: str, kind: str, tables: dict, manifest_asset, manifest_path: tuple, parse_files):
+    @dg.multi_asset(
+        name=name,
+        specs=[
+            dg.AssetSpec(
+                table,
+                deps=[manifest_asset],
+                group_name=groups.PHI,
+                kinds={"ray", "parquet", kind},
+                description=_DESCRIPTIONS[table],
+                tags={"zone": "phi"},
+            )
+            for table in tables
+        ],
+        pool=groups.RAY_POOL,
+    )
+    def parsed_tables(context: dg.AssetExecutionContext, pipeline: PipelineConfig, ray_engine: RayResource):
+        settings = pipeline.settings()
+        phi = settings.zone("phi")
+        for action in TablePublication.recover(phi):
+            context.log.warning(f"PHI zone: {action} left by an interrupted run")
+        files = files_from_manifest(read_table(settings.manifests.child(*manifest_path)))
+        source = settings.hl7_source if kind == "hl7" else settings.dicom_source
+
+        def report(counts: dict, elapsed_s: float) -> None:
+            done = counts.get("files", 0)
+            rows = ", ".join(f"{counts.get(table, 0):,} {table}" for table in tables)
+            context.log.info(
+                f"{kind.upper()} read: {done:,}/{len(files):,} files ({done / max(elapsed_s, 1e-9):,.1f} files/s); {rows}"
+            )
+
+        publication = TablePublication(phi, run_id=context.run.run_id)
+        try:
+            if files:
+                ray_engine.ensure_started()
+            counts = parse_files(files, source.filesystem, publication, report, settings)
+            publication.commit(tables)
+        except BaseException:
+            publication.abandon()
+            raise
+
+        for table, schema in tables.items():
+            location = phi.child(table)
+            yield dg.MaterializeResult(
+                asset_key=table,
+                metadata={
+                    **table_metadata(location, schema, counts.get(table, 0)),
+                    "preview": count_preview(location, _PREVIEW_COLUMN[table]),
+                },
+            )
+
+    return parsed_tables
+
+
+def _parse_hl7(files, filesystem, publication, report, settings):
+    return jobs.parse_hl7_files(files, filesystem, publication, report)
+
+
+def _parse_dicom(files, filesystem, publication, report, settings):
+    return jobs.parse_dicom_files(files, filesystem, publication, report, with_thumbnails=settings.dicom_thumbnails)
+
+
+hl7_parsed_tables = _parsed_tables_asset(
+    "hl7_parsed_tables", "hl7", HL7_TABLES, hl7_landing_manifest, HL7_MANIFEST, _parse_hl7
 )
-def hl7_parsed_tables(context: dg.AssetExecutionContext, pipeline: PipelineConfig, ray_engine: RayResource):
-    settings = pipeline.settings()
-    phi = settings.zone("phi")
-    for action in TablePublication.recover(phi):
-        context.log.warning(f"PHI zone: {action} left by an interrupted run")
-
-    manifest = read_table(settings.manifests.child("hl7_landing", "manifest.parquet"))
-    files = files_from_manifest(manifest)
-    total_files = len(files)
-
-    def report(counts: dict, elapsed_s: float) -> None:
-        messages = counts.get("hl7_messages", 0) + counts.get("hl7_errors", 0)
-        context.log.info(
-            f"HL7 parse: {counts.get('files', 0):,}/{total_files:,} files, {messages:,} messages "
-            f"({messages / max(elapsed_s, 1e-9):,.0f}/s), {counts.get('hl7_errors', 0):,} quarantined"
-        )
-
-    publication = TablePublication(phi, run_id=context.run.run_id)
-    try:
-        if files:
-            ray_engine.ensure_started()
-        counts = jobs.parse_hl7_files(files, settings.hl7_source.filesystem, publication, report)
-        publication.commit(HL7_TABLES)
-    except BaseException:
-        publication.abandon()
-        raise
-
-    for name, schema in HL7_TABLES.items():
-        location = phi.child(name)
-        yield dg.MaterializeResult(
-            asset_key=name,
-            metadata={
-                **table_metadata(location, schema, counts.get(name, 0)),
-                "preview": count_preview(location, _PREVIEW_COLUMN[name]),
-            },
-        )
+dicom_parsed_tables = _parsed_tables_asset(
+    "dicom_parsed_tables", "dicom", DICOM_TABLES, dicom_landing_manifest, DICOM_MANIFEST, _parse_dicom
+)

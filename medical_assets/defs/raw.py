@@ -1,14 +1,19 @@
-"""Landing assets: the synthetic demo corpus and the manifest of the HL7 files to parse."""
+"""Landing assets: the synthetic demo corpora and the manifests of the files to read."""
 
 import dagster as dg
 
-from medical_assets.config import HL7_EXTENSIONS, HL7_SOURCE_VAR
+from medical_assets.config import DICOM_EXTENSIONS, DICOM_SOURCE_VAR, HL7_EXTENSIONS, HL7_SOURCE_VAR
 from medical_assets.defs import groups
 from medical_assets.defs.resources import PipelineConfig, RayResource
+from medical_assets.dicom import is_dicom_candidate
 from medical_assets.engine import jobs
-from medical_assets.landing import list_landing_files, manifest_table
-from medical_assets.storage import write_table_atomically
+from medical_assets.landing import LandingFile, list_landing_files, manifest_table
+from medical_assets.storage import Location, write_table_atomically
+from medical_assets.synthetic.dicom import DicomCorpusSettings
 from medical_assets.synthetic.hl7 import HL7CorpusSettings
+
+HL7_MANIFEST = ("hl7_landing", "manifest.parquet")
+DICOM_MANIFEST = ("dicom_landing", "manifest.parquet")
 
 
 @dg.asset(
@@ -31,15 +36,46 @@ def synthetic_hl7_files(
     corpus = HL7CorpusSettings(total_messages=settings.synthetic_hl7_messages)
     result = jobs.generate_synthetic_hl7(corpus, settings.hl7_source)
     context.log.info(
-        f"{'Generated' if result.generated else 'Kept the existing'} synthetic corpus: "
-        f"{result.messages:,} messages in {result.files:,} files"
+        f"{'Generated' if result.generated else 'Kept the existing'} synthetic HL7 corpus: "
+        f"{corpus.total_messages:,} messages in {result.files:,} files"
     )
     return dg.MaterializeResult(
         metadata={
             "generated": result.generated,
             "files": result.files,
-            "messages": result.messages,
+            "messages": corpus.total_messages,
             "landing folder": dg.MetadataValue.path(settings.hl7_source.uri),
+        }
+    )
+
+
+@dg.asset(
+    group_name=groups.LANDING,
+    kinds={"ray", "dicom"},
+    pool=groups.RAY_POOL,
+    description=(
+        "Synthetic DICOM studies (CT, MR, CR/DX, US; uncompressed, deflated and RLE; multi-frame and RGB) "
+        "written with pydicom into the DICOM landing folder by a Ray job. Deterministic; skipped when "
+        "MEDICAL_ASSETS_DICOM_SOURCE is set."
+    ),
+)
+def synthetic_dicom_files(
+    context: dg.AssetExecutionContext, pipeline: PipelineConfig, ray_engine: RayResource
+) -> dg.MaterializeResult:
+    settings = pipeline.settings()
+    if settings.dicom_source_is_external:
+        context.log.info(f"{DICOM_SOURCE_VAR} is set: reading real DICOM from there, generating nothing")
+        return dg.MaterializeResult(metadata={"skipped": f"{DICOM_SOURCE_VAR} is set"})
+    ray_engine.ensure_started()
+    result = jobs.generate_synthetic_dicom(
+        DicomCorpusSettings(total_files=settings.synthetic_dicom_files), settings.dicom_source
+    )
+    context.log.info(f"{'Generated' if result.generated else 'Kept the existing'} synthetic DICOM corpus: {result.files:,} files")
+    return dg.MaterializeResult(
+        metadata={
+            "generated": result.generated,
+            "files": result.files,
+            "landing folder": dg.MetadataValue.path(settings.dicom_source.uri),
         }
     )
 
@@ -56,17 +92,35 @@ def hl7_landing_manifest(
 ) -> dg.MaterializeResult:
     settings = pipeline.readable_hl7_source()
     files = list_landing_files(settings.hl7_source, HL7_EXTENSIONS)
+    return _publish_manifest(context, ray_engine, settings.hl7_source, files, settings.manifests.child(*HL7_MANIFEST))
+
+
+@dg.asset(
+    deps=[synthetic_dicom_files],
+    group_name=groups.LANDING,
+    kinds={"ray", "parquet", "dicom"},
+    pool=groups.RAY_POOL,
+    description=(
+        "Manifest of the DICOM landing files (.dcm, .dicom, and files of any name with the DICM preamble): "
+        "path, size, modification time, SHA-256."
+    ),
+)
+def dicom_landing_manifest(
+    context: dg.AssetExecutionContext, pipeline: PipelineConfig, ray_engine: RayResource
+) -> dg.MaterializeResult:
+    settings = pipeline.readable_dicom_source()
+    files = list_landing_files(settings.dicom_source, DICOM_EXTENSIONS, accept_without_extension=is_dicom_candidate)
+    return _publish_manifest(context, ray_engine, settings.dicom_source, files, settings.manifests.child(*DICOM_MANIFEST))
+
+
+def _publish_manifest(
+    context: dg.AssetExecutionContext, ray_engine: RayResource, source: Location, files: list[LandingFile], target: Location
+) -> dg.MaterializeResult:
     if files:
         ray_engine.ensure_started()
-    manifest = manifest_table(files, jobs.checksum_files(files, settings.hl7_source.filesystem))
-    target = settings.manifests.child("hl7_landing", "manifest.parquet")
-    write_table_atomically(manifest, target)
+    write_table_atomically(manifest_table(files, jobs.checksum_files(files, source.filesystem)), target)
     total_bytes = sum(f.size_bytes for f in files)
-    context.log.info(f"{len(files):,} HL7 files, {total_bytes:,} bytes, in the landing folder")
+    context.log.info(f"{len(files):,} files, {total_bytes:,} bytes, in the landing folder")
     return dg.MaterializeResult(
-        metadata={
-            "dagster/row_count": len(files),
-            "total bytes": total_bytes,
-            "dagster/uri": target.uri,
-        }
+        metadata={"dagster/row_count": len(files), "total bytes": total_bytes, "dagster/uri": target.uri}
     )

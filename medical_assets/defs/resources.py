@@ -7,6 +7,7 @@ import dagster as dg
 from pydantic import Field, PrivateAttr
 
 from medical_assets.config import (
+    DICOM_SOURCE_VAR,
     HL7_SOURCE_VAR,
     ConfigurationError,
     PipelineSettings,
@@ -33,11 +34,24 @@ class PipelineConfig(dg.ConfigurableResource):
     synthetic_hl7_messages: int | None = Field(
         default=None, description="Size of the synthetic HL7 corpus; default MEDICAL_ASSETS_SYNTHETIC_HL7_MESSAGES or 50,000"
     )
+    dicom_source: str | None = Field(default=None, description="DICOM landing folder; default MEDICAL_ASSETS_DICOM_SOURCE")
+    synthetic_dicom_files: int | None = Field(
+        default=None, description="Size of the synthetic DICOM corpus; default MEDICAL_ASSETS_SYNTHETIC_DICOM_FILES or 300"
+    )
+
+    dicom_thumbnails: bool | None = Field(
+        default=None, description="Write 64 x 64 thumbnails to dicom_thumbnails; default MEDICAL_ASSETS_DICOM_THUMBNAILS or on"
+    )
 
     def settings(self) -> PipelineSettings:
         with configuration_failure():
             return load_settings(
-                data_dir=self.data_dir, hl7_source=self.hl7_source, synthetic_hl7_messages=self.synthetic_hl7_messages
+                data_dir=self.data_dir,
+                hl7_source=self.hl7_source,
+                synthetic_hl7_messages=self.synthetic_hl7_messages,
+                dicom_source=self.dicom_source,
+                synthetic_dicom_files=self.synthetic_dicom_files,
+                dicom_thumbnails=self.dicom_thumbnails,
             )
 
     def readable_hl7_source(self) -> PipelineSettings:
@@ -45,6 +59,13 @@ class PipelineConfig(dg.ConfigurableResource):
         settings = self.settings()
         with configuration_failure():
             require_readable_source(settings.hl7_source, HL7_SOURCE_VAR)
+        return settings
+
+    def readable_dicom_source(self) -> PipelineSettings:
+        """The settings, once the DICOM source folder is known to exist and be readable."""
+        settings = self.settings()
+        with configuration_failure():
+            require_readable_source(settings.dicom_source, DICOM_SOURCE_VAR)
         return settings
 
 

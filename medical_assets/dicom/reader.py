@@ -28,6 +28,7 @@ from pydicom.uid import (
 )
 
 from medical_assets.dicom import tables
+from medical_assets.dicom.thumbnails import thumbnail
 
 try:
     import gdcm
@@ -43,9 +44,14 @@ HEAD_BYTES = 132
 class ParsedDicomFile:
     images: pa.Table  # schema tables.DICOM_IMAGES: one row, or none
     errors: pa.Table  # schema tables.DICOM_ERRORS: one row, or none
+    thumbnails: pa.Table  # schema tables.DICOM_THUMBNAILS: one row when asked for and decoded, or none
+
+    def tables(self) -> dict[str, pa.Table]:
+        """The tables keyed as `tables.TABLES`."""
+        return {"dicom_images": self.images, "dicom_thumbnails": self.thumbnails, "dicom_errors": self.errors}
 
 
-def read_dicom_file(data: bytes, source_file: str) -> ParsedDicomFile:
+def read_dicom_file(data: bytes, source_file: str, with_thumbnail: bool = False) -> ParsedDicomFile:
     """The file as one row of `images`, or, when it cannot be read as DICOM, one row of `errors`.
 
     Nothing raises for bad data: a file that is empty, not DICOM, or cut short before its pixel
@@ -67,10 +73,15 @@ def read_dicom_file(data: bytes, source_file: str) -> ParsedDicomFile:
         except Exception as error:
             return _error_result(source_file, _parse_failure(error))
         try:
-            row = _image_row(dataset, pixel_problem, data, source_file)
+            row, pixels = _image_row(dataset, pixel_problem, data, source_file)
         except Exception as error:  # a bug reading one attribute must not lose the file
             return _error_result(source_file, f"unexpected {type(error).__name__} while reading the attributes")
-    return ParsedDicomFile(pa.Table.from_pylist([row], schema=tables.DICOM_IMAGES), tables.DICOM_ERRORS.empty_table())
+    thumbnails = tables.DICOM_THUMBNAILS.empty_table()
+    if with_thumbnail and pixels is not None:
+        thumbnails = _thumbnail_table(row, pixels)
+    return ParsedDicomFile(
+        pa.Table.from_pylist([row], schema=tables.DICOM_IMAGES), tables.DICOM_ERRORS.empty_table(), thumbnails
+    )
 
 
 def is_dicom_candidate(name: str, head: bytes) -> bool:
@@ -194,16 +205,19 @@ def _value_offset(element) -> int:
     return element.file_tell or -1
 
 
-def _image_row(dataset: Dataset, pixel_problem: str | None, data: bytes, source_file: str) -> dict:
+def _image_row(
+    dataset: Dataset, pixel_problem: str | None, data: bytes, source_file: str
+) -> tuple[dict, np.ndarray | None]:
+    """The row of dicom_images, and the decoded pixels when they decoded."""
     file_meta = dataset.file_meta
     transfer_syntax = _transfer_syntax(dataset)
     has_pixel_data = pixel_problem is not None or any(tag in dataset for tag in _PIXEL_DATA_TAGS)
     number_of_frames = _integer(dataset, "NumberOfFrames")
     if number_of_frames is None and has_pixel_data and "NumberOfFrames" not in dataset:
         number_of_frames = 1  # DICOM: an image without Number of Frames has one
-    statistics, pixel_error = (None, None, None, None), None
+    statistics, pixel_error, pixels = (None, None, None, None), None, None
     if has_pixel_data:
-        statistics, pixel_error = _pixel_statistics(dataset, transfer_syntax, pixel_problem)
+        statistics, pixel_error, pixels = _pixel_statistics(dataset, transfer_syntax, pixel_problem)
     elif all(keyword in dataset for keyword in _IMAGE_PIXEL_KEYWORDS):
         # What a file cut just before its pixel data looks like; structured reports and plans
         # have none of these.
@@ -213,7 +227,7 @@ def _image_row(dataset: Dataset, pixel_problem: str | None, data: bytes, source_
     if pixel_error:
         pixel_error = _without_patient(pixel_error, dataset)
     pixel_mean, pixel_std, pixel_min, pixel_max = statistics
-    return {
+    row = {
         "source_file": source_file,
         "sop_instance_uid": _text(dataset, "SOPInstanceUID") or _text(file_meta, "MediaStorageSOPInstanceUID"),
         "sop_class_uid": _text(dataset, "SOPClassUID") or _text(file_meta, "MediaStorageSOPClassUID"),
@@ -259,6 +273,7 @@ def _image_row(dataset: Dataset, pixel_problem: str | None, data: bytes, source_
         "pixel_max": pixel_max,
         "pixel_error": pixel_error,
     }
+    return row, pixels if pixel_error is None else None
 
 
 _IMAGE_PIXEL_KEYWORDS = ("Rows", "Columns", "BitsAllocated")
@@ -287,27 +302,28 @@ def _transfer_syntax(dataset: Dataset) -> UID | None:
 
 def _pixel_statistics(
     dataset: Dataset, transfer_syntax: UID | None, pixel_problem: str | None
-) -> tuple[tuple[float | None, ...], str | None]:
-    """(mean, std, min, max) of the stored pixel values and None, or four Nones and the reason."""
+) -> tuple[tuple[float | None, ...], str | None, np.ndarray | None]:
+    """(mean, std, min, max) of the stored pixel values, None and the pixels; or four Nones, the reason and None."""
     nothing = (None, None, None, None)
     if pixel_problem:
-        return nothing, pixel_problem
+        return nothing, pixel_problem, None
     frames = dataset.get("NumberOfFrames")
     if frames is not None and _integer(dataset, "NumberOfFrames") is None:
         shown = str(frames)[:16]
-        return nothing, f"Number of Frames (0028,0008) is not a whole number ({shown!r}), so frames cannot be located"
+        reason = f"Number of Frames (0028,0008) is not a whole number ({shown!r}), so frames cannot be located"
+        return nothing, reason, None
     if transfer_syntax is None:
-        return nothing, "the file names no transfer syntax, so the pixel data's encoding is unknown"
+        return nothing, "the file names no transfer syntax, so the pixel data's encoding is unknown", None
     try:
         pixels = _pixel_array(dataset, transfer_syntax)
     except Exception as error:
-        return nothing, _decode_failure(error, transfer_syntax)
+        return nothing, _decode_failure(error, transfer_syntax), None
     if pixels.ndim == 0 or pixels.size == 0:
-        return nothing, "pixel data holds no samples"
+        return nothing, "pixel data holds no samples", None
     try:
-        return _statistics(pixels), None
+        return _statistics(pixels), None, pixels
     except Exception as error:  # e.g. an array pydicom returned in a dtype numpy cannot reduce
-        return nothing, f"{type(error).__name__}: could not compute statistics over the decoded pixels"
+        return nothing, f"{type(error).__name__}: could not compute statistics over the decoded pixels", None
 
 
 def _pixel_array(dataset: Dataset, transfer_syntax: UID) -> np.ndarray:
@@ -492,7 +508,28 @@ def _decimals(dataset: Dataset, keyword: str) -> list[float] | None:
 
 def _error_result(source_file: str, error: str) -> ParsedDicomFile:
     errors = pa.Table.from_pylist([{"source_file": source_file, "error": error}], schema=tables.DICOM_ERRORS)
-    return ParsedDicomFile(tables.DICOM_IMAGES.empty_table(), errors)
+    return ParsedDicomFile(tables.DICOM_IMAGES.empty_table(), errors, tables.DICOM_THUMBNAILS.empty_table())
+
+
+def _thumbnail_table(row: dict, pixels: np.ndarray) -> pa.Table:
+    """One row of dicom_thumbnails; a thumbnail that fails is simply absent (the image row still stands)."""
+    try:
+        image = thumbnail(pixels, row["samples_per_pixel"], row["number_of_frames"])
+    except Exception:
+        return tables.DICOM_THUMBNAILS.empty_table()
+    frames = row["number_of_frames"] or 1
+    return pa.table(
+        {
+            "source_file": [row["source_file"]],
+            "sop_instance_uid": [row["sop_instance_uid"]],
+            "frame_index": pa.array([frames // 2 if frames > 1 else 0], pa.int32()),
+            "thumbnail": pa.ExtensionArray.from_storage(
+                tables.DICOM_THUMBNAILS.field("thumbnail").type,
+                pa.FixedSizeListArray.from_arrays(pa.array(image.ravel()), image.size),
+            ),
+        },
+        schema=tables.DICOM_THUMBNAILS,
+    )
 
 
 def _parse_failure(error: Exception) -> str:

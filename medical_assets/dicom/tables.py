@@ -8,6 +8,8 @@ the padding spaces DICOM adds.
 
 import pyarrow as pa
 
+from medical_assets.dicom.thumbnails import THUMBNAIL_SIZE
+
 DICOM_IMAGES = pa.schema(
     [
         pa.field("source_file", pa.string()),
@@ -71,7 +73,18 @@ DICOM_ERRORS = pa.schema(
     ]
 )
 
+DICOM_THUMBNAILS = pa.schema(
+    [
+        pa.field("source_file", pa.string()),
+        pa.field("sop_instance_uid", pa.string()),  # (0008,0018), to join dicom_images
+        pa.field("frame_index", pa.int32()),  # 0-based frame the thumbnail shows (the middle one)
+        # Middle frame as luma, area-averaged to 64 x 64, min-max normalised to [0, 1].
+        pa.field("thumbnail", pa.fixed_shape_tensor(pa.float32(), (THUMBNAIL_SIZE, THUMBNAIL_SIZE))),
+    ]
+)
+
 TABLES = {
     "dicom_images": DICOM_IMAGES,
+    "dicom_thumbnails": DICOM_THUMBNAILS,
     "dicom_errors": DICOM_ERRORS,
 }

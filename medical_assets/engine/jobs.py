@@ -1,40 +1,34 @@
-"""The Ray Data jobs behind the HL7 assets: generate the demo corpus, checksum the landing files, parse."""
+"""The Ray Data jobs behind the assets: generate demo corpora, checksum landing files, parse them into tables."""
 
 from __future__ import annotations
 
-import json
+import functools
 import math
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Mapping
 
 import pyarrow as pa
-import pyarrow.fs as pafs
 import ray
 
+from medical_assets.dicom import read_dicom_file
+from medical_assets.dicom.tables import TABLES as DICOM_TABLES
 from medical_assets.engine import multitable
-from medical_assets.engine.datasources import LandingFilesDatasource
+from medical_assets.engine.corpus import CorpusResult, SyntheticCorpus, generate_synthetic_corpus
+from medical_assets.engine.datasources import FileReader, LandingFilesDatasource
 from medical_assets.engine.progress import ProgressCounter, run_with_progress
 from medical_assets.engine.sinks import StagedTablesDatasink
 from medical_assets.hl7 import parse_hl7_file
 from medical_assets.hl7.tables import TABLES as HL7_TABLES
 from medical_assets.landing import LandingFile, sha256_of
 from medical_assets.storage import Location, TablePublication
+from medical_assets.synthetic import dicom as synthetic_dicom
 from medical_assets.synthetic import hl7 as synthetic_hl7
 
-SYNTHETIC_MARKER = "_synthetic_corpus.json"
 HL7_PACKED_SCHEMA = multitable.packed_schema(HL7_TABLES)
+DICOM_PACKED_SCHEMA = multitable.packed_schema(DICOM_TABLES)
 # Enough bytes per read task that Ray's per-task overhead stays small next to parsing.
 TARGET_BYTES_PER_TASK = 16 << 20
 
 ProgressReport = Callable[[dict, float], None]
-
-
-@dataclass(frozen=True)
-class CorpusResult:
-    generated: bool  # False: the same corpus was already there
-    files: int
-    messages: int
-    bytes: int
 
 
 def cluster_cpus() -> int:
@@ -48,27 +42,19 @@ def read_task_count(total_bytes: int, file_count: int, cpus: int) -> int:
 
 
 def generate_synthetic_hl7(settings: synthetic_hl7.HL7CorpusSettings, landing: Location) -> CorpusResult:
-    """Write the synthetic corpus into `landing`, one Ray task per group of files; skip if already there."""
-    marker = landing.child(SYNTHETIC_MARKER)
-    expected = {"generator": "medical_assets.synthetic.hl7", **asdict(settings)}
-    names = [synthetic_hl7.file_name(index) for index in range(settings.file_count())]
-    if marker.exists() and json.loads(marker.read_bytes()) == expected and all(landing.child(n).exists() for n in names):
-        return CorpusResult(False, len(names), settings.total_messages, 0)
+    corpus = SyntheticCorpus(
+        "hl7", settings, settings.file_count(), synthetic_hl7.file_name, synthetic_hl7.render_file,
+        synthetic_hl7.is_synthetic_file_name,
+    )
+    return generate_synthetic_corpus(corpus, landing, cluster_cpus())
 
-    landing.makedirs()
-    marker.delete()  # the marker means "complete": remove it until the new corpus is
-    written = pa.Table.from_pylist([], schema=_WRITTEN_SCHEMA)
-    if names:
-        dataset = ray.data.range(len(names), override_num_blocks=min(len(names), cluster_cpus() * 2)).map_batches(
-            _write_synthetic_files,
-            fn_kwargs={"settings": settings, "landing": landing},
-            batch_format="pyarrow",
-            batch_size=None,
-        )
-        written = pa.concat_tables(ray.get(dataset.to_arrow_refs()))
-    _remove_stale_synthetic_files(landing, set(names))
-    marker.write_bytes_atomically(json.dumps(expected, indent=2).encode())
-    return CorpusResult(True, written.num_rows, sum(written["messages"].to_pylist()), sum(written["bytes"].to_pylist()))
+
+def generate_synthetic_dicom(settings: synthetic_dicom.DicomCorpusSettings, landing: Location) -> CorpusResult:
+    corpus = SyntheticCorpus(
+        "dicom", settings, settings.total_files, synthetic_dicom.file_name, synthetic_dicom.render_file,
+        synthetic_dicom.is_synthetic_file_name,
+    )
+    return generate_synthetic_corpus(corpus, landing, cluster_cpus())
 
 
 def checksum_files(files: list[LandingFile], filesystem) -> dict[str, str]:
@@ -86,16 +72,44 @@ def checksum_files(files: list[LandingFile], filesystem) -> dict[str, str]:
 def parse_hl7_files(
     files: list[LandingFile], filesystem, publication: TablePublication, report: ProgressReport
 ) -> dict[str, int]:
-    """Parse every file into the staged hl7_messages, hl7_lab_results and hl7_errors tables."""
+    """Parse HL7 files into the staged HL7 tables of `publication`."""
+    return parse_landing_files(files, filesystem, publication, HL7_TABLES, _parse_hl7_packed, HL7_PACKED_SCHEMA, report)
+
+
+def parse_dicom_files(
+    files: list[LandingFile],
+    filesystem,
+    publication: TablePublication,
+    report: ProgressReport,
+    with_thumbnails: bool = True,
+) -> dict[str, int]:
+    """Read DICOM headers, pixel statistics and thumbnails into the staged DICOM tables of `publication`."""
+    read_file = functools.partial(_read_dicom_packed, with_thumbnail=with_thumbnails)
+    return parse_landing_files(files, filesystem, publication, DICOM_TABLES, read_file, DICOM_PACKED_SCHEMA, report)
+
+
+def parse_landing_files(
+    files: list[LandingFile],
+    filesystem,
+    publication: TablePublication,
+    schemas: Mapping[str, pa.Schema],
+    read_file: FileReader,
+    packed_schema: pa.Schema,
+    report: ProgressReport,
+) -> dict[str, int]:
+    """Read every file in the workers into one packed dataset, and stream it into staged tables.
+
+    Returns rows written per table, and `files`. The caller commits (or abandons) the publication.
+    """
     if not files:
         return {"files": 0}  # Ray Data refuses to read zero files; the caller publishes empty tables
-    datasource = LandingFilesDatasource(files, filesystem, _parse_hl7_packed, HL7_PACKED_SCHEMA)
+    datasource = LandingFilesDatasource(files, filesystem, read_file, packed_schema)
     total_bytes = sum(f.size_bytes for f in files)
     dataset = ray.data.read_datasource(
         datasource, override_num_blocks=read_task_count(total_bytes, len(files), cluster_cpus())
     )
     counter = ProgressCounter.remote()
-    sink = StagedTablesDatasink({name: publication.staged(name) for name in HL7_TABLES}, HL7_TABLES, counter)
+    sink = StagedTablesDatasink({name: publication.staged(name) for name in schemas}, schemas, counter)
     try:
         run_with_progress(lambda: dataset.write_datasink(sink), counter, report)
     finally:
@@ -104,29 +118,11 @@ def parse_hl7_files(
 
 
 def _parse_hl7_packed(data: bytes, path: str) -> pa.Table:
-    parsed = parse_hl7_file(data, path)
-    tables = {"hl7_messages": parsed.messages, "hl7_lab_results": parsed.lab_results, "hl7_errors": parsed.errors}
-    return multitable.pack(path, tables, HL7_PACKED_SCHEMA)
+    return multitable.pack(path, parse_hl7_file(data, path).tables(), HL7_PACKED_SCHEMA)
 
 
-_WRITTEN_SCHEMA = pa.schema([("file", pa.string()), ("messages", pa.int64()), ("bytes", pa.int64())])
-
-
-def _write_synthetic_files(batch: pa.Table, settings, landing: Location) -> pa.Table:
-    rows = []
-    for file_index in batch["id"].to_pylist():
-        name = synthetic_hl7.file_name(file_index)
-        data = synthetic_hl7.render_file(settings, file_index)
-        landing.child(name).write_bytes_atomically(data)
-        rows.append({"file": name, "messages": settings.messages_in_file(file_index), "bytes": len(data)})
-    return pa.Table.from_pylist(rows, schema=_WRITTEN_SCHEMA)
-
-
-def _remove_stale_synthetic_files(landing: Location, keep: set[str]) -> None:
-    """Drop files of an earlier, larger synthetic corpus; never touch anything else in the folder."""
-    for info in landing.filesystem.get_file_info(pafs.FileSelector(landing.path)):
-        if info.type == pafs.FileType.File and synthetic_hl7.is_synthetic_file_name(info.base_name) and info.base_name not in keep:
-            landing.filesystem.delete_file(info.path)
+def _read_dicom_packed(data: bytes, path: str, with_thumbnail: bool) -> pa.Table:
+    return multitable.pack(path, read_dicom_file(data, path, with_thumbnail).tables(), DICOM_PACKED_SCHEMA)
 
 
 def _checksum_batch(batch: pa.Table, filesystem) -> pa.Table:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -39,6 +40,9 @@ _TO_SEGMENT_END = bytes.maketrans(b"\x0b\x1c\n", b"\r\r\r")
 _ENVELOPE_PREFIXES = tuple(name.encode() for name in sorted(ENVELOPE_SEGMENTS))
 # `|^~\&|` and the like, validated once: the MSH prefix that almost every message shares.
 _COMMON_SEPARATORS: dict[str, Separators] = {}
+# SN is <comparator> ^ <num1> ^ <separator/suffix> ^ <num2>; with no comparator or "=" and nothing
+# after num1 it is a plain number.
+_PLAIN_COMPARATORS = frozenset({"", "="})
 _HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
 _ENCODING_CHARACTER_ROLES = (
     "component separator",
@@ -229,6 +233,26 @@ def parse_datetime(value: str | None, component_separator: str = "^") -> datetim
         return datetime.fromisoformat(f"{value[:8]}T{value[8:]}")
     except ValueError:
         return None
+
+
+def parse_number(text: str) -> float | None:
+    """An HL7 NM as a float; None when empty, not a number, or not finite."""
+    if not text:
+        return None
+    try:
+        number = float(text)
+    except ValueError:
+        return None
+    # float() also reads "nan", "inf" and "1_000", none of which is an HL7 NM.
+    return number if math.isfinite(number) and "_" not in text else None
+
+
+def parse_numeric_value(components: Sequence[str]) -> float | None:
+    """An NM or SN value's number from its components; for an SN written by the standard (`^182`, `=^182`), num1."""
+    number = parse_number(components[0])
+    if number is None and len(components) > 1 and components[0] in _PLAIN_COMPARATORS and not any(components[2:]):
+        number = parse_number(components[1])
+    return number
 
 
 class Separators:

@@ -2,50 +2,82 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from operator import itemgetter
 
 import pyarrow as pa
 
-from medical_assets.hl7 import er7, tables
+from medical_assets.hl7 import er7, fastpath, tables
 
-_NUMERIC_VALUE_TYPES = frozenset({"NM", "SN"})
-# SN is <comparator> ^ <num1> ^ <separator/suffix> ^ <num2>; with no comparator or "=" and nothing
-# after num1 it is a plain number.
-_PLAIN_COMPARATORS = frozenset({"", "="})
+NUMERIC_VALUE_TYPES = frozenset({"NM", "SN"})
 # Fields read as component 1 only, fetched together in one C call.
 _MSH_FIRST_COMPONENTS = itemgetter(3, 4, 5, 6, 7, 10, 11, 12)
 _PID_FIRST_COMPONENTS = itemgetter(7, 8, 13, 18, 19)
 _OBR_FIRST_COMPONENTS = itemgetter(2, 3, 4)
 _OBX_FIRST_COMPONENTS = itemgetter(1, 2, 6, 7, 8, 11, 14)
+_ORC_FIRST_COMPONENTS = itemgetter(1, 2, 3)
+_RXE_FIRST_COMPONENTS = itemgetter(3, 4, 5, 6, 10, 11)
+_TQ1_FIRST_COMPONENTS = itemgetter(3, 7, 8)
+_EVN_FIRST_COMPONENTS = itemgetter(1, 2)
+_PV1_FIRST_COMPONENTS = itemgetter(2, 10, 14, 19, 36, 44, 45)
 # Segments shorter than this many elements are padded with empty fields, so the getters never miss.
 _MSH_WIDTH = 13
 _PID_WIDTH = 20
 _OBR_WIDTH = 5
 _OBX_WIDTH = 15
+_ORC_WIDTH = 4
+_RXE_WIDTH = 12
+_RXR_WIDTH = 2
+_TQ1_WIDTH = 9
+_EVN_WIDTH = 3
+_PV1_WIDTH = 46
 _PADDING = ["", "", "", ""]
 _NO_PATIENT = (None,) * 14
+_NO_ORDER_CONTROL = (None, None, None)
 _BATCH_ROWS = 1024
 _ROW_TYPES = {schema: pa.struct(list(schema)) for schema in tables.TABLES.values()}
 
 
 @dataclass(frozen=True)
 class ParsedHL7File:
-    """The three tables one file yields; their schemas are those of `tables`, even when empty."""
+    """The five tables one file yields; their schemas are those of `tables`, even when empty."""
 
     messages: pa.Table  # schema tables.HL7_MESSAGES
     lab_results: pa.Table  # schema tables.HL7_LAB_RESULTS
+    pharmacy_orders: pa.Table  # schema tables.HL7_PHARMACY_ORDERS
+    encounters: pa.Table  # schema tables.HL7_ENCOUNTERS
     errors: pa.Table  # schema tables.HL7_ERRORS
+
+    def tables(self) -> dict[str, pa.Table]:
+        """The tables keyed by their names in `tables.TABLES`, in its order."""
+        return {
+            "hl7_messages": self.messages,
+            "hl7_lab_results": self.lab_results,
+            "hl7_pharmacy_orders": self.pharmacy_orders,
+            "hl7_encounters": self.encounters,
+            "hl7_errors": self.errors,
+        }
 
 
 def parse_hl7_file(data: bytes, source_file: str) -> ParsedHL7File:
-    """Every message of the file as a row of `messages` (its OBX as rows of `lab_results`) or of `errors`.
+    """Every message of the file as a row of `messages` (its OBX, RXE and PV1 as rows of the others) or of `errors`.
 
     Nothing is lost: each message index appears in exactly one of `messages` and `errors`. Content
     before the first MSH is not a message, so its error row has a null message_index and the messages
     keep their indices; a file that is empty or not HL7 at all is one error row, message_index null.
+    A file the columnar fast path can read exactly as `parse_general` would is read by it.
     """
+    try:
+        fast = fastpath.read_tables(data, source_file)
+    except Exception:  # a fast-path bug must never cost a file: the general path reads it instead
+        fast = None
+    if fast is not None:
+        return ParsedHL7File(*fast.values())
+    return parse_general(data, source_file)
+
+
+def parse_general(data: bytes, source_file: str) -> ParsedHL7File:
+    """`parse_hl7_file` message by message in Python: any framing, charset and damage; the fast path's reference."""
     problem = file_problem(data)
     if problem:
         return _file_error(source_file, problem)
@@ -55,6 +87,8 @@ def parse_hl7_file(data: bytes, source_file: str) -> ParsedHL7File:
         return _file_error(source_file, _no_message_reason(body, split))
     messages = _TableBuilder(tables.HL7_MESSAGES)
     lab_results = _TableBuilder(tables.HL7_LAB_RESULTS)
+    pharmacy_orders = _TableBuilder(tables.HL7_PHARMACY_ORDERS)
+    encounters = _TableBuilder(tables.HL7_ENCOUNTERS)
     errors = _TableBuilder(tables.HL7_ERRORS)
     if split.leading_bytes:
         errors.append(
@@ -69,7 +103,10 @@ def parse_hl7_file(data: bytes, source_file: str) -> ParsedHL7File:
         try:
             message = er7.parse_message(raw)
             message_row = _message_row(message, source_file)
-            message_lab_rows = _lab_rows(message, message_row[0], source_file) if "OBX" in message.names else ()
+            names = message.names
+            message_lab_rows = _lab_rows(message, message_row[0], source_file) if "OBX" in names else ()
+            message_pharmacy_rows = _pharmacy_rows(message, message_row, source_file) if "RXE" in names else ()
+            encounter_row = _encounter_row(message, message_row, source_file) if "PV1" in names else None
         except er7.ER7Error as error:
             errors.append((source_file, raw.index, raw.byte_offset, str(error)))
         except Exception as error:  # a bug in one message must not cost the file's other messages
@@ -86,7 +123,13 @@ def parse_hl7_file(data: bytes, source_file: str) -> ParsedHL7File:
             messages.append(message_row)
             if message_lab_rows:
                 lab_results.extend(message_lab_rows)
-    return ParsedHL7File(messages.table(), lab_results.table(), errors.table())
+            if message_pharmacy_rows:
+                pharmacy_orders.extend(message_pharmacy_rows)
+            if encounter_row is not None:
+                encounters.append(encounter_row)
+    return ParsedHL7File(
+        messages.table(), lab_results.table(), pharmacy_orders.table(), encounters.table(), errors.table()
+    )
 
 
 def file_problem(data: bytes) -> str | None:
@@ -235,7 +278,7 @@ def _lab_rows(message: er7.Message, control_id: str, source_file: str) -> list[t
                     observation[1] or None,
                     observation[2] or None,
                     value or None,
-                    _numeric_value(components) if value_type in _NUMERIC_VALUE_TYPES else None,
+                    er7.parse_numeric_value(components) if value_type in NUMERIC_VALUE_TYPES else None,
                     units or None,
                     reference_range or None,
                     abnormal_flag or None,
@@ -244,6 +287,139 @@ def _lab_rows(message: er7.Message, control_id: str, source_file: str) -> list[t
                 )
             )
     return rows
+
+
+def _pharmacy_rows(message: er7.Message, message_row: tuple, source_file: str) -> list[tuple]:
+    """One row per RXE, with the ORC before it and the first RXR and TQ1 after it (before the next RXE)."""
+    # Each order group: [ORC fields or None, RXE fields, RXR fields or None, TQ1 fields or None].
+    groups = []
+    order_control = None
+    for fields in message.fields:
+        name = fields[0]
+        if name == "ORC":
+            order_control = fields
+        elif name == "RXE":
+            groups.append([order_control, fields, None, None])
+        elif name == "RXR" and groups and groups[-1][2] is None:
+            groups[-1][2] = fields
+        elif name == "TQ1" and groups and groups[-1][3] is None:
+            groups[-1][3] = fields
+    return [_pharmacy_row(message, message_row, source_file, *group) for group in groups]
+
+
+def _pharmacy_row(
+    message: er7.Message,
+    message_row: tuple,
+    source_file: str,
+    order_control: list[str] | None,
+    give: list[str],
+    route: list[str] | None,
+    timing: list[str] | None,
+) -> tuple:
+    separators = message.separators
+    codec = message.codec
+    only_components = message.only_components
+    component = separators.component
+    if order_control is None:
+        control, placer, filler = _NO_ORDER_CONTROL
+    else:
+        control, placer, filler = er7.first_components(
+            _ORC_FIRST_COMPONENTS(_padded(order_control, _ORC_WIDTH)), separators, codec, only_components
+        )
+    give = _padded(give, _RXE_WIDTH)
+    minimum, maximum, give_units, dosage_form, dispense_amount, dispense_units = er7.first_components(
+        _RXE_FIRST_COMPONENTS(give), separators, codec, only_components
+    )
+    give_code = _components(give[2], separators, codec, only_components)
+    route_code = (
+        er7.first_components((_padded(route, _RXR_WIDTH)[1],), separators, codec, only_components)[0] if route else ""
+    )
+    if timing is None:
+        # RXE-1 is a TQ: component 2 the interval, 4 the start, 5 the end.
+        quantity_timing = _components(give[1], separators, codec, only_components)
+        frequency, start, end = quantity_timing[1], quantity_timing[3], quantity_timing[4]
+    else:
+        frequency, start, end = er7.first_components(
+            _TQ1_FIRST_COMPONENTS(_padded(timing, _TQ1_WIDTH)), separators, codec, only_components
+        )
+    return (
+        message_row[0],
+        source_file,
+        message.index,
+        message_row[1],
+        control or None,
+        placer or None,
+        filler or None,
+        give_code[0] or None,
+        give_code[1] or None,
+        give_code[2] or None,
+        er7.parse_number(minimum),
+        er7.parse_number(maximum),
+        give_units or None,
+        dosage_form or None,
+        route_code or None,
+        frequency or None,
+        er7.parse_datetime(start, component),
+        er7.parse_datetime(end, component),
+        er7.parse_number(dispense_amount),
+        dispense_units or None,
+    )
+
+
+def _encounter_row(message: er7.Message, message_row: tuple, source_file: str) -> tuple:
+    """The first PV1's visit, with the first EVN's event when there is one (else MSH-9.2 as the event type)."""
+    separators = message.separators
+    codec = message.codec
+    only_components = message.only_components
+    component = separators.component
+    names = message.names
+    visit = _padded(message.fields[names.index("PV1")], _PV1_WIDTH)
+    if "EVN" in names:
+        event_type, recorded = er7.first_components(
+            _EVN_FIRST_COMPONENTS(_padded(message.fields[names.index("EVN")], _EVN_WIDTH)),
+            separators,
+            codec,
+            only_components,
+        )
+    else:
+        event_type, recorded = "", ""
+    if not event_type:
+        header = message.fields[0]
+        event_type = _components(header[9], separators, codec, only_components)[1]
+    patient_class, service, admit_source, visit_number, disposition, admitted, discharged = er7.first_components(
+        _PV1_FIRST_COMPONENTS(visit), separators, codec, only_components
+    )
+    location = _components(visit[3], separators, codec, only_components)
+    doctor = _components(visit[7], separators, codec, only_components)
+    return (
+        message_row[0],
+        source_file,
+        message.index,
+        message_row[1],
+        event_type or None,
+        er7.parse_datetime(recorded, component),
+        patient_class or None,
+        location[0] or None,
+        location[1] or None,
+        location[2] or None,
+        location[3] or None,
+        doctor[0] or None,
+        doctor[1] or None,
+        doctor[2] or None,
+        service or None,
+        admit_source or None,
+        visit_number or None,
+        disposition or None,
+        er7.parse_datetime(admitted, component),
+        er7.parse_datetime(discharged, component),
+    )
+
+
+def _padded(fields: list[str], width: int) -> list[str]:
+    """Fields padded with empty ones to `width` elements, so getters never miss."""
+    if len(fields) < width:
+        return fields + [""] * (width - len(fields))
+    return fields
 
 
 def _components(value: str, separators: er7.Separators, codec: str | None, only_components: bool) -> list[str]:
@@ -258,25 +434,6 @@ def _beyond_components(value: str, separators: er7.Separators) -> bool:
     return repetition in value or subcomponent in value or escape in value
 
 
-def _numeric_value(components: list[str]) -> float | None:
-    """OBX-5.1 as a number; for an SN written by the standard (`^182`, `=^182`), its num1 component."""
-    number = _number(components[0])
-    if number is None and len(components) > 1 and components[0] in _PLAIN_COMPARATORS and not any(components[2:]):
-        number = _number(components[1])
-    return number
-
-
-def _number(text: str) -> float | None:
-    if not text:
-        return None
-    try:
-        number = float(text)
-    except ValueError:
-        return None
-    # float() also reads "nan", "inf" and "1_000", none of which is an HL7 NM.
-    return number if math.isfinite(number) and "_" not in text else None
-
-
 def _no_message_reason(body: bytes, split: er7.SplitFile) -> str:
     if split.leading_bytes == 0 and split.leading_envelope:
         return "file has a batch envelope (FHS/BHS) but no MSH segment"
@@ -289,7 +446,11 @@ def _file_error(source_file: str, reason: str) -> ParsedHL7File:
     errors = _TableBuilder(tables.HL7_ERRORS)
     errors.append((source_file, None, 0, reason))
     return ParsedHL7File(
-        _TableBuilder(tables.HL7_MESSAGES).table(), _TableBuilder(tables.HL7_LAB_RESULTS).table(), errors.table()
+        _TableBuilder(tables.HL7_MESSAGES).table(),
+        _TableBuilder(tables.HL7_LAB_RESULTS).table(),
+        _TableBuilder(tables.HL7_PHARMACY_ORDERS).table(),
+        _TableBuilder(tables.HL7_ENCOUNTERS).table(),
+        errors.table(),
     )
 
 

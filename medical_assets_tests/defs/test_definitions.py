@@ -2,7 +2,20 @@
 
 import dagster as dg
 
-EXPECTED_ASSETS = {"synthetic_hl7_files", "hl7_landing_manifest", "hl7_messages", "hl7_lab_results", "hl7_errors"}
+EXPECTED_ASSETS = {
+    "synthetic_hl7_files",
+    "hl7_landing_manifest",
+    "hl7_messages",
+    "hl7_lab_results",
+    "hl7_pharmacy_orders",
+    "hl7_encounters",
+    "hl7_errors",
+    "synthetic_dicom_files",
+    "dicom_landing_manifest",
+    "dicom_images",
+    "dicom_thumbnails",
+    "dicom_errors",
+}
 
 
 def test_definitions_load_without_starting_ray():
@@ -35,3 +48,5 @@ def test_lineage_runs_landing_to_phi():
     parents = {key.to_user_string(): {p.to_user_string() for p in graph.get(key).parent_keys} for key in graph.get_all_asset_keys()}
     assert parents["hl7_landing_manifest"] == {"synthetic_hl7_files"}
     assert parents["hl7_messages"] == {"hl7_landing_manifest"}
+    assert parents["dicom_landing_manifest"] == {"synthetic_dicom_files"}
+    assert parents["dicom_images"] == parents["dicom_errors"] == parents["dicom_thumbnails"] == {"dicom_landing_manifest"}

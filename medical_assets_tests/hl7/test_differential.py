@@ -59,6 +59,24 @@ CORPUS = {
         "OBX|1|NM|^NAME ONLY||^^||||||",
         "OBX|2|ST|CODE||a^^c|u^unit name|rr|flag||||",
     ),
+    "rde, two order groups, escapes and a TQ1": (
+        "MSH|^~\\&|PHARM|GHH|EMR|WARD|20240301101500||RDE^O11^RDE_O11|RX-1|P|2.5.1",
+        "PID|1||P100^^^GHH^MR||DOE^JANE",
+        "ORC|NW|PL\\T\\77^EMR|FI-88^PHARM",
+        "RXE|1^BID^^20240301120000|310965^IBUPROFEN \\F\\ 200 MG^RXNORM|200||mg&x^milligram|TAB||||28|TAB",
+        "RXR|PO^ORAL^HL70162",
+        "ORC|CA|PL-2",
+        "RXE|1^QD|2^HEPARIN~3^OTHER^RXNORM|5000||U|INJ",
+        "TQ1|1||Q8H^every 8 hours",
+        "RXR|SC",
+    ),
+    "adt discharge, repeated doctor, escaped location": (
+        "MSH|^~\\&|ADT|GHH|EMR|WARD|20240120170000||ADT^A03|ADT-2|P|2.5",
+        "EVN|A03|20240120165500",
+        "PID|1||P300^^^GHH^MR||EVERYMAN^ADAM",
+        "PV1|1|I|4N\\S\\W^401^B^GHH&1.2&ISO||||1234^ATTEND^AARON~99^OTHER|||MED||||7|||||V-9^^^GHH"
+        "|||||||||||||||||01",
+    ),
 }
 
 MESSAGE_COLUMNS = {
@@ -82,6 +100,30 @@ MESSAGE_COLUMNS = {
     "patient_phone": ("PID", 13, 1, 1, 1),
     "patient_account_number": ("PID", 18, 1, 1, 1),
     "patient_ssn": ("PID", 19, 1, 1, 1),
+}
+
+PHARMACY_COLUMNS = {  # from the RXE itself: (field, component)
+    "give_code": (2, 1),
+    "give_name": (2, 2),
+    "give_coding_system": (2, 3),
+    "give_units": (5, 1),
+    "dosage_form": (6, 1),
+    "dispense_units": (11, 1),
+}
+
+ENCOUNTER_COLUMNS = {
+    "patient_class": (2, 1),
+    "point_of_care": (3, 1),
+    "room": (3, 2),
+    "bed": (3, 3),
+    "location_facility": (3, 4),
+    "attending_doctor_id": (7, 1),
+    "attending_doctor_family_name": (7, 2),
+    "attending_doctor_given_name": (7, 3),
+    "hospital_service": (10, 1),
+    "admit_source": (14, 1),
+    "visit_number": (19, 1),
+    "discharge_disposition": (36, 1),
 }
 
 OBX_COLUMNS = {
@@ -133,6 +175,34 @@ def test_lab_columns_match_python_hl7(parsed, number):
         assert row["value"] == oracle.value(occurrence)
 
 
+@pytest.mark.parametrize("number", range(len(CORPUS)), ids=list(CORPUS))
+def test_pharmacy_columns_match_python_hl7(parsed, number):
+    ours = [row for row in parsed.pharmacy_orders.to_pylist() if row["message_index"] == number]
+    oracle = _Oracle(list(CORPUS.values())[number])
+    assert len(ours) == oracle.count("RXE")
+    for occurrence, row in enumerate(ours, start=1):
+        for column, (field, component) in PHARMACY_COLUMNS.items():
+            assert row[column] == oracle.get("RXE", field, 1, component, 1, occurrence), column
+        # Each order group here has its own ORC and RXR, and the TQ1 (when any) is the only one.
+        assert row["order_control"] == oracle.get("ORC", 1, 1, 1, 1, occurrence)
+        assert row["placer_order_number"] == oracle.get("ORC", 2, 1, 1, 1, occurrence)
+        assert row["filler_order_number"] == oracle.get("ORC", 3, 1, 1, 1, occurrence)
+        assert row["route"] == oracle.get("RXR", 1, 1, 1, 1, occurrence)
+        timing = ("TQ1", 3, 1, 1, 1) if occurrence == 2 and oracle.count("TQ1") else ("RXE", 1, 1, 2, 1, occurrence)
+        assert row["frequency"] == oracle.get(*timing)
+
+
+@pytest.mark.parametrize("number", range(len(CORPUS)), ids=list(CORPUS))
+def test_encounter_columns_match_python_hl7(parsed, number):
+    ours = [row for row in parsed.encounters.to_pylist() if row["message_index"] == number]
+    oracle = _Oracle(list(CORPUS.values())[number])
+    assert len(ours) == min(1, oracle.count("PV1"))
+    for row in ours:
+        for column, (field, component) in ENCOUNTER_COLUMNS.items():
+            assert row[column] == oracle.get("PV1", field, 1, component, 1), column
+        assert row["event_type"] == (oracle.get("EVN", 1, 1, 1, 1) or oracle.get("MSH", 9, 1, 2, 1))
+
+
 def test_the_corpus_exercises_what_it_claims(parsed):
     """Guards the oracle comparison against vacuous passes: the tricky values really are there."""
     messages = parsed.messages.to_pylist()
@@ -144,6 +214,12 @@ def test_the_corpus_exercises_what_it_claims(parsed):
     assert labs[1]["value"] == "high & rising^see ^ note&more"
     assert labs[1]["units"] == "mg/dL"
     assert labs[3]["value"] == ">^5$x!y"
+    orders = parsed.pharmacy_orders.to_pylist()
+    assert [order["placer_order_number"] for order in orders] == ["PL&77", "PL-2"]
+    assert orders[0]["give_name"] == "IBUPROFEN | 200 MG" and orders[1]["frequency"] == "Q8H"
+    encounters = parsed.encounters.to_pylist()
+    assert [encounter["event_type"] for encounter in encounters] == ["A01", "A03"]
+    assert encounters[1]["point_of_care"] == "4N^W" and encounters[1]["location_facility"] == "GHH"
 
 
 class _Oracle:

@@ -201,7 +201,7 @@ def test_unexpected_failure_in_one_message_is_reported_by_type_only(monkeypatch)
 
     monkeypatch.setattr(reader, "_patient", failing_on_secret)
     header = "MSH|^~\\&|A|B|C|D|20240101||ADT^A01|X1|P|2.5"
-    parsed = parse_hl7_file(_file(ADT, _broken(header), ORU), "f.hl7")
+    parsed = reader.parse_general(_file(ADT, _broken(header), ORU), "f.hl7")
     assert parsed.messages.column("message_index").to_pylist() == [0, 2]
     (error,) = _error_texts(parsed)
     assert error.startswith("unexpected ValueError while reading the message")
@@ -209,8 +209,8 @@ def test_unexpected_failure_in_one_message_is_reported_by_type_only(monkeypatch)
 
 
 def test_failure_after_some_lab_rows_leaves_none_of_them(monkeypatch):
-    monkeypatch.setattr(reader, "_numeric_value", lambda components: 1 / 0)
-    parsed = parse_hl7_file(_file(ORU, ADT), "f.hl7")
+    monkeypatch.setattr(reader.er7, "parse_numeric_value", lambda components: 1 / 0)
+    parsed = reader.parse_general(_file(ORU, ADT), "f.hl7")
     assert parsed.messages.column("message_index").to_pylist() == [1]
     assert parsed.lab_results.num_rows == 0
     assert _error_texts(parsed) == [

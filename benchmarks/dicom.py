@@ -1,0 +1,55 @@
+"""DICOM measurements for `make bench`: pixel statistics in a plain pydicom loop and in our Ray job."""
+
+import glob
+import os
+import time
+
+from medical_assets.synthetic.dicom import DicomCorpusSettings, file_name, render_file
+
+
+def write_corpus(folder: str, total_files: int) -> None:
+    os.makedirs(folder, exist_ok=True)
+    settings = DicomCorpusSettings(total_files=total_files)
+    for index in range(total_files):
+        path = os.path.join(folder, file_name(index))
+        if not os.path.exists(path):
+            with open(path, "wb") as out:
+                out.write(render_file(settings, index))
+
+
+def corpus_files(folder: str) -> list[str]:
+    return sorted(glob.glob(os.path.join(folder, "*.dcm")))
+
+
+def dicom_single_process(files, output):
+    """The baseline: one process reading each file and computing its pixel statistics (pydicom + numpy)."""
+    from medical_assets.dicom import read_dicom_file
+
+    images = 0
+    for path in files:
+        with open(path, "rb") as f:
+            images += read_dicom_file(f.read(), path).images.num_rows
+    return {"messages": images}
+
+
+def dicom_ray_job(files, output):
+    """Our Ray job (statistics only, like the baseline); `job_s` excludes Ray's start and stop."""
+    from medical_assets.dicom.tables import TABLES
+    from medical_assets.engine import jobs
+    from medical_assets.engine.runtime import RayRuntime
+    from medical_assets.landing import LandingFile
+    from medical_assets.storage import TablePublication, resolve_location
+
+    runtime = RayRuntime()
+    runtime.ensure_started()
+    try:
+        zone = resolve_location(output)
+        landing = [LandingFile(p, os.path.basename(p), os.path.getsize(p), None) for p in files]
+        started = time.perf_counter()
+        publication = TablePublication(zone)
+        counts = jobs.parse_dicom_files(landing, zone.filesystem, publication, lambda c, e: None, with_thumbnails=False)
+        publication.commit(TABLES)
+        job_s = time.perf_counter() - started
+    finally:
+        runtime.stop()
+    return {"messages": counts.get("dicom_images", 0), "job_s": job_s}
