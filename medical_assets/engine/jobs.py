@@ -14,7 +14,7 @@ from medical_assets.dicom.tables import TABLES as DICOM_TABLES
 from medical_assets.engine import multitable
 from medical_assets.engine.corpus import CorpusResult, SyntheticCorpus, generate_synthetic_corpus
 from medical_assets.engine.datasources import FileReader, LandingFilesDatasource
-from medical_assets.engine.progress import ProgressCounter, run_with_progress
+from medical_assets.engine.progress import progress_counter, run_with_progress
 from medical_assets.engine.sinks import StagedTablesDatasink
 from medical_assets.hl7 import parse_hl7_file
 from medical_assets.hl7.tables import TABLES as HL7_TABLES
@@ -108,12 +108,9 @@ def parse_landing_files(
     dataset = ray.data.read_datasource(
         datasource, override_num_blocks=read_task_count(total_bytes, len(files), cluster_cpus())
     )
-    counter = ProgressCounter.remote()
+    counter = progress_counter()
     sink = StagedTablesDatasink({name: publication.staged(name) for name in schemas}, schemas, counter)
-    try:
-        run_with_progress(lambda: dataset.write_datasink(sink), counter, report)
-    finally:
-        ray.kill(counter)
+    run_with_progress(lambda: dataset.write_datasink(sink), counter, report)
     return dict(sink.totals)
 
 

@@ -21,6 +21,17 @@ class ProgressCounter:
     def snapshot(self) -> dict:
         return dict(self._counts)
 
+    def reset(self) -> None:
+        self._counts.clear()
+
+
+def progress_counter():
+    """This driver's counter, reset: one actor per Ray connection, since each costs a worker process to start."""
+    name = f"medical-assets-progress-{ray.get_runtime_context().get_job_id()}"
+    counter = ProgressCounter.options(name=name, get_if_exists=True, lifetime="non_detached").remote()
+    ray.get(counter.reset.remote())
+    return counter
+
 
 def run_with_progress(job: Callable[[], object], counter, report: Callable[[dict, float], None], interval_s: float = 5.0):
     """Run `job` in a thread; every `interval_s` pass the counter's snapshot and the elapsed time to `report`."""
