@@ -10,7 +10,7 @@ array in one step. The few values holding an escape character are unescaped in P
 
 from __future__ import annotations
 
-from datetime import datetime
+from typing import NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -21,11 +21,6 @@ from medical_assets.hl7 import er7, tables
 _HEADER = b"MSH|^~\\&|"
 _SEPARATORS = er7.read_separators(_HEADER.decode())
 _DECODABLE_AS_UTF8 = frozenset({None, "utf-8", "ascii"})
-_NUMERIC_VALUE_TYPES = pa.array(["NM", "SN"])
-# Numbers that Arrow's cast and Python's float() read alike; anything else goes to er7.parse_number.
-_PLAIN_NUMBER = r"^[+-]?(?:\d{1,15}(?:\.\d{0,15})?|\.\d{1,15})$"
-_EPOCH = datetime(1970, 1, 1)
-_MICROSECOND = np.timedelta64(1, "us")
 
 # The values each table takes from a segment: (column, field, component), component being that
 # component's first subcomponent in the field's first repetition.
@@ -106,8 +101,7 @@ _CAPTURES = {
     ),
 }
 _MESSAGE_HEADER_STRINGS = (
-    "message_code",
-    "trigger_event",
+    "message_type",
     "message_control_id",
     "message_structure",
     "sending_application",
@@ -119,14 +113,15 @@ _MESSAGE_HEADER_STRINGS = (
 )
 _GIVE_STRINGS = ("give_code", "give_name", "give_coding_system", "give_units", "dosage_form", "dispense_units")
 _GIVE_AMOUNTS = ("give_amount_minimum", "give_amount_maximum", "dispense_amount")
-# The delimiters are ASCII, so in UTF-8 text they are found as bytes: each byte's kind, 0 for text.
-_SEGMENT_END, _FIELD, _COMPONENT, _REPETITION, _SUBCOMPONENT, _ESCAPE = range(1, 7)
-_DELIMITER_KINDS = np.zeros(256, np.uint8)
-# Line feeds and MLLP framing bytes end segments too, as in er7.split_messages.
+_OBSERVATION_STRINGS = tuple(column for column, _, _ in _CAPTURES["OBX"] if column != "observation_datetime")
+_VISIT_STRINGS = tuple(column for column, _, _ in _CAPTURES["PV1"] if not column.endswith("_datetime"))
+# The delimiters are ASCII, so in UTF-8 text they are found as bytes. Line feeds and MLLP framing
+# bytes end segments too, as in er7.split_messages.
 _DELIMITER_BYTES = b"|^\r\n\x0b\x1c~&\\"
-_DELIMITER_KINDS[list(_DELIMITER_BYTES)] = [
-    _FIELD, _COMPONENT, _SEGMENT_END, _SEGMENT_END, _SEGMENT_END, _SEGMENT_END, _REPETITION, _SUBCOMPONENT, _ESCAPE
-]
+_SEGMENT_ENDS = b"\r\n\x0b\x1c"
+# The highest field and component any capture reads, for the padding of the lookups.
+_MOST_FIELDS = max(field for captures in _CAPTURES.values() for _, field, _ in captures)
+_MOST_COMPONENTS = max(component for captures in _CAPTURES.values() for _, _, component in captures)
 _ENVELOPE_CODES = frozenset(int.from_bytes(name.encode(), "big") for name in er7.ENVELOPE_SEGMENTS)
 _DIGITS_AND_CAPITALS = np.zeros(256, bool)
 _DIGITS_AND_CAPITALS[list(b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ")] = True
@@ -134,45 +129,105 @@ _DIGITS_AND_CAPITALS[list(b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ")] = True
 
 def read_tables(data: bytes, source_file: str) -> dict[str, pa.Table] | None:
     """The five tables keyed as `tables.TABLES`, exactly as the general reader gives them; None to decline."""
-    text = _text(data)
-    if text is None:
+    if not _readable(data):
         return None
-    file = _File.of(text, source_file)
+    file = _File.of(data, source_file)
     if file is None:
         return None
-    message_rows = np.arange(file.message_count)
-    headers = file.positions("MSH")
-    charsets = file.leaves("MSH", headers, (("character_set", 18, 1),), message_rows, unescape_with_codec=False)
-    charset_values = file.strings(charsets["character_set"])
-    codecs = {charset: er7.codec_for_charset(charset) for charset in pc.unique(charset_values).to_pylist()}
+    every_message = np.arange(file.message_count)
+    declared = file.values({"character_set": _Request("MSH", file.positions("MSH"), 18, 1, every_message)})
+    charsets = file.strings(declared["character_set"])
+    declared_charsets = charsets.to_pylist()
+    codecs = {charset: er7.codec_for_charset(charset) for charset in set(declared_charsets)}
     if not data.isascii() and not _DECODABLE_AS_UTF8.issuperset(codecs.values()):
         return None
-    file.message_codecs = [codecs[charset] for charset in charset_values.to_pylist()] if file.has_escapes else []
-    header = file.leaves("MSH", headers, _CAPTURES["MSH"], message_rows)
+    if file.has_escapes:
+        file.message_codecs = [codecs[charset] for charset in declared_charsets]
+    rows = _Rows(file)
+    values = file.values(rows.requests())
     for required in ("message_code", "message_control_id", "hl7_version"):
-        start, end = header[required]
+        start, end = values["MSH", required]
         if not (end > start).all():
             return None  # the general reader makes an error row of this message
-    messages = _messages_table(file, header, charset_values)
+    values["MSH", "message_type"] = file.message_types(values["MSH", "message_code"], values["MSH", "trigger_event"])
+    identifiers = file.medical_record_identifiers(rows.segments["PID"], every_message)
+    written_values, observation_values = file.first_repetitions(rows.segments["OBX"], 5, rows.numbers["OBX"])
+    strings = file.string_columns(_string_ranges(values, rows, identifiers, observation_values))
+    timestamps = file.timestamp_columns(_timestamp_ranges(values, rows))
+    messages = _messages_table(file, strings, timestamps, charsets)
     return {
         "hl7_messages": messages,
-        "hl7_lab_results": _lab_results_table(file, messages),
-        "hl7_pharmacy_orders": _pharmacy_orders_table(file, messages),
-        "hl7_encounters": _encounters_table(file, header, messages),
+        "hl7_lab_results": _lab_results_table(file, rows, strings, timestamps, written_values),
+        "hl7_pharmacy_orders": _pharmacy_orders_table(file, rows, strings, timestamps),
+        "hl7_encounters": _encounters_table(file, rows, strings, timestamps),
         "hl7_errors": tables.HL7_ERRORS.empty_table(),
     }
 
 
-def _text(data: bytes) -> bytes | None:
-    """The file's bytes when the fast path may read them: they start with the usual MSH and decode as UTF-8."""
-    if not data.startswith(_HEADER) or b"\x00" in data:
-        return None
+class _Request(NamedTuple):
+    """A value wanted from each of some segments: SEG-field, component `component`, for rows of some messages."""
+
+    segment: str
+    segments: np.ndarray  # positions among the file's segments; -1 where a row has no such segment
+    field: int
+    component: int
+    message_numbers: np.ndarray  # each row's message, for its codec
+
+
+class _Rows:
+    """Which segment gives each table row its values: the rows' own segments and those around them."""
+
+    def __init__(self, file: _File) -> None:
+        every_message = np.arange(file.message_count)
+        observations = file.positions("OBX")
+        orders = file.positions("RXE")
+        visits = file.first_in_message("PV1")
+        self.visited_messages = np.flatnonzero(visits >= 0)
+        self.segments = {
+            "MSH": file.positions("MSH"),
+            "PID": file.first_in_message("PID"),
+            "OBX": observations,
+            "OBR": file.last_before("OBR", observations),
+            "RXE": orders,
+            "ORC": file.last_before("ORC", orders),
+            "RXR": file.first_after("RXR", orders),
+            "TQ1": file.first_after("TQ1", orders),
+            "PV1": visits[self.visited_messages],
+            "EVN": file.first_in_message("EVN")[self.visited_messages],
+        }
+        observation_messages = file.message_numbers[observations]
+        order_messages = file.message_numbers[orders]
+        self.numbers = {
+            "MSH": every_message,
+            "PID": every_message,
+            "OBX": observation_messages,
+            "OBR": observation_messages,
+            "RXE": order_messages,
+            "ORC": order_messages,
+            "RXR": order_messages,
+            "TQ1": order_messages,
+            "PV1": self.visited_messages,
+            "EVN": self.visited_messages,
+        }
+
+    def requests(self) -> dict[tuple[str, str], _Request]:
+        return {
+            (segment, column): _Request(segment, self.segments[segment], field, component, self.numbers[segment])
+            for segment, captures in _CAPTURES.items()
+            for column, field, component in captures
+        }
+
+
+def _readable(data: bytes) -> bool:
+    """Whether the file starts with the usual MSH, has no NUL byte, decodes as UTF-8 and fits int32 positions."""
+    if not data.startswith(_HEADER) or b"\x00" in data or len(data) >= 2**31 - 64:
+        return False
     if not data.isascii():
         try:
             data.decode("utf-8")
         except UnicodeDecodeError:
-            return None
-    return data
+            return False
+    return True
 
 
 class _File:
@@ -182,14 +237,26 @@ class _File:
     def of(cls, text: bytes, source_file: str) -> _File | None:
         """None when a segment name is not three capitals or digits followed by `|`, or is a batch envelope."""
         buffer = np.frombuffer(text, np.uint8)
-        # Comparisons and one search over booleans: several times faster than a lookup table over the bytes.
+        # Comparisons and one search over booleans: several times faster than a lookup table over the
+        # bytes. In place, as every temporary the size of the file costs fresh pages.
         is_delimiter = buffer == _DELIMITER_BYTES[0]
+        is_byte = np.empty_like(is_delimiter)
         for byte in _DELIMITER_BYTES[1:]:
-            is_delimiter |= buffer == byte
-        delimiters = np.flatnonzero(is_delimiter)
-        kinds = _DELIMITER_KINDS[buffer[delimiters]]
-        ends = np.append(delimiters[kinds == _SEGMENT_END], len(buffer))
-        starts = np.concatenate(([0], ends[:-1] + 1))
+            np.logical_or(is_delimiter, np.equal(buffer, byte, out=is_byte), out=is_delimiter)
+        # Positions as int32 (the fast path declines files of 2 GiB), halving every array below.
+        delimiters = np.flatnonzero(is_delimiter).astype(np.int32)
+        # Grouped by byte value with one stable (radix) sort, each group stays in file order.
+        values = buffer[delimiters]
+        is_pipe = values == ord("|")
+        is_caret = values == ord("^")
+        found = {ord("|"): delimiters[is_pipe], ord("^"): delimiters[is_caret]}
+        found |= {byte: delimiters[values == byte] for byte in _DELIMITER_BYTES[2:]}
+        # How many carets come before each pipe, for finding components without a search.
+        carets_before_pipes = np.cumsum(is_caret, dtype=np.int32)[is_pipe]
+        segment_ends = [found[byte] for byte in _SEGMENT_ENDS if len(found[byte])]
+        ends = np.sort(np.concatenate(segment_ends)) if len(segment_ends) > 1 else segment_ends[0]
+        ends = np.append(ends, np.int32(len(buffer))) if len(segment_ends) else np.array([len(buffer)], np.int32)
+        starts = np.concatenate((np.zeros(1, np.int32), ends[:-1] + 1))
         kept = ends > starts
         starts, ends = starts[kept], ends[kept]
         lengths = ends - starts
@@ -201,7 +268,7 @@ class _File:
         if not _DIGITS_AND_CAPITALS[third].all() or (buffer[starts[lengths > 3] + 3] != ord("|")).any():
             return None
         codes = (first.astype(np.int32) << 16) | (second.astype(np.int32) << 8) | third
-        if not _ENVELOPE_CODES.isdisjoint(np.unique(codes).tolist()):
+        if any((codes == envelope).any() for envelope in _ENVELOPE_CODES):
             return None
         # Every message starts where a segment starts with MSH (er7.split_messages); each must use the usual separators.
         headers = starts[codes == _code("MSH")]
@@ -210,7 +277,7 @@ class _File:
         header_bytes = buffer[np.minimum(headers[:, None] + np.arange(len(_HEADER)), len(buffer) - 1)]
         if not (header_bytes == np.frombuffer(_HEADER, np.uint8)).all():
             return None
-        return cls(buffer, starts, ends, codes, delimiters, kinds, source_file)
+        return cls(buffer, starts, ends, codes, found, carets_before_pipes, source_file)
 
     def __init__(
         self,
@@ -218,8 +285,8 @@ class _File:
         starts: np.ndarray,
         ends: np.ndarray,
         codes: np.ndarray,
-        delimiters: np.ndarray,
-        kinds: np.ndarray,
+        found: dict[int, np.ndarray],
+        carets_before_pipes: np.ndarray,
         source_file: str,
     ) -> None:
         self.source_file = source_file
@@ -230,18 +297,29 @@ class _File:
         self.message_numbers = np.cumsum(codes == _code("MSH")) - 1
         self.message_count = int(self.message_numbers[-1]) + 1
         # Each delimiter's positions, ending with one past the end so that every search finds one.
-        end = [len(buffer)]
-        self.pipes = np.append(delimiters[kinds == _FIELD], end)
-        self.carets = np.append(delimiters[kinds == _COMPONENT], end)
-        self.tildes = np.append(delimiters[kinds == _REPETITION], end)
-        self.ampersands = np.append(delimiters[kinds == _SUBCOMPONENT], end)
-        self.backslashes = np.append(delimiters[kinds == _ESCAPE], end)
+        end = np.array([len(buffer)], np.int32)
+        self.carets = np.append(found[ord("^")], end)
+        self.tildes = np.append(found[ord("~")], end)
+        self.ampersands = np.append(found[ord("&")], end)
+        self.backslashes = np.append(found[ord("\\")], end)
         # MSH-2 holds one of each per message; when there is no other, no value can hold one.
         self.has_repetitions = len(self.tildes) - 1 > self.message_count
         self.has_subcomponents = len(self.ampersands) - 1 > self.message_count
         self.has_escapes = len(self.backslashes) - 1 > self.message_count
-        self.first_pipe = np.searchsorted(self.pipes, starts)
-        self.pipe_count = np.searchsorted(self.pipes, ends) - self.first_pipe
+        # For `values`, lookups that need no bounds checks: pipes and carets padded past the end (and
+        # carets before the start), carets counted before each pipe, and a last, empty segment that
+        # a position of -1 (no segment) selects.
+        pipes = found[ord("|")]
+        padding = np.full(_MOST_FIELDS + 2, len(buffer), np.int32)
+        self._pipes = np.concatenate((pipes, padding))
+        self._carets_before_pipes = np.concatenate(
+            (carets_before_pipes, np.full(_MOST_FIELDS + 2, len(self.carets) - 1, np.int32))
+        )
+        self._carets = np.concatenate(
+            (np.full(1, -1, np.int32), self.carets[:-1], np.full(_MOST_COMPONENTS + 2, len(buffer), np.int32))
+        )
+        self._first_pipe = np.append(np.searchsorted(pipes, starts), 0)
+        self._segment_ends = np.append(ends, 0)
         self.message_codecs: list[str | None] = []
         self._extra = bytearray()  # unescaped values, addressed after the end of the file's bytes
         self._combined: np.ndarray | None = buffer
@@ -257,8 +335,11 @@ class _File:
         """For each message, the position of its first `name` segment, else -1."""
         found = self.positions(name)
         first = np.full(self.message_count, -1)
-        numbers, ordinals = np.unique(self.message_numbers[found], return_index=True)
-        first[numbers] = found[ordinals]
+        numbers = self.message_numbers[found]
+        # Positions are in file order, so a message's first is where the message number changes.
+        leading = np.ones(len(found), bool)
+        leading[1:] = numbers[1:] != numbers[:-1]
+        first[numbers[leading]] = found[leading]
         return first
 
     def last_before(self, name: str, positions: np.ndarray) -> np.ndarray:
@@ -282,63 +363,70 @@ class _File:
         first[owners] = found[kept][ordinals]
         return first
 
-    def leaves(
-        self,
-        name: str,
-        segments: np.ndarray,
-        captures: tuple[tuple[str, int, int], ...],
-        message_numbers: np.ndarray,
-        unescape_with_codec: bool = True,
-    ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-        """The byte range of each captured value in each of `segments` (positions; -1: none, all values empty).
+    def values(self, requests: dict) -> dict:
+        """The byte range of each requested value in each of its segments (empty where the segment is missing).
 
-        A value is the component's first subcomponent in the field's first repetition, unescaped:
-        ranges with an escape character are rewritten to point at the unescaped text.
+        A value is a component's first subcomponent in the field's first repetition, unescaped: ranges
+        holding an escape character are rewritten to point at the unescaped text. Every request is
+        answered by the same few vectorised steps, whatever their number.
         """
-        if not (segments >= 0).any():
-            empty = np.zeros(len(segments), np.int64)
-            return {column: (empty, empty) for column, _, _ in captures}
+        keys = list(requests)
+        sizes = [len(requests[key].segments) for key in keys]
+        segments = np.concatenate([requests[key].segments for key in keys])
         # Element e of a segment split on "|" is SEG-e, but MSH-n is element n-1 (MSH-1 is the separator).
-        shift = 1 if name == "MSH" else 0
-        elements = sorted({field - shift for _, field, _ in captures})
-        field_starts, field_ends = self._fields(segments, np.array(elements)[:, None])
+        elements = np.repeat(np.array([r.field - (r.segment == "MSH") for r in requests.values()], np.int32), sizes)
+        components = np.repeat(np.array([r.component for r in requests.values()], np.int32), sizes)
+        field_starts, field_ends, opening_pipes = self._fields(segments, elements)
         if self.has_repetitions:
             field_ends = np.minimum(field_ends, self.tildes[np.searchsorted(self.tildes, field_starts)])
-        first_caret = np.searchsorted(self.carets, field_starts)
-        of_field = np.array([elements.index(field - shift) for _, field, _ in captures])
-        components = np.array([[component] for _, _, component in captures])
-        field_starts, field_ends, first_caret = field_starts[of_field], field_ends[of_field], first_caret[of_field]
-        # Component k lies between the (k-1)th and the kth caret after the field's start, within the repetition.
-        last = len(self.carets) - 1
-        opening = self.carets[np.clip(first_caret + components - 2, 0, last)]
-        closing = self.carets[np.minimum(first_caret + components - 1, last)]
-        starts = np.where(components == 1, field_starts, np.minimum(opening + 1, field_ends))
-        ends = np.maximum(np.minimum(closing, field_ends), starts)
+        # Component k lies between the (k-1)th and the kth caret after the field's start, within the
+        # repetition; for k = 1 the caret before the field is before its start, so the start stays.
+        # (An absent field is empty whatever carets are found.)
+        first_caret = self._carets_before_pipes[opening_pipes] + components
+        starts = np.minimum(np.maximum(self._carets[first_caret - 1] + 1, field_starts), field_ends)
+        ends = np.minimum(self._carets[first_caret], field_ends)
         if self.has_subcomponents:
             ends = np.minimum(ends, self.ampersands[np.searchsorted(self.ampersands, starts)])
-        ranges = {column: (starts[index], ends[index]) for index, (column, _, _) in enumerate(captures)}
         if self.has_escapes:
-            escaped = self.backslashes[np.searchsorted(self.backslashes, starts)] < ends
-            for index, (column, _, _) in enumerate(captures):
-                rows = np.flatnonzero(escaped[index])
-                if len(rows):
-                    codecs = (
-                        [self.message_codecs[number] for number in message_numbers[rows]]
-                        if unescape_with_codec
-                        else [None] * len(rows)
-                    )
-                    written = [self.text(start, end) for start, end in zip(starts[index][rows], ends[index][rows])]
-                    plain = [er7.unescape(value, _SEPARATORS, codec) for value, codec in zip(written, codecs)]
-                    ranges[column] = self._rewritten(ranges[column], rows, plain)
-        return ranges
+            escaped = np.flatnonzero(self.backslashes[np.searchsorted(self.backslashes, starts)] < ends)
+            if len(escaped):
+                numbers = np.concatenate([requests[key].message_numbers for key in keys])
+                plain = [
+                    er7.unescape(self.text(starts[row], ends[row]), _SEPARATORS, self.codec(numbers[row]))
+                    for row in escaped
+                ]
+                starts, ends = self._rewritten((starts, ends), escaped, plain)
+        bounds = np.cumsum([0] + sizes)
+        return {key: (starts[bounds[i] : bounds[i + 1]], ends[bounds[i] : bounds[i + 1]]) for i, key in enumerate(keys)}
+
+    def message_types(
+        self, codes: tuple[np.ndarray, np.ndarray], triggers: tuple[np.ndarray, np.ndarray]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """MSH-9.1 and MSH-9.2 joined by ^ (MSH-9.1 alone without a trigger event): as written when they are."""
+        (code_starts, code_ends), (trigger_starts, trigger_ends) = codes, triggers
+        with_trigger = trigger_ends > trigger_starts
+        starts, ends = code_starts, np.where(with_trigger, trigger_ends, code_ends)
+        # Apart in the file (a subcomponent between them) or unescaped elsewhere: joined here.
+        as_written = (code_ends + 1 == trigger_starts) & (trigger_ends <= len(self.buffer))
+        joined = np.flatnonzero(with_trigger & ~as_written)
+        if not len(joined):
+            return starts, ends
+        texts = [
+            f"{self.text(code_starts[row], code_ends[row])}^{self.text(trigger_starts[row], trigger_ends[row])}"
+            for row in joined
+        ]
+        return self._rewritten((starts, ends), joined, texts)
+
+    def codec(self, message_number: int) -> str | None:
+        """The codec for \\X..\\ escapes in a message; none while MSH-18 itself is being read."""
+        return self.message_codecs[message_number] if self.message_codecs else None
 
     def first_repetitions(
         self, segments: np.ndarray, field: int, message_numbers: np.ndarray
     ) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
         """A field's first repetition whole, as written and with each component unescaped (joined by ^)."""
-        field_starts, field_ends = self._fields(segments, np.array([[field]]))
-        starts = field_starts[0]
-        ends = np.minimum(field_ends[0], self.tildes[np.searchsorted(self.tildes, starts)])
+        starts, field_ends, _ = self._fields(segments, field)
+        ends = np.minimum(field_ends, self.tildes[np.searchsorted(self.tildes, starts)])
         written = (starts, ends)
         if not self.has_escapes:
             return written, written
@@ -346,7 +434,7 @@ class _File:
         if not len(rows):
             return written, written
         plain = [
-            "^".join(er7.whole_components(self.text(starts[row], ends[row]), _SEPARATORS, self.message_codecs[number]))
+            "^".join(er7.whole_components(self.text(starts[row], ends[row]), _SEPARATORS, self.codec(number)))
             for row, number in zip(rows, message_numbers[rows])
         ]
         return written, self._rewritten(written, rows, plain)
@@ -355,7 +443,7 @@ class _File:
         self, segments: np.ndarray, message_numbers: np.ndarray
     ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """PID-3.1 and PID-3.5 of the repetition whose type is MR, else of the first, as the general reader chooses."""
-        field_starts, field_ends = (bounds[0] for bounds in self._fields(segments, np.array([[3]])))
+        field_starts, field_ends, _ = self._fields(segments, 3)
         repetition_count = np.searchsorted(self.tildes, field_ends) - np.searchsorted(self.tildes, field_starts) + 1
         chosen = np.zeros(len(segments), int)  # 0-based repetition; 0 unless a later one is MR
         for repetition in range(int(repetition_count.max(initial=1)) - 1, -1, -1):
@@ -375,7 +463,7 @@ class _File:
             rows = np.flatnonzero(self.backslashes[np.searchsorted(self.backslashes, field_starts)] < field_ends)
             if len(rows):
                 read = [
-                    _medical_record_or_first(self.text(field_starts[row], field_ends[row]), self.message_codecs[number])
+                    _medical_record_or_first(self.text(field_starts[row], field_ends[row]), self.codec(number))
                     for row, number in zip(rows, message_numbers[rows])
                 ]
                 ranges["patient_id"] = self._rewritten(identifier, rows, [values[0] for values in read])
@@ -386,26 +474,26 @@ class _File:
         """The values in `ranges` as one Arrow array; empty values are null, as the general reader's `or None`."""
         starts, ends = ranges
         lengths = ends - starts
-        offsets = np.zeros(len(lengths) + 1, np.int64)
+        offsets = np.zeros(len(lengths) + 1, np.int32)
         np.cumsum(lengths, out=offsets[1:])
         present = lengths > 0
         # Source positions of the gathered bytes: +1 within a value, a jump at each value's first byte.
-        steps = np.ones(offsets[-1], np.int64)
+        steps = np.ones(offsets[-1], np.int32)
         value_starts = starts[present]
         steps[offsets[:-1][present]] = value_starts - np.concatenate(([0], ends[present][:-1] - 1))[: len(value_starts)]
-        data = self._bytes()[np.cumsum(steps)] if len(steps) else np.zeros(0, np.uint8)
+        data = self._bytes()[np.cumsum(steps, out=steps)]
         validity = None if present.all() else pa.py_buffer(np.packbits(present, bitorder="little"))
         return pa.StringArray.from_buffers(
-            len(lengths), pa.py_buffer(offsets.astype(np.int32)), pa.py_buffer(data), validity
+            len(lengths), pa.py_buffer(offsets), pa.py_buffer(data), validity
         )
 
     def string_columns(self, columns: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict[str, pa.StringArray]:
         """`strings` of several columns, gathered in one step."""
-        return _split(self.strings(_concatenated(columns)), columns)
+        return _split(self.strings(_concatenated(columns)), _sizes(columns))
 
     def timestamp_columns(self, columns: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict[str, pa.TimestampArray]:
         """`timestamps` of several columns, parsed in one step."""
-        return _split(self.timestamps(_concatenated(columns)), columns)
+        return _split(self.timestamps(_concatenated(columns)), _sizes(columns))
 
     def timestamps(self, ranges: tuple[np.ndarray, np.ndarray]) -> pa.TimestampArray:
         """The values as er7.parse_datetime reads them: valid 14-digit times in numpy, any other text in Python."""
@@ -441,18 +529,18 @@ class _File:
     def text(self, start: int, end: int) -> str:
         return self._bytes()[start:end].tobytes().decode("utf-8")
 
-    def _fields(self, segments: np.ndarray, elements: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Byte ranges of element `elements[i]` of each of `segments`, shape (len(elements), segments); empty when absent."""
-        present = segments >= 0
-        segment_ends = np.where(present, self.ends[segments], 0)
-        first_pipe = self.first_pipe[segments]
-        pipe_count = np.where(present, self.pipe_count[segments], 0)
-        last = len(self.pipes) - 1
-        starts = np.where(
-            elements <= pipe_count, self.pipes[np.minimum(first_pipe + elements - 1, last)] + 1, segment_ends
-        )
-        ends = np.where(elements < pipe_count, self.pipes[np.minimum(first_pipe + elements, last)], segment_ends)
-        return starts, ends
+    def _fields(self, segments: np.ndarray, elements: np.ndarray | int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Byte ranges of element `elements[i]` of `segments[i]` (broadcast), and the pipe before each.
+
+        Ranges are empty when the element is absent or there is no segment (-1).
+
+        A field that is absent starts after its segment's end, so clamping to the end empties it.
+        """
+        segment_ends = self._segment_ends[segments]
+        opening_pipes = self._first_pipe[segments] + (elements - 1)
+        starts = np.minimum(self._pipes[opening_pipes] + 1, segment_ends)
+        ends = np.minimum(self._pipes[opening_pipes + 1], segment_ends)
+        return starts, ends, opening_pipes
 
     def _repetition(
         self, field_starts: np.ndarray, field_ends: np.ndarray, repetition: np.ndarray | int
@@ -496,111 +584,116 @@ def _concatenated(columns: dict[str, tuple[np.ndarray, np.ndarray]]) -> tuple[np
     return np.concatenate([starts for starts, _ in columns.values()]), np.concatenate([ends for _, ends in columns.values()])
 
 
-def _split(values: pa.Array, columns: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict[str, pa.Array]:
-    """`values` cut back into the columns it was concatenated from."""
+def _sizes(columns: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict:
+    return {name: len(starts) for name, (starts, _) in columns.items()}
+
+
+def _split(values: pa.Array, sizes: dict) -> dict:
+    """`values` cut back into the columns it was concatenated from, of these sizes."""
     split = {}
     offset = 0
-    for name, (starts, _) in columns.items():
-        split[name] = values.slice(offset, len(starts))
-        offset += len(starts)
+    for name, size in sizes.items():
+        split[name] = values.slice(offset, size)
+        offset += size
     return split
 
 
-def _messages_table(file: _File, header: dict, charsets: pa.StringArray) -> pa.Table:
-    message_rows = np.arange(file.message_count)
-    patient_segments = file.first_in_message("PID")
-    patient = {
-        **file.medical_record_identifiers(patient_segments, message_rows),
-        **file.leaves("PID", patient_segments, _CAPTURES["PID"], message_rows),
+def _string_ranges(values: dict, rows: _Rows, identifiers: dict, observation_values: tuple) -> dict:
+    """The byte ranges of every string column of every table, keyed (table, column)."""
+    ranges = {("hl7_messages", column): values["MSH", column] for column in _MESSAGE_HEADER_STRINGS}
+    # Rows of the other tables repeat their message's control ID and type.
+    for table, numbers in (
+        ("hl7_lab_results", rows.numbers["OBX"]),
+        ("hl7_pharmacy_orders", rows.numbers["RXE"]),
+        ("hl7_encounters", rows.visited_messages),
+    ):
+        for column in ("message_control_id", "message_type"):
+            starts, ends = values["MSH", column]
+            ranges[(table, column)] = (starts[numbers], ends[numbers])
+    ranges |= {("hl7_messages", column): values["PID", column] for column, _, _ in _CAPTURES["PID"]}
+    ranges |= {("hl7_messages", column): identifier for column, identifier in identifiers.items()}
+    ranges |= {("hl7_lab_results", column): values["OBR", column] for column, _, _ in _CAPTURES["OBR"]}
+    ranges |= {("hl7_lab_results", column): values["OBX", column] for column in _OBSERVATION_STRINGS}
+    ranges[("hl7_lab_results", "value")] = observation_values
+    ranges |= {("hl7_pharmacy_orders", column): values["ORC", column] for column, _, _ in _CAPTURES["ORC"]}
+    ranges |= {("hl7_pharmacy_orders", column): values["RXE", column] for column in _GIVE_STRINGS + _GIVE_AMOUNTS}
+    ranges[("hl7_pharmacy_orders", "route")] = values["RXR", "route"]
+    ranges[("hl7_pharmacy_orders", "frequency")] = _timed(values, rows, "frequency", "interval")
+    # EVN-1, else MSH-9.2.
+    trigger_starts, trigger_ends = (part[rows.visited_messages] for part in values["MSH", "trigger_event"])
+    event_starts, event_ends = values["EVN", "event_type"]
+    recorded = event_ends > event_starts
+    ranges[("hl7_encounters", "event_type")] = (
+        np.where(recorded, event_starts, trigger_starts),
+        np.where(recorded, event_ends, trigger_ends),
+    )
+    ranges |= {("hl7_encounters", column): values["PV1", column] for column in _VISIT_STRINGS}
+    return ranges
+
+
+def _timestamp_ranges(values: dict, rows: _Rows) -> dict:
+    """The byte ranges of every timestamp column of every table, keyed (table, column)."""
+    return {
+        ("hl7_messages", "message_datetime"): values["MSH", "message_datetime"],
+        ("hl7_lab_results", "observation_datetime"): values["OBX", "observation_datetime"],
+        ("hl7_pharmacy_orders", "start_datetime"): _timed(values, rows, "start", "start"),
+        ("hl7_pharmacy_orders", "end_datetime"): _timed(values, rows, "end", "end"),
+        ("hl7_encounters", "event_datetime"): values["EVN", "event_datetime"],
+        ("hl7_encounters", "admit_datetime"): values["PV1", "admit_datetime"],
+        ("hl7_encounters", "discharge_datetime"): values["PV1", "discharge_datetime"],
     }
-    strings = file.string_columns({name: header[name] for name in _MESSAGE_HEADER_STRINGS} | patient)
-    columns = {
-        "message_type": pc.binary_join_element_wise(
-            strings["message_code"], strings["trigger_event"], "^", null_handling="skip"
-        ),
-        "message_datetime": file.timestamps(header["message_datetime"]),
+
+
+def _timed(values: dict, rows: _Rows, timing_column: str, give_column: str) -> tuple[np.ndarray, np.ndarray]:
+    """TQ1's value when a TQ1 follows the RXE (before the next RXE), else RXE-1's."""
+    with_timing = rows.segments["TQ1"] >= 0
+    return tuple(
+        np.where(with_timing, timing, give)
+        for timing, give in zip(values["TQ1", timing_column], values["RXE", give_column])
+    )
+
+
+def _messages_table(file: _File, strings: dict, timestamps: dict, charsets: pa.StringArray) -> pa.Table:
+    every_message = np.arange(file.message_count)
+    columns = _of_table("hl7_messages", strings) | _of_table("hl7_messages", timestamps)
+    columns |= {
         "character_set": charsets,
-        **strings,
         "segment_count": pa.array(np.bincount(file.message_numbers, minlength=file.message_count).astype(np.int32)),
-        "source_file": pa.repeat(file.source_file, file.message_count),
-        "message_index": pa.array(message_rows.astype(np.int32)),
+        "source_file": pa.repeat(pa.scalar(file.source_file, pa.string()), file.message_count),
+        "message_index": pa.array(every_message.astype(np.int32)),
     }
     return _table(tables.HL7_MESSAGES, columns)
 
 
-def _lab_results_table(file: _File, messages: pa.Table) -> pa.Table:
-    positions = file.positions("OBX")
-    numbers = file.message_numbers[positions]
-    observation = file.leaves("OBX", positions, _CAPTURES["OBX"], numbers)
-    order = file.leaves("OBR", file.last_before("OBR", positions), _CAPTURES["OBR"], numbers)
-    written, value = file.first_repetitions(positions, 5, numbers)
-    timestamp = observation.pop("observation_datetime")
-    strings = file.string_columns(order | observation | {"value": value})
-    columns = {
-        **_message_columns(file, messages, numbers),
-        **strings,
-        "numeric_value": _numeric_values(file, written, strings["value"], strings["value_type"], numbers),
-        "observation_datetime": file.timestamps(timestamp),
-    }
+def _lab_results_table(file: _File, rows: _Rows, strings: dict, timestamps: dict, written_values: tuple) -> pa.Table:
+    numbers = rows.numbers["OBX"]
+    columns = _of_table("hl7_lab_results", strings) | _of_table("hl7_lab_results", timestamps)
+    columns |= _message_columns(file, numbers)
+    columns["numeric_value"] = _numeric_values(file, written_values, columns["value"], columns["value_type"], numbers)
     return _table(tables.HL7_LAB_RESULTS, columns)
 
 
-def _pharmacy_orders_table(file: _File, messages: pa.Table) -> pa.Table:
-    positions = file.positions("RXE")
-    numbers = file.message_numbers[positions]
-    give = file.leaves("RXE", positions, _CAPTURES["RXE"], numbers)
-    order_control = file.leaves("ORC", file.last_before("ORC", positions), _CAPTURES["ORC"], numbers)
-    route = file.leaves("RXR", file.first_after("RXR", positions), _CAPTURES["RXR"], numbers)
-    timing_segments = file.first_after("TQ1", positions)
-    timing = file.leaves("TQ1", timing_segments, _CAPTURES["TQ1"], numbers)
-    with_timing = timing_segments >= 0
-
-    def timed(timing_column: str, give_column: str) -> tuple[np.ndarray, np.ndarray]:
-        """TQ1's value when a TQ1 follows the RXE, else RXE-1's."""
-        return tuple(
-            np.where(with_timing, timing_part, give_part)
-            for timing_part, give_part in zip(timing[timing_column], give[give_column])
-        )
-
-    strings = file.string_columns(
-        order_control | {name: give[name] for name in _GIVE_STRINGS + _GIVE_AMOUNTS} | route
-        | {"frequency": timed("frequency", "interval")}
-    )
-    columns = {
-        **_message_columns(file, messages, numbers),
-        **strings,
-        **_numbers({name: strings[name] for name in _GIVE_AMOUNTS}),
-        **file.timestamp_columns({"start_datetime": timed("start", "start"), "end_datetime": timed("end", "end")}),
-    }
+def _pharmacy_orders_table(file: _File, rows: _Rows, strings: dict, timestamps: dict) -> pa.Table:
+    columns = _of_table("hl7_pharmacy_orders", strings) | _of_table("hl7_pharmacy_orders", timestamps)
+    columns |= _message_columns(file, rows.numbers["RXE"])
+    columns |= _numbers({name: columns[name] for name in _GIVE_AMOUNTS})
     return _table(tables.HL7_PHARMACY_ORDERS, columns)
 
 
-def _encounters_table(file: _File, header: dict, messages: pa.Table) -> pa.Table:
-    visit_segments = file.first_in_message("PV1")
-    numbers = np.flatnonzero(visit_segments >= 0)
-    visit = file.leaves("PV1", visit_segments[numbers], _CAPTURES["PV1"], numbers)
-    event = file.leaves("EVN", file.first_in_message("EVN")[numbers], _CAPTURES["EVN"], numbers)
-    # EVN-1, else MSH-9.2.
-    event_type_starts, event_type_ends = event["event_type"]
-    trigger_starts, trigger_ends = (part[numbers] for part in header["trigger_event"])
-    recorded = event_type_ends > event_type_starts
-    event_type = (np.where(recorded, event_type_starts, trigger_starts), np.where(recorded, event_type_ends, trigger_ends))
-    timestamps = {name: visit.pop(name) for name in ("admit_datetime", "discharge_datetime")}
-    columns = {
-        **_message_columns(file, messages, numbers),
-        **file.string_columns({"event_type": event_type} | visit),
-        **file.timestamp_columns({"event_datetime": event["event_datetime"]} | timestamps),
-    }
+def _encounters_table(file: _File, rows: _Rows, strings: dict, timestamps: dict) -> pa.Table:
+    columns = _of_table("hl7_encounters", strings) | _of_table("hl7_encounters", timestamps)
+    columns |= _message_columns(file, rows.visited_messages)
     return _table(tables.HL7_ENCOUNTERS, columns)
 
 
-def _message_columns(file: _File, messages: pa.Table, numbers: np.ndarray) -> dict[str, pa.Array]:
-    """The columns a row of another table repeats from its message."""
-    indices = pa.array(numbers)
+def _of_table(table: str, columns: dict) -> dict[str, pa.Array]:
+    return {column: array for (name, column), array in columns.items() if name == table}
+
+
+def _message_columns(file: _File, numbers: np.ndarray) -> dict[str, pa.Array]:
+    """The columns a row of another table takes from where its message is."""
     return {
-        "message_control_id": messages.column("message_control_id").chunk(0).take(indices),
-        "message_type": messages.column("message_type").chunk(0).take(indices),
-        "source_file": pa.repeat(file.source_file, len(numbers)),
+        "source_file": pa.repeat(pa.scalar(file.source_file, pa.string()), len(numbers)),
         "message_index": pa.array(numbers.astype(np.int32)),
     }
 
@@ -621,49 +714,45 @@ def _numeric_values(
     value_types: pa.StringArray,
     numbers: np.ndarray,
 ) -> pa.DoubleArray:
-    """numeric_value: OBX-5 as a number when OBX-2 is NM or SN; plain decimals in C++, the rest as the general reader."""
-    numeric = pc.fill_null(pc.is_in(value_types, _NUMERIC_VALUE_TYPES), False)
+    """numeric_value: OBX-5 as a number when OBX-2 is NM or SN, as er7.parse_numeric_value reads it."""
+    numeric = pc.or_(pc.equal(value_types, "NM"), pc.equal(value_types, "SN"))
     candidates = pc.if_else(numeric, values, pa.scalar(None, pa.string()))
-    plain = pc.fill_null(pc.match_substring_regex(candidates, _PLAIN_NUMBER), False)
-    result = pc.cast(pc.if_else(plain, candidates, pa.scalar(None, pa.string())), pa.float64())
-    rest = np.flatnonzero(pc.and_(pc.is_valid(candidates), pc.invert(plain)).to_numpy(zero_copy_only=False))
-    if not len(rest):
-        return result
     starts, ends = written
-    computed = [
-        er7.parse_numeric_value(
-            er7.whole_components(file.text(starts[row], ends[row]), _SEPARATORS, _codec(file, numbers[row]))
-        )
-        for row in rest
-    ]
-    return _replaced(result, rest, pa.array(computed, pa.float64()))
+    return _parsed_numbers(
+        candidates,
+        lambda row: er7.parse_numeric_value(
+            er7.whole_components(file.text(starts[row], ends[row]), _SEPARATORS, file.codec(numbers[row]))
+        ),
+    )
 
 
 def _numbers(columns: dict[str, pa.StringArray]) -> dict[str, pa.DoubleArray]:
-    """Amounts as er7.parse_number reads them: plain decimals cast in C++, any other text in Python."""
+    """Amounts as er7.parse_number reads them, several columns at once."""
     values = pa.concat_arrays(list(columns.values()))
-    plain = pc.fill_null(pc.match_substring_regex(values, _PLAIN_NUMBER), False)
-    result = pc.cast(pc.if_else(plain, values, pa.scalar(None, pa.string())), pa.float64())
-    rest = np.flatnonzero(pc.and_(pc.is_valid(values), pc.invert(plain)).to_numpy(zero_copy_only=False))
-    if len(rest):
-        computed = [er7.parse_number(value) for value in values.take(pa.array(rest)).to_pylist()]
-        result = _replaced(result, rest, pa.array(computed, pa.float64()))
-    split = {}
-    offset = 0
-    for name, column in columns.items():
-        split[name] = result.slice(offset, len(column))
-        offset += len(column)
-    return split
+    result = _parsed_numbers(values, lambda row: er7.parse_number(values[row].as_py()))
+    return _split(result, {name: len(column) for name, column in columns.items()})
+
+
+def _parsed_numbers(values: pa.StringArray, read_in_python) -> pa.DoubleArray:
+    """Numbers cast in C++ when every value parses there, as float() would read them; else each read in Python.
+
+    Arrow's cast and float() both round correctly and read the same decimal and exponent forms;
+    what float() reads beyond them (whitespace, other digits, "1_000") makes the cast fail.
+    """
+    try:
+        numbers = pc.cast(values, pa.float64())
+    except pa.ArrowInvalid:
+        rows = np.flatnonzero(values.is_valid().to_numpy(zero_copy_only=False))
+        computed = pa.array([read_in_python(row) for row in rows], pa.float64())
+        return _replaced(pa.nulls(len(values), pa.float64()), rows, computed)
+    # Both read "inf" and "nan", which are not HL7 numbers.
+    return pc.if_else(pc.is_finite(numbers), numbers, pa.scalar(None, pa.float64()))
 
 
 def _replaced(values: pa.Array, rows: np.ndarray, replacements: pa.Array) -> pa.Array:
     mask = np.zeros(len(values), bool)
     mask[rows] = True
     return pc.replace_with_mask(values, pa.array(mask), replacements)
-
-
-def _codec(file: _File, message_number: int) -> str | None:
-    return file.message_codecs[message_number] if file.message_codecs else None
 
 
 def _code(name: str) -> int:

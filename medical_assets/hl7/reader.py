@@ -9,7 +9,7 @@ import pyarrow as pa
 
 from medical_assets.hl7 import er7, fastpath, tables
 
-NUMERIC_VALUE_TYPES = frozenset({"NM", "SN"})
+_NUMERIC_VALUE_TYPES = frozenset({"NM", "SN"})
 # Fields read as component 1 only, fetched together in one C call.
 _MSH_FIRST_COMPONENTS = itemgetter(3, 4, 5, 6, 7, 10, 11, 12)
 _PID_FIRST_COMPONENTS = itemgetter(7, 8, 13, 18, 19)
@@ -278,7 +278,7 @@ def _lab_rows(message: er7.Message, control_id: str, source_file: str) -> list[t
                     observation[1] or None,
                     observation[2] or None,
                     value or None,
-                    er7.parse_numeric_value(components) if value_type in NUMERIC_VALUE_TYPES else None,
+                    er7.parse_numeric_value(components) if value_type in _NUMERIC_VALUE_TYPES else None,
                     units or None,
                     reference_range or None,
                     abnormal_flag or None,

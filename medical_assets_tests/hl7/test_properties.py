@@ -1,9 +1,13 @@
-"""Properties of parse_hl7_file on damaged input: it never raises, loses no message, and keeps its schemas."""
+"""Properties of parse_hl7_file on damaged input: it never raises, loses no message, and keeps its schemas.
+
+Whatever the input, the tables are also those of the general reader: the fast path reads a file
+exactly as the general path would, or leaves it to it.
+"""
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from medical_assets.hl7 import ParsedHL7File, er7, parse_hl7_file, tables
+from medical_assets.hl7 import ParsedHL7File, er7, fastpath, parse_hl7_file, reader, tables
 from medical_assets.hl7.reader import file_problem
 from medical_assets.synthetic.hl7 import HL7CorpusSettings, render_message
 from medical_assets_tests.hl7.test_orders_and_encounters import ADT_A01, ADT_A03, RDE_TWO_ORDERS, RDE_WITH_TQ1
@@ -55,6 +59,9 @@ def damaged_feeds(draw) -> bytes:
 
 def _assert_consistent(parsed: ParsedHL7File, data: bytes) -> None:
     """Schemas exact; every message the splitter sees in exactly one of messages and errors, rows only for read ones."""
+    general = reader.parse_general(data, "any.hl7").tables()
+    for name, table in parsed.tables().items():
+        assert table.drop_columns("source_file").equals(general[name].drop_columns("source_file")), name
     assert list(parsed.tables()) == list(tables.TABLES)
     for name, table in parsed.tables().items():
         assert table.schema.equals(tables.TABLES[name], check_metadata=True), name
@@ -84,6 +91,8 @@ def test_intact_feeds_are_read_whole(feed):
     _assert_consistent(parsed, data)
     assert parsed.errors.num_rows == 0
     assert parsed.messages.column("message_index").to_pylist() == list(range(count))
+    if not data.startswith(b"\x0b"):
+        assert fastpath.read_tables(data, "feed.hl7") is not None  # so the comparison above covered it
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])

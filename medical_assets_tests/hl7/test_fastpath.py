@@ -1,0 +1,171 @@
+"""The columnar fast path gives exactly the general reader's tables, or declines a file it cannot read alike."""
+
+import pytest
+
+from benchmarks.tutorial import tutorial_message
+from medical_assets.hl7 import fastpath, parse_hl7_file, reader, tables
+from medical_assets.synthetic.hl7 import HL7CorpusSettings, render_file
+from medical_assets_tests.hl7.test_differential import CORPUS
+from medical_assets_tests.hl7.test_orders_and_encounters import (
+    ADT_A01,
+    ADT_A03,
+    RDE_TWO_ORDERS,
+    RDE_WITH_TQ1,
+    RDE_WITHOUT_ORC,
+)
+from medical_assets_tests.hl7.test_reader import ADT, ORU
+
+EDGE_CASES = {
+    "mr repetition last, escapes in names and ids": (
+        "MSH|^~\\&|LAB\\T\\CO|NORTH \\F\\ SOUTH|EHR|CLINIC|20240315093015||ORU^R01|CTRL\\E\\42|P|2.6",
+        "PID|1||X\\T\\1^^^H^PI~X2^^^H^SS~X3^^^H^MR||O\\S\\BRIEN&O&BRIEN^MARY\\R\\ANN^C||19800229|F",
+        "OBX|1|ST|NOTE^REMARK^L||high \\T\\ rising^see \\S\\ note&more~second|\\X6D67\\/dL|< 5|H\\F\\L|||C",
+    ),
+    "mr type escaped": ("MSH|^~\\&|A|B|C|D|20240101||ADT^A08|E2|P|2.5", "PID|1||A1^^^H^\\X4D52\\~A2^^^H^MR||DOE"),
+    "no pid, short segments, obx before any obr": (
+        "MSH|^~\\&|A|B|C|D|2024||ORU^R01|S1|P|2.4",
+        "OBX",
+        "OBX|1",
+        "OBX|2|NM|GLU||5",
+        "OBR|1|P1",
+        "OBX|3|SN|GLU||^182",
+        "OBX|4|NM|GLU||not a number",
+        "OBX|5|SN|GLU||<^5",
+        "OBX|6|NM|GLU||1e3|||||||||20240230120000",
+        "OBX|7|NM|GLU||inf|||||||||202402",
+        "OBX|8|NM|GLU|| 5|||||||||20240101123045.1234",
+        "OBX|9|NM|GLU||1_000|||||||||20240101123045+0100",
+        "OBX|10|NM|GLU||-0|||||||||20240101123045-05",
+        "OBX|11|NM|GLU||+.5|||||||||00000101000000",
+        "OBX|12|NM|GLU||=^7|||||||||99991231235959",
+        "OBX|13|SN|GLU||\\X35\\|||||||||2024010112",
+    ),
+    "message type with subcomponents, escaped charset, no trigger": (
+        "MSH|^~\\&|A|B|C|D|20240101||ADT&X^A01&Y^ADT_A01|T1|P|2.5|||||UNICODE\\E\\ UTF-8",
+        "MSH|^~\\&|A|B|C|D|20240101||ACK|T2|P|2.5",
+        "MSH|^~\\&|A|B|C|D|20240101||\\T\\ADT^A\\T\\01|T3|P|2.5",
+    ),
+    "segments without fields and a z-segment": (
+        "MSH|^~\\&|A|B|C|D|20240101||ADT^A01|Z1|P|2.5",
+        "EVN",
+        "PID",
+        "ZPI|custom|data",
+        "PV1",
+    ),
+    "evn with empty event type, pv1 with repetitions": (
+        "MSH|^~\\&|A|B|C|D|20240101||ADT^A02|V1|P|2.5",
+        "EVN||20240101",
+        "PV1|1|I~O|W^1^A~X^2^B||||D1^DOC~D2^DOC2",
+        "PV1|2|E",
+        "EVN|A99",
+    ),
+    "orders with timing before the first rxe and after others": (
+        "MSH|^~\\&|A|B|C|D|20240101||RDE^O11|R1|P|2.5",
+        "TQ1|1||Q1H",
+        "RXR|IM",
+        "RXE|1^QD^^20240101|X^Y",
+        "ORC|NW|2",
+        "RXE|1^TID^^2024010108&L|Z^W|1\\E\\2|3.5|mg",
+        "TQ1|1||Q2H&x|||||20240102|bad",
+        "TQ1|2||Q3H",
+        "RXR|PO&x",
+        "RXR|IV",
+    ),
+}
+
+
+def _file(*messages: tuple[str, ...], separator: str = "\r") -> bytes:
+    return "".join(separator.join(segments) + separator for segments in messages).encode()
+
+
+def _assert_same_as_general(data: bytes, source_file: str = "f.hl7") -> None:
+    fast = fastpath.read_tables(data, source_file)
+    assert fast is not None, "the fast path declined"
+    general = reader.parse_general(data, source_file).tables()
+    assert list(fast) == list(tables.TABLES)
+    for name, table in general.items():
+        assert fast[name].schema.equals(tables.TABLES[name], check_metadata=True), name
+        assert fast[name].equals(table), (name, _first_difference(fast[name], table))
+
+
+def _first_difference(fast, general):
+    for column in general.column_names:
+        ours, theirs = fast.column(column).to_pylist(), general.column(column).to_pylist()
+        if ours != theirs:
+            rows = [row for row in range(min(len(ours), len(theirs))) if ours[row] != theirs[row]]
+            return column, len(ours), len(theirs), [(ours[row], theirs[row]) for row in rows[:3]]
+    return None
+
+
+@pytest.mark.parametrize("file_index", range(4))
+def test_synthetic_files(file_index):
+    settings = HL7CorpusSettings(total_messages=1_600, messages_per_file=400, seed=3)
+    _assert_same_as_general(render_file(settings, file_index), f"adt_lab_pharm_{file_index:05d}.hl7")
+
+
+def test_synthetic_corpus_includes_utf8_names_and_mr_choices():
+    data = b"".join(render_file(HL7CorpusSettings(total_messages=1_600, messages_per_file=400, seed=3), i) for i in range(4))
+    assert not data.isascii()
+    fast = fastpath.read_tables(data, "all.hl7")
+    assert fast is not None
+    names = fast["hl7_messages"].column("patient_family_name").to_pylist()
+    assert any(not name.isascii() for name in names)
+    assert b"^VN~" in data and b"^MR~" in data  # MR first and MR second both occur
+
+
+def test_tutorial_corpus_one_message_per_line():
+    _assert_same_as_general("".join(tutorial_message(i) + "\n" for i in range(400)).encode(), "tutorial.hl7")
+
+
+@pytest.mark.parametrize("case", list(EDGE_CASES))
+def test_edge_cases(case):
+    _assert_same_as_general(_file(EDGE_CASES[case], ADT))
+
+
+def test_hand_written_messages_together_in_several_framings():
+    messages = [ORU, ADT, RDE_WITH_TQ1, RDE_TWO_ORDERS, RDE_WITHOUT_ORC, ADT_A01, ADT_A03]
+    messages += [segments for segments in CORPUS.values() if segments[0].startswith("MSH|^~\\&|")]
+    for separator in ("\r", "\n", "\r\n"):
+        _assert_same_as_general(_file(*messages, separator=separator))
+    # MLLP frames after a first message without one.
+    framed = _file(ORU) + b"".join(b"\x0b" + _file(m) + b"\x1c\r" for m in messages)
+    _assert_same_as_general(framed)
+
+
+def test_parse_hl7_file_takes_the_fast_path(monkeypatch):
+    data = _file(ORU, ADT)
+    monkeypatch.setattr(reader, "parse_general", lambda data, source_file: pytest.fail("general path used"))
+    assert parse_hl7_file(data, "f.hl7").messages.num_rows == 2
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        _file(("MSH#$*@!#APP#FAC###20240101120000##ORU$R01#C9#P#2.7",)),  # other separators
+        _file(ADT) + _file(("MSH|^~\\&#|S|F|||20240101||ADT^A01|X|P|2.7",)),  # a later message's MSH-2 differs
+        "MSH|^~\\&|A|B|C|D|20240101||ADT^A01|1|P|2.5||||||8859/1\rPID|1||1||MÜLLER\r".encode("latin-1"),
+        "MSH|^~\\&|A|B|C|D|20240101||ADT^A01|1|P|2.5||||||8859/1\rPID|1||1||MÜLLER\r".encode("utf-8"),
+        "MSH|^~\\&|A|B|C|D|20240101||ADT^A01|1|P|2.5\rPID|1||1||MÜLLER\r".encode("latin-1"),  # not UTF-8
+        _file(ADT, ("MSH|^~\\&|A|B|C|D|20240101||ADT^A01||P|2.5",)),  # MSH-10 empty
+        _file(ADT, ("MSH|^~\\&|A|B|C|D|20240101||ADT^A01|X|P|",)),  # MSH-12 missing
+        _file(ADT, ("MSH|^~\\&|A|B|C|D|20240101||^A01|X|P|2.5",)),  # MSH-9.1 empty
+        _file(ADT, ("MSH|^~\\&|A|B|C|D|20240101||\\H\\^A01|X|P|2.5",)),  # MSH-9.1 empty once unescaped
+        _file(ADT, ("MSH|^~\\&|A|B",)),  # truncated header
+        b"\xef\xbb\xbf" + _file(ADT),  # byte-order mark
+        b"\x0b" + _file(ADT) + b"\x1c\r",  # MLLP from the first byte
+        b"junk\r" + _file(ADT),
+        b"FHS|^~\\&|S\r" + _file(ADT),
+        _file(ADT) + b"BTS|1\r",
+        _file(ADT) + b"\x00\x00",
+        _file(ADT) + b"pid|1\r",  # not a segment name
+        _file(ADT) + b"PIDX|1\r",
+        _file(ADT) + b"Z\r",
+        b"",
+    ],
+)
+def test_declines_what_it_cannot_read_like_the_general_reader(data):
+    assert fastpath.read_tables(data, "f.hl7") is None
+    parsed = parse_hl7_file(data, "f.hl7")
+    general = reader.parse_general(data, "f.hl7")
+    for name, table in general.tables().items():
+        assert parsed.tables()[name].equals(table), name
