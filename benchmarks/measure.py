@@ -10,6 +10,8 @@ import time
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from benchmarks.dicom import dicom_ray_job, dicom_single_process
+
 
 def tutorial_single_thread(files, output):
     from benchmarks.tutorial import run_single_thread
@@ -148,13 +150,15 @@ MEASUREMENTS = {
     f.__name__: f
     for f in (tutorial_single_thread, python_hl7, ours_one_process, ours_ray_job, pipeline_cli, parse_only_single_core)
 }
+DICOM_MEASUREMENTS = {f.__name__: f for f in (dicom_single_process, dicom_ray_job)}
 
 
 if __name__ == "__main__":
     name, corpus, output = sys.argv[1:4]
-    files = sorted(glob.glob(os.path.join(corpus, "*.hl7")))
+    measurement = MEASUREMENTS.get(name) or DICOM_MEASUREMENTS[name]
+    files = sorted(glob.glob(os.path.join(corpus, "*.dcm" if name in DICOM_MEASUREMENTS else "*.hl7")))
     os.makedirs(output, exist_ok=True)
     started = time.perf_counter()
-    result = MEASUREMENTS[name](files, output)
+    result = measurement(files, output)
     result["seconds"] = time.perf_counter() - started
     print(json.dumps(result))

@@ -16,8 +16,14 @@ from medical_assets.landing import LandingFile
 FileReader = Callable[[bytes, str], pa.Table]
 
 
+# Input bytes gathered into one output block. Each block costs Ray a few milliseconds
+# (object store, metadata); one block per small file made a DICOM job spend 45% of its
+# time on that instead of decoding.
+BLOCK_INPUT_BYTES = 32 << 20
+
+
 class LandingFilesDatasource(Datasource):
-    """Each read task opens its own files (no copy through the object store) and yields one table per file.
+    """Each read task opens its own files (no copy through the object store) and yields a few large blocks.
 
     Files are packed into read tasks by size, largest first, so that tasks take about
     the same time; Ray's default of roughly one task per small file lets the scheduler
@@ -71,9 +77,16 @@ def balanced_groups(files: Sequence[LandingFile], group_count: int) -> list[list
 
 def _make_read_fn(group: list[LandingFile], filesystem: pafs.FileSystem, read_file: FileReader):
     def read() -> Iterable[pa.Table]:
+        pending, pending_bytes = [], 0
         for landing_file in group:
             with filesystem.open_input_stream(landing_file.path) as stream:
                 data = stream.read()
-            yield read_file(data, landing_file.path)
+            pending.append(read_file(data, landing_file.path))
+            pending_bytes += len(data)
+            if pending_bytes >= BLOCK_INPUT_BYTES:
+                yield pa.concat_tables(pending)
+                pending, pending_bytes = [], 0
+        if pending:
+            yield pa.concat_tables(pending)
 
     return read

@@ -28,6 +28,7 @@ from pydicom.uid import (
     UltrasoundMultiFrameImageStorage,
 )
 
+from medical_assets.synthetic.naming import NumberedFileNames
 from medical_assets.synthetic.hl7 import PATIENT_POOL_SIZE, synthetic_patient
 
 
@@ -45,16 +46,15 @@ class DicomCorpusSettings:
 
 def file_name(file_index: int) -> str:
     """The file's name, zero-padded so that names sort in study, series and instance order."""
-    return f"{_FILE_PREFIX}{file_index:05d}.dcm"
+    return _FILE_NAMES.name(file_index)
 
 
 def is_synthetic_file_name(name: str) -> bool:
     """True for names `file_name` gives, so a new corpus can replace an old one and nothing else."""
-    stem = name.removeprefix(_FILE_PREFIX).removesuffix(".dcm")
-    return name.startswith(_FILE_PREFIX) and name.endswith(".dcm") and stem.isdigit()
+    return _FILE_NAMES.is_ours(name)
 
 
-_FILE_PREFIX = "pacs_demo_"
+_FILE_NAMES = NumberedFileNames("pacs_demo_", ".dcm")
 
 
 def render_file(settings: DicomCorpusSettings, file_index: int) -> bytes:

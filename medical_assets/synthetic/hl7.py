@@ -8,6 +8,8 @@ from functools import lru_cache
 from itertools import accumulate
 from typing import NamedTuple
 
+from medical_assets.synthetic.naming import NumberedFileNames
+
 
 @dataclass(frozen=True)
 class HL7CorpusSettings:
@@ -38,16 +40,15 @@ class HL7CorpusSettings:
 
 def file_name(file_index: int) -> str:
     """The file's name, zero-padded so that names sort in message order."""
-    return f"{_FILE_PREFIX}{file_index:05d}.hl7"
+    return _FILE_NAMES.name(file_index)
 
 
 def is_synthetic_file_name(name: str) -> bool:
     """True for names `file_name` gives, so a new corpus can replace an old one and nothing else."""
-    stem = name.removeprefix(_FILE_PREFIX).removesuffix(".hl7")
-    return name.startswith(_FILE_PREFIX) and name.endswith(".hl7") and stem.isdigit()
+    return _FILE_NAMES.is_ours(name)
 
 
-_FILE_PREFIX = "adt_lab_pharm_"
+_FILE_NAMES = NumberedFileNames("adt_lab_pharm_", ".hl7")
 
 
 def render_file(settings: HL7CorpusSettings, file_index: int) -> bytes:

@@ -28,8 +28,10 @@ def test_never_more_groups_than_files():
 
 def test_task_count_follows_cores_and_bytes():
     assert read_task_count(total_bytes=25 << 20, file_count=100, cpus=2) == 2
-    assert read_task_count(total_bytes=1 << 30, file_count=1000, cpus=2) == 16
-    assert read_task_count(total_bytes=1 << 30, file_count=3, cpus=2) == 3
+    assert read_task_count(total_bytes=2 << 30, file_count=1000, cpus=2) == 2
+    assert read_task_count(total_bytes=5 << 30, file_count=1000, cpus=2) == 6
+    assert read_task_count(total_bytes=5 << 30, file_count=1000, cpus=8) == 8
+    assert read_task_count(total_bytes=1 << 30, file_count=1, cpus=2) == 1
 
 
 def test_pack_and_unpack_round_trip_with_empty_tables():
