@@ -164,6 +164,13 @@ def _roll_forward(zone: Location, staging: Location, tables: Iterable[str]) -> N
             _move_dir(fs, final.path, replaced.path)
         _move_dir(fs, staged.path, final.path)
     staging.delete()
+    _delete_if_empty(zone.child(STAGING_DIR))
+
+
+def _delete_if_empty(folder: Location) -> None:
+    selector = pafs.FileSelector(folder.path, allow_not_found=True)
+    if folder.is_dir() and not folder.filesystem.get_file_info(selector):
+        folder.delete()
 
 
 def _move_dir(fs: pafs.FileSystem, source: str, destination: str) -> None:

@@ -4,6 +4,9 @@ import os
 
 import pytest
 
+# Before any test imports ray: the engine sets what Ray reads once, at import (loopback only).
+import medical_assets.engine  # noqa: F401
+
 
 @pytest.fixture(scope="session", autouse=True)
 def isolated_home(tmp_path_factory):

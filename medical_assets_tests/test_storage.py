@@ -34,7 +34,7 @@ def test_commit_publishes_and_replaces_previous_rows(zone):
     _stage(second, "t", [3])
     second.commit({"t": SCHEMA})
     assert read_table(zone.child("t"))["id"].to_pylist() == [3]
-    assert not zone.child(STAGING_DIR, "run2").exists()
+    assert not zone.child(STAGING_DIR).exists(), "a finished publication leaves no staging folder"
 
 
 def test_table_without_rows_is_published_with_its_schema(zone):

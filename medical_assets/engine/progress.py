@@ -26,11 +26,21 @@ class ProgressCounter:
 
 
 def progress_counter():
-    """This driver's counter, reset: one actor per Ray connection, since each costs a worker process to start."""
-    name = f"medical-assets-progress-{ray.get_runtime_context().get_job_id()}"
-    counter = ProgressCounter.options(name=name, get_if_exists=True, lifetime="non_detached").remote()
+    """This driver's counter, reset: one actor per Ray connection, since each costs a worker process to start.
+
+    The handle is kept here: Ray ends an actor once no handle refers to it, and a new job
+    must not race that ending.
+    """
+    context = ray.get_runtime_context()
+    session = (context.get_node_id(), context.get_job_id())  # job ids restart at 1 in a new cluster
+    if _counter.get("session") != session:
+        _counter.update(session=session, handle=ProgressCounter.remote())
+    counter = _counter["handle"]
     ray.get(counter.reset.remote())
     return counter
+
+
+_counter: dict = {}
 
 
 def run_with_progress(job: Callable[[], object], counter, report: Callable[[dict, float], None], interval_s: float = 5.0):

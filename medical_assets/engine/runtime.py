@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import shutil
 import socket
 import tempfile
@@ -18,6 +19,7 @@ logger = logging.getLogger(__name__)
 
 # Ray's own loggers chatter at INFO on every start and job; keep them to warnings.
 _NOISY_LOGGERS = ("ray", "ray.data", "ray._private", "ray.util")
+_PROCESS_TOKEN = secrets.token_hex(32)
 
 
 @dataclass
@@ -44,8 +46,10 @@ class RayRuntime:
             return
         for name in _NOISY_LOGGERS:
             logging.getLogger(name).setLevel(logging.WARNING)
-        # We turn progress bars off on purpose (the run log gets our own progress lines).
+        # We turn progress bars off on purpose (the run log gets our own progress lines), and
+        # token authentication on: neither deserves a warning in every run's log.
         logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
+        logging.getLogger("ray._private.authentication").setLevel(logging.ERROR)
         started = time.monotonic()
         try:
             if self.is_local:
@@ -84,6 +88,10 @@ class RayRuntime:
                 "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
                 "RAY_USAGE_STATS_ENABLED": "0",
                 "RAY_TMPDIR": self._temp_dir,
+                # Ray turns token authentication on for a new local cluster (and refreshes its own
+                # cached mode); given a token here it writes none to ~/.ray. One token per
+                # process, because Ray's token loader caches it.
+                "RAY_AUTH_TOKEN": _PROCESS_TOKEN,
             }
         )
         ray.init(
