@@ -60,7 +60,6 @@ def _parsed_tables_asset(name: str, kind: str, tables: dict, manifest_asset, man
         for action in TablePublication.recover(phi):
             context.log.warning(f"PHI zone: {action} left by an interrupted run")
         files = files_from_manifest(read_table(settings.manifests.child(*manifest_path)))
-        source = settings.hl7_source if kind == "hl7" else settings.dicom_source
 
         def report(counts: dict, elapsed_s: float) -> None:
             done = counts.get("files", 0)
@@ -73,7 +72,7 @@ def _parsed_tables_asset(name: str, kind: str, tables: dict, manifest_asset, man
         try:
             if files:
                 ray_engine.ensure_started()
-            counts = parse_files(files, source.filesystem, publication, report, settings)
+            counts = parse_files(files, settings, publication, report)
             publication.commit(tables)
         except BaseException:
             publication.abandon()
@@ -92,12 +91,14 @@ def _parsed_tables_asset(name: str, kind: str, tables: dict, manifest_asset, man
     return parsed_tables
 
 
-def _parse_hl7(files, filesystem, publication, report, settings):
-    return jobs.parse_hl7_files(files, filesystem, publication, report)
+def _parse_hl7(files, settings, publication, report):
+    return jobs.parse_hl7_files(files, settings.hl7_source.filesystem, publication, report)
 
 
-def _parse_dicom(files, filesystem, publication, report, settings):
-    return jobs.parse_dicom_files(files, filesystem, publication, report, with_thumbnails=settings.dicom_thumbnails)
+def _parse_dicom(files, settings, publication, report):
+    return jobs.parse_dicom_files(
+        files, settings.dicom_source.filesystem, publication, report, with_thumbnails=settings.dicom_thumbnails
+    )
 
 
 hl7_parsed_tables = _parsed_tables_asset(

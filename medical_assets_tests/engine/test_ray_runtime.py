@@ -1,7 +1,6 @@
 """The local Ray we start: loopback only, no files in the home folder or /tmp/ray, stopped completely."""
 
 import os
-import subprocess
 
 import psutil
 import pytest
