@@ -1,0 +1,111 @@
+"""Deterministic keyed pseudonyms: the same input and key give the same token in every run,
+worker, message type and modality, so tokens work as join keys; another key gives other tokens.
+
+- `token`: HMAC-SHA256, one-way. The domain ("patient", "message", ...) keeps equal values of
+  different kinds apart.
+- `uid`: a valid DICOM UID (`2.25.<128-bit integer>`) derived from the original UID.
+- `date_offset_days`: a per-patient shift for the date-shift profile, never zero.
+- `ReversibleTokens`: deterministic authenticated encryption (AES-SIV) for IDs that authorised
+  staff may need to resolve; the key id travels in the token, so rotation keeps old tokens readable.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+from collections.abc import Iterable
+
+import pyarrow as pa
+
+from medical_assets.privacy.keys import KeyRing, KeySettingError, PseudonymKey
+
+TOKEN_LENGTH = 20  # base32 characters: 100 bits, so collisions are out of reach for any hospital
+MAX_DATE_SHIFT_DAYS = 365
+REVERSIBLE_PREFIX = "rv1"
+
+
+def normalise(value: str | None) -> str | None:
+    """Identifiers compare after trimming the padding feeds add; empty means absent."""
+    if value is None:
+        return None
+    value = str(value).strip()
+    return value or None
+
+
+class Pseudonymizer:
+    def __init__(self, key: PseudonymKey):
+        self.key_id = key.key_id
+        self._token_key = key.derive("token")
+        self._uid_key = key.derive("dicom-uid")
+        self._date_key = key.derive("date-shift")
+
+    def token(self, domain: str, value: str | None) -> str | None:
+        value = normalise(value)
+        if value is None:
+            return None
+        digest = hmac.new(self._token_key, f"{domain}\x1f{value}".encode(), hashlib.sha256).digest()
+        return base64.b32encode(digest).decode()[:TOKEN_LENGTH]
+
+    def tokens(self, domain: str, values: Iterable[str | None] | pa.Array | pa.ChunkedArray) -> pa.Array:
+        if isinstance(values, (pa.Array, pa.ChunkedArray)):
+            values = values.to_pylist()
+        cache: dict[str | None, str | None] = {}
+        out = []
+        for value in values:
+            if value not in cache:
+                cache[value] = self.token(domain, value)
+            out.append(cache[value])
+        return pa.array(out, type=pa.string())
+
+    def uid(self, original: str | None) -> str | None:
+        """`2.25.` and a 128-bit integer (ISO/IEC 9834-8), at most 44 characters: always a valid UID."""
+        original = normalise(original)
+        if original is None:
+            return None
+        digest = hmac.new(self._uid_key, original.encode(), hashlib.sha256).digest()
+        return f"2.25.{int.from_bytes(digest[:16], 'big')}"
+
+    def date_offset_days(self, patient_id: str | None) -> int:
+        """A shift in [-365, -1] or [1, 365] days, the same for every record of the patient."""
+        patient_id = normalise(patient_id) or ""
+        digest = hmac.new(self._date_key, patient_id.encode(), hashlib.sha256).digest()
+        magnitude = 1 + int.from_bytes(digest[:4], "big") % MAX_DATE_SHIFT_DAYS
+        return magnitude if digest[4] & 1 else -magnitude
+
+
+class ReversibleTokens:
+    """`rv1.<key_id>.<base64url>`: AES-SIV of the value, with the domain as associated data."""
+
+    def __init__(self, ring: KeyRing):
+        self._ring = ring
+
+    def seal(self, domain: str, value: str | None) -> str | None:
+        from cryptography.hazmat.primitives.ciphers.aead import AESSIV
+
+        value = normalise(value)
+        if value is None:
+            return None
+        key = self._ring.current
+        sealed = AESSIV(key.derive("reversible", 64)).encrypt(value.encode(), [domain.encode()])
+        return f"{REVERSIBLE_PREFIX}.{key.key_id}.{base64.urlsafe_b64encode(sealed).decode().rstrip('=')}"
+
+    def reveal(self, domain: str, token: str) -> str:
+        """The original value; raises ValueError for a token that is malformed, of another domain or
+        made with a key not in the ring."""
+        from cryptography.exceptions import InvalidTag
+        from cryptography.hazmat.primitives.ciphers.aead import AESSIV
+
+        parts = token.strip().split(".")
+        if len(parts) != 3 or parts[0] != REVERSIBLE_PREFIX:
+            raise ValueError(f"not a reversible token (expected {REVERSIBLE_PREFIX}.<key id>.<data>)")
+        _, key_id, data = parts
+        key = self._ring.by_id(key_id)
+        try:
+            sealed = base64.urlsafe_b64decode(data + "=" * (-len(data) % 4))
+            return AESSIV(key.derive("reversible", 64)).decrypt(sealed, [domain.encode()]).decode()
+        except (InvalidTag, ValueError):
+            raise ValueError(f"the token does not open with key {key_id} for domain {domain!r}") from None
+
+
+__all__ = ["KeySettingError", "Pseudonymizer", "ReversibleTokens", "normalise"]
