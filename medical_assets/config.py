@@ -16,10 +16,14 @@ DICOM_SOURCE_VAR = "MEDICAL_ASSETS_DICOM_SOURCE"
 SYNTHETIC_HL7_MESSAGES_VAR = "MEDICAL_ASSETS_SYNTHETIC_HL7_MESSAGES"
 SYNTHETIC_DICOM_FILES_VAR = "MEDICAL_ASSETS_SYNTHETIC_DICOM_FILES"
 DICOM_THUMBNAILS_VAR = "MEDICAL_ASSETS_DICOM_THUMBNAILS"
+DEID_PROFILE_VAR = "MEDICAL_ASSETS_DEID_PROFILE"
 
 DEFAULT_DATA_DIR = "./data"
 DEFAULT_SYNTHETIC_HL7_MESSAGES = 50_000
 DEFAULT_SYNTHETIC_DICOM_FILES = 300
+# safe_harbor: HIPAA Safe Harbor (years only). date_shift: full dates shifted per patient, for
+# longitudinal research under a data use agreement (not Safe Harbor).
+DEID_PROFILES = ("safe_harbor", "date_shift")
 
 HL7_EXTENSIONS = (".hl7", ".txt", ".msg", ".er7")
 DICOM_EXTENSIONS = (".dcm", ".dicom")  # and extension-less files with the DICM preamble
@@ -39,6 +43,7 @@ class PipelineSettings:
     dicom_source_is_external: bool
     synthetic_dicom_files: int
     dicom_thumbnails: bool  # write dicom_thumbnails (64 x 64 tensors) for machine learning
+    deid_profile: str = DEID_PROFILES[0]
 
     def zone(self, name: str) -> Location:
         return self.data_dir.child(name)
@@ -46,6 +51,13 @@ class PipelineSettings:
     @property
     def manifests(self) -> Location:
         return self.data_dir.child("manifests")
+
+    @property
+    def local_secrets_dir(self) -> str | None:
+        """Where a development pseudonym key may be kept: only on a local disk, else None."""
+        if isinstance(self.data_dir.filesystem, pafs.LocalFileSystem):
+            return os.path.join(self.data_dir.path, "secrets")
+        return None
 
 
 def load_settings(
@@ -57,6 +69,7 @@ def load_settings(
     dicom_source: str | None = None,
     synthetic_dicom_files: int | None = None,
     dicom_thumbnails: bool | None = None,
+    deid_profile: str | None = None,
 ) -> PipelineSettings:
     """Explicit arguments win over the environment, which wins over the defaults."""
     env = os.environ if env is None else env
@@ -69,6 +82,9 @@ def load_settings(
         synthetic_dicom_files = _count(env, SYNTHETIC_DICOM_FILES_VAR, DEFAULT_SYNTHETIC_DICOM_FILES)
     if dicom_thumbnails is None:
         dicom_thumbnails = _flag(env, DICOM_THUMBNAILS_VAR, default=True)
+    deid_profile = (deid_profile or env.get(DEID_PROFILE_VAR) or DEID_PROFILES[0]).strip().lower()
+    if deid_profile not in DEID_PROFILES:
+        raise ConfigurationError(f"{DEID_PROFILE_VAR} must be one of {', '.join(DEID_PROFILES)}, got {deid_profile!r}")
     if synthetic_hl7_messages < 0 or synthetic_dicom_files < 0:
         raise ConfigurationError(f"{SYNTHETIC_HL7_MESSAGES_VAR} and {SYNTHETIC_DICOM_FILES_VAR} must not be negative")
 
@@ -82,6 +98,7 @@ def load_settings(
         dicom_source_is_external=bool(dicom_source),
         synthetic_dicom_files=synthetic_dicom_files,
         dicom_thumbnails=dicom_thumbnails,
+        deid_profile=deid_profile,
     )
 
 

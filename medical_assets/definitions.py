@@ -1,9 +1,16 @@
-"""The one Definitions object of the project: assets, resources and the executor."""
+"""The one Definitions object of the project: assets, checks, resources and the executor."""
+
+import os
 
 import dagster as dg
 
-from medical_assets.defs import parsed, raw
-from medical_assets.defs.resources import PipelineConfig, RayResource
+from medical_assets.defs import checks, deidentified, parsed, raw
+from medical_assets.defs.resources import PipelineConfig, PrivacyResource, RayResource
+from medical_assets.privacy.keys import PSEUDONYM_KEY_VAR
+
+# The secret reaches the resource as an EnvVar, so Dagster shows the variable's name, never its
+# value. Unset, the resource falls back to a development key (and warns on every run).
+_privacy = PrivacyResource(pseudonym_key=dg.EnvVar(PSEUDONYM_KEY_VAR)) if os.environ.get(PSEUDONYM_KEY_VAR) else PrivacyResource()
 
 defs = dg.Definitions(
     assets=[
@@ -13,8 +20,11 @@ defs = dg.Definitions(
         raw.synthetic_dicom_files,
         raw.dicom_landing_manifest,
         parsed.dicom_parsed_tables,
+        deidentified.hl7_deidentified_tables,
+        deidentified.dicom_deidentified_export,
     ],
-    resources={"pipeline": PipelineConfig(), "ray_engine": RayResource()},
+    asset_checks=[checks.hl7_deid_leak_check, checks.dicom_deid_leak_check],
+    resources={"pipeline": PipelineConfig(), "ray_engine": RayResource(), "privacy": _privacy},
     # One process per run, so Ray starts once per run rather than once per step.
     executor=dg.in_process_executor,
 )

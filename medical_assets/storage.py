@@ -73,6 +73,20 @@ class Location:
         self.filesystem.move(temporary.path, self.path)
 
 
+def restrict_to_owner(location: Location) -> None:
+    """Owner-only permissions (folders 0700, files 0600) for a folder and everything in it, on a
+    local disk. Object stores have no POSIX modes: there the bucket's policy protects a zone."""
+    if not isinstance(location.filesystem, pafs.LocalFileSystem):
+        return
+    os.makedirs(location.path, mode=0o700, exist_ok=True)
+    os.chmod(location.path, 0o700)
+    for folder, subfolders, files in os.walk(location.path):
+        for name in subfolders:
+            os.chmod(os.path.join(folder, name), 0o700)
+        for name in files:
+            os.chmod(os.path.join(folder, name), 0o600)
+
+
 def resolve_location(path_or_uri: str) -> Location:
     """A local path (relative paths are made absolute) or a URI such as s3://bucket/prefix."""
     if "://" in path_or_uri:
@@ -115,15 +129,21 @@ class TablePublication:
     def staged(self, table: str) -> Location:
         return self.staging.child(table)
 
-    def commit(self, tables: Mapping[str, pa.Schema]) -> None:
-        """Mark the staged tables complete, then publish them. Empty tables get a schema-only file."""
+    def commit(self, tables: Mapping[str, pa.Schema], folders: Iterable[str] = ()) -> None:
+        """Mark the staged tables (and plain `folders` of files) complete, then publish them together.
+
+        Empty tables get a schema-only file; a folder is published even when empty, so files of an
+        earlier run never outlive it."""
         for table, schema in tables.items():
             staged = self.staged(table)
             if not _has_parquet_files(staged):
                 write_table_atomically(schema.empty_table(), staged.child(EMPTY_PART))
-        marker = {"run_id": self.run_id, "tables": sorted(tables)}
+        for folder in folders:
+            self.staged(folder).makedirs()
+        names = sorted([*tables, *folders])
+        marker = {"run_id": self.run_id, "tables": names}
         self.staging.child(COMMIT_MARKER).write_bytes_atomically(json.dumps(marker).encode())
-        _roll_forward(self.zone, self.staging, sorted(tables))
+        _roll_forward(self.zone, self.staging, names)
 
     def abandon(self) -> None:
         self.staging.delete()

@@ -2,5 +2,6 @@
 
 LANDING = "landing"
 PHI = "phi"
+DEID = "deid"
 
 RAY_POOL = "ray"

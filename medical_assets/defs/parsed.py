@@ -3,6 +3,7 @@
 import dagster as dg
 
 from medical_assets.defs import groups
+from medical_assets.defs.audit import audited_phi_read
 from medical_assets.defs.metadata import count_preview, table_metadata
 from medical_assets.defs.raw import DICOM_MANIFEST, HL7_MANIFEST, dicom_landing_manifest, hl7_landing_manifest
 from medical_assets.defs.resources import PipelineConfig, RayResource
@@ -10,7 +11,7 @@ from medical_assets.dicom.tables import TABLES as DICOM_TABLES
 from medical_assets.engine import jobs
 from medical_assets.hl7.tables import TABLES as HL7_TABLES
 from medical_assets.landing import files_from_manifest
-from medical_assets.storage import TablePublication, read_table
+from medical_assets.storage import TablePublication, read_table, restrict_to_owner
 
 _DESCRIPTIONS = {
     "hl7_messages": "One row per parsed HL7 message: header, patient identity and demographics (PHI).",
@@ -68,15 +69,18 @@ def _parsed_tables_asset(name: str, kind: str, tables: dict, manifest_asset, man
                 f"{kind.upper()} read: {done:,}/{len(files):,} files ({done / max(elapsed_s, 1e-9):,.1f} files/s); {rows}"
             )
 
+        restrict_to_owner(phi)  # before the first PHI byte is written
         publication = TablePublication(phi, run_id=context.run.run_id)
-        try:
-            if files:
-                ray_engine.ensure_started()
-            counts = parse_files(files, settings, publication, report)
-            publication.commit(tables)
-        except BaseException:
-            publication.abandon()
-            raise
+        with audited_phi_read(context, settings, f"{kind.upper()} landing files to the PHI zone", None):
+            try:
+                if files:
+                    ray_engine.ensure_started()
+                counts = parse_files(files, settings, publication, report)
+                publication.commit(tables)
+            except BaseException:
+                publication.abandon()
+                raise
+        restrict_to_owner(phi)
 
         for table, schema in tables.items():
             location = phi.child(table)

@@ -15,6 +15,7 @@ from medical_assets.config import (
     require_readable_source,
 )
 from medical_assets.engine.runtime import RayRuntime
+from medical_assets.privacy.keys import PSEUDONYM_KEY_VAR, KeyRing, load_key_ring
 
 
 @contextmanager
@@ -42,6 +43,9 @@ class PipelineConfig(dg.ConfigurableResource):
     dicom_thumbnails: bool | None = Field(
         default=None, description="Write 64 x 64 thumbnails to dicom_thumbnails; default MEDICAL_ASSETS_DICOM_THUMBNAILS or on"
     )
+    deid_profile: str | None = Field(
+        default=None, description="safe_harbor (default) or date_shift; default MEDICAL_ASSETS_DEID_PROFILE"
+    )
 
     def settings(self) -> PipelineSettings:
         with configuration_failure():
@@ -52,6 +56,7 @@ class PipelineConfig(dg.ConfigurableResource):
                 dicom_source=self.dicom_source,
                 synthetic_dicom_files=self.synthetic_dicom_files,
                 dicom_thumbnails=self.dicom_thumbnails,
+                deid_profile=self.deid_profile,
             )
 
     def readable_hl7_source(self) -> PipelineSettings:
@@ -67,6 +72,26 @@ class PipelineConfig(dg.ConfigurableResource):
         with configuration_failure():
             require_readable_source(settings.dicom_source, DICOM_SOURCE_VAR)
         return settings
+
+
+class PrivacyResource(dg.ConfigurableResource):
+    """The pseudonym key ring. Definitions bind `pseudonym_key` to dg.EnvVar(MEDICAL_ASSETS_PSEUDONYM_KEY)
+    when that variable is set, so the UI shows the variable's name, never the secret. Unset, a
+    development key is created once under <data>/secrets/ (owner-only) and every run warns."""
+
+    pseudonym_key: str | None = Field(
+        default=None, description=f"The pseudonym secret or key ring; bind it to the {PSEUDONYM_KEY_VAR} variable"
+    )
+
+    def key_ring(self, settings: PipelineSettings, log) -> KeyRing:
+        with configuration_failure():
+            ring, development_key = load_key_ring(self.pseudonym_key, settings.local_secrets_dir)
+        if development_key:
+            log.warning(
+                f"{PSEUDONYM_KEY_VAR} is not set: using the development key in {ring.source}. Tokens made with it "
+                f"do not match a production key's; set {PSEUDONYM_KEY_VAR} for real data."
+            )
+        return ring
 
 
 class RayResource(dg.ConfigurableResource):

@@ -88,3 +88,23 @@ TABLES = {
     "dicom_thumbnails": DICOM_THUMBNAILS,
     "dicom_errors": DICOM_ERRORS,
 }
+
+# PHI zone: images kept out of the de-identified export, and why (burned-in text, a failure).
+DICOM_DEID_EXCLUDED = pa.schema(
+    [
+        pa.field("source_file", pa.string()),
+        pa.field("sop_instance_uid", pa.string()),  # the original UID, to find the image
+        pa.field("modality", pa.string()),
+        pa.field("reason", pa.string()),  # a reason a person can act on; never patient data
+        pa.field("detail", pa.string()),  # the error's own message (may quote the file: PHI zone only)
+    ]
+)
+
+# De-identified zone: thumbnails of exported images only, joined on the new SOP Instance UID.
+DEID_DICOM_THUMBNAILS = pa.schema(
+    [
+        pa.field("sop_instance_uid", pa.string()),  # keyed replacement UID, as in deid dicom_images
+        pa.field("frame_index", pa.int32()),
+        pa.field("thumbnail", pa.fixed_shape_tensor(pa.float32(), (THUMBNAIL_SIZE, THUMBNAIL_SIZE))),
+    ]
+)

@@ -15,6 +15,14 @@ EXPECTED_ASSETS = {
     "dicom_images",
     "dicom_thumbnails",
     "dicom_errors",
+    "dicom_deid_excluded",
+    "deid/hl7_messages",
+    "deid/hl7_lab_results",
+    "deid/hl7_pharmacy_orders",
+    "deid/hl7_encounters",
+    "deid/dicom_images",
+    "deid/dicom_thumbnails",
+    "deid/dicom_files",
 }
 
 
@@ -37,7 +45,8 @@ def test_every_asset_explains_itself_in_the_ui():
     for key in graph.get_all_asset_keys():
         node = graph.get(key)
         assert node.description, key
-        assert node.group_name in {"landing", "phi"}, key
+        assert node.group_name in {"landing", "phi", "deid"}, key
+        assert (node.group_name == "deid") == (key.path[0] == "deid"), key
         assert "ray" in node.kinds, key
 
 
@@ -50,3 +59,14 @@ def test_lineage_runs_landing_to_phi():
     assert parents["hl7_messages"] == {"hl7_landing_manifest"}
     assert parents["dicom_landing_manifest"] == {"synthetic_dicom_files"}
     assert parents["dicom_images"] == parents["dicom_errors"] == parents["dicom_thumbnails"] == {"dicom_landing_manifest"}
+    assert parents["deid/hl7_lab_results"] == {"hl7_lab_results", "hl7_messages"}
+    assert parents["deid/dicom_files"] == parents["dicom_deid_excluded"] == {"dicom_images"}
+
+
+def test_the_leak_checks_block_the_deid_zone():
+    from medical_assets.definitions import defs
+
+    specs = {spec.name: spec for checks_def in defs.asset_checks for spec in checks_def.check_specs}
+    assert set(specs) == {"no_identifiers_leaked_hl7", "no_identifiers_leaked_dicom"}
+    assert all(spec.blocking for spec in specs.values())
+    assert specs["no_identifiers_leaked_hl7"].asset_key == dg.AssetKey(["deid", "hl7_messages"])

@@ -1,0 +1,177 @@
+"""De-identified zone assets: the HL7 tables under Safe Harbor (or date shift), and the DICOM export.
+
+Each reads the PHI zone in Ray workers, writes through one publication per zone, stamps every
+Parquet file with its compliance metadata, and leaves an audit record of the PHI it read.
+"""
+
+import datetime as dt
+from importlib.metadata import version
+
+import dagster as dg
+import pyarrow as pa
+
+from medical_assets.defs import groups
+from medical_assets.defs.audit import audited_phi_read
+from medical_assets.defs.metadata import count_preview, table_metadata
+from medical_assets.defs.resources import PipelineConfig, PrivacyResource, RayResource
+from medical_assets.dicom.export import EXPORT_TABLES as DICOM_EXPORT_TABLES
+from medical_assets.engine import deid_jobs
+from medical_assets.privacy.hl7_deid import DEID_HL7_TABLES, compliance_metadata
+from medical_assets.storage import Location, TablePublication, restrict_to_owner
+
+DEID_FILES = "dicom"  # <data>/deid/dicom/: the de-identified DICOM files
+_DESCRIPTIONS = {
+    "hl7_messages": "One row per parsed message, de-identified: patient token, ZIP3, year, age band; no names or IDs.",
+    "hl7_lab_results": "One row per OBX, de-identified: codes, numeric and coded values, year; free text removed.",
+    "hl7_pharmacy_orders": "One row per RXE, de-identified: medication, dose, route, frequency, years; no order numbers.",
+    "hl7_encounters": "One row per PV1 visit, de-identified: class, unit, service, years and length of stay; no doctor or room.",
+    "dicom_images": "One row per exported image, de-identified (PS3.15 Annex E): keyed UIDs, patient token, year, pixel statistics.",
+    "dicom_thumbnails": "64 x 64 thumbnails of the exported images only (none with burned-in text), keyed by the new SOP UID.",
+    "dicom_files": "The de-identified DICOM files (PS3.15 Annex E basic profile), under deid/dicom/<study>/<series>/<sop>.dcm.",
+    "dicom_deid_excluded": "PHI zone: images kept out of the export (burned-in annotation risk, failures), with the reason.",
+}
+_PREVIEW_COLUMN = {
+    "hl7_messages": "message_type",
+    "hl7_lab_results": "observation_name",
+    "hl7_pharmacy_orders": "give_name",
+    "hl7_encounters": "patient_class",
+    "dicom_images": "modality",
+    "dicom_thumbnails": "frame_index",
+    "dicom_deid_excluded": "reason",
+}
+
+
+def deid_key(table: str) -> dg.AssetKey:
+    return dg.AssetKey(["deid", table])
+
+
+def stamped(schemas: dict[str, pa.Schema], profile: str, key_id: str, run_id: str) -> dict[str, pa.Schema]:
+    """Every Parquet file of deid/ says how it was made (schema metadata, not repeated columns)."""
+    stamp = {
+        **compliance_metadata(profile, key_id),
+        b"medical_assets.run_id": run_id.encode(),
+        b"medical_assets.created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds").encode(),
+        b"medical_assets.version": version("medical-assets").encode(),
+    }
+    return {name: schema.with_metadata({**(schema.metadata or {}), **stamp}) for name, schema in schemas.items()}
+
+
+@dg.multi_asset(
+    name="hl7_deidentified_tables",
+    specs=[
+        dg.AssetSpec(
+            deid_key(table),
+            deps=sorted({table, "hl7_messages"}),
+            group_name=groups.DEID,
+            kinds={"ray", "parquet", "hl7"},
+            description=_DESCRIPTIONS[table],
+            tags={"zone": "deid"},
+        )
+        for table in DEID_HL7_TABLES
+    ],
+    pool=groups.RAY_POOL,
+)
+def hl7_deidentified_tables(
+    context: dg.AssetExecutionContext, pipeline: PipelineConfig, ray_engine: RayResource, privacy: PrivacyResource
+):
+    settings = pipeline.settings()
+    key = privacy.key_ring(settings, context.log).current
+    deid = settings.zone("deid")
+    schemas = stamped(DEID_HL7_TABLES, settings.deid_profile, key.key_id, context.run.run_id)
+    publication = _recovered_publication(context, deid)
+    with audited_phi_read(context, settings, "HL7 tables to the de-identified zone", key.key_id):
+        try:
+            ray_engine.ensure_started()
+            counts = deid_jobs.deidentify_hl7(
+                settings.zone("phi"), {t: publication.staged(t) for t in schemas}, schemas, key, settings.deid_profile,
+                _progress(context, "HL7 de-identification"),
+            )
+            publication.commit(schemas)
+        except BaseException:
+            publication.abandon()
+            raise
+    for table, schema in schemas.items():
+        yield _materialized(deid_key(table), deid.child(table), schema, counts.get(table, 0), _PREVIEW_COLUMN[table], key.key_id, settings)
+
+
+@dg.multi_asset(
+    name="dicom_deidentified_export",
+    specs=[
+        dg.AssetSpec(deid_key(t), deps=["dicom_images", "dicom_thumbnails"], group_name=groups.DEID,
+                     kinds={"ray", "parquet", "dicom"}, description=_DESCRIPTIONS[t], tags={"zone": "deid"})
+        for t in ("dicom_images", "dicom_thumbnails")
+    ]
+    + [
+        dg.AssetSpec(deid_key("dicom_files"), deps=["dicom_images"], group_name=groups.DEID, kinds={"ray", "dicom"},
+                     description=_DESCRIPTIONS["dicom_files"], tags={"zone": "deid"}),
+        dg.AssetSpec("dicom_deid_excluded", deps=["dicom_images"], group_name=groups.PHI, kinds={"ray", "parquet", "dicom"},
+                     description=_DESCRIPTIONS["dicom_deid_excluded"], tags={"zone": "phi"}),
+    ],
+    pool=groups.RAY_POOL,
+)
+def dicom_deidentified_export(
+    context: dg.AssetExecutionContext, pipeline: PipelineConfig, ray_engine: RayResource, privacy: PrivacyResource
+):
+    settings = pipeline.settings()
+    key = privacy.key_ring(settings, context.log).current
+    phi, deid = settings.zone("phi"), settings.zone("deid")
+    schemas = stamped(DICOM_EXPORT_TABLES, settings.deid_profile, key.key_id, context.run.run_id)
+    deid_publication = _recovered_publication(context, deid)
+    phi_publication = _recovered_publication(context, phi)
+    deid_tables = {t: s for t, s in schemas.items() if t != "dicom_deid_excluded"}
+    targets = {t: deid_publication.staged(t) for t in deid_tables} | {"dicom_deid_excluded": phi_publication.staged("dicom_deid_excluded")}
+    with audited_phi_read(context, settings, "DICOM images to the de-identified zone", key.key_id):
+        try:
+            ray_engine.ensure_started()
+            files = deid_publication.staged(DEID_FILES)
+            files.makedirs()
+            counts = deid_jobs.export_dicom(
+                phi, settings.dicom_source.filesystem, files, targets, schemas, key, settings.deid_profile,
+                _progress(context, "DICOM export"),
+            )
+            phi_publication.commit({"dicom_deid_excluded": schemas["dicom_deid_excluded"]})
+            deid_publication.commit(deid_tables, folders=[DEID_FILES])
+        except BaseException:
+            deid_publication.abandon()
+            phi_publication.abandon()
+            raise
+    restrict_to_owner(phi)
+    for table, schema in deid_tables.items():
+        yield _materialized(deid_key(table), deid.child(table), schema, counts.get(table, 0), _PREVIEW_COLUMN[table], key.key_id, settings)
+    yield dg.MaterializeResult(
+        asset_key=deid_key("dicom_files"),
+        metadata={"files": counts.get("dicom_images", 0), "dagster/uri": deid.child(DEID_FILES).uri, "key id": key.key_id},
+    )
+    excluded = phi.child("dicom_deid_excluded")
+    yield dg.MaterializeResult(
+        asset_key="dicom_deid_excluded",
+        metadata={
+            **table_metadata(excluded, schemas["dicom_deid_excluded"], counts.get("dicom_deid_excluded", 0)),
+            "preview": count_preview(excluded, "reason"),
+        },
+    )
+
+
+def _recovered_publication(context: dg.AssetExecutionContext, zone: Location) -> TablePublication:
+    for action in TablePublication.recover(zone):
+        context.log.warning(f"{zone.name} zone: {action} left by an interrupted run")
+    return TablePublication(zone, run_id=context.run.run_id)
+
+
+def _progress(context: dg.AssetExecutionContext, what: str):
+    def report(counts: dict, elapsed_s: float) -> None:
+        context.log.info(f"{what}: {counts.get('files', 0):,} part groups done in {elapsed_s:,.1f} s")
+
+    return report
+
+
+def _materialized(asset_key, location, schema, rows, preview_column, key_id, settings) -> dg.MaterializeResult:
+    return dg.MaterializeResult(
+        asset_key=asset_key,
+        metadata={
+            **table_metadata(location, schema, rows),
+            "preview": count_preview(location, preview_column),
+            "de-identification profile": settings.deid_profile,
+            "key id": key_id,
+        },
+    )

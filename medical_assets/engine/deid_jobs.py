@@ -1,0 +1,158 @@
+"""Ray jobs of the de-identified zone.
+
+The parse jobs write every table of a file through the same task, so `part-00003.parquet` of
+`hl7_messages` and of `hl7_lab_results` hold the rows of the same files (see `StagedTablesDatasink`).
+A de-identification task therefore takes one such group of parts, joins child rows to their
+message locally, and never needs a shuffle.
+"""
+
+from __future__ import annotations
+
+import functools
+import posixpath
+from collections.abc import Callable, Iterable, Mapping, Sequence
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+import ray
+from ray.data.block import BlockMetadata
+from ray.data.datasource import Datasource, ReadTask
+
+from medical_assets.dicom.export import EXPORT_TABLES as DICOM_EXPORT_TABLES
+from medical_assets.dicom.export import export_deidentified
+from medical_assets.dicom.tables import TABLES as DICOM_TABLES
+from medical_assets.engine import multitable
+from medical_assets.engine.jobs import ProgressReport, cluster_cpus
+from medical_assets.engine.progress import progress_counter, run_with_progress
+from medical_assets.engine.sinks import StagedTablesDatasink
+from medical_assets.hl7.tables import TABLES as HL7_TABLES
+from medical_assets.privacy.hl7_deid import DEID_HL7_TABLES, deidentify_hl7_tables
+from medical_assets.privacy.keys import PseudonymKey
+from medical_assets.privacy.pseudonyms import Pseudonymizer
+from medical_assets.storage import Location
+
+PartGroup = dict[str, Location]  # table name -> one part file
+GroupTransform = Callable[[dict[str, pa.Table]], Mapping[str, pa.Table]]
+
+
+def phi_part_groups(zone: Location, tables: Sequence[str], schemas: Mapping[str, pa.Schema]) -> list[PartGroup]:
+    """The co-written part files of `tables`, grouped by part name (empty placeholder parts skipped)."""
+    groups: dict[str, PartGroup] = {}
+    for table in tables:
+        folder = zone.child(table)
+        selector = pafs.FileSelector(folder.path, allow_not_found=True)
+        for info in zone.filesystem.get_file_info(selector):
+            name = posixpath.basename(info.path)
+            if info.type == pafs.FileType.File and name.startswith("part-") and name[5:-8].isdigit():
+                groups.setdefault(name, {})[table] = Location(zone.filesystem, info.path)
+    return [groups[name] for name in sorted(groups)]
+
+
+def deidentify_hl7(
+    phi: Location, targets: Mapping[str, Location], schemas: Mapping[str, pa.Schema], key: PseudonymKey, profile: str,
+    report: ProgressReport,
+) -> dict[str, int]:
+    """The de-identified HL7 tables, staged under `targets` with `schemas` (which carry the compliance metadata)."""
+    groups = phi_part_groups(phi, list(HL7_TABLES), HL7_TABLES)
+    transform = functools.partial(_deidentify_hl7_group, key=key, profile=profile)
+    return _run_group_job(groups, HL7_TABLES, transform, targets, schemas, report)
+
+
+def export_dicom(
+    phi: Location,
+    source_filesystem: pafs.FileSystem,
+    deid_files: Location,
+    targets: Mapping[str, Location],
+    schemas: Mapping[str, pa.Schema],
+    key: PseudonymKey,
+    profile: str,
+    report: ProgressReport,
+) -> dict[str, int]:
+    """De-identified DICOM files under `deid_files`, and the tables of `dicom.export.EXPORT_TABLES`."""
+    groups = phi_part_groups(phi, ["dicom_images", "dicom_thumbnails"], DICOM_TABLES)
+    transform = functools.partial(
+        _export_dicom_group, key=key, profile=profile, source_filesystem=source_filesystem, deid_files=deid_files
+    )
+    return _run_group_job(groups, DICOM_TABLES, transform, targets, schemas, report)
+
+
+def _run_group_job(groups, input_schemas, transform, targets, schemas, report) -> dict[str, int]:
+    if not groups:
+        return {"files": 0}
+    packed_schema = multitable.packed_schema(schemas)
+    datasource = PartGroupsDatasource(groups, input_schemas, transform, packed_schema)
+    dataset = ray.data.read_datasource(datasource, override_num_blocks=min(len(groups), cluster_cpus()))
+    counter = progress_counter()
+    sink = StagedTablesDatasink(targets, schemas, counter)
+    run_with_progress(lambda: dataset.write_datasink(sink), counter, report)
+    return dict(sink.totals)
+
+
+class PartGroupsDatasource(Datasource):
+    """Read tasks that each read whole part groups in the worker and yield the transform's tables, packed."""
+
+    def __init__(self, groups: list[PartGroup], input_schemas, transform: GroupTransform, packed_schema: pa.Schema):
+        super().__init__()
+        self._groups = groups
+        self._input_schemas = dict(input_schemas)
+        self._transform = transform
+        self._packed_schema = packed_schema
+
+    def get_name(self) -> str:
+        return "PhiPartGroups"
+
+    def estimate_inmemory_data_size(self) -> int | None:
+        return None
+
+    def get_read_tasks(self, parallelism: int, per_task_row_limit: int | None = None, data_context=None) -> list[ReadTask]:
+        count = max(1, min(parallelism, len(self._groups)))
+        buckets = [self._groups[index::count] for index in range(count)]
+        return [
+            ReadTask(
+                _make_read_fn(bucket, self._input_schemas, self._transform, self._packed_schema),
+                BlockMetadata(num_rows=len(bucket), size_bytes=None, input_files=None, exec_stats=None),
+                schema=self._packed_schema,
+                per_task_row_limit=per_task_row_limit,
+            )
+            for bucket in buckets
+        ]
+
+
+def _make_read_fn(bucket, input_schemas, transform, packed_schema):
+    def read() -> Iterable[pa.Table]:
+        for group in bucket:
+            tables = {
+                name: _read_part(group[name], schema) if name in group else schema.empty_table()
+                for name, schema in input_schemas.items()
+            }
+            label = posixpath.basename(next(iter(group.values())).path)
+            yield multitable.pack(label, transform(tables), packed_schema)
+
+    return read
+
+
+def _read_part(part: Location, schema: pa.Schema) -> pa.Table:
+    return pq.read_table(part.path, filesystem=part.filesystem, schema=schema)
+
+
+def _deidentify_hl7_group(tables: dict[str, pa.Table], key: PseudonymKey, profile: str) -> dict[str, pa.Table]:
+    return deidentify_hl7_tables(tables, Pseudonymizer(key), profile)
+
+
+def _export_dicom_group(
+    tables: dict[str, pa.Table], key: PseudonymKey, profile: str, source_filesystem: pafs.FileSystem, deid_files: Location
+) -> dict[str, pa.Table]:
+    def read_source(path: str) -> bytes:
+        with source_filesystem.open_input_stream(path) as stream:
+            return stream.read()
+
+    def write_output(relative_path: str, data: bytes) -> None:
+        deid_files.child(relative_path).write_bytes_atomically(data)
+
+    return export_deidentified(
+        tables["dicom_images"], tables["dicom_thumbnails"], read_source, write_output, Pseudonymizer(key), profile
+    )
+
+
+__all__ = ["DEID_HL7_TABLES", "DICOM_EXPORT_TABLES", "deidentify_hl7", "export_dicom", "phi_part_groups"]

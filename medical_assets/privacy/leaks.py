@@ -1,0 +1,507 @@
+"""The leak check's engine: every identifier of the PHI tables, looked for in every output file.
+
+`collect_identifiers` gathers the values (and the forms real outputs could give them) from the
+PHI zone; `LeakScanner` finds all of them in one Aho-Corasick pass per text, case-insensitively,
+only where a match is a whole word. A `Finding` says where and what kind, never the value: it is
+shown outside the PHI zone.
+"""
+
+from __future__ import annotations
+
+import html
+import posixpath
+import re
+import warnings
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from io import BytesIO
+
+import ahocorasick
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+import pydicom
+from pydicom.datadict import keyword_for_tag
+from pydicom.multival import MultiValue
+from pydicom.tag import Tag
+
+from medical_assets.storage import Location
+
+DEFAULT_MIN_LENGTH = 4
+# A number of four or five digits turns up in any table (counts, years, codes): too common to test.
+DEFAULT_MIN_DIGITS = 6
+REDACTED = "[redacted]"
+
+
+@dataclass(frozen=True)
+class Finding:
+    where: str  # the file, then the column, schema, DICOM element or "raw bytes"
+    kind: str  # the identifier's kind, e.g. patient_family_name
+    count: int  # occurrences
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.count} x {self.kind}"
+
+
+class Identifiers(dict[str, str]):
+    """Identifier value -> kind, plus how many distinct values of each kind were too short to test."""
+
+    def __init__(self, values: Mapping[str, str] | None = None, skipped: Mapping[str, int] | None = None):
+        super().__init__(values or {})
+        self.skipped: Counter[str] = Counter(skipped or {})
+
+
+def collect_identifiers(
+    tables: Mapping[str, pa.Table],
+    min_length: int = DEFAULT_MIN_LENGTH,
+    min_digits: int = DEFAULT_MIN_DIGITS,
+) -> Identifiers:
+    """The identifiers in the PHI tables (keyed by table name; any may be missing, as may any column).
+
+    A value is kept in every form an output could carry it (dates as YYYYMMDD, YYYY-MM-DD and
+    MM/DD/YYYY; phones and SSNs formatted and as digits); forms shorter than `min_length`, or
+    made only of digits and shorter than `min_digits`, are dropped, and a value with no form left
+    is counted in `skipped` under its kind.
+    """
+    collector = _Collector(min_length, min_digits)
+    for table_name, columns in _IDENTIFIER_COLUMNS.items():
+        table = tables.get(table_name)
+        if table is None:
+            continue
+        for column, variants in columns.items():
+            for value in _distinct_text(table, column):
+                collector.add(column, variants(value))
+        for family, given, kind in _FULL_NAMES.get(table_name, ()):
+            for family_name, given_name in _distinct_pairs(table, family, given):
+                collector.add(kind, _full_name_variants(family_name, given_name), count_skipped=False)
+    return collector.identifiers
+
+
+class LeakScanner:
+    """Finds any of the identifiers in texts, tables, DICOM files and folders."""
+
+    def __init__(self, identifiers: Mapping[str, str]):
+        self._automaton = ahocorasick.Automaton()
+        for value, kind in identifiers.items():
+            key = _fold(str(value).strip())
+            if key and not self._automaton.exists(key):
+                # Whether each end must sit at a word boundary: only when that end is alphanumeric,
+                # so "(555)..." still matches right after a letter.
+                self._automaton.add_word(key, (kind, len(key), key[0].isalnum(), key[-1].isalnum()))
+        self._empty = len(self._automaton) == 0
+        if not self._empty:
+            self._automaton.make_automaton()
+
+    def scan_text(self, text: str) -> list[str]:
+        """The kinds of identifier in the text, sorted."""
+        return sorted(self._count(text))
+
+    def scan_table(self, table: pa.Table, where: str) -> list[Finding]:
+        """Every cell of every column (nested values too), and the schema: names and metadata."""
+        findings = self._findings(f"{where}: schema", self._count(_schema_text(table.schema)))
+        for index, name in enumerate(table.column_names):
+            counts: Counter[str] = Counter()
+            for chunk in table.column(index).chunks:
+                counts.update(self._count("\n".join(_cell_texts(chunk))))
+            findings += self._findings(f"{where}: column {name}", counts)
+        return findings
+
+    def scan_dicom(self, data: bytes, where: str) -> list[Finding]:
+        """Every element value, through sequences, private tags and the file meta; then the raw bytes
+        as latin-1, for kinds not found in a parsed element (values pydicom could not parse)."""
+        dataset = _read_dicom(data)
+        findings: list[Finding] = []
+        raw = data
+        if dataset is not None:
+            raw = _without_pixel_data(data, dataset)
+            try:
+                for label, text in _element_texts(dataset):
+                    findings += self._findings(f"{where}: {label}", self._count(text))
+            except Exception:  # noqa: BLE001, S110 - a damaged item deep in a sequence: the raw bytes cover the rest
+                pass
+        found = {finding.kind for finding in findings}
+        raw_counts = Counter({kind: n for kind, n in self._count(raw.decode("latin-1")).items() if kind not in found})
+        return findings + self._findings(f"{where}: raw bytes", raw_counts)
+
+    def scan_file(self, location_or_path: Location | str, data: bytes) -> list[Finding]:
+        """The file's content by its kind, and its name."""
+        name = location_or_path.uri if isinstance(location_or_path, Location) else str(location_or_path)
+        return self._scan_named(name, posixpath.basename(name), data)
+
+    def scan_tree(self, root: Location) -> list[Finding]:
+        """Every file under `root` (hidden and staging files too), each named `<root's name>/<path below root>`."""
+        selector = pafs.FileSelector(root.path, recursive=True, allow_not_found=True)
+        infos = sorted(root.filesystem.get_file_info(selector), key=lambda info: info.path)
+        findings = []
+        for info in infos:
+            if info.type != pafs.FileType.File:
+                continue
+            relative = info.path[len(root.path) :].lstrip("/")
+            data = Location(root.filesystem, info.path).read_bytes()
+            findings += self._scan_named(posixpath.join(root.name, relative), relative, data)
+        return findings
+
+    def redact(self, text: str) -> str:
+        """The text with every identifier replaced, even inside a longer word: for labels we show."""
+        if self._empty or not text:
+            return text
+        spans = sorted((end - length + 1, end + 1) for end, (_, length, _, _) in self._automaton.iter(_fold(text)))
+        merged: list[list[int]] = []
+        for start, stop in spans:
+            if merged and start <= merged[-1][1]:
+                merged[-1][1] = max(merged[-1][1], stop)
+            else:
+                merged.append([start, stop])
+        pieces, position = [], 0
+        for start, stop in merged:
+            pieces += [text[position:start], REDACTED]
+            position = stop
+        pieces.append(text[position:])
+        return "".join(pieces)
+
+    def _scan_named(self, where: str, name: str, data: bytes) -> list[Finding]:
+        findings = self._findings(f"{where}: file name", self._count(name))
+        suffix = posixpath.splitext(name)[1].lower()
+        table = _read_parquet(data) if suffix == ".parquet" else None
+        if table is not None:
+            return findings + self.scan_table(table, where)
+        if suffix in _DICOM_SUFFIXES or data[128:132] == b"DICM":
+            return findings + self.scan_dicom(data, where)
+        text = data.decode("utf-8", errors="replace")
+        if suffix in _MARKUP_SUFFIXES:
+            # Reports escape what they show ("O&#x27;Brien"); look at what a reader would see.
+            text = html.unescape(text)
+        return findings + self._findings(f"{where}: text", self._count(text))
+
+    def _count(self, text: str) -> Counter[str]:
+        found: Counter[str] = Counter()
+        if self._empty or not text:
+            return found
+        folded = _fold(text)
+        last = len(folded) - 1
+        for end, (kind, length, check_start, check_end) in self._automaton.iter(folded):
+            start = end - length + 1
+            if check_start and start > 0 and folded[start - 1].isalnum():
+                continue
+            if check_end and end < last and folded[end + 1].isalnum():
+                continue
+            found[kind] += 1
+        return found
+
+    def _findings(self, where: str, counts: Mapping[str, int]) -> list[Finding]:
+        if not counts:
+            return []
+        label = self.redact(where)
+        return [Finding(label, kind, count) for kind, count in sorted(counts.items())]
+
+
+def _as_is(value: str) -> list[str]:
+    return [value]
+
+
+def _identifier_variants(value: str) -> list[str]:
+    """An ID as written, and without leading zeros: an output that read it as a number drops them."""
+    variants = [value]
+    if value.isdigit() and value.lstrip("0"):
+        variants.append(value.lstrip("0"))
+    return variants
+
+
+_DATE = re.compile(r"^(\d{4})-?(\d{2})-?(\d{2})")
+
+
+def _date_variants(value: str) -> list[str]:
+    """A full date in the forms outputs write; a partial one (YYYY, YYYYMM) is not an identifier alone."""
+    match = _DATE.match(value)
+    if not match or not (1 <= int(match[2]) <= 12 and 1 <= int(match[3]) <= 31):
+        return []
+    year, month, day = match.groups()
+    variants = [value, f"{year}{month}{day}", f"{year}-{month}-{day}", f"{month}/{day}/{year}"]
+    variants.append(f"{int(month)}/{int(day)}/{year}")
+    return variants
+
+
+def _phone_variants(value: str) -> list[str]:
+    digits = re.sub(r"\D", "", value)
+    national = digits[1:] if len(digits) == 11 and digits.startswith("1") else digits
+    variants = [value, digits]
+    if len(national) == 10:
+        area, exchange, line = national[:3], national[3:6], national[6:]
+        variants += [
+            national,
+            "1" + national,
+            f"({area}){exchange}-{line}",
+            f"({area}) {exchange}-{line}",
+            f"{area}-{exchange}-{line}",
+            f"{area}.{exchange}.{line}",
+            f"{area} {exchange} {line}",
+        ]
+    elif len(national) == 7:
+        variants.append(f"{national[:3]}-{national[3:]}")
+    return variants
+
+
+def _ssn_variants(value: str) -> list[str]:
+    digits = re.sub(r"\D", "", value)
+    variants = [value, digits]
+    if len(digits) == 9:
+        variants += [f"{digits[:3]}-{digits[3:5]}-{digits[5:]}", f"{digits[:3]} {digits[3:5]} {digits[5:]}"]
+    return variants
+
+
+def _person_name_variants(value: str) -> list[str]:
+    """A DICOM PN (FAMILY^GIVEN^MIDDLE^PREFIX^SUFFIX, '=' between alphabets): whole, by component,
+    and as people write it."""
+    variants = [value]
+    for group in value.split("="):
+        components = [part.strip() for part in group.split("^")]
+        variants.append("^".join(components).rstrip("^"))
+        variants += [part for part in components if part]
+        if len(components) > 1 and components[0] and components[1]:
+            variants += _full_name_variants(components[0], components[1])
+    return variants
+
+
+def _full_name_variants(family: str, given: str) -> list[str]:
+    # Together they catch a short name ("Li", "Ann") that is too short to test alone.
+    return [f"{given} {family}", f"{family}, {given}", f"{family},{given}", f"{family}^{given}"]
+
+
+_IDENTIFIER_COLUMNS: dict[str, dict[str, Callable[[str], list[str]]]] = {
+    "hl7_messages": {
+        "patient_id": _identifier_variants,
+        "patient_family_name": _as_is,
+        "patient_given_name": _as_is,
+        "patient_middle_name": _as_is,
+        "patient_birth_date": _date_variants,
+        "patient_street": _as_is,
+        "patient_city": _as_is,
+        "patient_phone": _phone_variants,
+        "patient_account_number": _identifier_variants,
+        "patient_ssn": _ssn_variants,
+        "message_control_id": _identifier_variants,
+    },
+    "hl7_encounters": {
+        "attending_doctor_id": _identifier_variants,
+        "attending_doctor_family_name": _as_is,
+        "attending_doctor_given_name": _as_is,
+        "visit_number": _identifier_variants,
+    },
+    "hl7_lab_results": {
+        "placer_order_number": _identifier_variants,
+        "filler_order_number": _identifier_variants,
+    },
+    "hl7_pharmacy_orders": {
+        "placer_order_number": _identifier_variants,
+        "filler_order_number": _identifier_variants,
+    },
+    # Institution name is left out: it names the hospital, not the patient.
+    "dicom_images": {
+        "patient_id": _identifier_variants,
+        "patient_name": _person_name_variants,
+        "patient_birth_date": _date_variants,
+        "accession_number": _identifier_variants,
+        "sop_instance_uid": _as_is,
+        "study_instance_uid": _as_is,
+        "series_instance_uid": _as_is,
+    },
+}
+
+_FULL_NAMES = {
+    "hl7_messages": [("patient_family_name", "patient_given_name", "patient_name")],
+    "hl7_encounters": [("attending_doctor_family_name", "attending_doctor_given_name", "attending_doctor_name")],
+}
+
+
+class _Collector:
+    def __init__(self, min_length: int, min_digits: int):
+        self.min_length = min_length
+        self.min_digits = min_digits
+        self.identifiers = Identifiers()
+
+    def add(self, kind: str, variants: Iterable[str], count_skipped: bool = True) -> None:
+        testable = [variant for variant in (v.strip() for v in variants) if self._testable(variant)]
+        if not testable and count_skipped:
+            self.identifiers.skipped[kind] += 1
+        for variant in testable:
+            self.identifiers.setdefault(variant, kind)
+
+    def _testable(self, variant: str) -> bool:
+        if len(variant) < self.min_length:
+            return False
+        return not variant.isdigit() or len(variant) >= self.min_digits
+
+
+def _distinct_text(table: pa.Table, column: str) -> list[str]:
+    if column not in table.column_names:
+        return []
+    values = pc.unique(_as_text(table.column(column))).drop_null().to_pylist()
+    return sorted({value.strip() for value in values if value.strip()})
+
+
+def _distinct_pairs(table: pa.Table, first: str, second: str) -> list[tuple[str, str]]:
+    if first not in table.column_names or second not in table.column_names:
+        return []
+    pairs = pa.table({"a": _as_text(table.column(first)), "b": _as_text(table.column(second))})
+    distinct = pairs.drop_null().group_by(["a", "b"]).aggregate([])
+    found = zip(distinct.column("a").to_pylist(), distinct.column("b").to_pylist())
+    return sorted({(a.strip(), b.strip()) for a, b in found if a.strip() and b.strip()})
+
+
+def _as_text(values: pa.ChunkedArray) -> pa.ChunkedArray:
+    """The column as strings, row for row (nulls kept, so two columns still pair up)."""
+    if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
+        return values
+    try:
+        return values.cast(pa.string())
+    except (pa.ArrowNotImplementedError, pa.ArrowInvalid):
+        texts = [None if value is None else str(value) for value in values.to_pylist()]
+        return pa.chunked_array([pa.array(texts, pa.string())], pa.string())
+
+
+def _cell_texts(array: pa.Array) -> list[str]:
+    """The text of every non-null value in the array, nested values included."""
+    kind = array.type
+    if isinstance(kind, pa.BaseExtensionType):
+        return _cell_texts(array.storage)
+    if pa.types.is_dictionary(kind):
+        return _cell_texts(array.dictionary_decode())
+    if pa.types.is_map(kind):
+        return _cell_texts(array.keys) + _cell_texts(array.items)
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind):
+        return _cell_texts(array.flatten())
+    if pa.types.is_struct(kind):
+        return [text for child in array.flatten() for text in _cell_texts(child)]
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        return array.drop_null().to_pylist()
+    if pa.types.is_binary(kind) or pa.types.is_large_binary(kind) or pa.types.is_fixed_size_binary(kind):
+        return [value.decode("latin-1") for value in array.drop_null().to_pylist()]
+    if pa.types.is_null(kind):
+        return []
+    if pa.types.is_floating(kind):
+        return _whole_number_texts(array)
+    try:
+        return array.cast(pa.string()).drop_null().to_pylist()
+    except (pa.ArrowNotImplementedError, pa.ArrowInvalid):
+        return [str(value) for value in array.to_pylist() if value is not None]
+
+
+def _whole_number_texts(array: pa.Array) -> list[str]:
+    """Only the floats that are whole numbers, written as integers: an ID read as a number becomes
+    4827691.0, while the digits after the point of a measurement (0.4827691) would match IDs by chance."""
+    values = array.drop_null().cast(pa.float64())
+    whole = pc.and_(pc.equal(pc.floor(values), values), pc.less(pc.abs(values), 1e15))
+    return values.filter(whole).cast(pa.int64()).cast(pa.string()).to_pylist()
+
+
+def _schema_text(schema: pa.Schema) -> str:
+    lines = []
+    for field in _all_fields(schema):
+        lines.append(field.name)
+        lines += _metadata_lines(field.metadata)
+    lines += _metadata_lines(schema.metadata)
+    return "\n".join(lines)
+
+
+def _all_fields(fields: Iterable[pa.Field]) -> Iterator[pa.Field]:
+    for field in fields:
+        yield field
+        kind = field.type
+        if pa.types.is_struct(kind):
+            yield from _all_fields(kind.field(i) for i in range(kind.num_fields))
+        elif pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind):
+            yield from _all_fields([kind.value_field])
+        elif pa.types.is_map(kind):
+            yield from _all_fields([kind.key_field, kind.item_field])
+
+
+def _metadata_lines(metadata: Mapping[bytes, bytes] | None) -> list[str]:
+    if not metadata:
+        return []
+    return [text.decode("utf-8", errors="replace") for pair in metadata.items() for text in pair]
+
+
+def _read_parquet(data: bytes) -> pa.Table | None:
+    try:
+        return pq.read_table(pa.BufferReader(data))
+    except (pa.ArrowException, OSError):
+        return None  # not Parquet after all: scanned as text instead
+
+
+_DICOM_SUFFIXES = (".dcm", ".dicom")
+_MARKUP_SUFFIXES = (".html", ".htm", ".xml", ".svg")
+_PIXEL_TAGS = (0x7FE00008, 0x7FE00009, 0x7FE00010)  # Float, Double Float and Pixel Data
+
+
+def _read_dicom(data: bytes) -> pydicom.Dataset | None:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return pydicom.dcmread(BytesIO(data), force=True)
+    except Exception:  # noqa: BLE001 - whatever pydicom trips on, the raw byte scan still covers the file
+        return None
+
+
+def _without_pixel_data(data: bytes, dataset: pydicom.Dataset) -> bytes:
+    """The file with its pixel bytes blanked: dark 8-bit images are runs of ASCII digits, which would
+    match numeric IDs by chance. Done before the elements are read, while their file offsets are known."""
+    blanked = None
+    for tag in _PIXEL_TAGS:
+        element = dataset.get_item(tag) if tag in dataset else None
+        offset = getattr(element, "value_tell", None)
+        value = getattr(element, "value", None)
+        # Only where the bytes really are there: a deflated file's offsets point into the inflated stream.
+        if offset is None or not isinstance(value, bytes) or data[offset : offset + len(value)] != value:
+            continue
+        blanked = blanked if blanked is not None else bytearray(data)
+        blanked[offset : offset + len(value)] = bytes(len(value))
+    return data if blanked is None else bytes(blanked)
+
+
+def _element_texts(dataset: pydicom.Dataset, prefix: str = "") -> Iterator[tuple[str, str]]:
+    """(label, text) for every element, the file meta first, then the data set through its sequences."""
+    file_meta = getattr(dataset, "file_meta", None)
+    if file_meta is not None and not prefix:
+        yield from _element_texts(file_meta, "file meta ")
+    for tag in list(dataset.keys()):
+        label = f"{prefix}{_tag_label(tag)}"
+        if tag in _PIXEL_TAGS:
+            continue
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                element = dataset[tag]
+        except Exception:  # noqa: BLE001 - a value pydicom cannot convert: its stored bytes are still worth reading
+            yield label, _value_text(getattr(dataset.get_item(tag), "value", None))
+            continue
+        if element.VR == "SQ":
+            for index, item in enumerate(element.value or []):
+                yield from _element_texts(item, f"{label}[{index}] > ")
+        else:
+            yield label, _value_text(element.value)
+
+
+def _tag_label(tag: int) -> str:
+    tag = Tag(tag)
+    keyword = "private" if tag.is_private else (keyword_for_tag(tag) or "unknown")
+    return f"({tag.group:04X},{tag.element:04X}) {keyword}"
+
+
+def _value_text(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value).decode("latin-1")
+    if isinstance(value, (list, tuple, MultiValue)):
+        return "\\".join(_value_text(item) for item in value)
+    return str(value)
+
+
+def _fold(text: str) -> str:
+    """Lower case, one character for one, so match offsets stay offsets into the original."""
+    folded = text.lower()
+    if len(folded) == len(text):
+        return folded
+    return "".join(char.lower() if len(char.lower()) == 1 else char for char in text)

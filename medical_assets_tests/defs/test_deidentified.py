@@ -1,0 +1,138 @@
+"""The de-identified zone through dagster.materialize: real HL7 and DICOM, real Ray, the blocking leak check."""
+
+import os
+import secrets
+import stat
+
+import dagster as dg
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pydicom
+import pytest
+
+from medical_assets.defs import checks
+from medical_assets.defs.resources import PipelineConfig, PrivacyResource, RayResource
+from medical_assets.privacy.audit import AuditLog
+from medical_assets.privacy.keys import parse_key_ring
+from medical_assets.privacy.pseudonyms import Pseudonymizer
+from medical_assets.storage import resolve_location
+
+pytestmark = pytest.mark.slow
+
+KEY = secrets.token_urlsafe(32)
+
+
+def _materialize(data_dir, key=KEY, selection=None, messages=400, dicom_files=10):
+    from medical_assets.definitions import defs
+
+    return dg.materialize(
+        [defs.get_assets_def(key) for key in defs.resolve_all_asset_keys()] + list(defs.asset_checks or []),
+        selection=selection,
+        resources={
+            "pipeline": PipelineConfig(
+                data_dir=str(data_dir), synthetic_hl7_messages=messages, synthetic_dicom_files=dicom_files
+            ),
+            "ray_engine": RayResource(num_cpus=2),
+            "privacy": PrivacyResource(pseudonym_key=key),
+        },
+        raise_on_error=False,
+    )
+
+
+def _table(data_dir, zone, name):
+    return pq.read_table(os.path.join(data_dir, zone, name))
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory):
+    data = tmp_path_factory.mktemp("deid") / "data"
+    result = _materialize(data)
+    return data, result
+
+
+def test_every_record_reaches_the_deid_zone_and_the_leak_checks_pass(first_run):
+    data, result = first_run
+    assert result.success
+    for table in ("hl7_messages", "hl7_lab_results", "hl7_pharmacy_orders", "hl7_encounters"):
+        assert _table(data, "deid", table).num_rows == _table(data, "phi", table).num_rows, table
+    checks_run = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+    assert checks_run == {"no_identifiers_leaked_hl7": True, "no_identifiers_leaked_dicom": True}
+
+    images, excluded = _table(data, "phi", "dicom_images"), _table(data, "phi", "dicom_deid_excluded")
+    exported = _table(data, "deid", "dicom_images")
+    assert exported.num_rows + excluded.num_rows == images.num_rows  # nothing lost
+    assert exported.num_rows > 0
+    assert set(excluded["modality"].to_pylist()) <= {"US"}  # the synthetic US clips carry burned-in text
+    deid_files = [os.path.join(d, f) for d, _, fs in os.walk(data / "deid" / "dicom") for f in fs]
+    assert len(deid_files) == exported.num_rows
+    ds = pydicom.dcmread(deid_files[0])
+    assert ds.PatientIdentityRemoved == "YES"
+    assert ds.SOPInstanceUID in exported["sop_instance_uid"].to_pylist()
+    assert ds.SOPInstanceUID not in images["sop_instance_uid"].to_pylist()
+
+
+def test_patient_tokens_join_hl7_and_dicom(first_run):
+    """Both sides turn the same medical record number into the same token, so they join."""
+    data, _ = first_run
+    pseudonymizer = Pseudonymizer(parse_key_ring(KEY).current)
+    for modality in ("hl7_messages", "dicom_images"):
+        phi_ids = _table(data, "phi", modality)["patient_id"].to_pylist()
+        expected = {pseudonymizer.token("patient", mrn) for mrn in phi_ids}
+        assert set(_table(data, "deid", modality)["patient_token"].to_pylist()) <= expected, modality
+    hl7_ids = set(_table(data, "phi", "hl7_messages")["patient_id"].to_pylist())
+    dicom_ids = set(_table(data, "phi", "dicom_images")["patient_id"].to_pylist())
+    shared = hl7_ids & dicom_ids
+    hl7_tokens = set(_table(data, "deid", "hl7_messages")["patient_token"].to_pylist())
+    dicom_tokens = set(_table(data, "deid", "dicom_images")["patient_token"].to_pylist())
+    assert {pseudonymizer.token("patient", mrn) for mrn in shared} <= hl7_tokens
+    assert len(hl7_tokens & dicom_tokens) >= len({pseudonymizer.token("patient", m) for m in shared} & dicom_tokens)
+
+
+def test_compliance_metadata_is_stamped_in_every_deid_parquet_file(first_run):
+    data, result = first_run
+    parquet_files = [os.path.join(d, f) for d, _, fs in os.walk(data / "deid") for f in fs if f.endswith(".parquet")]
+    assert parquet_files
+    for path in parquet_files:
+        metadata = pq.read_schema(path).metadata
+        assert metadata[b"medical_assets.run_id"].decode() == result.run_id, path
+        assert any(b"profile" in k for k in metadata), path
+
+
+def test_phi_zone_is_owner_only_and_every_phi_read_is_audited(first_run):
+    data, result = first_run
+    for folder, subfolders, files in os.walk(data / "phi"):
+        assert stat.S_IMODE(os.stat(folder).st_mode) == 0o700, folder
+        for name in files:
+            assert stat.S_IMODE(os.stat(os.path.join(folder, name)).st_mode) == 0o600, name
+    records = [r for r in AuditLog(resolve_location(str(data / "phi" / "_audit"))).records() if r.run_id == result.run_id]
+    subjects = " ".join(r.subject for r in records)
+    assert all(r.action == "read_phi" and r.outcome == "success" for r in records)
+    for read in ("HL7 landing", "DICOM landing", "HL7 tables", "DICOM images", "leak check"):
+        assert read in subjects
+
+
+def test_same_key_same_tokens_other_key_other_tokens(first_run, tmp_path):
+    data, _ = first_run
+    again = tmp_path / "again"
+    assert _materialize(again, selection=None).success
+    same = set(_table(again, "deid", "hl7_messages")["patient_token"].to_pylist())
+    assert same == set(_table(data, "deid", "hl7_messages")["patient_token"].to_pylist())
+    other = tmp_path / "other"
+    assert _materialize(other, key=secrets.token_urlsafe(32)).success
+    assert not set(_table(other, "deid", "hl7_messages")["patient_token"].to_pylist()) & same
+
+
+def test_the_leak_check_fails_when_an_identifier_is_injected(first_run):
+    data, _ = first_run
+    phi = _table(data, "phi", "hl7_messages")
+    name = next(n for n in phi["patient_family_name"].to_pylist() if n and len(n) >= 5)
+    leaked = pa.table({"comment": [f"seen by {name} yesterday"]})
+    pq.write_table(leaked, data / "deid" / "hl7_messages" / "part-99999.parquet")
+    try:
+        result = _materialize(data, selection=dg.AssetSelection.checks(checks.hl7_deid_leak_check))
+        evaluations = result.get_asset_check_evaluations()
+        assert [(e.check_name, e.passed) for e in evaluations] == [("no_identifiers_leaked_hl7", False)]
+        shown = str(evaluations[0].metadata)
+        assert "part-99999.parquet" in shown and name not in shown
+    finally:
+        os.remove(data / "deid" / "hl7_messages" / "part-99999.parquet")

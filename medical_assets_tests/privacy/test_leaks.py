@@ -1,0 +1,413 @@
+"""The leak check's engine: identifiers planted in Parquet, DICOM and HTML are found, named by where they
+are and never by what they are; clean outputs give no finding."""
+
+import struct
+import time
+from io import BytesIO
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.sequence import Sequence
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
+
+from medical_assets.privacy.leaks import (
+    Finding,
+    Identifiers,
+    LeakScanner,
+    collect_identifiers,
+)
+from medical_assets.storage import resolve_location
+
+PATIENT = {
+    "patient_id": "4827691",
+    "patient_family_name": "NELSON",
+    "patient_given_name": "CAROL",
+    "patient_middle_name": "J",
+    "patient_birth_date": "19951202",
+    "patient_street": "8043 WALNUT ST",
+    "patient_city": "BALTIMORE",
+    "patient_phone": "(410)555-0181",
+    "patient_account_number": "A000000001",
+    "patient_ssn": "908-25-3223",
+    "message_control_id": "MSG00000042",
+}
+DICOM_PATIENT = {
+    "patient_id": "002895568",
+    "patient_name": "PHILLIPS^AMY^Q",
+    "patient_birth_date": "19450614",
+    "accession_number": "ACC7731902",
+    "sop_instance_uid": "1.2.826.0.1.3680043.8.498.1001",
+    "study_instance_uid": "1.2.826.0.1.3680043.8.498.2002",
+    "series_instance_uid": "1.2.826.0.1.3680043.8.498.3003",
+    "institution_name": "REGIONAL CLINIC",
+}
+# Every planted value, in the forms the tests write it; none may appear in a finding.
+PLANTED = [
+    *PATIENT.values(),
+    *DICOM_PATIENT.values(),
+    "1995-12-02",
+    "12/02/1995",
+    "4105550181",
+    "908253223",
+    "PHILLIPS",
+    "2895568",
+    "Carol Nelson",
+]
+
+
+def _phi_tables() -> dict[str, pa.Table]:
+    return {
+        "hl7_messages": pa.Table.from_pylist([{**PATIENT, "patient_gender": "F", "patient_zip": "21253"}]),
+        "hl7_encounters": pa.Table.from_pylist(
+            [{"attending_doctor_id": "D90210", "attending_doctor_family_name": "LI", "visit_number": "V55501"}]
+        ),
+        "hl7_lab_results": pa.Table.from_pylist([{"placer_order_number": "PO-77812", "filler_order_number": None}]),
+        "dicom_images": pa.Table.from_pylist([DICOM_PATIENT]),
+    }
+
+
+@pytest.fixture(scope="module")
+def scanner() -> LeakScanner:
+    return LeakScanner(collect_identifiers(_phi_tables()))
+
+
+def _assert_no_values(findings: list[Finding]) -> None:
+    assert findings, "the test expects findings to inspect"
+    for finding in findings:
+        for shown in (str(finding), repr(finding), finding.where, finding.kind):
+            for value in PLANTED:
+                assert value.lower() not in shown.lower(), f"{value!r} shown in {shown!r}"
+
+
+def _kinds_at(findings: list[Finding], where: str) -> set[str]:
+    return {finding.kind for finding in findings if finding.where == where}
+
+
+def test_identifiers_are_collected_with_their_kinds_and_variants():
+    identifiers = collect_identifiers(_phi_tables())
+
+    assert identifiers["4827691"] == "patient_id"
+    assert identifiers["NELSON"] == "patient_family_name"
+    assert identifiers["CAROL NELSON"] == "patient_name"
+    assert identifiers["NELSON, CAROL"] == "patient_name"
+    for date in ("19951202", "1995-12-02", "12/02/1995"):
+        assert identifiers[date] == "patient_birth_date"
+    for phone in ("(410)555-0181", "4105550181", "410-555-0181", "(410) 555-0181"):
+        assert identifiers[phone] == "patient_phone"
+    for ssn in ("908-25-3223", "908253223"):
+        assert identifiers[ssn] == "patient_ssn"
+    assert identifiers["MSG00000042"] == "message_control_id"
+    assert identifiers["D90210"] == "attending_doctor_id"
+    assert identifiers["PO-77812"] == "placer_order_number"
+    assert identifiers["V55501"] == "visit_number"
+
+
+def test_dicom_identifiers_include_name_components_and_numeric_ids_without_zeros():
+    identifiers = collect_identifiers(_phi_tables())
+
+    assert identifiers["PHILLIPS^AMY^Q"] == "patient_name"
+    assert identifiers["PHILLIPS"] == "patient_name"
+    assert identifiers["AMY PHILLIPS"] == "patient_name"
+    assert identifiers["002895568"] == "patient_id"
+    assert identifiers["2895568"] == "patient_id"
+    assert identifiers["1945-06-14"] == "patient_birth_date"
+    assert identifiers["ACC7731902"] == "accession_number"
+    for uid in ("sop_instance_uid", "study_instance_uid", "series_instance_uid"):
+        assert identifiers[DICOM_PATIENT[uid]] == uid
+    assert "REGIONAL CLINIC" not in identifiers  # the hospital, not the patient
+
+
+def test_short_values_are_skipped_and_counted_by_kind():
+    identifiers = collect_identifiers(_phi_tables())
+
+    assert isinstance(identifiers, Identifiers)
+    assert "J" not in identifiers and "LI" not in identifiers and "AMY" not in identifiers
+    assert identifiers.skipped == {"patient_middle_name": 1, "attending_doctor_family_name": 1}
+    looser = collect_identifiers(_phi_tables(), min_length=2)
+    assert looser["LI"] == "attending_doctor_family_name"
+
+
+def test_numbers_too_short_to_tell_from_counts_are_skipped():
+    tables = {"hl7_messages": pa.table({"patient_id": ["12345", "123456"], "patient_birth_date": ["1970", "197001"]})}
+    identifiers = collect_identifiers(tables)
+    assert set(identifiers) == {"123456"}
+    assert identifiers.skipped == {"patient_id": 1, "patient_birth_date": 2}
+
+
+def test_missing_tables_and_columns_give_what_is_there():
+    assert collect_identifiers({}) == {}
+    tables = {"hl7_messages": pa.table({"patient_city": ["BALTIMORE", None, " "]}), "dicom_images": pa.table({"x": [1]})}
+    assert collect_identifiers(tables) == {"BALTIMORE": "patient_city"}
+
+
+def test_non_text_columns_are_read_as_text():
+    tables = {"hl7_messages": pa.table({"patient_id": pa.array([4827691], pa.int64())})}
+    assert collect_identifiers(tables) == {"4827691": "patient_id"}
+
+
+@pytest.mark.parametrize(
+    ("text", "kinds"),
+    [
+        ("Annual report", []),
+        ("Ann Smith", ["patient_given_name"]),
+        ("ann", ["patient_given_name"]),
+        ("912345", []),
+        ("12345", []),
+        ("MRN:1234.", ["patient_id"]),
+        ("id_1234", ["patient_id"]),
+        ("1234abc", []),
+        ("call x(410)555-0181 now", ["patient_phone"]),
+        ("İ ANN", ["patient_given_name"]),
+        ("İANN", []),
+    ],
+)
+def test_matches_are_whole_words_in_any_case(text, kinds):
+    scanner = LeakScanner({"Ann": "patient_given_name", "1234": "patient_id", "(410)555-0181": "patient_phone"})
+    assert scanner.scan_text(text) == kinds
+
+
+def test_an_empty_identifier_set_finds_nothing():
+    scanner = LeakScanner({})
+    assert scanner.scan_text("NELSON 4827691") == []
+    assert scanner.scan_table(pa.table({"a": ["NELSON"]}), "t.parquet") == []
+
+
+def _leaky_parquet() -> bytes:
+    table = pa.table(
+        {
+            "patient_token": ["Q2WJ5R", "Z7K4NA"],
+            "notes": ["seen by Dr. Who", "Carol Nelson, follow up"],
+            "aliases": pa.array([["x", "Baltimore"], None], pa.list_(pa.string())),
+            "contact": pa.array([{"phone": "410-555-0181"}, {"phone": None}], pa.struct([("phone", pa.string())])),
+            "mrn_as_number": pa.array([2895568, 1], pa.int64()),
+            "visit": pa.array([None, "1995-12-02"]).cast(pa.date32()),
+            "clean_value": [1.5, 2.5],
+            "ssn_as_float": [908253223.0, None],
+            "measurement": [0.4827691, 4827691.5],
+        }
+    ).replace_schema_metadata({"source": "export of SSN 908-25-3223"})
+    sink = BytesIO()
+    pq.write_table(table, sink)
+    return sink.getvalue()
+
+
+def test_identifiers_in_every_column_kind_of_a_parquet_file_are_found(scanner):
+    findings = scanner.scan_file("deid/hl7_messages/part-0.parquet", _leaky_parquet())
+
+    where = "deid/hl7_messages/part-0.parquet"
+    assert _kinds_at(findings, f"{where}: column notes") == {
+        "patient_name",
+        "patient_family_name",
+        "patient_given_name",
+    }
+    assert _kinds_at(findings, f"{where}: column aliases") == {"patient_city"}
+    assert _kinds_at(findings, f"{where}: column contact") == {"patient_phone"}
+    assert _kinds_at(findings, f"{where}: column mrn_as_number") == {"patient_id"}
+    assert _kinds_at(findings, f"{where}: column visit") == {"patient_birth_date"}
+    assert _kinds_at(findings, f"{where}: schema") == {"patient_ssn"}
+    assert not _kinds_at(findings, f"{where}: column patient_token")
+    assert not _kinds_at(findings, f"{where}: column clean_value")
+    assert _kinds_at(findings, f"{where}: column ssn_as_float") == {"patient_ssn"}
+    assert not _kinds_at(findings, f"{where}: column measurement")
+    _assert_no_values(findings)
+
+
+def test_dictionary_and_tensor_columns_are_read_value_by_value(scanner):
+    tensor_type = pa.fixed_shape_tensor(pa.float64(), (2, 2))
+    storage = pa.array([[0.5, 4827691.0, 0.25, 1.0]], pa.list_(pa.float64(), 4))
+    table = pa.table(
+        {
+            "city": pa.array(["BALTIMORE", "BALTIMORE", None]).dictionary_encode(),
+            "thumbnail": pa.ExtensionArray.from_storage(tensor_type, pa.concat_arrays([storage] * 3)),
+        }
+    )
+    assert scanner.scan_table(table, "t.parquet") == [
+        Finding("t.parquet: column city", "patient_city", 2),
+        Finding("t.parquet: column thumbnail", "patient_id", 3),
+    ]
+
+
+def test_counts_are_occurrences(scanner):
+    table = pa.table({"names": ["NELSON", "nelson", "Nelson and NELSON", "Nelsonville"]})
+    assert scanner.scan_table(table, "t.parquet") == [Finding("t.parquet: column names", "patient_family_name", 4)]
+
+
+def _dicom_bytes(dataset: Dataset, sop_instance_uid: str = "2.25.1") -> bytes:
+    dataset.file_meta = FileMetaDataset()
+    dataset.file_meta.MediaStorageSOPClassUID = CTImageStorage
+    dataset.file_meta.MediaStorageSOPInstanceUID = sop_instance_uid
+    dataset.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    dataset.preamble = b"\x00" * 128
+    buffer = BytesIO()
+    # As written, not made consistent: a leaky file's meta may disagree with its data set.
+    dataset.save_as(buffer, implicit_vr=False, little_endian=True)
+    return buffer.getvalue()
+
+
+def _clean_dataset() -> Dataset:
+    dataset = Dataset()
+    dataset.SOPClassUID = CTImageStorage
+    dataset.SOPInstanceUID = "2.25.1"
+    dataset.PatientName = "ANONYMOUS"
+    dataset.PatientID = "Q2WJ5R7K4N"
+    dataset.Modality = "CT"
+    dataset.StudyDescription = "CHEST ROUTINE"
+    return dataset
+
+
+def _leaky_dicom() -> bytes:
+    dataset = _clean_dataset()
+    other_patient = Dataset()
+    other_patient.PatientID = DICOM_PATIENT["patient_id"]
+    study = Dataset()
+    study.ReferencedSOPInstanceUID = DICOM_PATIENT["study_instance_uid"]
+    study.OtherPatientIDsSequence = Sequence([other_patient])
+    dataset.ReferencedStudySequence = Sequence([study])
+    block = dataset.private_block(0x0011, "ACME 1.0", create=True)
+    block.add_new(0x10, "LO", "PHILLIPS^AMY")
+    return _dicom_bytes(dataset, sop_instance_uid=DICOM_PATIENT["sop_instance_uid"])
+
+
+def test_identifiers_in_nested_private_and_file_meta_elements_are_found(scanner):
+    findings = scanner.scan_file("deid/dicom/image.dcm", _leaky_dicom())
+
+    nested = "deid/dicom/image.dcm: (0008,1110) ReferencedStudySequence[0]"
+    assert _kinds_at(findings, f"{nested} > (0008,1155) ReferencedSOPInstanceUID") == {"study_instance_uid"}
+    assert _kinds_at(findings, f"{nested} > (0010,1002) OtherPatientIDsSequence[0] > (0010,0020) PatientID") == {
+        "patient_id"
+    }
+    assert _kinds_at(findings, "deid/dicom/image.dcm: (0011,1010) private") == {"patient_name"}
+    assert _kinds_at(findings, "deid/dicom/image.dcm: file meta (0002,0003) MediaStorageSOPInstanceUID") == {
+        "sop_instance_uid"
+    }
+    assert not any(finding.where.endswith("raw bytes") for finding in findings)
+    _assert_no_values(findings)
+
+
+def test_a_dicom_file_pydicom_cannot_parse_is_still_read_as_bytes(scanner):
+    # A sequence of undefined length whose first item has no item tag: pydicom gives up on the file.
+    broken_sequence = struct.pack("<HH2sHI", 0x0008, 0x1110, b"SQ", 0, 0xFFFFFFFF) + b"\x01\x02\x03\x04"
+    damaged = _dicom_bytes(_clean_dataset()) + broken_sequence + b"PHILLIPS^AMY 002895568"
+
+    findings = scanner.scan_file("deid/dicom/damaged.dcm", damaged)
+
+    assert _kinds_at(findings, "deid/dicom/damaged.dcm: raw bytes") == {"patient_name", "patient_id"}
+    _assert_no_values(findings)
+
+
+def test_pixel_bytes_that_happen_to_spell_an_id_are_not_a_finding(scanner):
+    dataset = _clean_dataset()
+    dataset.Rows, dataset.Columns = 4, 8
+    dataset.SamplesPerPixel, dataset.PhotometricInterpretation = 1, "MONOCHROME2"
+    dataset.BitsAllocated, dataset.BitsStored, dataset.HighBit, dataset.PixelRepresentation = 8, 8, 7, 0
+    pixels = np.frombuffer(b" 002895568 ".ljust(32, b" "), np.uint8).reshape(4, 8)
+    dataset.PixelData = pixels.tobytes()
+    assert scanner.scan_file("image.dcm", _dicom_bytes(dataset)) == []
+
+
+def test_dicom_is_recognised_by_its_preamble_without_an_extension(scanner):
+    findings = scanner.scan_file("deid/dicom/0001", _leaky_dicom())
+    assert any("(0011,1010) private" in finding.where for finding in findings)
+
+
+def test_identifiers_in_an_html_report_are_found_even_when_escaped(scanner):
+    page = b"<html><body><h1>Cohort</h1><td>Nelson, Carol</td><td>born 12/02/1995</td><td>&#x27;8043 Walnut St&#x27;</td>"
+
+    findings = scanner.scan_file(resolve_location("/reports/cohort.html"), page)
+
+    assert _kinds_at(findings, "/reports/cohort.html: text") == {
+        "patient_name",
+        "patient_family_name",
+        "patient_given_name",
+        "patient_birth_date",
+        "patient_street",
+    }
+    _assert_no_values(findings)
+
+
+def test_a_file_named_by_an_identifier_is_found_without_showing_it(tmp_path, scanner):
+    root = tmp_path / "deid"
+    (root / "dicom").mkdir(parents=True)
+    (root / "dicom" / f"{DICOM_PATIENT['sop_instance_uid']}.dcm").write_bytes(_dicom_bytes(_clean_dataset()))
+
+    findings = scanner.scan_tree(resolve_location(str(root)))
+
+    assert findings == [Finding("deid/dicom/[redacted].dcm: file name", "sop_instance_uid", 1)]
+
+
+def test_a_tree_is_scanned_file_by_file(tmp_path, scanner):
+    root = tmp_path / "deid"
+    (root / "hl7_messages").mkdir(parents=True)
+    (root / "dicom").mkdir()
+    (root / "reports").mkdir()
+    (root / "hl7_messages" / "part-0.parquet").write_bytes(_leaky_parquet())
+    (root / "dicom" / "image.dcm").write_bytes(_leaky_dicom())
+    (root / "reports" / "index.html").write_text("<p>Patient 002895568</p>")
+
+    findings = scanner.scan_tree(resolve_location(str(root)))
+
+    files = {finding.where.split(": ")[0] for finding in findings}
+    assert files == {"deid/dicom/image.dcm", "deid/hl7_messages/part-0.parquet", "deid/reports/index.html"}
+    assert _kinds_at(findings, "deid/reports/index.html: text") == {"patient_id"}
+    _assert_no_values(findings)
+
+
+def test_clean_outputs_give_no_finding(tmp_path, scanner):
+    root = tmp_path / "deid"
+    (root / "hl7_messages").mkdir(parents=True)
+    (root / "reports").mkdir()
+    clean = pa.table(
+        {
+            "patient_token": ["Q2WJ5R7K4N"],
+            "birth_year": [1995],
+            "zip3": ["212"],
+            "message_type": ["ADT^A01"],
+            "note": ["Annual review; Nelsonville site; 14105550181x"],
+        }
+    )
+    pq.write_table(clean, root / "hl7_messages" / "part-0.parquet")
+    (root / "dicom.dcm").write_bytes(_dicom_bytes(_clean_dataset()))
+    (root / "reports" / "index.html").write_text("<h1>Admissions by month</h1><p>Carolina: 12</p>")
+    (root / "reports" / "chart.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4)
+
+    assert scanner.scan_tree(resolve_location(str(root))) == []
+
+
+def test_a_missing_tree_has_no_finding(tmp_path, scanner):
+    assert scanner.scan_tree(resolve_location(str(tmp_path / "absent"))) == []
+
+
+def test_redact_hides_identifiers_even_inside_words(scanner):
+    assert scanner.redact("CarolNelson_2895568.html") == "[redacted]_[redacted].html"
+    assert scanner.redact("nothing here") == "nothing here"
+
+
+def test_fifty_thousand_messages_against_hundreds_of_thousands_of_cells_in_seconds():
+    rows = 50_000
+    messages = pa.table(
+        {
+            "patient_id": [f"{7_000_000 + n}" for n in range(rows)],
+            "patient_family_name": [f"FAMILY{n:05d}" for n in range(rows)],
+            "patient_birth_date": [f"19{40 + n % 60:02d}{1 + n % 12:02d}{1 + n % 28:02d}" for n in range(rows)],
+            "patient_phone": [f"(410)555-{n % 10_000:04d}" for n in range(rows)],
+            "message_control_id": [f"MSG{n:08d}" for n in range(rows)],
+        }
+    )
+    output = pa.table(
+        {
+            "token": [f"TOKEN{n:09d}" for n in range(100_000)],
+            "value": [f"{n * 0.37:.2f} mmol/L" for n in range(100_000)],
+            "comment": ["within reference range, repeat in 3 months"] * 100_000,
+        }
+    )
+
+    started = time.perf_counter()
+    scanner = LeakScanner(collect_identifiers({"hl7_messages": messages}))
+    findings = scanner.scan_table(output, "out.parquet")
+    elapsed = time.perf_counter() - started
+
+    assert findings == []
+    assert elapsed < 15, f"{elapsed:.1f} s"
