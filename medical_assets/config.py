@@ -17,6 +17,7 @@ SYNTHETIC_HL7_MESSAGES_VAR = "MEDICAL_ASSETS_SYNTHETIC_HL7_MESSAGES"
 SYNTHETIC_DICOM_FILES_VAR = "MEDICAL_ASSETS_SYNTHETIC_DICOM_FILES"
 DICOM_THUMBNAILS_VAR = "MEDICAL_ASSETS_DICOM_THUMBNAILS"
 DEID_PROFILE_VAR = "MEDICAL_ASSETS_DEID_PROFILE"
+REVERSIBLE_TOKENS_VAR = "MEDICAL_ASSETS_REVERSIBLE_TOKENS"
 
 DEFAULT_DATA_DIR = "./data"
 DEFAULT_SYNTHETIC_HL7_MESSAGES = 50_000
@@ -44,6 +45,7 @@ class PipelineSettings:
     synthetic_dicom_files: int
     dicom_thumbnails: bool  # write dicom_thumbnails (64 x 64 tensors) for machine learning
     deid_profile: str = DEID_PROFILES[0]
+    reversible_tokens: bool = False  # also write AES-SIV patient tokens that the key holder can open
 
     def zone(self, name: str) -> Location:
         return self.data_dir.child(name)
@@ -70,6 +72,7 @@ def load_settings(
     synthetic_dicom_files: int | None = None,
     dicom_thumbnails: bool | None = None,
     deid_profile: str | None = None,
+    reversible_tokens: bool | None = None,
 ) -> PipelineSettings:
     """Explicit arguments win over the environment, which wins over the defaults."""
     env = os.environ if env is None else env
@@ -85,6 +88,8 @@ def load_settings(
     deid_profile = (deid_profile or env.get(DEID_PROFILE_VAR) or DEID_PROFILES[0]).strip().lower()
     if deid_profile not in DEID_PROFILES:
         raise ConfigurationError(f"{DEID_PROFILE_VAR} must be one of {', '.join(DEID_PROFILES)}, got {deid_profile!r}")
+    if reversible_tokens is None:
+        reversible_tokens = _flag(env, REVERSIBLE_TOKENS_VAR, default=False)
     if synthetic_hl7_messages < 0 or synthetic_dicom_files < 0:
         raise ConfigurationError(f"{SYNTHETIC_HL7_MESSAGES_VAR} and {SYNTHETIC_DICOM_FILES_VAR} must not be negative")
 
@@ -99,6 +104,7 @@ def load_settings(
         synthetic_dicom_files=synthetic_dicom_files,
         dicom_thumbnails=dicom_thumbnails,
         deid_profile=deid_profile,
+        reversible_tokens=reversible_tokens,
     )
 
 

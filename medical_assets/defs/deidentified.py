@@ -75,7 +75,8 @@ def hl7_deidentified_tables(
     context: dg.AssetExecutionContext, pipeline: PipelineConfig, ray_engine: RayResource, privacy: PrivacyResource
 ):
     settings = pipeline.settings()
-    key = privacy.key_ring(settings, context.log).current
+    ring = privacy.key_ring(settings, context.log)
+    key = ring.current
     deid = settings.zone("deid")
     schemas = stamped(DEID_HL7_TABLES, settings.deid_profile, key.key_id, context.run.run_id)
     publication = _recovered_publication(context, deid)
@@ -83,8 +84,8 @@ def hl7_deidentified_tables(
         try:
             ray_engine.ensure_started()
             counts = deid_jobs.deidentify_hl7(
-                settings.zone("phi"), {t: publication.staged(t) for t in schemas}, schemas, key, settings.deid_profile,
-                _progress(context, "HL7 de-identification"),
+                settings.zone("phi"), {t: publication.staged(t) for t in schemas}, schemas, ring, settings.deid_profile,
+                settings.reversible_tokens, _progress(context, "HL7 de-identification"),
             )
             publication.commit(schemas)
         except BaseException:

@@ -47,6 +47,11 @@ class PipelineConfig(dg.ConfigurableResource):
         default=None, description="safe_harbor (default) or date_shift; default MEDICAL_ASSETS_DEID_PROFILE"
     )
 
+    reversible_tokens: bool | None = Field(
+        default=None,
+        description="Also write patient tokens the key holder can open (AES-SIV); default MEDICAL_ASSETS_REVERSIBLE_TOKENS or off",
+    )
+
     def settings(self) -> PipelineSettings:
         with configuration_failure():
             return load_settings(
@@ -57,6 +62,7 @@ class PipelineConfig(dg.ConfigurableResource):
                 synthetic_dicom_files=self.synthetic_dicom_files,
                 dicom_thumbnails=self.dicom_thumbnails,
                 deid_profile=self.deid_profile,
+                reversible_tokens=self.reversible_tokens,
             )
 
     def readable_hl7_source(self) -> PipelineSettings:

@@ -28,8 +28,8 @@ from medical_assets.engine.progress import progress_counter, run_with_progress
 from medical_assets.engine.sinks import StagedTablesDatasink
 from medical_assets.hl7.tables import TABLES as HL7_TABLES
 from medical_assets.privacy.hl7_deid import DEID_HL7_TABLES, deidentify_hl7_tables
-from medical_assets.privacy.keys import PseudonymKey
-from medical_assets.privacy.pseudonyms import Pseudonymizer
+from medical_assets.privacy.keys import KeyRing, PseudonymKey
+from medical_assets.privacy.pseudonyms import Pseudonymizer, ReversibleTokens
 from medical_assets.storage import Location
 
 PartGroup = dict[str, Location]  # table name -> one part file
@@ -50,12 +50,17 @@ def phi_part_groups(zone: Location, tables: Sequence[str], schemas: Mapping[str,
 
 
 def deidentify_hl7(
-    phi: Location, targets: Mapping[str, Location], schemas: Mapping[str, pa.Schema], key: PseudonymKey, profile: str,
+    phi: Location,
+    targets: Mapping[str, Location],
+    schemas: Mapping[str, pa.Schema],
+    ring: KeyRing,
+    profile: str,
+    reversible_tokens: bool,
     report: ProgressReport,
 ) -> dict[str, int]:
     """The de-identified HL7 tables, staged under `targets` with `schemas` (which carry the compliance metadata)."""
     groups = phi_part_groups(phi, list(HL7_TABLES), HL7_TABLES)
-    transform = functools.partial(_deidentify_hl7_group, key=key, profile=profile)
+    transform = functools.partial(_deidentify_hl7_group, ring=ring, profile=profile, reversible_tokens=reversible_tokens)
     return _run_group_job(groups, HL7_TABLES, transform, targets, schemas, report)
 
 
@@ -136,8 +141,11 @@ def _read_part(part: Location, schema: pa.Schema) -> pa.Table:
     return pq.read_table(part.path, filesystem=part.filesystem, schema=schema)
 
 
-def _deidentify_hl7_group(tables: dict[str, pa.Table], key: PseudonymKey, profile: str) -> dict[str, pa.Table]:
-    return deidentify_hl7_tables(tables, Pseudonymizer(key), profile)
+def _deidentify_hl7_group(
+    tables: dict[str, pa.Table], ring: KeyRing, profile: str, reversible_tokens: bool
+) -> dict[str, pa.Table]:
+    reversible = ReversibleTokens(ring) if reversible_tokens else None
+    return deidentify_hl7_tables(tables, Pseudonymizer(ring.current), profile, reversible)
 
 
 def _export_dicom_group(

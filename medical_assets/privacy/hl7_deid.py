@@ -40,7 +40,7 @@ import pyarrow.compute as pc
 
 from medical_assets.hl7 import tables as phi
 from medical_assets.privacy import safe_harbor
-from medical_assets.privacy.pseudonyms import PATIENT_DOMAIN, Pseudonymizer
+from medical_assets.privacy.pseudonyms import PATIENT_DOMAIN, Pseudonymizer, ReversibleTokens
 
 SAFE_HARBOR = "safe_harbor"
 DATE_SHIFT = "date_shift"
@@ -105,6 +105,9 @@ DEID_HL7_MESSAGES = pa.schema(
         # the patient is or may be over 89 at any of their messages, or when the age is unknown.
         pa.field("birth_year", pa.int16()),
         pa.field("birth_date_shifted", pa.string()),
+        # AES-SIV of PID-3 when reversible tokens are switched on (else null): only the key holder can
+        # open it, with `python -m medical_assets.privacy reidentify`, which audits every use.
+        pa.field("patient_reversible_token", pa.string()),
     ]
 )
 
@@ -207,7 +210,10 @@ def compliance_metadata(profile: str, key_id: str) -> dict[bytes, bytes]:
 
 
 def deidentify_hl7_tables(
-    tables: Mapping[str, pa.Table], pseudonymizer: Pseudonymizer, profile: str = SAFE_HARBOR
+    tables: Mapping[str, pa.Table],
+    pseudonymizer: Pseudonymizer,
+    profile: str = SAFE_HARBOR,
+    reversible: ReversibleTokens | None = None,
 ) -> dict[str, pa.Table]:
     """The four de-identified HL7 tables (`DEID_HL7_TABLES`) from PHI-zone tables.
 
@@ -228,6 +234,10 @@ def deidentify_hl7_tables(
             | _date_columns(table, patients.offsets_of(rows), profile)
             | derive(table, patients, profile)
         )
+        if name == "hl7_messages" and reversible is not None:
+            derived["patient_reversible_token"] = _per_distinct(
+                patients.ids, partial(reversible.seal, PATIENT_DOMAIN), pa.string()
+            )
         output[name] = _assemble(DEID_HL7_TABLES[name], table, derived)
     return output
 
@@ -395,7 +405,12 @@ def _days(offsets: pa.Array) -> pa.Array:
 
 def _assemble(schema: pa.Schema, table: pa.Table, derived: dict) -> pa.Table:
     """The output table in schema order: the derived columns, and the rest copied from the PHI table."""
-    arrays = [derived[name] if name in derived else _column(table, name) for name in schema.names]
+    arrays = [
+        derived[name] if name in derived
+        else _column(table, name) if name in table.column_names
+        else pa.nulls(len(table), schema.field(name).type)  # an option that is off
+        for name in schema.names
+    ]
     return pa.Table.from_arrays(arrays, schema=schema)
 
 

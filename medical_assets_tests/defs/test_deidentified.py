@@ -3,6 +3,8 @@
 import os
 import secrets
 import stat
+import subprocess
+import sys
 
 import dagster as dg
 import pyarrow as pa
@@ -22,7 +24,7 @@ pytestmark = pytest.mark.slow
 KEY = secrets.token_urlsafe(32)
 
 
-def _materialize(data_dir, key=KEY, selection=None, messages=400, dicom_files=10):
+def _materialize(data_dir, key=KEY, selection=None, messages=400, dicom_files=10, reversible_tokens=False):
     from medical_assets.definitions import defs
 
     return dg.materialize(
@@ -30,7 +32,10 @@ def _materialize(data_dir, key=KEY, selection=None, messages=400, dicom_files=10
         selection=selection,
         resources={
             "pipeline": PipelineConfig(
-                data_dir=str(data_dir), synthetic_hl7_messages=messages, synthetic_dicom_files=dicom_files
+                data_dir=str(data_dir),
+                synthetic_hl7_messages=messages,
+                synthetic_dicom_files=dicom_files,
+                reversible_tokens=reversible_tokens,
             ),
             "ray_engine": RayResource(num_cpus=2),
             "privacy": PrivacyResource(pseudonym_key=key),
@@ -111,12 +116,26 @@ def test_phi_zone_is_owner_only_and_every_phi_read_is_audited(first_run):
         assert read in subjects
 
 
-def test_same_key_same_tokens_other_key_other_tokens(first_run, tmp_path):
+def test_same_key_same_tokens_other_key_other_tokens_and_reversible_tokens_reidentify(first_run, tmp_path):
     data, _ = first_run
     again = tmp_path / "again"
-    assert _materialize(again, selection=None).success
-    same = set(_table(again, "deid", "hl7_messages")["patient_token"].to_pylist())
+    assert _materialize(again, reversible_tokens=True).success
+    messages = _table(again, "deid", "hl7_messages")
+    same = set(messages["patient_token"].to_pylist())
     assert same == set(_table(data, "deid", "hl7_messages")["patient_token"].to_pylist())
+    assert _table(data, "deid", "hl7_messages")["patient_reversible_token"].null_count == len(messages)
+
+    token = messages["patient_reversible_token"][0].as_py()
+    command = [sys.executable, "-m", "medical_assets.privacy", "reidentify", token, "--purpose", "lab callback, ticket 42"]
+    env = {**os.environ, "MEDICAL_ASSETS_DATA_DIR": str(again), "MEDICAL_ASSETS_PSEUDONYM_KEY": KEY}
+    opened = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert opened.returncode == 0, opened.stderr
+    assert opened.stdout.strip() == _table(again, "phi", "hl7_messages")["patient_id"][0].as_py()
+    audit = AuditLog(resolve_location(str(again / "phi" / "_audit"))).records()
+    assert [(r.action, r.purpose, r.outcome) for r in audit if r.action == "reidentify"] == [
+        ("reidentify", "lab callback, ticket 42", "success")
+    ]
+
     other = tmp_path / "other"
     assert _materialize(other, key=secrets.token_urlsafe(32)).success
     assert not set(_table(other, "deid", "hl7_messages")["patient_token"].to_pylist()) & same

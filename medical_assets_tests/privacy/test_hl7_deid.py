@@ -674,3 +674,22 @@ def test_fifty_thousand_messages_take_a_couple_of_seconds(pseudonymizer):
         assert output["hl7_messages"].num_rows == 50_000
         assert output["hl7_lab_results"].num_rows == phi["hl7_lab_results"].num_rows
         assert elapsed < 10, f"{profile}: {elapsed:.1f} s for 50,000 messages"
+
+
+def test_reversible_patient_tokens_only_when_asked_and_they_open_with_the_key():
+    import secrets as _secrets
+
+    from medical_assets.hl7 import parse_hl7_file
+    from medical_assets.privacy.keys import parse_key_ring
+    from medical_assets.privacy.pseudonyms import PATIENT_DOMAIN, Pseudonymizer, ReversibleTokens
+    from medical_assets.synthetic.hl7 import HL7CorpusSettings, file_name, render_file
+
+    settings = HL7CorpusSettings(total_messages=40)
+    phi = parse_hl7_file(render_file(settings, 0), file_name(0)).tables()
+    ring = parse_key_ring(_secrets.token_urlsafe(32))
+    pseudonymizer = Pseudonymizer(ring.current)
+    plain = deidentify_hl7_tables(phi, pseudonymizer)["hl7_messages"]
+    assert plain["patient_reversible_token"].null_count == plain.num_rows
+    sealed = deidentify_hl7_tables(phi, pseudonymizer, reversible=ReversibleTokens(ring))["hl7_messages"]
+    opened = [ReversibleTokens(ring).reveal(PATIENT_DOMAIN, t) for t in sealed["patient_reversible_token"].to_pylist()]
+    assert opened == phi["hl7_messages"]["patient_id"].to_pylist()
