@@ -24,7 +24,9 @@ pytestmark = pytest.mark.slow
 KEY = secrets.token_urlsafe(32)
 
 
-def _materialize(data_dir, key=KEY, selection=None, messages=400, dicom_files=10, reversible_tokens=False):
+def _materialize(
+    data_dir, key=KEY, selection=None, messages=400, dicom_files=10, reversible_tokens=False, deid_profile=None
+):
     from medical_assets.definitions import defs
 
     return dg.materialize(
@@ -36,6 +38,7 @@ def _materialize(data_dir, key=KEY, selection=None, messages=400, dicom_files=10
                 synthetic_hl7_messages=messages,
                 synthetic_dicom_files=dicom_files,
                 reversible_tokens=reversible_tokens,
+                deid_profile=deid_profile,
             ),
             "ray_engine": RayResource(num_cpus=2),
             "privacy": PrivacyResource(pseudonym_key=key),
@@ -116,7 +119,7 @@ def test_phi_zone_is_owner_only_and_every_phi_read_is_audited(first_run):
         assert read in subjects
 
 
-def test_same_key_same_tokens_other_key_other_tokens_and_reversible_tokens_reidentify(first_run, tmp_path):
+def test_same_key_same_tokens_other_key_other_tokens_reversible_tokens_and_date_shift(first_run, tmp_path):
     data, _ = first_run
     again = tmp_path / "again"
     assert _materialize(again, reversible_tokens=True).success
@@ -137,8 +140,13 @@ def test_same_key_same_tokens_other_key_other_tokens_and_reversible_tokens_reide
     ]
 
     other = tmp_path / "other"
-    assert _materialize(other, key=secrets.token_urlsafe(32)).success
+    assert _materialize(other, key=secrets.token_urlsafe(32), deid_profile="date_shift").success
     assert not set(_table(other, "deid", "hl7_messages")["patient_token"].to_pylist()) & same
+    shifted = _table(other, "deid", "hl7_messages")
+    assert shifted["message_datetime_shifted"].null_count == 0  # the longitudinal profile keeps (shifted) dates
+    assert pq.read_schema(other / "deid" / "hl7_messages" / os.listdir(other / "deid" / "hl7_messages")[0]).metadata[
+        b"deid.profile"
+    ] == b"date_shift"
 
 
 def test_the_leak_check_fails_when_an_identifier_is_injected(first_run):
