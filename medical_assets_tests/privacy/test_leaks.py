@@ -411,3 +411,42 @@ def test_fifty_thousand_messages_against_hundreds_of_thousands_of_cells_in_secon
 
     assert findings == []
     assert elapsed < 15, f"{elapsed:.1f} s"
+
+
+def _deflated_dicom(dataset: Dataset) -> bytes:
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    dataset.file_meta = FileMetaDataset()
+    dataset.file_meta.MediaStorageSOPClassUID = CTImageStorage
+    dataset.file_meta.MediaStorageSOPInstanceUID = dataset.SOPInstanceUID
+    dataset.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    buffer = BytesIO()
+    dataset.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def test_a_deflated_file_is_scanned_as_what_it_encodes_not_as_its_compressed_bytes():
+    """Regression: a compressed stream spelled a patient's family name by chance in a synthetic CT."""
+    import re
+
+    rng = np.random.default_rng(7)
+    for _ in range(50):
+        dataset = _clean_dataset()
+        dataset.Rows, dataset.Columns, dataset.BitsAllocated, dataset.BitsStored = 64, 64, 16, 12
+        dataset.SamplesPerPixel, dataset.PhotometricInterpretation = 1, "MONOCHROME2"
+        dataset.HighBit, dataset.PixelRepresentation = 11, 0
+        dataset.PixelData = rng.integers(0, 4096, (64, 64), dtype=np.uint16).tobytes()
+        data = _deflated_dicom(dataset)
+        chance = re.search(rb"(?<![A-Za-z0-9])[A-Za-z]{4}(?![A-Za-z0-9])", data[400:])
+        if chance:
+            break
+    assert chance, "no four-letter word in 50 compressed streams"
+    found_by_chance = LeakScanner({chance.group().decode(): "patient_family_name"})
+    assert found_by_chance.scan_dicom(data, "deflated.dcm") == []
+
+    dataset.ImageComments = "called PHILLIPS about it"
+    planted = LeakScanner({"PHILLIPS": "patient_family_name"})
+    findings = planted.scan_dicom(_deflated_dicom(dataset), "deflated.dcm")
+    assert _kinds_at(findings, "deflated.dcm: (0020,4000) ImageComments") == {
+        "patient_family_name"
+    }
