@@ -18,6 +18,9 @@ SYNTHETIC_DICOM_FILES_VAR = "MEDICAL_ASSETS_SYNTHETIC_DICOM_FILES"
 DICOM_THUMBNAILS_VAR = "MEDICAL_ASSETS_DICOM_THUMBNAILS"
 DEID_PROFILE_VAR = "MEDICAL_ASSETS_DEID_PROFILE"
 REVERSIBLE_TOKENS_VAR = "MEDICAL_ASSETS_REVERSIBLE_TOKENS"
+SUPPRESSION_THRESHOLD_VAR = "MEDICAL_ASSETS_SUPPRESSION_THRESHOLD"
+EXPORT_FORMAT_VAR = "MEDICAL_ASSETS_EXPORT_FORMAT"
+MAX_ERROR_RATE_VAR = "MEDICAL_ASSETS_MAX_ERROR_RATE"
 
 DEFAULT_DATA_DIR = "./data"
 DEFAULT_SYNTHETIC_HL7_MESSAGES = 50_000
@@ -25,6 +28,9 @@ DEFAULT_SYNTHETIC_DICOM_FILES = 300
 # safe_harbor: HIPAA Safe Harbor (years only). date_shift: full dates shifted per patient, for
 # longitudinal research under a data use agreement (not Safe Harbor).
 DEID_PROFILES = ("safe_harbor", "date_shift")
+DEFAULT_SUPPRESSION_THRESHOLD = 10  # CMS cell-size rule: counts 1 to 10 are not published
+EXPORT_FORMATS = ("parquet", "csv", "jsonl")
+DEFAULT_MAX_ERROR_RATE = 0.05
 
 HL7_EXTENSIONS = (".hl7", ".txt", ".msg", ".er7")
 DICOM_EXTENSIONS = (".dcm", ".dicom")  # and extension-less files with the DICM preamble
@@ -46,6 +52,9 @@ class PipelineSettings:
     dicom_thumbnails: bool  # write dicom_thumbnails (64 x 64 tensors) for machine learning
     deid_profile: str = DEID_PROFILES[0]
     reversible_tokens: bool = False  # also write AES-SIV patient tokens that the key holder can open
+    suppression_threshold: int = DEFAULT_SUPPRESSION_THRESHOLD
+    export_format: str = EXPORT_FORMATS[0]  # of the analytics tables
+    max_error_rate: float = DEFAULT_MAX_ERROR_RATE  # share of HL7 messages in hl7_errors before a warning
 
     def zone(self, name: str) -> Location:
         return self.data_dir.child(name)
@@ -73,6 +82,9 @@ def load_settings(
     dicom_thumbnails: bool | None = None,
     deid_profile: str | None = None,
     reversible_tokens: bool | None = None,
+    suppression_threshold: int | None = None,
+    export_format: str | None = None,
+    max_error_rate: float | None = None,
 ) -> PipelineSettings:
     """Explicit arguments win over the environment, which wins over the defaults."""
     env = os.environ if env is None else env
@@ -90,6 +102,15 @@ def load_settings(
         raise ConfigurationError(f"{DEID_PROFILE_VAR} must be one of {', '.join(DEID_PROFILES)}, got {deid_profile!r}")
     if reversible_tokens is None:
         reversible_tokens = _flag(env, REVERSIBLE_TOKENS_VAR, default=False)
+    if suppression_threshold is None:
+        suppression_threshold = _count(env, SUPPRESSION_THRESHOLD_VAR, DEFAULT_SUPPRESSION_THRESHOLD)
+    if suppression_threshold < 0:
+        raise ConfigurationError(f"{SUPPRESSION_THRESHOLD_VAR} must not be negative, got {suppression_threshold}")
+    export_format = (export_format or env.get(EXPORT_FORMAT_VAR) or EXPORT_FORMATS[0]).strip().lower()
+    if export_format not in EXPORT_FORMATS:
+        raise ConfigurationError(f"{EXPORT_FORMAT_VAR} must be one of {', '.join(EXPORT_FORMATS)}, got {export_format!r}")
+    if max_error_rate is None:
+        max_error_rate = _fraction(env, MAX_ERROR_RATE_VAR, DEFAULT_MAX_ERROR_RATE)
     if synthetic_hl7_messages < 0 or synthetic_dicom_files < 0:
         raise ConfigurationError(f"{SYNTHETIC_HL7_MESSAGES_VAR} and {SYNTHETIC_DICOM_FILES_VAR} must not be negative")
 
@@ -105,6 +126,9 @@ def load_settings(
         dicom_thumbnails=dicom_thumbnails,
         deid_profile=deid_profile,
         reversible_tokens=reversible_tokens,
+        suppression_threshold=suppression_threshold,
+        export_format=export_format,
+        max_error_rate=max_error_rate,
     )
 
 
@@ -117,6 +141,17 @@ def _flag(env: Mapping[str, str], variable: str, default: bool) -> bool:
     if raw in ("0", "false", "no", "off"):
         return False
     raise ConfigurationError(f"{variable} must be 1/0, true/false, yes/no or on/off, got {raw!r}")
+
+
+def _fraction(env: Mapping[str, str], variable: str, default: float) -> float:
+    raw = env.get(variable) or str(default)
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value <= 1.0:
+        raise ConfigurationError(f"{variable} must be a fraction between 0 and 1 (0.05 is 5%), got {raw!r}")
+    return value
 
 
 def _count(env: Mapping[str, str], variable: str, default: int) -> int:

@@ -23,7 +23,13 @@ defs = dg.Definitions(
         deidentified.hl7_deidentified_tables,
         deidentified.dicom_deidentified_export,
     ],
-    asset_checks=[checks.hl7_deid_leak_check, checks.dicom_deid_leak_check],
+    asset_checks=[
+        checks.hl7_deid_leak_check,
+        checks.dicom_deid_leak_check,
+        checks.contract_schemas,
+        checks.hl7_error_rate,
+        checks.zones_agree,
+    ],
     resources={"pipeline": PipelineConfig(), "ray_engine": RayResource(), "privacy": _privacy},
     # One process per run, so Ray starts once per run rather than once per step.
     executor=dg.in_process_executor,

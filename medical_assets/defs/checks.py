@@ -2,12 +2,17 @@
 de-identified zone, the run fails before anything downstream reads the leak."""
 
 import dagster as dg
+import pyarrow as pa
 
 from medical_assets.defs.audit import audited_phi_read
 from medical_assets.defs.deidentified import DEID_FILES, deid_key
 from medical_assets.defs.resources import PipelineConfig
 from medical_assets.privacy.leaks import LeakScanner, collect_identifiers
-from medical_assets.storage import read_table
+from medical_assets.dicom.deidentify import DEID_DICOM_IMAGES
+from medical_assets.dicom.tables import TABLES as DICOM_TABLES
+from medical_assets.hl7.tables import TABLES as HL7_TABLES
+from medical_assets.privacy.hl7_deid import DEID_HL7_TABLES
+from medical_assets.storage import count_rows, read_table
 
 # PHI tables the identifiers come from (absent ones are skipped: a site may have no DICOM).
 _IDENTIFIER_SOURCES = ("hl7_messages", "hl7_encounters", "hl7_lab_results", "hl7_pharmacy_orders", "dicom_images")
@@ -65,3 +70,105 @@ dicom_deid_leak_check = _leak_check(
     ["dicom_images", "dicom_thumbnails", DEID_FILES],
     ["dicom_thumbnails", "dicom_files"],
 )
+
+
+# Contract tables and the schema each must have, per zone.
+_CONTRACT_TABLES = {
+    **{("phi", name): schema for name, schema in HL7_TABLES.items()},
+    **{("phi", name): schema for name, schema in DICOM_TABLES.items()},
+    **{("deid", name): schema for name, schema in DEID_HL7_TABLES.items()},
+    ("deid", "dicom_images"): DEID_DICOM_IMAGES,
+}
+
+
+def _asset_key_of(zone: str, table: str) -> dg.AssetKey:
+    return deid_key(table) if zone == "deid" else dg.AssetKey(table)
+
+
+@dg.multi_asset_check(
+    specs=[
+        dg.AssetCheckSpec(
+            "schema_matches_contract",
+            asset=_asset_key_of(zone, table),
+            description="The published Parquet files have exactly the columns and types of the contract (DESIGN.md, Contract 3).",
+        )
+        for zone, table in _CONTRACT_TABLES
+    ]
+)
+def contract_schemas(context: dg.AssetCheckExecutionContext, pipeline: PipelineConfig):
+    settings = pipeline.settings()
+    for (zone, table), expected in _CONTRACT_TABLES.items():
+        location = settings.zone(zone).child(table)
+        if not location.exists():
+            yield dg.AssetCheckResult(
+                asset_key=_asset_key_of(zone, table), check_name="schema_matches_contract", passed=False,
+                metadata={"problem": "table not published"},
+            )
+            continue
+        found = read_table(location).schema
+        problems = schema_differences(expected, found)
+        yield dg.AssetCheckResult(
+            asset_key=_asset_key_of(zone, table),
+            check_name="schema_matches_contract",
+            passed=not problems,
+            metadata={"problems": dg.MetadataValue.md("\n".join(f"- {p}" for p in problems) or "none")},
+        )
+
+
+def schema_differences(expected: pa.Schema, found: pa.Schema) -> list[str]:
+    """Column by column, what differs (names and types only: schema metadata is free to vary)."""
+    problems = [f"missing column `{f.name}`" for f in expected if f.name not in found.names]
+    problems += [f"unexpected column `{f.name}`" for f in found if f.name not in expected.names]
+    problems += [
+        f"`{f.name}` is {found.field(f.name).type}, the contract says {f.type}"
+        for f in expected
+        if f.name in found.names and not found.field(f.name).type.equals(f.type)
+    ]
+    return problems
+
+
+@dg.asset_check(
+    asset="hl7_messages",
+    additional_deps=["hl7_errors"],
+    description=(
+        "The share of HL7 messages (and unreadable files) that landed in hl7_errors stays under "
+        "MEDICAL_ASSETS_MAX_ERROR_RATE (default 5%). A warning, not a stop: the good messages are still good."
+    ),
+)
+def hl7_error_rate(pipeline: PipelineConfig) -> dg.AssetCheckResult:
+    settings = pipeline.settings()
+    phi = settings.zone("phi")
+    messages = count_rows(phi.child("hl7_messages"))
+    errors = count_rows(phi.child("hl7_errors"))
+    rate = errors / (messages + errors) if messages + errors else 0.0
+    return dg.AssetCheckResult(
+        passed=rate <= settings.max_error_rate,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={"error rate": rate, "threshold": settings.max_error_rate, "messages": messages, "errors": errors},
+    )
+
+
+@dg.asset_check(
+    asset=deid_key("hl7_messages"),
+    additional_deps=["hl7_messages", deid_key("dicom_images"), "dicom_images", "dicom_deid_excluded"],
+    blocking=True,
+    description=(
+        "Every parsed record reached the de-identified zone or is explained: deid hl7_messages has one row per "
+        "PHI hl7_messages row; every PHI dicom_images row is exported or listed in dicom_deid_excluded."
+    ),
+)
+def zones_agree(pipeline: PipelineConfig) -> dg.AssetCheckResult:
+    settings = pipeline.settings()
+    phi, deid = settings.zone("phi"), settings.zone("deid")
+    counts = {
+        "phi hl7_messages": count_rows(phi.child("hl7_messages")),
+        "deid hl7_messages": count_rows(deid.child("hl7_messages")),
+        "phi dicom_images": count_rows(phi.child("dicom_images")),
+        "deid dicom_images": count_rows(deid.child("dicom_images")),
+        "dicom_deid_excluded": count_rows(phi.child("dicom_deid_excluded")),
+    }
+    passed = (
+        counts["phi hl7_messages"] == counts["deid hl7_messages"]
+        and counts["phi dicom_images"] == counts["deid dicom_images"] + counts["dicom_deid_excluded"]
+    )
+    return dg.AssetCheckResult(passed=passed, metadata=counts)

@@ -52,6 +52,16 @@ class PipelineConfig(dg.ConfigurableResource):
         description="Also write patient tokens the key holder can open (AES-SIV); default MEDICAL_ASSETS_REVERSIBLE_TOKENS or off",
     )
 
+    suppression_threshold: int | None = Field(
+        default=None, description="Published counts from 1 to this are suppressed; default MEDICAL_ASSETS_SUPPRESSION_THRESHOLD or 10"
+    )
+    export_format: str | None = Field(
+        default=None, description="parquet (default), csv or jsonl for the analytics tables; default MEDICAL_ASSETS_EXPORT_FORMAT"
+    )
+    max_error_rate: float | None = Field(
+        default=None, description="Share of HL7 messages in hl7_errors above which a check warns; default MEDICAL_ASSETS_MAX_ERROR_RATE or 0.05"
+    )
+
     def settings(self) -> PipelineSettings:
         with configuration_failure():
             return load_settings(
@@ -63,6 +73,9 @@ class PipelineConfig(dg.ConfigurableResource):
                 dicom_thumbnails=self.dicom_thumbnails,
                 deid_profile=self.deid_profile,
                 reversible_tokens=self.reversible_tokens,
+                suppression_threshold=self.suppression_threshold,
+                export_format=self.export_format,
+                max_error_rate=self.max_error_rate,
             )
 
     def readable_hl7_source(self) -> PipelineSettings:

@@ -70,3 +70,18 @@ def test_the_leak_checks_block_the_deid_zone():
     assert set(specs) == {"no_identifiers_leaked_hl7", "no_identifiers_leaked_dicom"}
     assert all(spec.blocking for spec in specs.values())
     assert specs["no_identifiers_leaked_hl7"].asset_key == dg.AssetKey(["deid", "hl7_messages"])
+
+
+def test_schema_differences_name_each_problem():
+    import pyarrow as pa
+
+    from medical_assets.defs.checks import schema_differences
+
+    expected = pa.schema([("a", pa.string()), ("b", pa.int32())])
+    assert schema_differences(expected, expected.with_metadata({b"x": b"y"})) == []
+    found = pa.schema([("a", pa.large_string()), ("c", pa.int32())])
+    assert schema_differences(expected, found) == [
+        "missing column `b`",
+        "unexpected column `c`",
+        "`a` is large_string, the contract says string",
+    ]
