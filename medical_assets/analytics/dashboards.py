@@ -59,6 +59,7 @@ PNG_SIZES = {
 MAX_PREVIEWS = 24  # thumbnails drawn; more would make the page heavy without telling more
 HISTOGRAM_BINS = 32
 MAX_BARS = 25  # rows of a ranked bar chart (medications, files)
+_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
 
 AGE_BANDS = ("0-17", "18-29", "30-44", "45-64", "65-89", "90+")
 GENDERS = {"F": "Female", "M": "Male", "O": "Other", "U": "Unknown"}
@@ -205,7 +206,7 @@ def _modality(row: dict) -> str:
 
 
 def _ranked(rows: Sequence[dict], value: str) -> list[dict]:
-    """Rows with a count, largest first; ties by label order so the charts are stable."""
+    """Rows with a count, largest first; ties keep the table's order, so the charts are stable."""
     return sorted((row for row in rows if row.get(value) is not None), key=lambda row: -row[value])
 
 
@@ -360,7 +361,7 @@ def _note_html(cells: list[str], suppressed: str, limit: int = 12) -> str:
 
 
 def _chart_html(figure: go.Figure, key: str) -> str:
-    figure.update_layout(template="plotly_white", font_family=_FONT, margin=dict(l=60, r=20, t=50, b=50))
+    figure.update_layout(template="plotly_white", font_family=_FONT, margin={"l": 60, "r": 20, "t": 50, "b": 50})
     return pio.to_html(figure, full_html=False, include_plotlyjs=False, div_id=CHART_IDS[key], config=_CONFIG)
 
 
@@ -386,8 +387,6 @@ def _utilization_html(analytics: Mapping[str, pa.Table], suppressed: str) -> str
     cells = _suppressed_cells(rows, lambda row: f"{_facility(row)} {_text(row.get('month'))}", UTILIZATION_MEASURES)
     return _chart_html(figure, "utilization") + _note_html(cells, suppressed)
 
-
-_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
 
 
 def _demographics_html(analytics: Mapping[str, pa.Table], suppressed: str) -> str:
@@ -528,11 +527,11 @@ def _pixel_statistics_html(rows: list[dict]) -> str:
     figure = go.Figure(
         [
             go.Bar(x=modalities, y=[row["pixel_mean_avg"] for row in shown], name="mean (± mean std)",
-                   error_y=dict(type="data", array=[row.get("pixel_std_avg") for row in shown])),
+                   error_y={"type": "data", "array": [row.get("pixel_std_avg") for row in shown]}),
             go.Scatter(x=modalities, y=[row.get("pixel_min") for row in shown], name="minimum", mode="markers",
-                       marker=dict(symbol="triangle-down", size=11)),
+                       marker={"symbol": "triangle-down", "size": 11}),
             go.Scatter(x=modalities, y=[row.get("pixel_max") for row in shown], name="maximum", mode="markers",
-                       marker=dict(symbol="triangle-up", size=11)),
+                       marker={"symbol": "triangle-up", "size": 11}),
         ]
     )
     figure.update_layout(height=400, title="Stored pixel values per modality (before rescale)", yaxis_title="Stored value")
