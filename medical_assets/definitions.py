@@ -4,7 +4,7 @@ import os
 
 import dagster as dg
 
-from medical_assets.defs import checks, deidentified, parsed, raw
+from medical_assets.defs import checks, deidentified, parsed, raw, schedules
 from medical_assets.defs.resources import PipelineConfig, PrivacyResource, RayResource
 from medical_assets.privacy.keys import PSEUDONYM_KEY_VAR
 
@@ -30,6 +30,9 @@ defs = dg.Definitions(
         checks.hl7_error_rate,
         checks.zones_agree,
     ],
+    jobs=[schedules.full_pipeline_job],
+    schedules=[schedules.nightly_schedule],
+    sensors=[schedules.new_landing_files],
     resources={"pipeline": PipelineConfig(), "ray_engine": RayResource(), "privacy": _privacy},
     # One process per run, so Ray starts once per run rather than once per step.
     executor=dg.in_process_executor,

@@ -92,3 +92,29 @@ def files_from_manifest(manifest: pa.Table) -> list[LandingFile]:
             manifest["path"].to_pylist(), manifest["relative_path"].to_pylist(), manifest["size_bytes"].to_pylist()
         )
     ]
+
+
+def changed_files(current: list[LandingFile], manifest: pa.Table | None) -> list[LandingFile]:
+    """Files that are new, or whose size or modification time differ from the manifest's row."""
+    if manifest is None or manifest.num_rows == 0:
+        return list(current)
+    known = {
+        relative: (size, None if modified is None else int(modified.timestamp() * 1_000_000))
+        for relative, size, modified in zip(
+            manifest["relative_path"].to_pylist(), manifest["size_bytes"].to_pylist(), manifest["modified_time"].to_pylist()
+        )
+    }
+    changed = []
+    for landing_file in current:
+        modified_us = None if landing_file.modified_time_ns is None else landing_file.modified_time_ns // 1000
+        if known.get(landing_file.relative_path) != (landing_file.size_bytes, modified_us):
+            changed.append(landing_file)
+    return changed
+
+
+def run_key_for(kind: str, files: list[LandingFile]) -> str:
+    """The same set of file versions always gives the same key, so a sensor requests it once."""
+    digest = hashlib.sha256(kind.encode())
+    for landing_file in sorted(files, key=lambda f: f.relative_path):
+        digest.update(f"\x1f{landing_file.relative_path}\x1e{landing_file.size_bytes}\x1e{landing_file.modified_time_ns}".encode())
+    return f"{kind}-{digest.hexdigest()[:24]}"

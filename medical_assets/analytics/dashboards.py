@@ -59,7 +59,18 @@ PNG_SIZES = {
 MAX_PREVIEWS = 24  # thumbnails drawn; more would make the page heavy without telling more
 HISTOGRAM_BINS = 32
 MAX_BARS = 25  # rows of a ranked bar chart (medications, files)
-_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
+_COLOURS = (
+    "#1f77b4",
+    "#ff7f0e",
+    "#2ca02c",
+    "#d62728",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#7f7f7f",
+    "#bcbd22",
+    "#17becf",
+)
 
 AGE_BANDS = ("0-17", "18-29", "30-44", "45-64", "65-89", "90+")
 GENDERS = {"F": "Female", "M": "Male", "O": "Other", "U": "Unknown"}
@@ -162,7 +173,13 @@ def _suppressed_cells(rows: Sequence[dict], label: Callable[[dict], str], column
     return [f"{label(row)}: {title}" for row in rows for column, title in columns.items() if row.get(column) is None]
 
 
-def _pivot(rows: Sequence[dict], index: Sequence[str], series_of: Callable[[dict], str], index_of: Callable[[dict], str], value: str) -> dict[str, list]:
+def _pivot(
+    rows: Sequence[dict],
+    index: Sequence[str],
+    series_of: Callable[[dict], str],
+    index_of: Callable[[dict], str],
+    value: str,
+) -> dict[str, list]:
     """For each series in first-seen order, its values along `index`; None where suppressed or absent."""
     series: dict[str, dict[str, object]] = {}
     for row in rows:
@@ -234,7 +251,9 @@ def _previews(thumbnails: pa.Table | None, images: pa.Table | None) -> list[_Pre
             continue
         modality = cleared[uid] if cleared is not None else "image"
         by_modality.setdefault(modality, []).append((uid or "", image))
-    chosen = _round_robin({modality: sorted(items, key=lambda item: item[0]) for modality, items in sorted(by_modality.items())})
+    chosen = _round_robin(
+        {modality: sorted(items, key=lambda item: item[0]) for modality, items in sorted(by_modality.items())}
+    )
     return [
         _preview(f"{modality} {index}", image)
         for modality, items in chosen.items()
@@ -324,7 +343,8 @@ def _page(header: str, sections: list[str]) -> str:
 
 def _header_html(metadata: Mapping[str, str], suppressed: str) -> str:
     entries = "".join(
-        f"<dt>{html.escape(label)}</dt><dd>{html.escape(str(value))}</dd>" for label, value in _metadata_entries(metadata)
+        f"<dt>{html.escape(label)}</dt><dd>{html.escape(str(value))}</dd>"
+        for label, value in _metadata_entries(metadata)
     )
     return (
         "<header><h1>De-identified analytics</h1>"
@@ -376,17 +396,22 @@ def _utilization_html(analytics: Mapping[str, pa.Table], suppressed: str) -> str
         for colour, (facility, values) in enumerate(series.items()):
             figure.add_trace(
                 go.Scatter(
-                    x=months, y=values, name=facility, legendgroup=facility, showlegend=position == 0,
-                    mode="lines+markers", line_color=_COLOURS[colour % len(_COLOURS)],
+                    x=months,
+                    y=values,
+                    name=facility,
+                    legendgroup=facility,
+                    showlegend=position == 0,
+                    mode="lines+markers",
+                    line_color=_COLOURS[colour % len(_COLOURS)],
                     hovertemplate=f"{html.escape(facility)}<br>%{{x}}: %{{y}}<extra></extra>",
                 ),
-                row=position // 3 + 1, col=position % 3 + 1,
+                row=position // 3 + 1,
+                col=position % 3 + 1,
             )
     figure.update_yaxes(rangemode="tozero")
     figure.update_layout(height=620, title="Per facility and month")
     cells = _suppressed_cells(rows, lambda row: f"{_facility(row)} {_text(row.get('month'))}", UTILIZATION_MEASURES)
     return _chart_html(figure, "utilization") + _note_html(cells, suppressed)
-
 
 
 def _demographics_html(analytics: Mapping[str, pa.Table], suppressed: str) -> str:
@@ -397,12 +422,21 @@ def _demographics_html(analytics: Mapping[str, pa.Table], suppressed: str) -> st
     figure = go.Figure(
         [
             go.Bar(x=bands, y=values, name=gender)
-            for gender, values in _pivot(rows, bands, _gender, lambda row: _text(row.get("age_band")), "patients").items()
+            for gender, values in _pivot(
+                rows, bands, _gender, lambda row: _text(row.get("age_band")), "patients"
+            ).items()
         ]
     )
-    figure.update_layout(height=420, barmode="group", title="Patients by gender and age band",
-                         xaxis_title="Age band (at the latest message)", yaxis_title="Patients")
-    cells = _suppressed_cells(rows, lambda row: f"{_gender(row)} {_text(row.get('age_band'))}", {"patients": "patients"})
+    figure.update_layout(
+        height=420,
+        barmode="group",
+        title="Patients by gender and age band",
+        xaxis_title="Age band (at the latest message)",
+        yaxis_title="Patients",
+    )
+    cells = _suppressed_cells(
+        rows, lambda row: f"{_gender(row)} {_text(row.get('age_band'))}", {"patients": "patients"}
+    )
     return _chart_html(figure, "demographics") + _note_html(cells, suppressed)
 
 
@@ -413,13 +447,17 @@ def _message_types_html(analytics: Mapping[str, pa.Table], suppressed: str) -> s
     shown = list(reversed(_ranked(rows, "messages")))
     figure = go.Figure(
         go.Bar(
-            y=[_message_type_label(row) for row in shown], x=[row["messages"] for row in shown], orientation="h",
-            text=[_percent(row.get("share")) for row in shown], textposition="auto",
+            y=[_message_type_label(row) for row in shown],
+            x=[row["messages"] for row in shown],
+            orientation="h",
+            text=[_percent(row.get("share")) for row in shown],
+            textposition="auto",
             hovertemplate="%{y}: %{x} messages (%{text})<extra></extra>",
         )
     )
-    figure.update_layout(height=max(300, 32 * len(shown) + 120), title="Messages by type and HL7 version",
-                         xaxis_title="Messages")
+    figure.update_layout(
+        height=max(300, 32 * len(shown) + 120), title="Messages by type and HL7 version", xaxis_title="Messages"
+    )
     cells = _suppressed_cells(rows, _message_type_label, {"messages": "messages"})
     return _chart_html(figure, "message_types") + _note_html(cells, suppressed)
 
@@ -434,16 +472,31 @@ def _labs_html(analytics: Mapping[str, pa.Table], suppressed: str) -> str:
         return _empty_html("No lab results yet: the lab table is empty.")
     by_volume = list(reversed(_ranked(rows, "results")))
     with_rate = [row for row in by_volume if row.get("abnormal_rate") is not None]
-    figure = make_subplots(rows=1, cols=2, subplot_titles=["Results per test", "Abnormal rate per test"], horizontal_spacing=0.25)
-    figure.add_trace(
-        go.Bar(y=[_lab_label(row) for row in by_volume], x=[row["results"] for row in by_volume], orientation="h",
-               name="results", hovertemplate="%{y}: %{x} results<extra></extra>"),
-        row=1, col=1,
+    figure = make_subplots(
+        rows=1, cols=2, subplot_titles=["Results per test", "Abnormal rate per test"], horizontal_spacing=0.25
     )
     figure.add_trace(
-        go.Bar(y=[_lab_label(row) for row in with_rate], x=[row["abnormal_rate"] for row in with_rate], orientation="h",
-               name="abnormal rate", marker_color="#d62728", hovertemplate="%{y}: %{x:.1%} abnormal<extra></extra>"),
-        row=1, col=2,
+        go.Bar(
+            y=[_lab_label(row) for row in by_volume],
+            x=[row["results"] for row in by_volume],
+            orientation="h",
+            name="results",
+            hovertemplate="%{y}: %{x} results<extra></extra>",
+        ),
+        row=1,
+        col=1,
+    )
+    figure.add_trace(
+        go.Bar(
+            y=[_lab_label(row) for row in with_rate],
+            x=[row["abnormal_rate"] for row in with_rate],
+            orientation="h",
+            name="abnormal rate",
+            marker_color="#d62728",
+            hovertemplate="%{y}: %{x:.1%} abnormal<extra></extra>",
+        ),
+        row=1,
+        col=2,
     )
     figure.update_xaxes(tickformat=".0%", row=1, col=2)
     figure.update_layout(height=max(320, 28 * len(by_volume) + 140), showlegend=False, title="Volume and abnormal rate")
@@ -456,20 +509,34 @@ def _lab_values_html(rows: list[dict]) -> str:
     if not numeric:
         return _empty_html("No numeric lab values to show a distribution of.")
     columns = min(4, len(numeric))
-    figure = make_subplots(rows=math.ceil(len(numeric) / columns), cols=columns,
-                           subplot_titles=[_lab_label(row) for row in numeric], vertical_spacing=0.12)
+    figure = make_subplots(
+        rows=math.ceil(len(numeric) / columns),
+        cols=columns,
+        subplot_titles=[_lab_label(row) for row in numeric],
+        vertical_spacing=0.12,
+    )
     for position, row in enumerate(numeric):
         figure.add_trace(
             go.Box(
-                x=[_lab_label(row)], q1=[row.get("value_p25")], median=[row["value_median"]], q3=[row.get("value_p75")],
-                lowerfence=[row.get("value_p05")], upperfence=[row.get("value_p95")], mean=[row.get("value_mean")],
-                name=_lab_label(row), marker_color=_COLOURS[position % len(_COLOURS)],
+                x=[_lab_label(row)],
+                q1=[row.get("value_p25")],
+                median=[row["value_median"]],
+                q3=[row.get("value_p75")],
+                lowerfence=[row.get("value_p05")],
+                upperfence=[row.get("value_p95")],
+                mean=[row.get("value_mean")],
+                name=_lab_label(row),
+                marker_color=_COLOURS[position % len(_COLOURS)],
             ),
-            row=position // columns + 1, col=position % columns + 1,
+            row=position // columns + 1,
+            col=position % columns + 1,
         )
     figure.update_xaxes(showticklabels=False)
-    figure.update_layout(height=260 * math.ceil(len(numeric) / columns) + 80, showlegend=False,
-                         title="Value distribution per test: whiskers 5th-95th percentile, box quartiles, dashed line mean")
+    figure.update_layout(
+        height=260 * math.ceil(len(numeric) / columns) + 80,
+        showlegend=False,
+        title="Value distribution per test: whiskers 5th-95th percentile, box quartiles, dashed line mean",
+    )
     figure.update_traces(boxmean=True)
     return _chart_html(figure, "lab_values")
 
@@ -483,10 +550,16 @@ def _pharmacy_html(analytics: Mapping[str, pa.Table], suppressed: str) -> str:
     figure = go.Figure(
         [go.Bar(y=medications[::-1], x=values[::-1], name=route, orientation="h") for route, values in series.items()]
     )
-    figure.update_layout(height=max(320, 28 * len(medications) + 140), barmode="stack",
-                         title=f"Top {len(medications)} medications by orders, by route", xaxis_title="Orders",
-                         legend_title="Route")
-    cells = _suppressed_cells(rows, lambda row: f"{_medication(row)} {_text(row.get('route'), 'no route')}", {"orders": "orders"})
+    figure.update_layout(
+        height=max(320, 28 * len(medications) + 140),
+        barmode="stack",
+        title=f"Top {len(medications)} medications by orders, by route",
+        xaxis_title="Orders",
+        legend_title="Route",
+    )
+    cells = _suppressed_cells(
+        rows, lambda row: f"{_medication(row)} {_text(row.get('route'), 'no route')}", {"orders": "orders"}
+    )
     return _chart_html(figure, "pharmacy") + _note_html(cells, suppressed)
 
 
@@ -505,11 +578,14 @@ def _imaging_html(analytics: Mapping[str, pa.Table], suppressed: str) -> str:
         return _empty_html("No DICOM images yet: the imaging tables are empty.")
     modalities = [_modality(row) for row in rows]
     figure = go.Figure(
-        [go.Bar(x=modalities, y=[row.get(measure) for row in rows], name=measure.title())
-         for measure in ("studies", "images", "frames")]
+        [
+            go.Bar(x=modalities, y=[row.get(measure) for row in rows], name=measure.title())
+            for measure in ("studies", "images", "frames")
+        ]
     )
-    figure.update_layout(height=400, barmode="group", title="Studies, images and frames per modality",
-                         yaxis_title="Count")
+    figure.update_layout(
+        height=400, barmode="group", title="Studies, images and frames per modality", yaxis_title="Count"
+    )
     columns = {"studies": "studies", "images": "images", "frames": "frames"}
     return (
         _chart_html(figure, "imaging")
@@ -526,15 +602,31 @@ def _pixel_statistics_html(rows: list[dict]) -> str:
     modalities = [_modality(row) for row in shown]
     figure = go.Figure(
         [
-            go.Bar(x=modalities, y=[row["pixel_mean_avg"] for row in shown], name="mean (± mean std)",
-                   error_y={"type": "data", "array": [row.get("pixel_std_avg") for row in shown]}),
-            go.Scatter(x=modalities, y=[row.get("pixel_min") for row in shown], name="minimum", mode="markers",
-                       marker={"symbol": "triangle-down", "size": 11}),
-            go.Scatter(x=modalities, y=[row.get("pixel_max") for row in shown], name="maximum", mode="markers",
-                       marker={"symbol": "triangle-up", "size": 11}),
+            go.Bar(
+                x=modalities,
+                y=[row["pixel_mean_avg"] for row in shown],
+                name="mean (± mean std)",
+                error_y={"type": "data", "array": [row.get("pixel_std_avg") for row in shown]},
+            ),
+            go.Scatter(
+                x=modalities,
+                y=[row.get("pixel_min") for row in shown],
+                name="minimum",
+                mode="markers",
+                marker={"symbol": "triangle-down", "size": 11},
+            ),
+            go.Scatter(
+                x=modalities,
+                y=[row.get("pixel_max") for row in shown],
+                name="maximum",
+                mode="markers",
+                marker={"symbol": "triangle-up", "size": 11},
+            ),
         ]
     )
-    figure.update_layout(height=400, title="Stored pixel values per modality (before rescale)", yaxis_title="Stored value")
+    figure.update_layout(
+        height=400, title="Stored pixel values per modality (before rescale)", yaxis_title="Stored value"
+    )
     return _chart_html(figure, "pixel_statistics")
 
 
@@ -544,8 +636,13 @@ def _transfer_syntaxes_html(rows: list[dict], suppressed: str) -> str:
     modalities = sorted({_modality(row) for row in rows})
     series = _pivot(rows, modalities, _syntax, _modality, "images")
     figure = go.Figure([go.Bar(x=modalities, y=values, name=syntax) for syntax, values in series.items()])
-    figure.update_layout(height=420, barmode="stack", title="Images per transfer syntax and modality",
-                         yaxis_title="Images", legend_title="Transfer syntax")
+    figure.update_layout(
+        height=420,
+        barmode="stack",
+        title="Images per transfer syntax and modality",
+        yaxis_title="Images",
+        legend_title="Transfer syntax",
+    )
     cells = _suppressed_cells(rows, lambda row: f"{_modality(row)} {_syntax(row)}", {"images": "images"})
     return _chart_html(figure, "transfer_syntaxes") + _note_html(cells, suppressed)
 
@@ -565,10 +662,28 @@ def _quality_facilities_html(rows: list[dict], suppressed: str) -> str:
         return _empty_html("No data-quality figures per facility yet.")
     facilities = [_quality_facility(row) for row in rows]
     figure = make_subplots(rows=1, cols=2, subplot_titles=["Parse-error rate", "Mean validation score"])
-    figure.add_trace(go.Bar(x=facilities, y=[row.get("error_rate") for row in rows], name="error rate",
-                            marker_color="#d62728", hovertemplate="%{x}: %{y:.2%}<extra></extra>"), row=1, col=1)
-    figure.add_trace(go.Bar(x=facilities, y=[row.get("mean_validation_score") for row in rows], name="validation score",
-                            marker_color="#2ca02c", hovertemplate="%{x}: %{y:.3f}<extra></extra>"), row=1, col=2)
+    figure.add_trace(
+        go.Bar(
+            x=facilities,
+            y=[row.get("error_rate") for row in rows],
+            name="error rate",
+            marker_color="#d62728",
+            hovertemplate="%{x}: %{y:.2%}<extra></extra>",
+        ),
+        row=1,
+        col=1,
+    )
+    figure.add_trace(
+        go.Bar(
+            x=facilities,
+            y=[row.get("mean_validation_score") for row in rows],
+            name="validation score",
+            marker_color="#2ca02c",
+            hovertemplate="%{x}: %{y:.3f}<extra></extra>",
+        ),
+        row=1,
+        col=2,
+    )
     figure.update_yaxes(tickformat=".1%", rangemode="tozero", row=1, col=1)
     figure.update_yaxes(range=[0, 1], row=1, col=2)
     figure.update_layout(height=400, showlegend=False, title="Per sending facility")
@@ -587,14 +702,24 @@ def _quality_files_html(rows: list[dict], suppressed: str) -> str:
     worst = sorted(worst, key=lambda row: (-row["error_rate"], _text(row.get("source_file_token"))))[:MAX_BARS][::-1]
     figure = go.Figure(
         go.Bar(
-            y=[_text(row.get("source_file_token"), "no token") for row in worst], x=[row["error_rate"] for row in worst],
-            orientation="h", marker_color="#d62728", customdata=[_facility(row) for row in worst],
+            y=[_text(row.get("source_file_token"), "no token") for row in worst],
+            x=[row["error_rate"] for row in worst],
+            orientation="h",
+            marker_color="#d62728",
+            customdata=[_facility(row) for row in worst],
             hovertemplate="file %{y} (%{customdata}): %{x:.2%}<extra></extra>",
         )
     )
     figure.update_xaxes(tickformat=".1%", rangemode="tozero")
-    figure.update_layout(height=max(320, 24 * len(worst) + 140), title=f"Parse-error rate of the {len(worst)} worst source files (keyed file tokens)")
-    cells = _suppressed_cells(rows, lambda row: f"file {_text(row.get('source_file_token'), 'no token')}", {"messages": "messages", "errors": "errors"})
+    figure.update_layout(
+        height=max(320, 24 * len(worst) + 140),
+        title=f"Parse-error rate of the {len(worst)} worst source files (keyed file tokens)",
+    )
+    cells = _suppressed_cells(
+        rows,
+        lambda row: f"file {_text(row.get('source_file_token'), 'no token')}",
+        {"messages": "messages", "errors": "errors"},
+    )
     return _chart_html(figure, "quality_files") + _note_html(cells, suppressed, limit=5)
 
 
@@ -603,22 +728,40 @@ def _preview_html(previews: list[_Preview]) -> str:
         return _empty_html("No images cleared for export yet: nothing to preview.")
     rows, columns = _grid_shape(len(previews))
     titles = [preview.label for preview in previews] + [""] * (rows * columns - len(previews))
-    subplot_titles = [title for start in range(0, len(titles), columns) for title in titles[start : start + columns] + [""] * columns]
-    figure = make_subplots(rows=2 * rows, cols=columns, subplot_titles=subplot_titles, row_heights=[3, 1] * rows,
-                           vertical_spacing=0.03, horizontal_spacing=0.03)
+    subplot_titles = [
+        title for start in range(0, len(titles), columns) for title in titles[start : start + columns] + [""] * columns
+    ]
+    figure = make_subplots(
+        rows=2 * rows,
+        cols=columns,
+        subplot_titles=subplot_titles,
+        row_heights=[3, 1] * rows,
+        vertical_spacing=0.03,
+        horizontal_spacing=0.03,
+    )
     centres = ((np.arange(HISTOGRAM_BINS) + 0.5) / HISTOGRAM_BINS).round(4).tolist()
     for position, preview in enumerate(previews):
         row, column = 2 * (position // columns) + 1, position % columns + 1
         figure.add_trace(go.Image(source=_png_data_uri(preview.pixels), hoverinfo="skip"), row=row, col=column)
         figure.add_trace(
-            go.Bar(x=centres, y=preview.histogram.tolist(), marker_color="#52606d", width=1 / HISTOGRAM_BINS,
-                   hovertemplate="intensity %{x:.2f}: %{y} pixels<extra></extra>"),
-            row=row + 1, col=column,
+            go.Bar(
+                x=centres,
+                y=preview.histogram.tolist(),
+                marker_color="#52606d",
+                width=1 / HISTOGRAM_BINS,
+                hovertemplate="intensity %{x:.2f}: %{y} pixels<extra></extra>",
+            ),
+            row=row + 1,
+            col=column,
         )
     figure.update_xaxes(showticklabels=False)
     figure.update_yaxes(showticklabels=False)
-    figure.update_layout(height=300 * rows + 60, showlegend=False, bargap=0,
-                         title="Middle frame of each image (64 x 64, normalised) and its intensity histogram")
+    figure.update_layout(
+        height=300 * rows + 60,
+        showlegend=False,
+        bargap=0,
+        title="Middle frame of each image (64 x 64, normalised) and its intensity histogram",
+    )
     note = '<p class="note">Only images cleared for export are shown, labelled by modality and index.</p>'
     return _chart_html(figure, "dicom_preview") + note
 
@@ -721,13 +864,19 @@ def _labs_png(analytics: Mapping[str, pa.Table], suppressed: str) -> Figure:
     volume_axes.barh([_lab_label(row) for row in by_volume], [row["results"] for row in by_volume], color=_COLOURS[0])
     volume_axes.set_title("Results per test")
     with_rate = [row for row in by_volume if row.get("abnormal_rate") is not None]
-    rate_axes.barh([_lab_label(row) for row in with_rate], [100 * row["abnormal_rate"] for row in with_rate], color="#d62728")
+    rate_axes.barh(
+        [_lab_label(row) for row in with_rate], [100 * row["abnormal_rate"] for row in with_rate], color="#d62728"
+    )
     rate_axes.set_title("Abnormal rate per test (%)")
     for axes in (volume_axes, rate_axes):
         axes.tick_params(axis="y", labelsize=8)
         axes.grid(axis="x", alpha=0.3)
     _lab_boxes_png(bottom, rows)
-    _footnote(figure, _suppressed_cells(rows, _lab_label, {"results": "results", "abnormal_results": "abnormal results"}), suppressed)
+    _footnote(
+        figure,
+        _suppressed_cells(rows, _lab_label, {"results": "results", "abnormal_results": "abnormal results"}),
+        suppressed,
+    )
     return figure
 
 
@@ -738,7 +887,9 @@ def _lab_boxes_png(subfigure, rows: list[dict]) -> None:
         axes.set_axis_off()
         axes.text(0.5, 0.5, "No numeric lab values", ha="center", va="center", fontsize=13, color="#52606d")
         return
-    subfigure.suptitle("Value distribution of the most frequent numeric tests (whiskers 5th-95th percentile)", fontsize=11)
+    subfigure.suptitle(
+        "Value distribution of the most frequent numeric tests (whiskers 5th-95th percentile)", fontsize=11
+    )
     grid = subfigure.subplots(1, len(numeric), squeeze=False)[0]
     for axes, row in zip(grid, numeric):
         axes.bxp([_box_stats(row)], showmeans=row.get("value_mean") is not None, showfliers=False)
@@ -793,8 +944,14 @@ def _pixel_statistics_png(axes, rows: list[dict]) -> None:
         axes.text(0.5, 0.5, "No pixel statistics", ha="center", va="center", transform=axes.transAxes)
         return
     positions = np.arange(len(shown))
-    axes.errorbar(positions, [row["pixel_mean_avg"] for row in shown],
-                  yerr=_floats([row.get("pixel_std_avg") for row in shown]), fmt="o", capsize=5, label="mean ± std")
+    axes.errorbar(
+        positions,
+        [row["pixel_mean_avg"] for row in shown],
+        yerr=_floats([row.get("pixel_std_avg") for row in shown]),
+        fmt="o",
+        capsize=5,
+        label="mean ± std",
+    )
     axes.scatter(positions, _floats([row.get("pixel_min") for row in shown]), marker="v", label="minimum")
     axes.scatter(positions, _floats([row.get("pixel_max") for row in shown]), marker="^", label="maximum")
     axes.set_xticks(positions, [_modality(row) for row in shown])
