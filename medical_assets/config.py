@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import pyarrow.fs as pafs
 
+from medical_assets.analytics.suppression import DEFAULT_THRESHOLD
 from medical_assets.storage import Location, resolve_location
 
 DATA_DIR_VAR = "MEDICAL_ASSETS_DATA_DIR"
@@ -28,7 +29,7 @@ DEFAULT_SYNTHETIC_DICOM_FILES = 300
 # safe_harbor: HIPAA Safe Harbor (years only). date_shift: full dates shifted per patient, for
 # longitudinal research under a data use agreement (not Safe Harbor).
 DEID_PROFILES = ("safe_harbor", "date_shift")
-DEFAULT_SUPPRESSION_THRESHOLD = 10  # CMS cell-size rule: counts 1 to 10 are not published
+DEFAULT_SUPPRESSION_THRESHOLD = DEFAULT_THRESHOLD  # CMS cell-size rule: counts 1 to 10 are not published
 EXPORT_FORMATS = ("parquet", "csv", "jsonl")
 DEFAULT_MAX_ERROR_RATE = 0.05
 

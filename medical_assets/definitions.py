@@ -4,7 +4,7 @@ import os
 
 import dagster as dg
 
-from medical_assets.defs import checks, deidentified, parsed, raw, schedules
+from medical_assets.defs import analytics, checks, deidentified, parsed, raw, reports, schedules
 from medical_assets.defs.resources import PipelineConfig, PrivacyResource, RayResource
 from medical_assets.privacy.keys import PSEUDONYM_KEY_VAR
 
@@ -22,10 +22,14 @@ defs = dg.Definitions(
         parsed.dicom_parsed_tables,
         deidentified.hl7_deidentified_tables,
         deidentified.dicom_deidentified_export,
+        analytics.analytics_tables,
+        reports.dashboards,
     ],
     asset_checks=[
         checks.hl7_deid_leak_check,
         checks.dicom_deid_leak_check,
+        checks.analytics_leak_check,
+        checks.reports_leak_check,
         checks.contract_schemas,
         checks.hl7_error_rate,
         checks.zones_agree,

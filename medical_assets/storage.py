@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 
 STAGING_DIR = ".staging"
 COMMIT_MARKER = "_COMMITTED.json"
+PUBLISHED_SUFFIX = ".published"  # <table>.published in a staging folder: the table is in place
 EMPTY_PART = "part-empty.parquet"
 
 
@@ -122,7 +123,8 @@ class TablePublication:
     1. writers put each table's files under `<zone>/.staging/<run>/<table>/`;
     2. `commit` writes a marker naming the tables: from then on the run counts as finished;
     3. each table is swapped: the old folder moves to `.staging/<run>/replaced/<table>`,
-       the staged one moves to `<zone>/<table>`;
+       the staged one moves to `<zone>/<table>`; on an object store a move is a copy then a
+       delete, and `.staging/<run>/<table>.published` says the copy is complete before the delete;
     4. the staging folder is deleted.
     A run that died before 2 is discarded by the next `recover`; one that died after 2 is
     rolled forward, so every table ends either as before or as the finished run leaves it.
@@ -182,14 +184,17 @@ def _roll_forward(zone: Location, staging: Location, tables: Iterable[str]) -> N
     fs = zone.filesystem
     for table in tables:
         staged, final = staging.child(table), zone.child(table)
-        if not staged.exists():
-            continue  # already swapped before an interruption
+        published = staging.child(table + PUBLISHED_SUFFIX)
+        if not staged.exists() or published.exists():
+            # Already swapped before an interruption; on an object store, what is left of the
+            # staged copy is a part-deleted duplicate, never to be published again.
+            continue
         if final.exists():
             replaced = staging.child("replaced", table)
             replaced.delete()
             Location(fs, posixpath.dirname(replaced.path)).makedirs()
             _move_dir(fs, final.path, replaced.path)
-        _move_dir(fs, staged.path, final.path)
+        _move_dir(fs, staged.path, final.path, copied=published)
     staging.delete()
     _delete_if_empty(zone.child(STAGING_DIR))
 
@@ -200,16 +205,24 @@ def _delete_if_empty(folder: Location) -> None:
         folder.delete()
 
 
-def _move_dir(fs: pafs.FileSystem, source: str, destination: str) -> None:
+def _move_dir(fs: pafs.FileSystem, source: str, destination: str, copied: Location | None = None) -> None:
     if _supports_rename(fs):
         fs.move(source, destination)
         return
-    # Object stores have no directory rename: copy every object, then delete the source.
+    # Object stores have no directory rename: copy every object, then delete the source. A kill
+    # during the delete leaves part of the source behind: `copied` is written in between, so that
+    # a recovery knows the destination is complete rather than copy the remains over it.
     fs.create_dir(destination, recursive=True)
     for info in fs.get_file_info(pafs.FileSelector(source, recursive=True)):
         if info.type == pafs.FileType.File:
             fs.copy_file(info.path, destination + info.path[len(source) :])
-    fs.delete_dir(source)
+    if copied is not None:
+        copied.write_bytes_atomically(b"")
+    _delete_dir(fs, source)
+
+
+def _delete_dir(fs: pafs.FileSystem, path: str) -> None:
+    fs.delete_dir(path)
 
 
 def _supports_rename(fs: pafs.FileSystem) -> bool:

@@ -1,11 +1,14 @@
 import json
 
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pytest
 
+from medical_assets import storage
 from medical_assets.storage import (
     COMMIT_MARKER,
     STAGING_DIR,
+    Location,
     TablePublication,
     read_table,
     resolve_location,
@@ -78,6 +81,39 @@ def test_recover_rolls_forward_a_run_killed_between_two_table_swaps(zone):
     assert read_table(zone.child("a"))["id"].to_pylist() == [2]
     assert read_table(zone.child("b"))["id"].to_pylist() == [2]
     assert not new.staging.exists()
+
+
+class _Killed(BaseException):
+    pass
+
+
+def test_object_store_recovery_after_a_kill_while_the_staged_copy_is_deleted(tmp_path, monkeypatch):
+    """On an object store a table is copied into place, then its staged copy deleted object by
+    object: a kill during that delete must not let the recovery publish what is left of it."""
+    # Not a LocalFileSystem, so storage takes the object-store path (copy, then delete).
+    zone = Location(pafs.SubTreeFileSystem(str(tmp_path), pafs.LocalFileSystem()), "phi")
+    old = TablePublication(zone, "run1")
+    _stage(old, "t", [0])
+    old.commit({"t": SCHEMA})
+    new = TablePublication(zone, "run2")
+    for part in range(3):
+        table = pa.table({"id": [part + 1]}, schema=SCHEMA)
+        write_table_atomically(table, new.staged("t").child(f"part-{part:05d}.parquet"))
+
+    def killed_after_one_object(fs, path):
+        if path == new.staged("t").path:
+            fs.delete_file(new.staged("t").child("part-00000.parquet").path)
+            raise _Killed
+        fs.delete_dir(path)
+
+    monkeypatch.setattr(storage, "_delete_dir", killed_after_one_object)
+    with pytest.raises(_Killed):
+        new.commit({"t": SCHEMA})
+    monkeypatch.undo()
+
+    assert TablePublication.recover(zone) == ["completed publication run2"]
+    assert sorted(read_table(zone.child("t"))["id"].to_pylist()) == [1, 2, 3]
+    assert not zone.child(STAGING_DIR).exists()
 
 
 def test_atomic_write_leaves_no_temporary_file(tmp_path):

@@ -13,6 +13,7 @@ it opens and renders offline.
 from __future__ import annotations
 
 import base64
+import functools
 import html
 import io
 import math
@@ -24,11 +25,13 @@ import plotly.graph_objects as go
 import plotly.io as pio
 import plotly.offline
 import pyarrow as pa
+from matplotlib.colors import CSS4_COLORS
 from matplotlib.figure import Figure
 from PIL import Image
 from plotly.subplots import make_subplots
 
-DEFAULT_SUPPRESSION_THRESHOLD = 10
+from medical_assets.analytics.figures import PNG_DPI, PNG_SIZES
+from medical_assets.analytics.suppression import DEFAULT_THRESHOLD as DEFAULT_SUPPRESSION_THRESHOLD
 
 # Element ids of the HTML charts, by section, in page order.
 CHART_IDS = {
@@ -44,16 +47,6 @@ CHART_IDS = {
     "quality_facilities": "chart-quality-facilities",
     "quality_files": "chart-quality-files",
     "dicom_preview": "chart-dicom-preview",
-}
-
-PNG_DPI = 100
-# Width and height in pixels of each PNG figure.
-PNG_SIZES = {
-    "utilization.png": (1500, 850),
-    "demographics.png": (1000, 600),
-    "labs.png": (1500, 1100),
-    "imaging.png": (1500, 600),
-    "dicom_preview.png": (1200, 1000),
 }
 
 MAX_PREVIEWS = 24  # thumbnails drawn; more would make the page heavy without telling more
@@ -110,7 +103,8 @@ def build_dashboard_html(
     header. The suppression threshold in the labels is read from the metadata key ending in
     `threshold`, else DEFAULT_SUPPRESSION_THRESHOLD.
     """
-    suppressed = _suppressed_label(_threshold(metadata))
+    threshold = _threshold(metadata)
+    suppressed = _suppressed_label(threshold)
     sections = [
         _section("utilization", "Hospital utilization", _utilization_html(analytics, suppressed)),
         _section("demographics", "Patient demographics", _demographics_html(analytics, suppressed)),
@@ -121,7 +115,7 @@ def build_dashboard_html(
         _section("data-quality", "Data quality", _quality_html(analytics, suppressed)),
         _section("dicom-preview", "De-identified DICOM preview", _preview_html(_previews(thumbnails, images))),
     ]
-    return _page(_header_html(metadata, suppressed), sections)
+    return _page(_header_html(metadata, threshold), sections)
 
 
 def build_png_figures(
@@ -195,9 +189,17 @@ def _facility(row: dict) -> str:
     return _text(row.get("sending_facility"), "no facility")
 
 
+def _facility_month(row: dict) -> str:
+    return f"{_facility(row)} {_text(row.get('month'))}"
+
+
 def _gender(row: dict) -> str:
     code = row.get("patient_gender")
     return GENDERS.get(code, _text(code))
+
+
+def _gender_age(row: dict) -> str:
+    return f"{_gender(row)} {_text(row.get('age_band'))}"
 
 
 def _age_bands(rows: Sequence[dict]) -> list[str]:
@@ -290,7 +292,8 @@ def _preview(label: str, image: np.ndarray) -> _Preview:
 
 
 def _grid_shape(count: int) -> tuple[int, int]:
-    columns = min(count, 6)
+    """Rows and columns of a preview grid: a little wider than square, as an image sits on its histogram."""
+    columns = min(count, 6, math.ceil(math.sqrt(count * 1.3)))
     return math.ceil(count / columns), columns
 
 
@@ -341,7 +344,7 @@ def _page(header: str, sections: list[str]) -> str:
     )
 
 
-def _header_html(metadata: Mapping[str, str], suppressed: str) -> str:
+def _header_html(metadata: Mapping[str, str], threshold: int) -> str:
     entries = "".join(
         f"<dt>{html.escape(label)}</dt><dd>{html.escape(str(value))}</dd>"
         for label, value in _metadata_entries(metadata)
@@ -349,8 +352,8 @@ def _header_html(metadata: Mapping[str, str], suppressed: str) -> str:
     return (
         "<header><h1>De-identified analytics</h1>"
         f"<dl>{entries or '<dt>Compliance metadata</dt><dd>none given</dd>'}</dl>"
-        f"<p>Counts from 1 to the threshold are {html.escape(suppressed)} and are never drawn as zero; "
-        "a zero is a true zero.</p></header>"
+        f"<p>Counts from 1 to {threshold} are suppressed: charts leave them out and a note under each chart "
+        "names them. They are never drawn as zero; a zero shown is a true zero.</p></header>"
     )
 
 
@@ -380,9 +383,30 @@ def _note_html(cells: list[str], suppressed: str, limit: int = 12) -> str:
     return f'<p class="note">Not drawn, {html.escape(suppressed)}: {html.escape(listed)}.</p>'
 
 
-def _chart_html(figure: go.Figure, key: str) -> str:
-    figure.update_layout(template="plotly_white", font_family=_FONT, margin={"l": 60, "r": 20, "t": 50, "b": 50})
+def _chart_html(figure: go.Figure, key: str, top: int = 60) -> str:
+    """The chart's div and script; `top` is the margin above the plot, wider when subplots have titles."""
+    figure.update_layout(
+        template=_template(),
+        font_family=_FONT,
+        margin={"l": 60, "r": 20, "t": top, "b": 50},
+        legend_traceorder="normal",
+    )
     return pio.to_html(figure, full_html=False, include_plotlyjs=False, div_id=CHART_IDS[key], config=_CONFIG)
+
+
+@functools.cache
+def _template() -> go.layout.Template:
+    """plotly_white with its named colours as hex codes: "white" is also a family name, and the
+    leak check reads every word of the page."""
+
+    def hex_colours(value):
+        if isinstance(value, dict):
+            return {key: hex_colours(item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [hex_colours(item) for item in value]
+        return CSS4_COLORS.get(value, value) if isinstance(value, str) else value
+
+    return go.layout.Template(hex_colours(pio.templates["plotly_white"].to_plotly_json()))
 
 
 def _utilization_html(analytics: Mapping[str, pa.Table], suppressed: str) -> str:
@@ -408,10 +432,11 @@ def _utilization_html(analytics: Mapping[str, pa.Table], suppressed: str) -> str
                 row=position // 3 + 1,
                 col=position % 3 + 1,
             )
+    figure.update_xaxes(type="category")
     figure.update_yaxes(rangemode="tozero")
-    figure.update_layout(height=620, title="Per facility and month")
-    cells = _suppressed_cells(rows, lambda row: f"{_facility(row)} {_text(row.get('month'))}", UTILIZATION_MEASURES)
-    return _chart_html(figure, "utilization") + _note_html(cells, suppressed)
+    figure.update_layout(height=650, title="Per facility and month")
+    cells = _suppressed_cells(rows, _facility_month, UTILIZATION_MEASURES)
+    return _chart_html(figure, "utilization", top=90) + _note_html(cells, suppressed)
 
 
 def _demographics_html(analytics: Mapping[str, pa.Table], suppressed: str) -> str:
@@ -434,9 +459,7 @@ def _demographics_html(analytics: Mapping[str, pa.Table], suppressed: str) -> st
         xaxis_title="Age band (at the latest message)",
         yaxis_title="Patients",
     )
-    cells = _suppressed_cells(
-        rows, lambda row: f"{_gender(row)} {_text(row.get('age_band'))}", {"patients": "patients"}
-    )
+    cells = _suppressed_cells(rows, _gender_age, {"patients": "patients"})
     return _chart_html(figure, "demographics") + _note_html(cells, suppressed)
 
 
@@ -501,7 +524,7 @@ def _labs_html(analytics: Mapping[str, pa.Table], suppressed: str) -> str:
     figure.update_xaxes(tickformat=".0%", row=1, col=2)
     figure.update_layout(height=max(320, 28 * len(by_volume) + 140), showlegend=False, title="Volume and abnormal rate")
     cells = _suppressed_cells(rows, _lab_label, {"results": "results", "abnormal_results": "abnormal results"})
-    return _chart_html(figure, "labs") + _note_html(cells, suppressed) + _lab_values_html(rows)
+    return _chart_html(figure, "labs", top=90) + _note_html(cells, suppressed) + _lab_values_html(rows)
 
 
 def _lab_values_html(rows: list[dict]) -> str:
@@ -538,7 +561,7 @@ def _lab_values_html(rows: list[dict]) -> str:
         title="Value distribution per test: whiskers 5th-95th percentile, box quartiles, dashed line mean",
     )
     figure.update_traces(boxmean=True)
-    return _chart_html(figure, "lab_values")
+    return _chart_html(figure, "lab_values", top=90)
 
 
 def _pharmacy_html(analytics: Mapping[str, pa.Table], suppressed: str) -> str:
@@ -573,7 +596,7 @@ def _top_medications(rows: Sequence[dict]) -> list[str]:
 
 
 def _imaging_html(analytics: Mapping[str, pa.Table], suppressed: str) -> str:
-    rows = _rows(analytics, "imaging")
+    rows = _imaging_rows(analytics)
     if not rows:
         return _empty_html("No DICOM images yet: the imaging tables are empty.")
     modalities = [_modality(row) for row in rows]
@@ -593,6 +616,11 @@ def _imaging_html(analytics: Mapping[str, pa.Table], suppressed: str) -> str:
         + _pixel_statistics_html(rows)
         + _transfer_syntaxes_html(_rows(analytics, "imaging_transfer_syntaxes"), suppressed)
     )
+
+
+def _imaging_rows(analytics: Mapping[str, pa.Table]) -> list[dict]:
+    """Imaging rows by modality, the order the transfer-syntax chart uses too."""
+    return sorted(_rows(analytics, "imaging"), key=_modality)
 
 
 def _pixel_statistics_html(rows: list[dict]) -> str:
@@ -643,12 +671,16 @@ def _transfer_syntaxes_html(rows: list[dict], suppressed: str) -> str:
         yaxis_title="Images",
         legend_title="Transfer syntax",
     )
-    cells = _suppressed_cells(rows, lambda row: f"{_modality(row)} {_syntax(row)}", {"images": "images"})
+    cells = _suppressed_cells(rows, _modality_syntax, {"images": "images"})
     return _chart_html(figure, "transfer_syntaxes") + _note_html(cells, suppressed)
 
 
 def _syntax(row: dict) -> str:
     return row.get("transfer_syntax_name") or _text(row.get("transfer_syntax_uid"), "no transfer syntax")
+
+
+def _modality_syntax(row: dict) -> str:
+    return f"{_modality(row)} {_syntax(row)}"
 
 
 def _quality_html(analytics: Mapping[str, pa.Table], suppressed: str) -> str:
@@ -688,7 +720,7 @@ def _quality_facilities_html(rows: list[dict], suppressed: str) -> str:
     figure.update_yaxes(range=[0, 1], row=1, col=2)
     figure.update_layout(height=400, showlegend=False, title="Per sending facility")
     cells = _suppressed_cells(rows, _quality_facility, {"messages": "messages", "errors": "errors"})
-    return _chart_html(figure, "quality_facilities") + _note_html(cells, suppressed)
+    return _chart_html(figure, "quality_facilities", top=90) + _note_html(cells, suppressed)
 
 
 def _quality_facility(row: dict) -> str:
@@ -736,7 +768,7 @@ def _preview_html(previews: list[_Preview]) -> str:
         cols=columns,
         subplot_titles=subplot_titles,
         row_heights=[3, 1] * rows,
-        vertical_spacing=0.03,
+        vertical_spacing=0.12 / rows,
         horizontal_spacing=0.03,
     )
     centres = ((np.arange(HISTOGRAM_BINS) + 0.5) / HISTOGRAM_BINS).round(4).tolist()
@@ -763,7 +795,7 @@ def _preview_html(previews: list[_Preview]) -> str:
         title="Middle frame of each image (64 x 64, normalised) and its intensity histogram",
     )
     note = '<p class="note">Only images cleared for export are shown, labelled by modality and index.</p>'
-    return _chart_html(figure, "dicom_preview") + note
+    return _chart_html(figure, "dicom_preview", top=90) + note
 
 
 def _png_data_uri(pixels: np.ndarray) -> str:
@@ -796,9 +828,11 @@ def _png_bytes(figure: Figure) -> bytes:
     return buffer.getvalue()
 
 
-def _footnote(figure: Figure, cells: list[str], suppressed: str) -> None:
+def _footnote(figure: Figure, cells: list[str], suppressed: str, limit: int = 4) -> None:
+    """Names the suppressed cells under the figure (supxlabel: constrained layout makes room for it)."""
     if cells:
-        figure.text(0.01, 0.005, f"{len(cells)} cells {suppressed} are not drawn.", fontsize=9, color="#52606d")
+        listed = ", ".join(cells[:limit]) + (f" and {len(cells) - limit} more" if len(cells) > limit else "")
+        figure.supxlabel(f"Not drawn, {suppressed}: {listed}.", x=0.01, ha="left", fontsize=9, color="#52606d")
 
 
 def _utilization_png(analytics: Mapping[str, pa.Table], suppressed: str) -> Figure:
@@ -821,7 +855,7 @@ def _utilization_png(analytics: Mapping[str, pa.Table], suppressed: str) -> Figu
     legend_axes.set_axis_off()
     handles, labels = grid.flat[0].get_legend_handles_labels()
     legend_axes.legend(handles, labels, loc="center", title="Sending facility", frameon=False)
-    _footnote(figure, _suppressed_cells(rows, _facility, UTILIZATION_MEASURES), suppressed)
+    _footnote(figure, _suppressed_cells(rows, _facility_month, UTILIZATION_MEASURES), suppressed)
     return figure
 
 
@@ -848,7 +882,7 @@ def _demographics_png(analytics: Mapping[str, pa.Table], suppressed: str) -> Fig
     axes.set_title("Patients by gender and age band", fontsize=14)
     axes.legend(title="Gender")
     axes.grid(axis="y", alpha=0.3)
-    _footnote(figure, _suppressed_cells(rows, _gender, {"patients": "patients"}), suppressed)
+    _footnote(figure, _suppressed_cells(rows, _gender_age, {"patients": "patients"}), suppressed)
     return figure
 
 
@@ -917,7 +951,7 @@ def _or(value: float | None, default: float) -> float:
 
 
 def _imaging_png(analytics: Mapping[str, pa.Table], suppressed: str) -> Figure:
-    rows = _rows(analytics, "imaging")
+    rows = _imaging_rows(analytics)
     if not rows:
         return _empty_png("imaging.png", "Imaging", "No DICOM images yet")
     figure = _new_figure("imaging.png")
@@ -931,8 +965,10 @@ def _imaging_png(analytics: Mapping[str, pa.Table], suppressed: str) -> Figure:
     counts_axes.set_title("Studies and images")
     counts_axes.legend()
     _pixel_statistics_png(pixels_axes, rows)
-    _transfer_syntaxes_png(syntax_axes, _rows(analytics, "imaging_transfer_syntaxes"))
+    syntaxes = _rows(analytics, "imaging_transfer_syntaxes")
+    _transfer_syntaxes_png(syntax_axes, syntaxes)
     cells = _suppressed_cells(rows, _modality, {"studies": "studies", "images": "images"})
+    cells += _suppressed_cells(syntaxes, _modality_syntax, {"images": "images"})
     _footnote(figure, cells, suppressed)
     return figure
 
@@ -970,7 +1006,8 @@ def _transfer_syntaxes_png(axes, rows: list[dict]) -> None:
         heights = np.nan_to_num(_floats(values))  # a suppressed part adds nothing to the stack
         axes.bar(modalities, heights, bottom=bottom, label=syntax, color=_COLOURS[colour % len(_COLOURS)])
         bottom += heights
-    axes.legend(fontsize=7)
+    # Transfer syntax names are long: below the bars they hide nothing.
+    axes.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.08))
 
 
 def _preview_png(previews: list[_Preview]) -> Figure:

@@ -4,8 +4,11 @@ de-identified zone, the run fails before anything downstream reads the leak."""
 import dagster as dg
 import pyarrow as pa
 
+from medical_assets.analytics.tables import ANALYTICS_TABLES
+from medical_assets.defs.analytics import ANALYTICS_FOLDER, analytics_key
 from medical_assets.defs.audit import audited_phi_read
 from medical_assets.defs.deidentified import DEID_FILES, deid_key
+from medical_assets.defs.reports import REPORT_FIGURES, REPORTS_FOLDER, report_key
 from medical_assets.defs.resources import PipelineConfig
 from medical_assets.privacy.leaks import LeakScanner, collect_identifiers
 from medical_assets.dicom.deidentify import DEID_DICOM_IMAGES
@@ -18,11 +21,11 @@ from medical_assets.storage import count_rows, read_table
 _IDENTIFIER_SOURCES = ("hl7_messages", "hl7_encounters", "hl7_lab_results", "hl7_pharmacy_orders", "dicom_images")
 
 
-def _leak_check(name: str, asset: str, scanned: list[str], also_after: list[str]):
+def _leak_check(name: str, asset: dg.AssetKey, scanned: list[str], also_after: list[dg.AssetKey], library_texts=()):
     @dg.asset_check(
         name=name,
-        asset=deid_key(asset),
-        additional_deps=[deid_key(a) for a in also_after],
+        asset=asset,
+        additional_deps=also_after,
         blocking=True,
         description=(
             "Fails if any identifier of the PHI zone (names, IDs, phone numbers, SSNs, street lines, birth dates, "
@@ -33,14 +36,14 @@ def _leak_check(name: str, asset: str, scanned: list[str], also_after: list[str]
     def leak_check(context: dg.AssetCheckExecutionContext, pipeline: PipelineConfig) -> dg.AssetCheckResult:
         settings = pipeline.settings()
         phi, deid = settings.zone("phi"), settings.zone("deid")
-        with audited_phi_read(context, settings, f"leak check of deid/{asset}", None):
+        with audited_phi_read(context, settings, f"leak check of deid/{asset.path[-1]}", None):
             tables = {t: read_table(phi.child(t)) for t in _IDENTIFIER_SOURCES if phi.child(t).exists()}
             identifiers = collect_identifiers(tables)
             if settings.deid_profile == "date_shift":
                 # Shifted dates are meant to look like dates, and one will often equal another
                 # patient's real birth date: the shift, not this check, protects them.
                 identifiers = {value: kind for value, kind in identifiers.items() if kind != "patient_birth_date"}
-            scanner = LeakScanner(identifiers)
+            scanner = LeakScanner(identifiers, [text() for text in library_texts])
             findings = [finding for folder in scanned for finding in scanner.scan_tree(deid.child(folder))]
         lines = ["| where | identifier kind | occurrences |", "| --- | --- | ---: |"]
         lines += [f"| {f.where} | {f.kind} | {f.count:,} |" for f in findings[:50]]
@@ -58,17 +61,38 @@ def _leak_check(name: str, asset: str, scanned: list[str], also_after: list[str]
     return leak_check
 
 
+def plotly_js() -> str:
+    """The plotly.js bundle the dashboard inlines: library code, cut out before the scan."""
+    import plotly.offline  # here: a second to import, needed by this check only
+
+    return plotly.offline.get_plotlyjs()
+
+
 hl7_deid_leak_check = _leak_check(
     "no_identifiers_leaked_hl7",
-    "hl7_messages",
+    deid_key("hl7_messages"),
     ["hl7_messages", "hl7_lab_results", "hl7_pharmacy_orders", "hl7_encounters"],
-    ["hl7_lab_results", "hl7_pharmacy_orders", "hl7_encounters"],
+    [deid_key(t) for t in ("hl7_lab_results", "hl7_pharmacy_orders", "hl7_encounters")],
 )
 dicom_deid_leak_check = _leak_check(
     "no_identifiers_leaked_dicom",
-    "dicom_images",
+    deid_key("dicom_images"),
     ["dicom_images", "dicom_thumbnails", DEID_FILES],
-    ["dicom_thumbnails", "dicom_files"],
+    [deid_key("dicom_thumbnails"), deid_key("dicom_files")],
+)
+_FIRST_ANALYTICS, *_OTHER_ANALYTICS = ANALYTICS_TABLES
+analytics_leak_check = _leak_check(
+    "no_identifiers_leaked_analytics",
+    analytics_key(_FIRST_ANALYTICS),
+    [ANALYTICS_FOLDER],
+    [analytics_key(t) for t in _OTHER_ANALYTICS],
+)
+reports_leak_check = _leak_check(
+    "no_identifiers_leaked_reports",
+    report_key("dashboard"),
+    [REPORTS_FOLDER],
+    [report_key(name) for name in REPORT_FIGURES],
+    library_texts=[plotly_js],
 )
 
 

@@ -45,14 +45,20 @@ def deid_key(table: str) -> dg.AssetKey:
     return dg.AssetKey(["deid", table])
 
 
+def compliance_stamp(profile: str, key_id: str, run_id: str, **extra: str) -> dict[str, str]:
+    """What every file of deid/ says of how it was made: profile, key id, code version, run, time."""
+    return {
+        **{key.decode(): value.decode() for key, value in compliance_metadata(profile, key_id).items()},
+        **{f"deid.{name}": value for name, value in extra.items()},
+        "medical_assets.run_id": run_id,
+        "medical_assets.created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "medical_assets.version": version("medical-assets"),
+    }
+
+
 def stamped(schemas: dict[str, pa.Schema], profile: str, key_id: str, run_id: str) -> dict[str, pa.Schema]:
     """Every Parquet file of deid/ says how it was made (schema metadata, not repeated columns)."""
-    stamp = {
-        **compliance_metadata(profile, key_id),
-        b"medical_assets.run_id": run_id.encode(),
-        b"medical_assets.created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds").encode(),
-        b"medical_assets.version": version("medical-assets").encode(),
-    }
+    stamp = {key.encode(): value.encode() for key, value in compliance_stamp(profile, key_id, run_id).items()}
     return {name: schema.with_metadata({**(schema.metadata or {}), **stamp}) for name, schema in schemas.items()}
 
 
@@ -79,13 +85,13 @@ def hl7_deidentified_tables(
     key = ring.current
     deid = settings.zone("deid")
     schemas = stamped(DEID_HL7_TABLES, settings.deid_profile, key.key_id, context.run.run_id)
-    publication = _recovered_publication(context, deid)
+    publication = recovered_publication(context, deid)
     with audited_phi_read(context, settings, "HL7 tables to the de-identified zone", key.key_id):
         try:
             ray_engine.ensure_started()
             counts = deid_jobs.deidentify_hl7(
                 settings.zone("phi"), {t: publication.staged(t) for t in schemas}, schemas, ring, settings.deid_profile,
-                settings.reversible_tokens, _progress(context, "HL7 de-identification"),
+                settings.reversible_tokens, progress_logger(context, "HL7 de-identification"),
             )
             publication.commit(schemas)
         except BaseException:
@@ -117,8 +123,8 @@ def dicom_deidentified_export(
     key = privacy.key_ring(settings, context.log).current
     phi, deid = settings.zone("phi"), settings.zone("deid")
     schemas = stamped(DICOM_EXPORT_TABLES, settings.deid_profile, key.key_id, context.run.run_id)
-    deid_publication = _recovered_publication(context, deid)
-    phi_publication = _recovered_publication(context, phi)
+    deid_publication = recovered_publication(context, deid)
+    phi_publication = recovered_publication(context, phi)
     deid_tables = {t: s for t, s in schemas.items() if t != "dicom_deid_excluded"}
     targets = {t: deid_publication.staged(t) for t in deid_tables} | {"dicom_deid_excluded": phi_publication.staged("dicom_deid_excluded")}
     with audited_phi_read(context, settings, "DICOM images to the de-identified zone", key.key_id):
@@ -128,7 +134,7 @@ def dicom_deidentified_export(
             files.makedirs()
             counts = deid_jobs.export_dicom(
                 phi, settings.dicom_source.filesystem, files, targets, schemas, key, settings.deid_profile,
-                _progress(context, "DICOM export"),
+                progress_logger(context, "DICOM export"),
             )
             phi_publication.commit({"dicom_deid_excluded": schemas["dicom_deid_excluded"]})
             deid_publication.commit(deid_tables, folders=[DEID_FILES])
@@ -153,13 +159,13 @@ def dicom_deidentified_export(
     )
 
 
-def _recovered_publication(context: dg.AssetExecutionContext, zone: Location) -> TablePublication:
+def recovered_publication(context: dg.AssetExecutionContext, zone: Location) -> TablePublication:
     for action in TablePublication.recover(zone):
         context.log.warning(f"{zone.name} zone: {action} left by an interrupted run")
     return TablePublication(zone, run_id=context.run.run_id)
 
 
-def _progress(context: dg.AssetExecutionContext, what: str):
+def progress_logger(context: dg.AssetExecutionContext, what: str):
     def report(counts: dict, elapsed_s: float) -> None:
         context.log.info(f"{what}: {counts.get('files', 0):,} part groups done in {elapsed_s:,.1f} s")
 

@@ -5,3 +5,4 @@ PHI = "phi"
 DEID = "deid"
 
 RAY_POOL = "ray"
+ANALYTICS = "analytics"  # deid zone too: aggregates and dashboards

@@ -8,22 +8,107 @@ task needs a few hundred MB; a partial-aggregate map step would be the next step
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Mapping
+from typing import NamedTuple
 
 import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import ray
 from ray.data.block import BlockMetadata
 from ray.data.datasource import Datasource, ReadTask
 
+from medical_assets.analytics.aggregates import publish_all
+from medical_assets.analytics.figures import DASHBOARD_FILE
+from medical_assets.analytics.tables import ANALYTICS_TABLES
 from medical_assets.engine import multitable
 from medical_assets.engine.exports import ExportTablesDatasink
+from medical_assets.privacy.hl7_deid import SOURCE_FILE_DOMAIN
+from medical_assets.privacy.keys import PseudonymKey
+from medical_assets.privacy.pseudonyms import Pseudonymizer
 from medical_assets.storage import Location
 
-# What a job reads: name -> (location of a Parquet table, columns or None for all).
-Inputs = Mapping[str, tuple[Location, list[str] | None]]
-Compute = Callable[[dict[str, pa.Table]], Mapping[str, pa.Table]]
+
+class Input(NamedTuple):
+    """One table a job reads: its folder, the columns it needs (None: all), and how it is stored."""
+
+    location: Location
+    columns: list[str] | None = None
+    file_format: str = "parquet"
+    schema: pa.Schema | None = None  # needed for CSV and JSON Lines, which do not carry one
+
+
+Inputs = Mapping[str, Input]
+Compute = Callable[[dict[str, pa.Table | None]], Mapping[str, pa.Table]]
+# The de-identified tables the analytics read, and the PHI columns they need where the
+# de-identified zone cannot answer (a message's month, parse errors): the minimum necessary.
+ANALYTICS_DEID_INPUTS = ("hl7_messages", "hl7_lab_results", "hl7_pharmacy_orders", "dicom_images")
+ANALYTICS_PHI_INPUTS = {
+    "hl7_messages": ["source_file", "message_index", "message_datetime"],
+    "hl7_errors": ["source_file"],
+}
+
+
+def publish_analytics(
+    deid: Location,
+    phi: Location,
+    targets: Mapping[str, Location],
+    file_format: str,
+    stamp: Mapping[str, str],
+    key: PseudonymKey,
+    threshold: int,
+) -> dict[str, int]:
+    """Every table of `ANALYTICS_TABLES`, computed and suppressed in one worker, staged under `targets`."""
+    inputs = {f"deid/{t}": Input(deid.child(t)) for t in ANALYTICS_DEID_INPUTS}
+    inputs |= {f"phi/{t}": Input(phi.child(t), columns) for t, columns in ANALYTICS_PHI_INPUTS.items()}
+    compute = functools.partial(_publishable_analytics, key=key, threshold=threshold)
+    schemas = {name: ANALYTICS_TABLES[name] for name in targets}
+    return export_computed_tables(inputs, compute, targets, schemas, file_format, stamp)
+
+
+def build_reports(
+    analytics: Location,
+    analytics_format: str,
+    deid: Location,
+    target: Location,
+    metadata: Mapping[str, str],
+    threshold: int,
+) -> list[str]:
+    """The HTML dashboard and PNG figures, built in one worker from the published analytics tables
+    and the exported thumbnails, written under `target`; returns the file names."""
+    inputs = {
+        f"analytics/{name}": Input(analytics.child(name), None, analytics_format, schema)
+        for name, schema in ANALYTICS_TABLES.items()
+    }
+    inputs |= {
+        "deid/dicom_thumbnails": Input(deid.child("dicom_thumbnails")),
+        "deid/dicom_images": Input(deid.child("dicom_images")),
+    }
+    build = functools.partial(_report_files, metadata=dict(metadata), threshold=threshold)
+    return build_files(inputs, build, target)
+
+
+def _publishable_analytics(tables: dict[str, pa.Table | None], key: PseudonymKey, threshold: int) -> dict[str, pa.Table]:
+    source_file_token = functools.partial(Pseudonymizer(key).token, SOURCE_FILE_DOMAIN)
+    return publish_all(_zone(tables, "deid/"), _zone(tables, "phi/"), source_file_token, threshold)
+
+
+def _report_files(tables: dict[str, pa.Table | None], metadata: dict[str, str], threshold: int) -> dict[str, bytes]:
+    # Imported here: plotly and matplotlib take a second to load, and only this worker needs them.
+    from medical_assets.analytics.dashboards import build_dashboard_html, build_png_figures
+
+    analytics = _zone(tables, "analytics/")
+    thumbnails, images = tables.get("deid/dicom_thumbnails"), tables.get("deid/dicom_images")
+    files = {DASHBOARD_FILE: build_dashboard_html(analytics, thumbnails, images, metadata).encode()}
+    files |= build_png_figures(analytics, thumbnails, images, suppression_threshold=threshold)
+    return files
+
+
+def _zone(tables: Mapping[str, pa.Table | None], prefix: str) -> dict[str, pa.Table]:
+    return {name.removeprefix(prefix): t for name, t in tables.items() if name.startswith(prefix) and t is not None}
 
 
 def export_computed_tables(
@@ -42,12 +127,13 @@ def export_computed_tables(
     return dict(sink.totals)
 
 
-def build_files(inputs: Inputs, build: Callable[[dict[str, pa.Table]], Mapping[str, bytes]], target: Location) -> list[str]:
+def build_files(inputs: Inputs, build: Callable[[dict[str, pa.Table | None]], Mapping[str, bytes]], target: Location) -> list[str]:
     """`build(inputs)` in one worker, which writes the files it returns (name -> bytes) under `target`."""
     schema = pa.schema([pa.field("name", pa.string()), pa.field("size_bytes", pa.int64())])
 
-    def build_and_write(tables: dict[str, pa.Table]) -> pa.Table:
+    def build_and_write(tables: dict[str, pa.Table | None]) -> pa.Table:
         files = build(tables)
+        target.makedirs()
         for name, data in files.items():
             target.child(name).write_bytes_atomically(data)
         return pa.table({"name": list(files), "size_bytes": [len(d) for d in files.values()]}, schema=schema)
@@ -76,7 +162,7 @@ class OneTaskDatasource(Datasource):
         inputs, compute, schema = self._inputs, self._compute, self._schema
 
         def read() -> Iterable[pa.Table]:
-            result = compute({name: _read(location, columns) for name, (location, columns) in inputs.items()})
+            result = compute({name: read_input(table) for name, table in inputs.items()})
             if isinstance(result, pa.Table):
                 yield result
             else:
@@ -86,8 +172,18 @@ class OneTaskDatasource(Datasource):
         return [ReadTask(read, metadata, schema=schema, per_task_row_limit=per_task_row_limit)]
 
 
-def _read(location: Location, columns: list[str] | None) -> pa.Table | None:
+def read_input(table: Input) -> pa.Table | None:
     """The table, or None when it was never published (a site without DICOM, say)."""
+    location = table.location
     if location.filesystem.get_file_info(location.path).type == pafs.FileType.NotFound:
         return None
-    return pq.read_table(location.path, filesystem=location.filesystem, columns=columns)
+    if table.file_format == "parquet":
+        return pq.read_table(location.path, filesystem=location.filesystem, columns=table.columns)
+    # CSV and JSON Lines exports: `_compliance.json` starts with "_", which datasets ignore.
+    file_format = (
+        ds.CsvFileFormat(convert_options=pacsv.ConvertOptions(column_types=table.schema, strings_can_be_null=True))
+        if table.file_format == "csv"
+        else ds.JsonFileFormat()
+    )
+    dataset = ds.dataset(location.path, schema=table.schema, format=file_format, filesystem=location.filesystem)
+    return dataset.to_table(columns=table.columns)

@@ -19,6 +19,7 @@ import ray
 from ray.data.block import BlockMetadata
 from ray.data.datasource import Datasource, ReadTask
 
+from medical_assets.analytics.validation import with_validation
 from medical_assets.dicom.export import EXPORT_TABLES as DICOM_EXPORT_TABLES
 from medical_assets.dicom.export import export_deidentified
 from medical_assets.dicom.tables import TABLES as DICOM_TABLES
@@ -145,7 +146,10 @@ def _deidentify_hl7_group(
     tables: dict[str, pa.Table], ring: KeyRing, profile: str, reversible_tokens: bool
 ) -> dict[str, pa.Table]:
     reversible = ReversibleTokens(ring) if reversible_tokens else None
-    return deidentify_hl7_tables(tables, Pseudonymizer(ring.current), profile, reversible)
+    output = deidentify_hl7_tables(tables, Pseudonymizer(ring.current), profile, reversible)
+    # A part group holds whole files, so each message's child rows are here to validate it against.
+    output["hl7_messages"] = with_validation(output["hl7_messages"], tables)
+    return output
 
 
 def _export_dicom_group(

@@ -107,6 +107,7 @@ class RayRuntime:
         self._connected = True
 
     def _join(self, address: str) -> None:
+        _require_token_file()
         _require_reachable(address)
         try:
             ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
@@ -114,8 +115,9 @@ class RayRuntime:
         except (ConnectionError, RuntimeError, ValueError) as error:
             raise ConfigurationError(
                 f"RAY_ADDRESS={address!r}: could not join that Ray cluster ({type(error).__name__}: {error}). "
-                "Check that the cluster is up and reachable, and that RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH "
-                "holds its token, or unset RAY_ADDRESS to run on a local Ray."
+                "Check that the cluster is up and reachable and, for a cluster with token authentication, that "
+                "RAY_AUTH_MODE=token and RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH (its token) were set before this "
+                "process started; or unset RAY_ADDRESS to run on a local Ray."
             ) from None
 
     def _set_environment(self, values: dict[str, str | None]) -> None:
@@ -133,6 +135,24 @@ class RayRuntime:
             else:
                 os.environ[name] = value
         self._saved_environment.clear()
+
+
+def _require_token_file() -> None:
+    """Ray 2.60 aborts the whole process (a failed C++ check, no exception) when RAY_AUTH_TOKEN_PATH
+    names a missing or empty file: say so as a configuration error instead."""
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH")
+    if not path:
+        return
+    try:
+        with open(path, "rb") as file:
+            has_token = bool(file.read().strip())
+    except OSError as error:
+        raise ConfigurationError(
+            f"RAY_AUTH_TOKEN_PATH={path!r} cannot be read ({error.strerror or error}); point it at the cluster's "
+            "token file, or unset it"
+        ) from None
+    if not has_token:
+        raise ConfigurationError(f"RAY_AUTH_TOKEN_PATH={path!r} is empty; point it at the cluster's token file, or unset it")
 
 
 def _require_reachable(address: str, timeout_s: float = 5.0) -> None:

@@ -108,6 +108,11 @@ DEID_HL7_MESSAGES = pa.schema(
         # AES-SIV of PID-3 when reversible tokens are switched on (else null): only the key holder can
         # open it, with `python -m medical_assets.privacy reidentify`, which audits every use.
         pa.field("patient_reversible_token", pa.string()),
+        # Per-message validation (`analytics.validation`): required segments and fields present / required,
+        # in [0, 1], and the items that failed ("PV1 missing", "PID-7 empty"), never a value. The
+        # de-identification job fills them; `deidentify_hl7_tables` alone leaves them null.
+        pa.field("validation_score", pa.float64()),
+        pa.field("validation_issues", pa.list_(pa.string())),
     ]
 )
 

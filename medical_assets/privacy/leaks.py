@@ -24,6 +24,7 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pydicom
+from PIL import Image
 from pydicom.datadict import keyword_for_tag
 from pydicom.multival import MultiValue
 from pydicom.tag import Tag
@@ -84,7 +85,10 @@ def collect_identifiers(
 class LeakScanner:
     """Finds any of the identifiers in texts, tables, DICOM files and folders."""
 
-    def __init__(self, identifiers: Mapping[str, str]):
+    def __init__(self, identifiers: Mapping[str, str], library_texts: Iterable[str] = ()):
+        # Third-party code inlined in reports (plotly.js: megabytes of words and numbers) is not
+        # data; it is cut out before a report is scanned, so it cannot fake a finding.
+        self._library_texts = [text for text in library_texts if text]
         self._automaton = ahocorasick.Automaton()
         for value, kind in identifiers.items():
             key = _fold(str(value).strip())
@@ -172,7 +176,11 @@ class LeakScanner:
             return findings + self.scan_table(table, where)
         if suffix in _DICOM_SUFFIXES or data[128:132] == b"DICM":
             return findings + self.scan_dicom(data, where)
+        if suffix == ".png" or data[:8] == _PNG_SIGNATURE:
+            return findings + self._findings(f"{where}: PNG text", self._count(_png_text(data)))
         text = data.decode("utf-8", errors="replace")
+        for library in self._library_texts:
+            text = text.replace(library, "")
         if suffix in _MARKUP_SUFFIXES:
             # Reports escape what they show ("O&#x27;Brien"); look at what a reader would see.
             text = html.unescape(text)
@@ -434,6 +442,19 @@ def _read_parquet(data: bytes) -> pa.Table | None:
 
 
 _DICOM_SUFFIXES = (".dcm", ".dicom")
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _png_text(data: bytes) -> str:
+    """A PNG's text chunks (tEXt, iTXt, zTXt), where words can hide in an image file. Its pixels
+    are compressed: searching them for words finds only chance matches; the labels drawn in them
+    come from tables that are scanned themselves. An unreadable PNG is searched byte by byte."""
+    try:
+        with Image.open(BytesIO(data)) as image:
+            image.load()
+            return "\n".join(f"{key}: {value}" for key, value in getattr(image, "text", {}).items())
+    except Exception:  # noqa: BLE001 - a damaged file is still searched, as bytes
+        return data.decode("latin-1")
 _MARKUP_SUFFIXES = (".html", ".htm", ".xml", ".svg")
 _PIXEL_TAGS = (0x7FE00008, 0x7FE00009, 0x7FE00010)  # Float, Double Float and Pixel Data
 

@@ -23,6 +23,11 @@ EXPECTED_ASSETS = {
     "deid/dicom_images",
     "deid/dicom_thumbnails",
     "deid/dicom_files",
+    *(f"deid/analytics/{table}" for table in (
+        "hospital_utilization", "patient_demographics", "message_types", "lab_results", "pharmacy", "imaging",
+        "imaging_transfer_syntaxes", "data_quality_files", "data_quality_facilities",
+    )),
+    *(f"deid/reports/{name}" for name in ("dashboard", "utilization", "demographics", "labs", "imaging", "dicom_preview")),
 }
 
 
@@ -45,8 +50,9 @@ def test_every_asset_explains_itself_in_the_ui():
     for key in graph.get_all_asset_keys():
         node = graph.get(key)
         assert node.description, key
-        assert node.group_name in {"landing", "phi", "deid"}, key
-        assert (node.group_name == "deid") == (key.path[0] == "deid"), key
+        assert node.group_name in {"landing", "phi", "deid", "analytics"}, key
+        assert (node.group_name in {"deid", "analytics"}) == (key.path[0] == "deid"), key
+        assert node.tags.get("zone") == ("deid" if key.path[0] == "deid" else node.tags.get("zone")), key
         assert "ray" in node.kinds, key
 
 
@@ -61,6 +67,8 @@ def test_lineage_runs_landing_to_phi():
     assert parents["dicom_images"] == parents["dicom_errors"] == parents["dicom_thumbnails"] == {"dicom_landing_manifest"}
     assert parents["deid/hl7_lab_results"] == {"hl7_lab_results", "hl7_messages"}
     assert parents["deid/dicom_files"] == parents["dicom_deid_excluded"] == {"dicom_images"}
+    assert {"deid/hl7_messages", "deid/dicom_images", "hl7_errors"} <= parents["deid/analytics/data_quality_files"]
+    assert "deid/analytics/lab_results" in parents["deid/reports/dashboard"]
 
 
 def test_the_leak_checks_block_the_deid_zone():

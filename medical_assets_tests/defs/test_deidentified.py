@@ -13,38 +13,19 @@ import pydicom
 import pytest
 
 from medical_assets.defs import checks
-from medical_assets.defs.resources import PipelineConfig, PrivacyResource, RayResource
 from medical_assets.privacy.audit import AuditLog
 from medical_assets.privacy.keys import parse_key_ring
 from medical_assets.privacy.pseudonyms import Pseudonymizer
 from medical_assets.storage import resolve_location
+from medical_assets_tests.defs.pipeline import materialize_all
 
 pytestmark = pytest.mark.slow
 
 KEY = secrets.token_urlsafe(32)
 
 
-def _materialize(
-    data_dir, key=KEY, selection=None, messages=400, dicom_files=10, reversible_tokens=False, deid_profile=None
-):
-    from medical_assets.definitions import defs
-
-    return dg.materialize(
-        [defs.get_assets_def(key) for key in defs.resolve_all_asset_keys()] + list(defs.asset_checks or []),
-        selection=selection,
-        resources={
-            "pipeline": PipelineConfig(
-                data_dir=str(data_dir),
-                synthetic_hl7_messages=messages,
-                synthetic_dicom_files=dicom_files,
-                reversible_tokens=reversible_tokens,
-                deid_profile=deid_profile,
-            ),
-            "ray_engine": RayResource(num_cpus=2),
-            "privacy": PrivacyResource(pseudonym_key=key),
-        },
-        raise_on_error=False,
-    )
+def _materialize(data_dir, key=KEY, **settings):
+    return materialize_all(data_dir, key, **settings)
 
 
 def _table(data_dir, zone, name):

@@ -50,3 +50,17 @@ def test_unreachable_ray_address_fails_with_a_message_naming_the_setting():
     runtime = RayRuntime(address="127.0.0.1:1")
     with pytest.raises(ConfigurationError, match="RAY_ADDRESS"):
         runtime.ensure_started()
+
+
+def test_a_missing_token_file_fails_with_a_message_instead_of_aborting_the_process(tmp_path, monkeypatch):
+    """Ray itself aborts the process (a failed C++ check) on a token path it cannot read."""
+    from medical_assets.config import ConfigurationError
+    from medical_assets.engine.runtime import RayRuntime
+
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(tmp_path / "missing"))
+    with pytest.raises(ConfigurationError, match="RAY_AUTH_TOKEN_PATH=.*cannot be read"):
+        RayRuntime(address="127.0.0.1:1").ensure_started()
+    (tmp_path / "empty").write_text("\n")
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(tmp_path / "empty"))
+    with pytest.raises(ConfigurationError, match="RAY_AUTH_TOKEN_PATH=.*is empty"):
+        RayRuntime(address="127.0.0.1:1").ensure_started()

@@ -1,0 +1,245 @@
+"""Per-message validation of parsed HL7: the segments and fields each message type requires, and a score.
+
+The tutorial's validator listed three message types but not ADT^A03, so every discharge failed;
+it read a segment count its parser never set, so no message scored above 0.75; and it took its
+parser's 'unknown' placeholder for a present value. Here each message type has a rule, a list of
+required items (`RULES`), and each item is looked for where the parsed PHI tables keep it:
+
+- MSH-7, MSH-9 (code and trigger event), MSH-10, MSH-12, PID-3, PID-5 (family or given name),
+  PID-7 and PID-8: columns of `hl7_messages`;
+- PV1: the message has a row in `hl7_encounters`; PV1-2, PV1-44, PV1-45 and EVN-2 are its columns
+  (the parser records EVN only with a PV1);
+- OBX: rows in `hl7_lab_results`, each with OBX-3 and the OBR-4 of the OBR it follows;
+- RXE: rows in `hl7_pharmacy_orders`, each with RXE-2 and the ORC-1 of the ORC it follows.
+
+An item that lives on a child row (EVN-2, PV1-n, OBR-4, OBX-3, ORC-1, RXE-2) cannot be seen when
+the message has no such row: it is then not assessed (the missing segment is the issue), rather
+than failed a second time. The score is satisfied / assessed items, in [0, 1]; the issues name
+each failed item ("PV1 missing", "PID-7 empty"), never a value. Where the tables cannot tell a
+missing segment from an empty field, the field is named: "EVN-2 empty" for an EVN absent or
+without EVN-2, "OBR-4 empty" for an OBX with no OBR before it or one without OBR-4, and
+"ORC-1 empty" likewise.
+
+PID-7 and PID-8 are optional in the standard; they are required here because the analytics need
+them. An unknown message type gets the MSH items alone; an ADT event without a rule of its own
+gets the generic ADT rule, without PV1 for the events whose v2.5 structure has no required PV1
+(merges, links, identifier changes).
+
+Keys: the PHI tables join their child rows to a message on (source_file, message_index). Output
+rows carry the de-identified keys instead: the caller's token functions turn MSH-10 and the file
+name into the tokens the de-identified tables hold (`message_token`, `source_file_token`), so the
+validation table joins the `deid/` zone without exposing either.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from medical_assets.analytics.tables import MESSAGE_VALIDATION
+from medical_assets.hl7 import tables as phi_tables
+
+_MSH = ("MSH-7", "MSH-9", "MSH-10", "MSH-12")
+_PATIENT = ("PID-3", "PID-5", "PID-7", "PID-8")
+_VISIT = ("EVN-2", "PV1", "PV1-2")
+
+# Required items per message type (MSH-9.1^MSH-9.2 as parsed).
+RULES: dict[str, tuple[str, ...]] = {
+    "ADT^A01": (*_MSH, *_PATIENT, *_VISIT, "PV1-44"),  # an admission says when
+    "ADT^A03": (*_MSH, *_PATIENT, *_VISIT, "PV1-45"),  # a discharge says when
+    "ORU^R01": (*_MSH, *_PATIENT, "OBR-4", "OBX", "OBX-3"),
+    "RDE^O11": (*_MSH, *_PATIENT, "ORC-1", "RXE", "RXE-2"),
+}
+GENERIC_ADT_RULE = (*_MSH, *_PATIENT, *_VISIT)
+UNKNOWN_TYPE_RULE = _MSH
+# ADT events whose v2.5 message structure has no required PV1.
+ADT_EVENTS_WITHOUT_VISIT = frozenset(
+    [
+        "A24",
+        "A30",
+        "A34",
+        "A35",
+        "A36",
+        "A37",
+        "A39",
+        "A40",
+        "A41",
+        "A42",
+        "A43",
+        "A44",
+        "A46",
+        "A47",
+        "A48",
+        "A49",
+        "A60",
+    ]
+)
+
+_MESSAGE_KEY = ["source_file", "message_index"]
+# Child items: table -> {item: column}; the item None stands for the segment itself (a row exists).
+_CHILD_ITEMS = {
+    "hl7_encounters": {
+        "PV1": None,
+        "EVN-2": "event_datetime",
+        "PV1-2": "patient_class",
+        "PV1-44": "admit_datetime",
+        "PV1-45": "discharge_datetime",
+    },
+    "hl7_lab_results": {"OBX": None, "OBX-3": "observation_code", "OBR-4": "universal_service_id"},
+    "hl7_pharmacy_orders": {"RXE": None, "RXE-2": "give_code", "ORC-1": "order_control"},
+}
+# Message items: item -> the hl7_messages columns of which one must be present.
+_MESSAGE_ITEMS = {
+    "MSH-7": ("message_datetime",),
+    "MSH-10": ("message_control_id",),
+    "MSH-12": ("hl7_version",),
+    "PID-3": ("patient_id",),
+    "PID-5": ("patient_family_name", "patient_given_name"),
+    "PID-7": ("patient_birth_date",),
+    "PID-8": ("patient_gender",),
+}
+_ITEMS = ["MSH-9", *_MESSAGE_ITEMS, *(item for items in _CHILD_ITEMS.values() for item in items)]
+# The parser rejects a message without MSH-9.1, so an MSH-9 that fails lacks its trigger event.
+_ISSUES = {"MSH-9": "MSH-9.2 empty"}
+
+
+def rule_for(message_type: str | None) -> tuple[str, ...]:
+    """The items a message of this type must have."""
+    if not isinstance(message_type, str):
+        return UNKNOWN_TYPE_RULE
+    if message_type in RULES:
+        return RULES[message_type]
+    code, _, event = message_type.partition("^")
+    if code == "ADT" and event:
+        return (*_MSH, *_PATIENT, "EVN-2") if event in ADT_EVENTS_WITHOUT_VISIT else GENERIC_ADT_RULE
+    return UNKNOWN_TYPE_RULE
+
+
+def issue_text(item: str) -> str:
+    """How a failed item reads: a segment is missing, a field is empty."""
+    if item in _ISSUES:
+        return _ISSUES[item]
+    return f"{item} empty" if "-" in item else f"{item} missing"
+
+
+def validate_messages(
+    phi: Mapping[str, pa.Table],
+    message_token: Callable[[str | None], str | None],
+    source_file_token: Callable[[str | None], str | None],
+) -> pa.Table:
+    """One `MESSAGE_VALIDATION` row per row of PHI `hl7_messages`, in its order.
+
+    `phi`: the PHI HL7 tables (hl7_messages, and hl7_encounters, hl7_lab_results,
+    hl7_pharmacy_orders; an absent one counts as empty). `message_token` and `source_file_token`:
+    the functions that made the de-identified tables' tokens of MSH-10 and of the file name.
+    """
+    messages = _frame(phi, "hl7_messages", _MESSAGE_COLUMNS)
+    scores, issues = _score(messages, phi)
+    return pa.Table.from_arrays(
+        [
+            _per_distinct(messages["message_control_id"], message_token),
+            _per_distinct(messages["source_file"], source_file_token),
+            pa.array(messages["message_index"].to_numpy(), pa.int32(), from_pandas=True),
+            scores,
+            issues,
+        ],
+        schema=MESSAGE_VALIDATION,
+    )
+
+
+def with_validation(deid_messages: pa.Table, phi: Mapping[str, pa.Table]) -> pa.Table:
+    """De-identified `hl7_messages` made from `phi["hl7_messages"]` (row for row, as
+    `privacy.hl7_deid` makes it), with its `validation_score` and `validation_issues` filled in."""
+    messages = _frame(phi, "hl7_messages", _MESSAGE_COLUMNS)
+    if len(messages) != deid_messages.num_rows:
+        raise ValueError(f"{deid_messages.num_rows} de-identified messages for {len(messages)} parsed ones")
+    scores, issues = _score(messages, phi)
+    for name, column in (("validation_score", scores), ("validation_issues", issues)):
+        index = deid_messages.schema.get_field_index(name)
+        deid_messages = deid_messages.set_column(index, deid_messages.schema.field(index), column)
+    return deid_messages
+
+
+_MESSAGE_COLUMNS = ["message_type", *_MESSAGE_KEY, *dict.fromkeys(c for names in _MESSAGE_ITEMS.values() for c in names)]
+
+
+def _score(messages: pd.DataFrame, phi: Mapping[str, pa.Table]) -> tuple[pa.Array, pa.Array]:
+    """Each message's score (satisfied / assessed required items) and its failed items."""
+    status = _item_status(messages, phi)
+    required = _required(messages["message_type"])
+    assessed = required & ~np.isnan(status)
+    failed = assessed & (status == 0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        scores = (assessed.sum(axis=1) - failed.sum(axis=1)) / assessed.sum(axis=1)
+    return pa.array(scores, pa.float64()), pa.array(_issues(failed), pa.list_(pa.string()))
+
+
+def _item_status(messages: pd.DataFrame, phi: Mapping[str, pa.Table]) -> np.ndarray:
+    """Messages x `_ITEMS`: 1.0 present, 0.0 absent, NaN not assessable (no child row to look in)."""
+    status = {"MSH-9": messages["message_type"].str.contains("^", regex=False, na=False).to_numpy(dtype=bool)}
+    for item, columns in _MESSAGE_ITEMS.items():
+        status[item] = np.logical_or.reduce([_present(messages[column]) for column in columns])
+    for table, items in _CHILD_ITEMS.items():
+        children = _frame(phi, table, [*_MESSAGE_KEY, *filter(None, items.values())])
+        status.update(_child_status(messages, children, items))
+    matrix = np.empty((len(messages), len(_ITEMS)))
+    for column, item in enumerate(_ITEMS):
+        matrix[:, column] = status[item]
+    return matrix
+
+
+def _child_status(messages: pd.DataFrame, children: pd.DataFrame, items: dict[str, str | None]) -> dict:
+    """Per message: the segment 1.0 when it has rows, else 0.0; each field 1.0 when every row has it,
+    0.0 when one lacks it, NaN without rows."""
+    segment = next(item for item, column in items.items() if column is None)
+    fields = {item: column for item, column in items.items() if column is not None}
+    present = pd.DataFrame({item: _present(children[column]) for item, column in fields.items()})
+    present[_MESSAGE_KEY] = children[_MESSAGE_KEY]
+    per_message = present.groupby(_MESSAGE_KEY, dropna=False)[list(fields)].all().astype(float).reset_index()
+    found = messages[_MESSAGE_KEY].merge(per_message, how="left", on=_MESSAGE_KEY)
+    any_field = next(iter(fields))
+    status = {segment: found[any_field].notna().to_numpy(dtype=float)}
+    status.update({item: found[item].to_numpy(dtype=float) for item in fields})
+    return status
+
+
+def _required(message_types: pd.Series) -> np.ndarray:
+    """Messages x `_ITEMS`: whether the message's rule requires the item (one rule lookup per distinct type)."""
+    codes, distinct = pd.factorize(message_types, use_na_sentinel=False)
+    vectors = np.array([[item in rule_for(value) for item in _ITEMS] for value in distinct], dtype=bool)
+    return vectors[codes] if len(distinct) else np.zeros((0, len(_ITEMS)), dtype=bool)
+
+
+def _issues(failed: np.ndarray) -> list[list[str]]:
+    texts = [issue_text(item) for item in _ITEMS]
+    issues: list[list[str]] = [[] for _ in range(len(failed))]
+    for row, column in zip(*np.nonzero(failed)):
+        issues[row].append(texts[column])
+    return issues
+
+
+def _present(values: pd.Series) -> np.ndarray:
+    """Non-null, and for text not blank."""
+    present = values.notna().to_numpy(dtype=bool)
+    if pd.api.types.is_string_dtype(values):
+        return present & values.str.strip().ne("").to_numpy(dtype=bool)
+    return present
+
+
+def _per_distinct(values: pd.Series, token: Callable[[str | None], str | None]) -> pa.Array:
+    """`token` of each value, called once per distinct value."""
+    codes, distinct = pd.factorize(values, use_na_sentinel=False)
+    tokens = pa.array([token(None if pd.isna(value) else value) for value in distinct], pa.string())
+    return tokens.take(pa.array(codes))
+
+
+def _frame(phi: Mapping[str, pa.Table], name: str, columns: list[str]) -> pd.DataFrame:
+    table = phi.get(name)
+    if table is None:
+        table = phi_tables.TABLES[name].empty_table()
+    frame = table.select(columns).to_pandas()
+    frame["message_index"] = frame["message_index"].astype("Int64")
+    return frame

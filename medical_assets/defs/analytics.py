@@ -1,0 +1,113 @@
+"""Analytics tables of `deid/analytics/<table>/`: aggregates of the de-identified tables, small
+cells suppressed, stamped with the compliance metadata, in the configured export format.
+
+The PHI zone is read for two things the de-identified tables cannot answer (a message's month,
+parse errors), so the step leaves an audit record like every other PHI read.
+"""
+
+import dagster as dg
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from medical_assets.analytics.tables import ANALYTICS_TABLES
+from medical_assets.defs import groups
+from medical_assets.defs.audit import audited_phi_read
+from medical_assets.defs.deidentified import compliance_stamp, deid_key, recovered_publication
+from medical_assets.defs.resources import PipelineConfig, PrivacyResource, RayResource
+from medical_assets.engine import analytics_jobs
+from medical_assets.engine.analytics_jobs import ANALYTICS_DEID_INPUTS, ANALYTICS_PHI_INPUTS, Input
+
+ANALYTICS_FOLDER = "analytics"
+_DESCRIPTIONS = {
+    "hospital_utilization": "Messages, admissions (A01), discharges (A03), lab results and pharmacy orders per facility and month.",
+    "patient_demographics": "Distinct patients by gender and age band (at each patient's latest message).",
+    "message_types": "Messages per message type and HL7 version, with each one's share.",
+    "lab_results": "Per test: results, abnormal rate, and the distribution of numeric values.",
+    "pharmacy": "Orders per medication and route, medications ranked by orders.",
+    "imaging": "Studies, images and frames per modality, with pixel statistics.",
+    "imaging_transfer_syntaxes": "Images per modality and transfer syntax.",
+    "data_quality_files": "Per source file (as a token): parsed messages, parse errors, error rate, mean validation score.",
+    "data_quality_facilities": "Per sending facility: parsed messages, parse errors, error rate, mean validation score.",
+}
+_PREVIEW_ROWS = 10
+
+
+def analytics_key(table: str) -> dg.AssetKey:
+    return dg.AssetKey(["deid", ANALYTICS_FOLDER, table])
+
+
+@dg.multi_asset(
+    name="analytics_tables",
+    specs=[
+        dg.AssetSpec(
+            analytics_key(table),
+            deps=[*(deid_key(t) for t in ANALYTICS_DEID_INPUTS), *ANALYTICS_PHI_INPUTS],
+            group_name=groups.ANALYTICS,
+            kinds={"ray", "parquet"},
+            description=_DESCRIPTIONS[table] + " Counts from 1 to the suppression threshold are null (suppressed).",
+            tags={"zone": "deid"},
+        )
+        for table in ANALYTICS_TABLES
+    ],
+    pool=groups.RAY_POOL,
+)
+def analytics_tables(
+    context: dg.AssetExecutionContext, pipeline: PipelineConfig, ray_engine: RayResource, privacy: PrivacyResource
+):
+    settings = pipeline.settings()
+    key = privacy.key_ring(settings, context.log).current
+    folder = settings.zone("deid").child(ANALYTICS_FOLDER)
+    stamp = compliance_stamp(
+        settings.deid_profile, key.key_id, context.run.run_id, suppression_threshold=str(settings.suppression_threshold)
+    )
+    publication = recovered_publication(context, folder)
+    with audited_phi_read(context, settings, "analytics (message months, parse errors)", key.key_id):
+        try:
+            ray_engine.ensure_started()
+            counts = analytics_jobs.publish_analytics(
+                settings.zone("deid"), settings.zone("phi"), {t: publication.staged(t) for t in ANALYTICS_TABLES},
+                settings.export_format, stamp, key, settings.suppression_threshold,
+            )
+            # Published as folders: a CSV or JSON Lines export has no Parquet part to check for.
+            publication.commit({}, folders=list(ANALYTICS_TABLES))
+        except BaseException:
+            publication.abandon()
+            raise
+    context.log.info(f"analytics: {len(counts)} tables published as {settings.export_format}")
+    for table, schema in ANALYTICS_TABLES.items():
+        location = folder.child(table)
+        published = analytics_jobs.read_input(Input(location, None, settings.export_format, schema))
+        yield dg.MaterializeResult(
+            asset_key=analytics_key(table),
+            metadata={
+                "dagster/row_count": counts.get(table, 0),
+                "dagster/column_schema": dg.TableSchema(columns=[dg.TableColumn(f.name, str(f.type)) for f in schema]),
+                "dagster/uri": location.uri,
+                "format": settings.export_format,
+                "suppression threshold": settings.suppression_threshold,
+                "suppressed cells": int(pc.sum(published["suppressed_cells"]).as_py() or 0) if published is not None else 0,
+                "de-identification profile": settings.deid_profile,
+                "key id": key.key_id,
+                # Aggregates with small cells already suppressed: safe to show.
+                "preview": dg.MetadataValue.md(markdown_preview(published, _PREVIEW_ROWS)),
+            },
+        )
+
+
+def markdown_preview(table: pa.Table | None, limit: int) -> str:
+    if table is None or table.num_rows == 0:
+        return "(no rows)"
+    rows = table.slice(0, limit).to_pylist()
+    lines = ["| " + " | ".join(table.column_names) + " |", "|" + " --- |" * len(table.column_names)]
+    lines += ["| " + " | ".join(_cell(row[c]) for c in table.column_names) + " |" for row in rows]
+    more = f"{table.num_rows - limit:,} more rows; " if table.num_rows > limit else ""
+    lines.append(f"\n({more}a null count is a suppressed cell)")
+    return "\n".join(lines)
+
+
+def _cell(value) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, float):
+        return f"{value:,.3g}"
+    return str(value).replace("|", "\\|")

@@ -1,0 +1,175 @@
+"""MEDICAL_ASSETS_DATA_DIR=s3://...: the whole graph against a real S3-compatible server on loopback
+(moto in server mode), through pyarrow's S3 filesystem, with a local Ray that inherits the settings."""
+
+import os
+import secrets
+import sys
+from io import BytesIO
+
+import dagster as dg
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+import pydicom
+import pytest
+
+from medical_assets.defs import checks
+from medical_assets.privacy.audit import AuditLog
+from medical_assets.storage import resolve_location
+from medical_assets_tests.scaleout.servers import (
+    failures,
+    free_port,
+    materialize_graph,
+    port_open,
+    start_in_own_group,
+    stop_group,
+    wait_for,
+)
+
+pytestmark = pytest.mark.slow
+
+BUCKET = "medical-assets-test"
+PREFIX = "site-a/data"
+KEY = secrets.token_urlsafe(32)
+MESSAGES, DICOM_FILES = 300, 6
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint(tmp_path_factory):
+    """moto's S3 server on 127.0.0.1, in its own process group, with one empty bucket; the AWS
+    variables that pyarrow, boto3 and the Ray workers read point at it while the module runs."""
+    folder = tmp_path_factory.mktemp("moto")
+    port = free_port()
+    log = str(folder / "moto.log")
+    moto_server = os.path.join(os.path.dirname(sys.executable), "moto_server")
+    server = start_in_own_group([moto_server, "-H", "127.0.0.1", "-p", str(port)], log)
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: port_open(port), 60, "moto_server", log)
+        with pytest.MonkeyPatch.context() as patch:
+            for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"):
+                patch.delenv(name, raising=False)
+            patch.setenv("AWS_ENDPOINT_URL_S3", endpoint)
+            patch.setenv("AWS_ENDPOINT_URL", endpoint)
+            # Dummy credentials: without any, writes to moto were stored corrupted (PITFALLS).
+            patch.setenv("AWS_ACCESS_KEY_ID", "testing")
+            patch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+            patch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+            import boto3
+
+            boto3.client("s3").create_bucket(Bucket=BUCKET)
+            yield endpoint
+    finally:
+        stop_group(server)
+
+
+def _s3() -> pafs.S3FileSystem:
+    # S3FileSystem() ignores AWS_ENDPOINT_URL_S3 (FileSystem.from_uri, which the pipeline uses, honours it).
+    return pafs.S3FileSystem(endpoint_override=os.environ["AWS_ENDPOINT_URL_S3"], region="us-east-1")
+
+
+def _rows(zone: str, table: str) -> int:
+    return pq.read_table(f"{BUCKET}/{PREFIX}/{zone}/{table}", filesystem=_s3()).num_rows
+
+
+def _content(zone: str, table: str) -> list[str]:
+    """The rows of a table in a comparable, order-free form."""
+    return sorted(map(repr, pq.read_table(f"{BUCKET}/{PREFIX}/{zone}/{table}", filesystem=_s3()).to_pylist()))
+
+
+def _objects(under: str = "") -> dict[str, int]:
+    """Every object (key -> size) below the data folder, or below `under` in it."""
+    root = f"{BUCKET}/{PREFIX}" + (f"/{under}" if under else "")
+    selector = pafs.FileSelector(root, recursive=True, allow_not_found=True)
+    return {info.path[len(root) + 1 :]: info.size for info in _s3().get_file_info(selector) if info.type == pafs.FileType.File}
+
+
+def test_ray_workers_inherit_the_object_store_settings(s3_endpoint):
+    """The local Ray a run starts passes the driver's AWS variables to its workers."""
+    import ray
+
+    from medical_assets.engine.runtime import RayRuntime
+
+    runtime = RayRuntime(num_cpus=1)
+    runtime.ensure_started()
+    try:
+        seen = ray.get(ray.remote(lambda: {n: os.environ.get(n) for n in ("AWS_ENDPOINT_URL_S3", "AWS_ACCESS_KEY_ID")}).remote())
+    finally:
+        runtime.stop()
+    assert seen == {"AWS_ENDPOINT_URL_S3": s3_endpoint, "AWS_ACCESS_KEY_ID": "testing"}
+
+
+def test_whole_graph_on_object_storage_then_an_idempotent_rerun(s3_endpoint, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a relative ./data would land here
+    data_dir = f"s3://{BUCKET}/{PREFIX}"
+
+    first = materialize_graph(data_dir, KEY, messages=MESSAGES, dicom_files=DICOM_FILES)
+    assert first.success, failures(first)
+
+    # The synthetic corpora were generated into the bucket, under the data folder's landing zone.
+    landing = _objects("landing")
+    assert sum(name.startswith("hl7/") and name.endswith(".hl7") for name in landing) >= 1
+    assert sum(name.startswith("dicom/") for name in landing) >= DICOM_FILES
+
+    # Row counts, read back through pyarrow's S3 filesystem.
+    assert _rows("phi", "hl7_messages") == MESSAGES
+    assert _rows("phi", "hl7_errors") == 0
+    assert _rows("phi", "dicom_images") == DICOM_FILES
+    assert _rows("phi", "dicom_errors") == 0
+    assert _rows("deid", "hl7_messages") == MESSAGES
+    exported, excluded = _rows("deid", "dicom_images"), _rows("phi", "dicom_deid_excluded")
+    assert exported + excluded == DICOM_FILES and exported > 0
+
+    # The de-identified DICOM files are objects in the bucket, readable and de-identified.
+    deid_files = {name: size for name, size in _objects("deid/dicom").items() if name.endswith(".dcm")}
+    assert len(deid_files) == exported
+    with _s3().open_input_stream(f"{BUCKET}/{PREFIX}/deid/dicom/{min(deid_files)}") as stream:
+        dataset = pydicom.dcmread(BytesIO(stream.read()))
+    assert dataset.PatientIdentityRemoved == "YES"
+
+    # The blocking leak checks ran over the bucket and passed, as did every other check.
+    evaluations = {e.check_name: e.passed for e in first.get_asset_check_evaluations()}
+    assert evaluations.get("no_identifiers_leaked_hl7") is True
+    assert evaluations.get("no_identifiers_leaked_dicom") is True
+    assert all(evaluations.values()), evaluations
+
+    # Every PHI read was audited, as objects in the bucket's PHI zone.
+    audit = [r for r in AuditLog(resolve_location(f"{data_dir}/phi/_audit")).records() if r.run_id == first.run_id]
+    subjects = " ".join(r.subject for r in audit)
+    assert all(r.outcome == "success" for r in audit)
+    for read in ("HL7 landing", "DICOM landing", "HL7 tables", "DICOM images", "leak check"):
+        assert read in subjects
+
+    # A second run, after a run that died before its commit left a staged table: the same rows,
+    # the landing corpus kept, the dead run's staging discarded, nothing staged left behind.
+    objects_before = sorted(name for name in _objects() if not name.startswith("phi/_audit/"))  # the audit log grows
+    rows_before = {table: _content(*table) for table in (("phi", "hl7_messages"), ("deid", "hl7_messages"), ("deid", "dicom_images"))}
+    stray = f"{BUCKET}/{PREFIX}/phi/.staging/deadrun/hl7_messages/part-00000.parquet"
+    pq.write_table(pq.read_table(f"{BUCKET}/{PREFIX}/phi/hl7_messages", filesystem=_s3()), stray, filesystem=_s3())
+    with dg.DagsterInstance.ephemeral() as instance:
+        second = materialize_graph(data_dir, KEY, messages=MESSAGES, dicom_files=DICOM_FILES, instance=instance)
+        assert second.success, failures(second)
+        logged = [entry.user_message for entry in instance.all_logs(second.run_id)]
+    assert any("discarded unfinished run deadrun" in message for message in logged), "the dead run's staging must be discarded"
+    assert _objects("landing") == landing
+    assert {table: _content(*table) for table in rows_before} == rows_before
+    assert {n for n in _objects("deid/dicom") if n.endswith(".dcm")} == set(deid_files)
+    after = _objects()
+    assert not [name for name in after if "/.staging/" in f"/{name}"], "staging objects left behind"
+    assert sorted(name for name in after if not name.startswith("phi/_audit/")) == objects_before
+
+    # The leak check really walks the bucket: an identifier put into the de-identified zone is found.
+    names = pq.read_table(f"{BUCKET}/{PREFIX}/phi/hl7_messages", filesystem=_s3())["patient_family_name"].to_pylist()
+    name = next(n for n in names if n and len(n) >= 5)
+    leaked = f"{BUCKET}/{PREFIX}/deid/hl7_messages/part-99999.parquet"
+    pq.write_table(pa.table({"comment": [f"seen by {name} yesterday"]}), leaked, filesystem=_s3())
+    try:
+        check = materialize_graph(data_dir, KEY, selection=dg.AssetSelection.checks(checks.hl7_deid_leak_check))
+    finally:
+        _s3().delete_file(leaked)
+    evaluations = check.get_asset_check_evaluations()
+    assert [(e.check_name, e.passed) for e in evaluations] == [("no_identifiers_leaked_hl7", False)]
+    assert "part-99999.parquet" in str(evaluations[0].metadata) and name not in str(evaluations[0].metadata)
+
+    assert not (tmp_path / "data").exists(), "nothing may be written to a local ./data"
+    assert not os.listdir(tmp_path)
