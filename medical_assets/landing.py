@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+from importlib import resources
+from importlib.metadata import version
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -112,9 +114,86 @@ def changed_files(current: list[LandingFile], manifest: pa.Table | None) -> list
     return changed
 
 
+def known_checksums(files: list[LandingFile], manifest: pa.Table | None, changed: list[LandingFile]) -> dict[str, str]:
+    """The manifest's SHA-256 of each file not in `changed` (see `changed_files`)."""
+    if manifest is None:
+        return {}
+    recorded = dict(zip(manifest["path"].to_pylist(), manifest["sha256"].to_pylist()))
+    changed_paths = {f.path for f in changed}
+    return {f.path: recorded[f.path] for f in files if f.path not in changed_paths and f.path in recorded}
+
+
 def run_key_for(kind: str, files: list[LandingFile]) -> str:
     """The same set of file versions always gives the same key, so a sensor requests it once."""
     digest = hashlib.sha256(kind.encode())
     for landing_file in sorted(files, key=lambda f: f.relative_path):
         digest.update(f"\x1f{landing_file.relative_path}\x1e{landing_file.size_bytes}\x1e{landing_file.modified_time_ns}".encode())
     return f"{kind}-{digest.hexdigest()[:24]}"
+
+
+# The ledger of a parse: which file versions the published PHI tables hold, and what built them.
+# It is published with the tables it describes, so the two never disagree.
+LEDGER_SCHEMA = pa.schema(
+    [
+        pa.field("path", pa.string()),
+        pa.field("sha256", pa.string()),
+        pa.field("build", pa.string()),  # code version and output options; a new build re-parses everything
+    ]
+)
+
+
+@dataclass(frozen=True)
+class ParsePlan:
+    """What a parse run does: parse `parse`, drop the published rows of `drop`, keep the rest."""
+
+    parse: list[LandingFile]  # new or changed files
+    drop: frozenset[str]  # paths whose published rows go: changed or no longer in the landing folder
+    full: bool  # nothing is kept: a first run, or a new build
+    reason: str  # for the run log
+
+    @property
+    def unchanged(self) -> bool:
+        return not self.full and not self.parse and not self.drop
+
+
+def plan_parse(manifest: pa.Table, ledger: pa.Table | None, build: str) -> ParsePlan:
+    """Compare the landing manifest with the ledger of the published tables.
+
+    A file counts as the same when its path and SHA-256 are: a file touched but not changed is
+    not parsed again, and a file changed in place with the same size and time still is.
+    """
+    files = files_from_manifest(manifest)
+    if ledger is None or ledger.num_rows == 0:
+        return ParsePlan(files, frozenset(), True, "first parse: every file")
+    builds = set(ledger["build"].to_pylist())
+    if builds != {build}:
+        return ParsePlan(files, frozenset(), True, "new code version or output options: every file again")
+    published = dict(zip(ledger["path"].to_pylist(), ledger["sha256"].to_pylist()))
+    current = dict(zip(manifest["path"].to_pylist(), manifest["sha256"].to_pylist()))
+    parse = [f for f in files if published.get(f.path) != current[f.path]]
+    drop = frozenset(path for path, digest in published.items() if current.get(path) != digest)
+    gone = sum(1 for path in published if path not in current)
+    reason = f"incremental: {len(parse)} new or changed files, {gone} removed, {len(current) - len(parse)} kept"
+    return ParsePlan(parse, drop, False, reason)
+
+
+def ledger_table(manifest: pa.Table, build: str) -> pa.Table:
+    return pa.table(
+        {
+            "path": manifest["path"],
+            "sha256": manifest["sha256"],
+            "build": pa.array([build] * manifest.num_rows, pa.string()),
+        },
+        schema=LEDGER_SCHEMA,
+    )
+
+
+def code_fingerprint(packages: list[str]) -> str:
+    """A digest of the source files of `packages` (and the project's version): it changes with any
+    edit of the code, which a version number alone would not show during development."""
+    digest = hashlib.sha256(version("medical-assets").encode())
+    for package in sorted(packages):
+        root = resources.files(package)
+        for name in sorted(entry.name for entry in root.iterdir() if entry.name.endswith(".py")):
+            digest.update(f"\x1f{package}/{name}\x1e".encode() + root.joinpath(name).read_bytes())
+    return digest.hexdigest()[:16]

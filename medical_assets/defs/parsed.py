@@ -8,10 +8,10 @@ from medical_assets.defs.metadata import count_preview, table_metadata
 from medical_assets.defs.raw import DICOM_MANIFEST, HL7_MANIFEST, dicom_landing_manifest, hl7_landing_manifest
 from medical_assets.defs.resources import PipelineConfig, RayResource
 from medical_assets.dicom.tables import TABLES as DICOM_TABLES
-from medical_assets.engine import jobs
+from medical_assets.engine import incremental, jobs
 from medical_assets.hl7.tables import TABLES as HL7_TABLES
-from medical_assets.landing import files_from_manifest
-from medical_assets.storage import TablePublication, read_table, restrict_to_owner
+from medical_assets.landing import LEDGER_SCHEMA, code_fingerprint, ledger_table, plan_parse
+from medical_assets.storage import TablePublication, count_rows, read_table, restrict_to_owner, write_table_atomically
 
 _DESCRIPTIONS = {
     "hl7_messages": "One row per parsed HL7 message: header, patient identity and demographics (PHI).",
@@ -60,7 +60,12 @@ def _parsed_tables_asset(name: str, kind: str, tables: dict, manifest_asset, man
         phi = settings.zone("phi")
         for action in TablePublication.recover(phi):
             context.log.warning(f"PHI zone: {action} left by an interrupted run")
-        files = files_from_manifest(read_table(settings.manifests.child(*manifest_path)))
+        manifest = read_table(settings.manifests.child(*manifest_path))
+        ledger_location = phi.child(f"{kind}_parse_ledger")
+        build = parse_build(kind, settings)
+        plan = plan_parse(manifest, read_table(ledger_location) if ledger_location.exists() else None, build)
+        files = plan.parse
+        context.log.info(f"{kind.upper()} parse plan: {plan.reason}")
 
         def report(counts: dict, elapsed_s: float) -> None:
             done = counts.get("files", 0)
@@ -70,38 +75,55 @@ def _parsed_tables_asset(name: str, kind: str, tables: dict, manifest_asset, man
             )
 
         restrict_to_owner(phi)  # before the first PHI byte is written
-        publication = TablePublication(phi, run_id=context.run.run_id)
-        with audited_phi_read(context, settings, f"{kind.upper()} landing files to the PHI zone", None):
-            try:
-                if files:
-                    ray_engine.ensure_started()
-                counts = parse_files(files, settings, publication, report)
-                publication.commit(tables)
-            except BaseException:
-                publication.abandon()
-                raise
-        restrict_to_owner(phi)
+        if not plan.unchanged:
+            publication = TablePublication(phi, run_id=context.run.run_id)
+            with audited_phi_read(context, settings, f"{kind.upper()} landing files to the PHI zone", None):
+                try:
+                    first_part = 0
+                    if not plan.full:  # keep what the last run parsed, minus the changed files
+                        ray_engine.ensure_started()
+                        first_part = incremental.carry_over(phi, tables, plan.drop, publication, report)
+                    if files:
+                        ray_engine.ensure_started()
+                    parse_files(files, settings, publication, report, first_part)
+                    write_table_atomically(ledger_table(manifest, build), publication.staged(ledger_location.name).child("part-00000.parquet"))
+                    publication.commit({**tables, ledger_location.name: LEDGER_SCHEMA})
+                except BaseException:
+                    publication.abandon()
+                    raise
+            restrict_to_owner(phi)
 
         for table, schema in tables.items():
             location = phi.child(table)
             yield dg.MaterializeResult(
                 asset_key=table,
                 metadata={
-                    **table_metadata(location, schema, counts.get(table, 0)),
+                    **table_metadata(location, schema, count_rows(location)),
                     "preview": count_preview(location, _PREVIEW_COLUMN[table]),
+                    "files parsed this run": len(files),
+                    "parse plan": "full" if plan.full else "incremental",
                 },
             )
 
     return parsed_tables
 
 
-def _parse_hl7(files, settings, publication, report):
-    return jobs.parse_hl7_files(files, settings.hl7_source.filesystem, publication, report)
+def parse_build(kind: str, settings) -> str:
+    """What the published tables depend on besides the files: the code that parses them and the
+    output options. When it changes, the next run parses every file again."""
+    packages = {"hl7": ["medical_assets.hl7"], "dicom": ["medical_assets.dicom"]}[kind]
+    options = f"thumbnails={int(settings.dicom_thumbnails)}" if kind == "dicom" else ""
+    return f"{code_fingerprint(packages)};{options}"
 
 
-def _parse_dicom(files, settings, publication, report):
+def _parse_hl7(files, settings, publication, report, first_part):
+    return jobs.parse_hl7_files(files, settings.hl7_source.filesystem, publication, report, first_part)
+
+
+def _parse_dicom(files, settings, publication, report, first_part):
     return jobs.parse_dicom_files(
-        files, settings.dicom_source.filesystem, publication, report, with_thumbnails=settings.dicom_thumbnails
+        files, settings.dicom_source.filesystem, publication, report,
+        with_thumbnails=settings.dicom_thumbnails, first_part=first_part,
     )
 
 

@@ -7,8 +7,8 @@ from medical_assets.defs import groups
 from medical_assets.defs.resources import PipelineConfig, RayResource
 from medical_assets.dicom import is_dicom_candidate
 from medical_assets.engine import jobs
-from medical_assets.landing import LandingFile, list_landing_files, manifest_table
-from medical_assets.storage import Location, write_table_atomically
+from medical_assets.landing import LandingFile, changed_files, known_checksums, list_landing_files, manifest_table
+from medical_assets.storage import Location, read_table, write_table_atomically
 from medical_assets.synthetic.dicom import DicomCorpusSettings
 from medical_assets.synthetic.hl7 import HL7CorpusSettings
 
@@ -116,11 +116,19 @@ def dicom_landing_manifest(
 def _publish_manifest(
     context: dg.AssetExecutionContext, ray_engine: RayResource, source: Location, files: list[LandingFile], target: Location
 ) -> dg.MaterializeResult:
-    if files:
+    # A file whose path, size and modification time are unchanged keeps its checksum: a nightly run
+    # reads only the files that are new or touched.
+    previous = read_table(target) if target.exists() else None
+    checksums = known_checksums(files, previous, changed_files(files, previous))
+    to_read = [f for f in files if f.path not in checksums]
+    if to_read:
         ray_engine.ensure_started()
-    write_table_atomically(manifest_table(files, jobs.checksum_files(files, source.filesystem)), target)
+        checksums |= jobs.checksum_files(to_read, source.filesystem)
+    write_table_atomically(manifest_table(files, checksums), target)
     total_bytes = sum(f.size_bytes for f in files)
-    context.log.info(f"{len(files):,} files, {total_bytes:,} bytes, in the landing folder")
+    context.log.info(
+        f"{len(files):,} files, {total_bytes:,} bytes, in the landing folder; {len(to_read):,} new or touched, checksummed"
+    )
     return dg.MaterializeResult(
         metadata={"dagster/row_count": len(files), "total bytes": total_bytes, "dagster/uri": target.uri}
     )

@@ -62,7 +62,7 @@ def deidentify_hl7(
     """The de-identified HL7 tables, staged under `targets` with `schemas` (which carry the compliance metadata)."""
     groups = phi_part_groups(phi, list(HL7_TABLES), HL7_TABLES)
     transform = functools.partial(_deidentify_hl7_group, ring=ring, profile=profile, reversible_tokens=reversible_tokens)
-    return _run_group_job(groups, HL7_TABLES, transform, targets, schemas, report)
+    return run_group_job(groups, HL7_TABLES, transform, targets, schemas, report)
 
 
 def export_dicom(
@@ -80,17 +80,19 @@ def export_dicom(
     transform = functools.partial(
         _export_dicom_group, key=key, profile=profile, source_filesystem=source_filesystem, deid_files=deid_files
     )
-    return _run_group_job(groups, DICOM_TABLES, transform, targets, schemas, report)
+    return run_group_job(groups, DICOM_TABLES, transform, targets, schemas, report)
 
 
-def _run_group_job(groups, input_schemas, transform, targets, schemas, report) -> dict[str, int]:
+def run_group_job(groups, input_schemas, transform, targets, schemas, report, first_part: int = 0) -> dict[str, int]:
+    """`transform` of each part group in the workers, its tables staged under `targets` (parts
+    numbered from `first_part`); rows per table."""
     if not groups:
         return {"files": 0}
     packed_schema = multitable.packed_schema(schemas)
     datasource = PartGroupsDatasource(groups, input_schemas, transform, packed_schema)
     dataset = ray.data.read_datasource(datasource, override_num_blocks=min(len(groups), cluster_cpus()))
     counter = progress_counter()
-    sink = StagedTablesDatasink(targets, schemas, counter)
+    sink = StagedTablesDatasink(targets, schemas, counter, first_part)
     run_with_progress(lambda: dataset.write_datasink(sink), counter, report)
     return dict(sink.totals)
 

@@ -72,10 +72,12 @@ def checksum_files(files: list[LandingFile], filesystem) -> dict[str, str]:
 
 
 def parse_hl7_files(
-    files: list[LandingFile], filesystem, publication: TablePublication, report: ProgressReport
+    files: list[LandingFile], filesystem, publication: TablePublication, report: ProgressReport, first_part: int = 0
 ) -> dict[str, int]:
     """Parse HL7 files into the staged HL7 tables of `publication`."""
-    return parse_landing_files(files, filesystem, publication, HL7_TABLES, _parse_hl7_packed, HL7_PACKED_SCHEMA, report)
+    return parse_landing_files(
+        files, filesystem, publication, HL7_TABLES, _parse_hl7_packed, HL7_PACKED_SCHEMA, report, first_part
+    )
 
 
 def parse_dicom_files(
@@ -84,10 +86,13 @@ def parse_dicom_files(
     publication: TablePublication,
     report: ProgressReport,
     with_thumbnails: bool = True,
+    first_part: int = 0,
 ) -> dict[str, int]:
     """Read DICOM headers, pixel statistics and thumbnails into the staged DICOM tables of `publication`."""
     read_file = functools.partial(_read_dicom_packed, with_thumbnail=with_thumbnails)
-    return parse_landing_files(files, filesystem, publication, DICOM_TABLES, read_file, DICOM_PACKED_SCHEMA, report)
+    return parse_landing_files(
+        files, filesystem, publication, DICOM_TABLES, read_file, DICOM_PACKED_SCHEMA, report, first_part
+    )
 
 
 def parse_landing_files(
@@ -98,8 +103,10 @@ def parse_landing_files(
     read_file: FileReader,
     packed_schema: pa.Schema,
     report: ProgressReport,
+    first_part: int = 0,
 ) -> dict[str, int]:
-    """Read every file in the workers into one packed dataset, and stream it into staged tables.
+    """Read every file in the workers into one packed dataset, and stream it into staged tables
+    (part files numbered from `first_part`).
 
     Returns rows written per table, and `files`. The caller commits (or abandons) the publication.
     """
@@ -111,7 +118,7 @@ def parse_landing_files(
         datasource, override_num_blocks=read_task_count(total_bytes, len(files), cluster_cpus())
     )
     counter = progress_counter()
-    sink = StagedTablesDatasink({name: publication.staged(name) for name in schemas}, schemas, counter)
+    sink = StagedTablesDatasink({name: publication.staged(name) for name in schemas}, schemas, counter, first_part)
     run_with_progress(lambda: dataset.write_datasink(sink), counter, report)
     return dict(sink.totals)
 

@@ -20,8 +20,9 @@ class StagedTablesDatasink(Datasink[dict]):
     files only become visible to readers when the run publishes its staging folder.
     """
 
-    def __init__(self, targets: Mapping[str, Location], schemas: Mapping[str, pa.Schema], progress=None):
+    def __init__(self, targets: Mapping[str, Location], schemas: Mapping[str, pa.Schema], progress=None, first_part: int = 0):
         self._targets = dict(targets)
+        self._first_part = first_part  # parts kept from an earlier run hold the numbers below it
         self._schemas = dict(schemas)
         self._progress = progress  # a ProgressCounter actor handle, or None
         self.totals: Counter = Counter()
@@ -46,7 +47,7 @@ class StagedTablesDatasink(Datasink[dict]):
                     if name not in writers:
                         target = self._targets[name]
                         writers[name] = pq.ParquetWriter(
-                            target.child(f"part-{ctx.task_idx:05d}.parquet").path,
+                            target.child(f"part-{self._first_part + ctx.task_idx:05d}.parquet").path,
                             schema,
                             filesystem=target.filesystem,
                             compression="zstd",
