@@ -61,7 +61,10 @@ def analytics_tables(
         settings.deid_profile, key.key_id, context.run.run_id, suppression_threshold=str(settings.suppression_threshold)
     )
     publication = recovered_publication(context, folder)
-    with audited_phi_read(context, settings, "analytics (message months, parse errors)", key.key_id):
+    with (
+        audited_phi_read(context, settings, "analytics (message months, parse errors)", key.key_id),
+        ray_engine.transient_failures_retried(),
+    ):
         try:
             ray_engine.ensure_started()
             counts = analytics_jobs.publish_analytics(

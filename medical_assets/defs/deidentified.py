@@ -86,7 +86,10 @@ def hl7_deidentified_tables(
     deid = settings.zone("deid")
     schemas = stamped(DEID_HL7_TABLES, settings.deid_profile, key.key_id, context.run.run_id)
     publication = recovered_publication(context, deid)
-    with audited_phi_read(context, settings, "HL7 tables to the de-identified zone", key.key_id):
+    with (
+        audited_phi_read(context, settings, "HL7 tables to the de-identified zone", key.key_id),
+        ray_engine.transient_failures_retried(),
+    ):
         try:
             ray_engine.ensure_started()
             counts = deid_jobs.deidentify_hl7(
@@ -127,7 +130,10 @@ def dicom_deidentified_export(
     phi_publication = recovered_publication(context, phi)
     deid_tables = {t: s for t, s in schemas.items() if t != "dicom_deid_excluded"}
     targets = {t: deid_publication.staged(t) for t in deid_tables} | {"dicom_deid_excluded": phi_publication.staged("dicom_deid_excluded")}
-    with audited_phi_read(context, settings, "DICOM images to the de-identified zone", key.key_id):
+    with (
+        audited_phi_read(context, settings, "DICOM images to the de-identified zone", key.key_id),
+        ray_engine.transient_failures_retried(),
+    ):
         try:
             ray_engine.ensure_started()
             files = deid_publication.staged(DEID_FILES)

@@ -77,7 +77,10 @@ def _parsed_tables_asset(name: str, kind: str, tables: dict, manifest_asset, man
         restrict_to_owner(phi)  # before the first PHI byte is written
         if not plan.unchanged:
             publication = TablePublication(phi, run_id=context.run.run_id)
-            with audited_phi_read(context, settings, f"{kind.upper()} landing files to the PHI zone", None):
+            with (
+                audited_phi_read(context, settings, f"{kind.upper()} landing files to the PHI zone", None),
+                ray_engine.transient_failures_retried(),
+            ):
                 try:
                     first_part = 0
                     if not plan.full:  # keep what the last run parsed, minus the changed files

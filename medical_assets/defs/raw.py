@@ -34,7 +34,8 @@ def synthetic_hl7_files(
         return dg.MaterializeResult(metadata={"skipped": f"{HL7_SOURCE_VAR} is set"})
     ray_engine.ensure_started()
     corpus = HL7CorpusSettings(total_messages=settings.synthetic_hl7_messages)
-    result = jobs.generate_synthetic_hl7(corpus, settings.hl7_source)
+    with ray_engine.transient_failures_retried():
+        result = jobs.generate_synthetic_hl7(corpus, settings.hl7_source)
     context.log.info(
         f"{'Generated' if result.generated else 'Kept the existing'} synthetic HL7 corpus: "
         f"{corpus.total_messages:,} messages in {result.files:,} files"
@@ -67,9 +68,10 @@ def synthetic_dicom_files(
         context.log.info(f"{DICOM_SOURCE_VAR} is set: reading real DICOM from there, generating nothing")
         return dg.MaterializeResult(metadata={"skipped": f"{DICOM_SOURCE_VAR} is set"})
     ray_engine.ensure_started()
-    result = jobs.generate_synthetic_dicom(
-        DicomCorpusSettings(total_files=settings.synthetic_dicom_files), settings.dicom_source
-    )
+    with ray_engine.transient_failures_retried():
+        result = jobs.generate_synthetic_dicom(
+            DicomCorpusSettings(total_files=settings.synthetic_dicom_files), settings.dicom_source
+        )
     context.log.info(f"{'Generated' if result.generated else 'Kept the existing'} synthetic DICOM corpus: {result.files:,} files")
     return dg.MaterializeResult(
         metadata={
@@ -123,7 +125,8 @@ def _publish_manifest(
     to_read = [f for f in files if f.path not in checksums]
     if to_read:
         ray_engine.ensure_started()
-        checksums |= jobs.checksum_files(to_read, source.filesystem)
+        with ray_engine.transient_failures_retried():
+            checksums |= jobs.checksum_files(to_read, source.filesystem)
     write_table_atomically(manifest_table(files, checksums), target)
     total_bytes = sum(f.size_bytes for f in files)
     context.log.info(

@@ -56,16 +56,17 @@ def dashboards(context: dg.AssetExecutionContext, pipeline: PipelineConfig, ray_
         settings.deid_profile, key.key_id, context.run.run_id, suppression_threshold=str(settings.suppression_threshold)
     )
     publication = recovered_publication(context, deid)
-    try:
-        ray_engine.ensure_started()
-        files = analytics_jobs.build_reports(
-            deid.child("analytics"), settings.export_format, deid, publication.staged(REPORTS_FOLDER),
-            stamp, settings.suppression_threshold,
-        )
-        publication.commit({}, folders=[REPORTS_FOLDER])
-    except BaseException:
-        publication.abandon()
-        raise
+    with ray_engine.transient_failures_retried():
+        try:
+            ray_engine.ensure_started()
+            files = analytics_jobs.build_reports(
+                deid.child("analytics"), settings.export_format, deid, publication.staged(REPORTS_FOLDER),
+                stamp, settings.suppression_threshold,
+            )
+            publication.commit({}, folders=[REPORTS_FOLDER])
+        except BaseException:
+            publication.abandon()
+            raise
     folder = deid.child(REPORTS_FOLDER)
     context.log.info(f"reports: {', '.join(files)} published")
     dashboard = folder.child(DASHBOARD_FILE)

@@ -1,6 +1,7 @@
 """Resources: the pipeline's settings and the Ray engine, both resolved when a run starts."""
 
 import os
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 import dagster as dg
@@ -14,8 +15,12 @@ from medical_assets.config import (
     load_settings,
     require_readable_source,
 )
-from medical_assets.engine.runtime import RayRuntime
+from medical_assets.engine.runtime import RayRuntime, is_transient
 from medical_assets.privacy.keys import PSEUDONYM_KEY_VAR, KeyRing, load_key_ring
+
+# Step retries after a transient failure, and the wait before each.
+TRANSIENT_RETRIES = 2
+TRANSIENT_RETRY_WAIT_S = 10
 
 
 @contextmanager
@@ -131,6 +136,18 @@ class RayResource(dg.ConfigurableResource):
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         if self._runtime is not None:
             self._runtime.stop()
+
+    @contextmanager
+    def transient_failures_retried(self) -> Iterator[None]:
+        """Ray jobs inside fail the step with a retry request when the failure is transient (a lost
+        worker or node, a full object store, a dropped connection): the step runs again, up to
+        TRANSIENT_RETRIES times. Any other failure fails the step at once."""
+        try:
+            yield
+        except Exception as error:
+            if is_transient(error):
+                raise dg.RetryRequested(max_retries=TRANSIENT_RETRIES, seconds_to_wait=TRANSIENT_RETRY_WAIT_S) from error
+            raise
 
     def ensure_started(self) -> None:
         if self._runtime is None:

@@ -137,6 +137,36 @@ class RayRuntime:
         self._saved_environment.clear()
 
 
+# Failures a second attempt may not meet: a worker, node or owner lost, memory or the object store
+# full, a connection dropped. A bug, bad input or a bad setting is never one of these.
+_TRANSIENT_FAILURES = (
+    ray.exceptions.WorkerCrashedError,
+    ray.exceptions.ObjectLostError,
+    ray.exceptions.NodeDiedError,
+    ray.exceptions.LocalRayletDiedError,
+    ray.exceptions.RaySystemError,
+    ray.exceptions.RayActorError,
+    ray.exceptions.OutOfMemoryError,
+    ray.exceptions.ObjectStoreFullError,
+    ConnectionError,
+    TimeoutError,
+)
+
+
+def is_transient(error: BaseException | None) -> bool:
+    """Whether `error`, or an error it wraps (Ray task errors and exception chains), is transient."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, ConfigurationError):
+            return False  # an unreachable RAY_ADDRESS wraps a ConnectionError, and will stay unreachable
+        if isinstance(error, _TRANSIENT_FAILURES):
+            return True
+        cause = getattr(error, "cause", None) if isinstance(error, ray.exceptions.RayTaskError) else None
+        error = cause if isinstance(cause, BaseException) else (error.__cause__ or error.__context__)
+    return False
+
+
 def _require_token_file() -> None:
     """Ray 2.60 aborts the whole process (a failed C++ check, no exception) when RAY_AUTH_TOKEN_PATH
     names a missing or empty file: say so as a configuration error instead."""
