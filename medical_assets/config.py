@@ -22,6 +22,7 @@ REVERSIBLE_TOKENS_VAR = "MEDICAL_ASSETS_REVERSIBLE_TOKENS"
 SUPPRESSION_THRESHOLD_VAR = "MEDICAL_ASSETS_SUPPRESSION_THRESHOLD"
 EXPORT_FORMAT_VAR = "MEDICAL_ASSETS_EXPORT_FORMAT"
 MAX_ERROR_RATE_VAR = "MEDICAL_ASSETS_MAX_ERROR_RATE"
+LOCK_TIMEOUT_VAR = "MEDICAL_ASSETS_LOCK_TIMEOUT_S"
 
 DEFAULT_DATA_DIR = "./data"
 DEFAULT_SYNTHETIC_HL7_MESSAGES = 50_000
@@ -32,6 +33,7 @@ DEID_PROFILES = ("safe_harbor", "date_shift")
 DEFAULT_SUPPRESSION_THRESHOLD = DEFAULT_THRESHOLD  # CMS cell-size rule: counts 1 to 10 are not published
 EXPORT_FORMATS = ("parquet", "csv", "jsonl")
 DEFAULT_MAX_ERROR_RATE = 0.05
+DEFAULT_LOCK_TIMEOUT_S = 3600  # how long a run waits for another run writing to the same data folder
 
 HL7_EXTENSIONS = (".hl7", ".txt", ".msg", ".er7")
 DICOM_EXTENSIONS = (".dcm", ".dicom")  # and extension-less files with the DICM preamble
@@ -56,6 +58,7 @@ class PipelineSettings:
     suppression_threshold: int = DEFAULT_SUPPRESSION_THRESHOLD
     export_format: str = EXPORT_FORMATS[0]  # of the analytics tables
     max_error_rate: float = DEFAULT_MAX_ERROR_RATE  # share of HL7 messages in hl7_errors before a warning
+    lock_timeout_s: int = DEFAULT_LOCK_TIMEOUT_S
 
     def zone(self, name: str) -> Location:
         return self.data_dir.child(name)
@@ -130,6 +133,7 @@ def load_settings(
         suppression_threshold=suppression_threshold,
         export_format=export_format,
         max_error_rate=max_error_rate,
+        lock_timeout_s=_count(env, LOCK_TIMEOUT_VAR, DEFAULT_LOCK_TIMEOUT_S),
     )
 
 
@@ -161,6 +165,20 @@ def _count(env: Mapping[str, str], variable: str, default: int) -> int:
         return int(raw)
     except ValueError:
         raise ConfigurationError(f"{variable} must be a whole number, got {raw!r}") from None
+
+
+def require_writable_data_dir(data_dir: Location) -> None:
+    """The data folder must take a file: checked before a run touches any output."""
+    probe = data_dir.child(f".write-probe-{os.getpid()}")
+    try:
+        data_dir.makedirs()
+        probe.write_bytes_atomically(b"")
+        probe.filesystem.delete_file(probe.path)
+    except OSError as error:
+        raise ConfigurationError(
+            f"{DATA_DIR_VAR}: cannot write to {data_dir.uri} ({error}); point it at a folder (or bucket prefix) "
+            "this user can write, or fix its permissions or credentials"
+        ) from None
 
 
 def require_readable_source(source: Location, variable: str) -> None:

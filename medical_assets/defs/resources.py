@@ -14,9 +14,11 @@ from medical_assets.config import (
     PipelineSettings,
     load_settings,
     require_readable_source,
+    require_writable_data_dir,
 )
 from medical_assets.engine.runtime import RayRuntime, is_transient
-from medical_assets.privacy.keys import PSEUDONYM_KEY_VAR, KeyRing, load_key_ring
+from medical_assets.locking import DataFolderLock
+from medical_assets.privacy.keys import PSEUDONYM_KEY_VAR, KeyRing, load_key_ring, parse_key_ring
 
 # Step retries after a transient failure, and the wait before each.
 TRANSIENT_RETRIES = 2
@@ -67,6 +69,30 @@ class PipelineConfig(dg.ConfigurableResource):
         default=None, description="Share of HL7 messages in hl7_errors above which a check warns; default MEDICAL_ASSETS_MAX_ERROR_RATE or 0.05"
     )
 
+    _lock: DataFolderLock | None = PrivateAttr(default=None)
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        # A run writes to the data folder from its first step to its last: it holds the folder's
+        # lock for that long (sensors and schedules, which only read, never take it).
+        if context.dagster_run is None:
+            return
+        settings = self.settings()
+        with configuration_failure():  # every setting checked before a step writes anything
+            require_writable_data_dir(settings.data_dir)
+            if settings.hl7_source_is_external:
+                require_readable_source(settings.hl7_source, HL7_SOURCE_VAR)
+            if settings.dicom_source_is_external:
+                require_readable_source(settings.dicom_source, DICOM_SOURCE_VAR)
+        holder = f"run {context.dagster_run.run_id}"
+        self._lock = DataFolderLock(settings.data_dir, holder, settings.lock_timeout_s, notify=context.log.warning)
+        with configuration_failure():
+            self._lock.acquire()
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
     def settings(self) -> PipelineSettings:
         with configuration_failure():
             return load_settings(
@@ -107,6 +133,11 @@ class PrivacyResource(dg.ConfigurableResource):
         default=None, description=f"The pseudonym secret or key ring; bind it to the {PSEUDONYM_KEY_VAR} variable"
     )
 
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        if context.dagster_run is not None and self.pseudonym_key is not None:
+            with configuration_failure():  # a malformed key fails the run before its first step
+                parse_key_ring(self.pseudonym_key)
+
     def key_ring(self, settings: PipelineSettings, log) -> KeyRing:
         with configuration_failure():
             ring, development_key = load_key_ring(self.pseudonym_key, settings.local_secrets_dir)
@@ -132,6 +163,9 @@ class RayResource(dg.ConfigurableResource):
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         self._runtime = RayRuntime(address=self.address or os.environ.get("RAY_ADDRESS") or None, num_cpus=self.num_cpus)
+        if context.dagster_run is not None:
+            with configuration_failure():  # an unreachable cluster fails the run before its first step
+                self._runtime.check_address()
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         if self._runtime is not None:

@@ -37,6 +37,11 @@ class RayRuntime:
     def is_local(self) -> bool:
         return not self.address
 
+    def check_address(self) -> None:
+        """Fail fast (ConfigurationError) when the cluster to join does not answer."""
+        if not self.is_local:
+            _require_reachable(self.address)
+
     def ensure_started(self) -> None:
         if self._connected:
             return
@@ -82,7 +87,7 @@ class RayRuntime:
     def _start_local(self) -> None:
         # A short private folder: Ray puts Unix sockets in it (107-byte path limit), and
         # neither /tmp/ray nor the user's home collects session files or tokens.
-        self._temp_dir = tempfile.mkdtemp(prefix="ma-ray-")
+        self._temp_dir = tempfile.mkdtemp(prefix="ma-ray-", dir=_short_temp_root())
         self._set_environment(
             {
                 "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
@@ -165,6 +170,17 @@ def is_transient(error: BaseException | None) -> bool:
         cause = getattr(error, "cause", None) if isinstance(error, ray.exceptions.RayTaskError) else None
         error = cause if isinstance(cause, BaseException) else (error.__cause__ or error.__context__)
     return False
+
+
+# Ray's Unix sockets live under its session folder, and a socket path must fit in 107 bytes:
+# with a deep TMPDIR (a CI workspace, pytest's folders) Ray would fail with an obscure error.
+_MAX_TEMP_ROOT_LENGTH = 28  # + "/ma-ray-xxxxxxxx/session_<date>_<pid>/sockets/plasma_store" = 107
+
+
+def _short_temp_root() -> str | None:
+    """TMPDIR when it is short enough for Ray's socket paths, else /tmp."""
+    root = tempfile.gettempdir()
+    return root if len(root) <= _MAX_TEMP_ROOT_LENGTH else "/tmp"
 
 
 def _require_token_file() -> None:

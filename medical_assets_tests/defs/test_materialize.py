@@ -96,7 +96,9 @@ def test_missing_source_fails_before_touching_outputs(tmp_path):
     data = tmp_path / "data"
     result = _materialize(data, hl7_source=tmp_path / "no-such-folder", raise_on_error=False)
     assert not result.success
-    failure = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"][0]
+    # The run fails as its resources start, before any step runs.
+    failure = [e for e in result.all_events if e.event_type_value == "RESOURCE_INIT_FAILURE"][0]
     assert "MEDICAL_ASSETS_HL7_SOURCE" in str(failure.event_specific_data.error.message)
+    assert not [e for e in result.all_events if e.event_type_value == "STEP_START"]
     assert not (data / "phi").exists()
     assert not (data / "manifests").exists()

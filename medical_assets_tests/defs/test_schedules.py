@@ -23,11 +23,11 @@ def test_the_schedule_runs_the_whole_graph_nightly_at_two_utc():
 
 
 def _sensor(data_dir, hl7_source, dicom_source, instance):
-    context = dg.build_sensor_context(
+    with dg.build_sensor_context(
         instance=instance,
         resources={"pipeline": PipelineConfig(data_dir=str(data_dir), hl7_source=str(hl7_source), dicom_source=str(dicom_source))},
-    )
-    return schedules.new_landing_files(context)
+    ) as context:
+        return schedules.new_landing_files(context)
 
 
 def _manifest_now(source, target):
