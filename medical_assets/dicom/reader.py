@@ -318,6 +318,12 @@ def _pixel_statistics(
         pixels = _pixel_array(dataset, transfer_syntax)
     except Exception as error:
         return nothing, _decode_failure(error, transfer_syntax), None
+    except BaseException as error:
+        # A decoder written in Rust (pylibjpeg-rle) panics on some damaged frames; its
+        # PanicException derives from BaseException. It is the file's fault, not the run's.
+        if type(error).__name__ != "PanicException":
+            raise
+        return nothing, f"the {transfer_syntax.name} decoder failed on damaged pixel data (panic)", None
     if pixels.ndim == 0 or pixels.size == 0:
         return nothing, "pixel data holds no samples", None
     try:
@@ -328,7 +334,7 @@ def _pixel_statistics(
 
 def _pixel_array(dataset: Dataset, transfer_syntax: UID) -> np.ndarray:
     try:
-        return dataset.pixel_array
+        return _decode(dataset, transfer_syntax)
     except Exception as error:
         if not _is_12_bit_jpeg_extended(dataset, transfer_syntax):
             raise
@@ -337,6 +343,39 @@ def _pixel_array(dataset: Dataset, transfer_syntax: UID) -> np.ndarray:
         except Exception as fallback_error:
             error.add_note(f"GDCM fallback: {type(fallback_error).__name__}: {fallback_error}")
             raise error from fallback_error
+
+
+def _decode(dataset: Dataset, transfer_syntax: UID) -> np.ndarray:
+    """The pixels, by the first plugin that decodes them. GDCM is left out whenever another plugin
+    can decode the transfer syntax: on some damaged streams it aborts the whole process (an
+    uncaught C++ exception), which no `except` can turn into an error row."""
+    plugins = _plugins_without_gdcm(transfer_syntax)
+    if not plugins:
+        return dataset.pixel_array
+    failures = []
+    for plugin in plugins:
+        try:
+            dataset.pixel_array_options(decoding_plugin=plugin)
+            return dataset.pixel_array
+        except Exception as error:  # the next plugin may read what this one cannot
+            # pydicom already says "<plugin>: <reason>" after its own preamble; keep that part.
+            text = str(error).split(_PYDICOM_PLUGIN_FAILURES, 1)[-1].strip()
+            failures.append(text if text.startswith(f"{plugin}:") else f"{plugin}: {text}")
+    # Worded as pydicom words the same failure when it tries the plugins itself.
+    raise RuntimeError(f"{_PYDICOM_PLUGIN_FAILURES}\n  " + "\n  ".join(failures))
+
+
+_PYDICOM_PLUGIN_FAILURES = "Unable to decode as exceptions were raised by all available plugins:"
+
+
+def _plugins_without_gdcm(transfer_syntax: UID) -> tuple[str, ...]:
+    try:
+        decoder = get_decoder(transfer_syntax)
+    except NotImplementedError:  # no decoder at all: pixel_array says why
+        return ()
+    if decoder is None or not transfer_syntax.is_compressed:
+        return ()
+    return tuple(plugin for plugin in decoder.available_plugins if plugin != "gdcm")
 
 
 def _is_12_bit_jpeg_extended(dataset: Dataset, transfer_syntax: UID) -> bool:

@@ -26,6 +26,7 @@ from medical_assets.analytics.figures import DASHBOARD_FILE
 from medical_assets.analytics.tables import ANALYTICS_TABLES
 from medical_assets.engine import multitable
 from medical_assets.engine.exports import ExportTablesDatasink
+from medical_assets.engine.jobs import TASK_OPTIONS
 from medical_assets.privacy.hl7_deid import SOURCE_FILE_DOMAIN
 from medical_assets.privacy.keys import PseudonymKey
 from medical_assets.privacy.pseudonyms import Pseudonymizer
@@ -121,9 +122,11 @@ def export_computed_tables(
 ) -> dict[str, int]:
     """`compute(inputs)` in one worker, its tables written by the export datasink; rows per table."""
     packed_schema = multitable.packed_schema(schemas)
-    dataset = ray.data.read_datasource(OneTaskDatasource(dict(inputs), compute, packed_schema), override_num_blocks=1)
+    dataset = ray.data.read_datasource(
+        OneTaskDatasource(dict(inputs), compute, packed_schema), override_num_blocks=1, ray_remote_args=TASK_OPTIONS
+    )
     sink = ExportTablesDatasink(targets, schemas, file_format, stamp)
-    dataset.write_datasink(sink)
+    dataset.write_datasink(sink, ray_remote_args=TASK_OPTIONS)
     return dict(sink.totals)
 
 
@@ -138,7 +141,9 @@ def build_files(inputs: Inputs, build: Callable[[dict[str, pa.Table | None]], Ma
             target.child(name).write_bytes_atomically(data)
         return pa.table({"name": list(files), "size_bytes": [len(d) for d in files.values()]}, schema=schema)
 
-    dataset = ray.data.read_datasource(OneTaskDatasource(dict(inputs), build_and_write, schema), override_num_blocks=1)
+    dataset = ray.data.read_datasource(
+        OneTaskDatasource(dict(inputs), build_and_write, schema), override_num_blocks=1, ray_remote_args=TASK_OPTIONS
+    )
     written = pa.concat_tables(ray.get(dataset.to_arrow_refs()))
     return sorted(written["name"].to_pylist())
 

@@ -24,7 +24,7 @@ from medical_assets.dicom.export import EXPORT_TABLES as DICOM_EXPORT_TABLES
 from medical_assets.dicom.export import export_deidentified
 from medical_assets.dicom.tables import TABLES as DICOM_TABLES
 from medical_assets.engine import multitable
-from medical_assets.engine.jobs import ProgressReport, cluster_cpus
+from medical_assets.engine.jobs import TASK_OPTIONS, ProgressReport, cluster_cpus
 from medical_assets.engine.progress import progress_counter, run_with_progress
 from medical_assets.engine.sinks import StagedTablesDatasink
 from medical_assets.hl7.tables import TABLES as HL7_TABLES
@@ -90,10 +90,12 @@ def run_group_job(groups, input_schemas, transform, targets, schemas, report, fi
         return {"files": 0}
     packed_schema = multitable.packed_schema(schemas)
     datasource = PartGroupsDatasource(groups, input_schemas, transform, packed_schema)
-    dataset = ray.data.read_datasource(datasource, override_num_blocks=min(len(groups), cluster_cpus()))
+    dataset = ray.data.read_datasource(
+        datasource, override_num_blocks=min(len(groups), cluster_cpus()), ray_remote_args=TASK_OPTIONS
+    )
     counter = progress_counter()
     sink = StagedTablesDatasink(targets, schemas, counter, first_part)
-    run_with_progress(lambda: dataset.write_datasink(sink), counter, report)
+    run_with_progress(lambda: dataset.write_datasink(sink, ray_remote_args=TASK_OPTIONS), counter, report)
     return dict(sink.totals)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import warnings
 import math
 from collections.abc import Callable, Mapping
 
@@ -30,6 +31,16 @@ DICOM_PACKED_SCHEMA = multitable.packed_schema(DICOM_TABLES)
 MAX_BYTES_PER_TASK = 1 << 30
 
 ProgressReport = Callable[[dict, float], None]
+
+
+# Attempts of a task whose worker died (Ray Data's default is to retry without end, so a file
+# that kills its worker every time would hang the job). The same arguments on the read and the
+# write keep the two fused in one task.
+# Ray 2.60 deprecates `ray_remote_args` on readers in favour of named parameters, but has no named
+# one for max_retries yet: the deprecation warning is silenced for this use alone.
+TASK_RETRIES = 3
+TASK_OPTIONS = {"max_retries": TASK_RETRIES}
+warnings.filterwarnings("ignore", message=r"`ray_remote_args` is deprecated", category=DeprecationWarning)
 
 
 def cluster_cpus() -> int:
@@ -115,11 +126,13 @@ def parse_landing_files(
     datasource = LandingFilesDatasource(files, filesystem, read_file, packed_schema)
     total_bytes = sum(f.size_bytes for f in files)
     dataset = ray.data.read_datasource(
-        datasource, override_num_blocks=read_task_count(total_bytes, len(files), cluster_cpus())
+        datasource,
+        override_num_blocks=read_task_count(total_bytes, len(files), cluster_cpus()),
+        ray_remote_args=TASK_OPTIONS,
     )
     counter = progress_counter()
     sink = StagedTablesDatasink({name: publication.staged(name) for name in schemas}, schemas, counter, first_part)
-    run_with_progress(lambda: dataset.write_datasink(sink), counter, report)
+    run_with_progress(lambda: dataset.write_datasink(sink, ray_remote_args=TASK_OPTIONS), counter, report)
     return dict(sink.totals)
 
 

@@ -12,17 +12,23 @@ import ray
 
 @ray.remote(num_cpus=0)
 class ProgressCounter:
-    def __init__(self):
-        self._counts: Counter = Counter()
+    """What each write task has done so far. A task reports its own running totals, which replace its
+    last report: a retried task starts again from zero, so its first attempt is never counted twice."""
 
-    def add(self, counts: dict) -> None:
-        self._counts.update(counts)
+    def __init__(self):
+        self._by_task: dict[int, dict] = {}
+
+    def report(self, task: int, totals: dict) -> None:
+        self._by_task[task] = dict(totals)
 
     def snapshot(self) -> dict:
-        return dict(self._counts)
+        counts: Counter = Counter()
+        for totals in self._by_task.values():
+            counts.update(totals)
+        return dict(counts)
 
     def reset(self) -> None:
-        self._counts.clear()
+        self._by_task.clear()
 
 
 def progress_counter():

@@ -56,7 +56,7 @@ class StagedTablesDatasink(Datasink[dict]):
                     block_rows[name] = table.num_rows
                 rows.update(block_rows)
                 if self._progress is not None:
-                    self._progress.add.remote(dict(block_rows))
+                    self._progress.report.remote(ctx.task_idx, dict(rows))
         finally:
             for writer in writers.values():
                 writer.close()

@@ -17,8 +17,11 @@ def test_counter_survives_between_jobs_and_restarts_with_a_new_session():
     runtime.ensure_started()
     try:
         first = progress_counter()
-        first.add.remote({"files": 3})
-        assert ray.get(first.snapshot.remote()) == {"files": 3}
+        first.report.remote(0, {"files": 3, "hl7_messages": 900})
+        first.report.remote(1, {"files": 2})
+        assert ray.get(first.snapshot.remote()) == {"files": 5, "hl7_messages": 900}
+        first.report.remote(0, {"files": 1, "hl7_messages": 300})  # task 0 retried: it counts from zero again
+        assert ray.get(first.snapshot.remote()) == {"files": 3, "hl7_messages": 300}
         del first
         gc.collect()  # the job that used it is over: no handle of the caller is left
         second = progress_counter()
