@@ -93,6 +93,9 @@ class RayRuntime:
                 "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
                 "RAY_USAGE_STATS_ENABLED": "0",
                 "RAY_TMPDIR": self._temp_dir,
+                # Workers stay in the run's process group, so killing the run's group (a CI
+                # timeout, a scheduler) ends every Ray process with it.
+                "RAY_process_group_cleanup_enabled": "0",
                 # Ray turns token authentication on for a new local cluster (and refreshes its own
                 # cached mode); given a token here it writes none to ~/.ray. One token per
                 # process, because Ray's token loader caches it.

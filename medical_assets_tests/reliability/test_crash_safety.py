@@ -1,0 +1,624 @@
+"""Crash safety: a run SIGKILLed (its whole process group) at any point leaves every table either as
+it was before or as the finished run leaves it; the next run completes, and every table ends with
+exactly the rows of an undisturbed run.
+
+Every run is the users' CI command, `dagster asset materialize -m medical_assets.definitions
+--select '*'`, in a subprocess of its own session. The test watches the data folder (every 20 ms)
+and kills the process group when the run reaches a chosen point of a publication
+(`medical_assets.storage.TablePublication`): tables being written in `<zone>/.staging/<run>/`,
+the commit marker written but nothing swapped yet, part of the tables swapped in.
+
+The gap between writing the marker and moving the folders is a few milliseconds, too short to
+hit by watching. For those points the run gets a `sitecustomize` (through PYTHONPATH, from a
+temporary folder) that sleeps before each folder move of one zone's publication: it changes
+timing only, never what is written or in which order, and writes one line per move to a log so
+that the test knows it was active.
+
+All runs use the same data folder path (the reference is moved aside after its run), because
+tokens of source files are keyed on their path; and the same pseudonym key. Each run gets a fresh
+DAGSTER_HOME, except in the test of the next run on the same instance.
+
+One product bug is pinned by a strict xfail test: a table is missing after a kill in the middle
+of its swap (until the next run rolls the publication forward). Two more, found by this file and
+fixed, are tested here: Ray workers outside the run's process group, which the kill missed, and
+the `ray` pool slot of a killed run never freed, so the next run on the same instance waited.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+import pyarrow.parquet as pq
+import pytest
+
+from medical_assets.storage import COMMIT_MARKER, STAGING_DIR
+
+pytestmark = pytest.mark.slow
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+DAGSTER = Path(sys.executable).with_name("dagster")
+HL7_MESSAGES = 1_500
+DICOM_FILES = 8
+ZONES = ("phi", "deid", "deid/analytics")  # folders of published tables, each with its own .staging
+NOT_TABLES = {"_audit"}  # phi/_audit: one record per PHI read, appended by every run (killed ones too)
+POLL_S = 0.02
+BLOCKED_S = 10  # a run whose step waits this long for a pool slot that no live run holds is stuck
+SWAP_DELAY_S = 0.4  # the sitecustomize's sleep before each folder move of the slowed zone
+RUN_TIMEOUT_S = 300
+# Ray 2.60 starts each worker in a process group of its own, so a kill of the run's group misses
+# them; they exit once they find their raylet gone: 1.5-3 s, up to ~36 s when caught starting up
+# (measured under load). Past this, a process of a killed run is a leak: the test kills it and fails.
+LEAK_S = 90.0
+
+SITECUSTOMIZE = '''\
+"""Test hook (medical_assets_tests/reliability/test_crash_safety.py): sleep before each folder move
+of one zone's publication, so that a watcher can kill the run between commit and swap."""
+import importlib.abc
+import importlib.machinery
+import os
+import sys
+import time
+
+_ZONE = os.environ.get("CRASH_TEST_SLOW_ZONE", "").rstrip("/")
+_DELAY = float(os.environ.get("CRASH_TEST_SLOW_S", "0") or 0)
+_LOG = os.environ.get("CRASH_TEST_SLOW_LOG")
+
+
+class _SlowSwap(importlib.abc.MetaPathFinder):
+    def find_spec(self, fullname, path, target=None):
+        if fullname != "medical_assets.storage":
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
+        if spec is None or spec.loader is None:
+            return spec
+        exec_module = spec.loader.exec_module
+
+        def exec_and_patch(module):
+            exec_module(module)
+            move_dir = module._move_dir
+
+            def slow_move_dir(fs, source, destination, *args, **kwargs):
+                if os.path.dirname(destination) == _ZONE or destination.startswith(_ZONE + "/.staging/"):
+                    if _LOG:
+                        with open(_LOG, "a") as log:
+                            log.write(f"{os.getpid()} {source} -> {destination}\\n")
+                    time.sleep(_DELAY)
+                return move_dir(fs, source, destination, *args, **kwargs)
+
+            module._move_dir = slow_move_dir
+
+        spec.loader.exec_module = exec_and_patch
+        return spec
+
+
+if _ZONE and _DELAY > 0:
+    sys.meta_path.insert(0, _SlowSwap())
+'''
+
+
+# --- what a publication looks like from outside -----------------------------------------------------
+
+
+@dataclass
+class Staging:
+    """One `<zone>/.staging/<run>/` folder as the watcher saw it."""
+
+    zone: str
+    path: str
+    marker_tables: list[str] | None  # the commit marker's tables; None: not committed
+    entries: set[str]  # names in the staging folder
+    written: bool  # some staged table or folder holds a file
+    replaced_without_final: bool  # an old table moved aside, the new one not yet in place
+
+    @property
+    def moved(self) -> int:
+        return sum(1 for table in self.marker_tables or () if table not in self.entries)
+
+
+def _scan(data: Path) -> list[Staging]:
+    found = []
+    for zone in ZONES:
+        root = data / zone / STAGING_DIR
+        try:
+            runs = [entry for entry in os.scandir(root) if entry.is_dir()]
+        except FileNotFoundError:
+            continue
+        for run in runs:
+            try:
+                entries = set(os.listdir(run.path))
+                marker = None
+                if COMMIT_MARKER in entries:
+                    marker = json.loads(Path(run.path, COMMIT_MARKER).read_bytes())["tables"]
+                written = any(
+                    _holds_a_file(Path(run.path, name)) for name in entries if not name.startswith((".", "_")) and name != "replaced"
+                )
+                replaced = set(os.listdir(Path(run.path, "replaced"))) if "replaced" in entries else set()
+            except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError):
+                continue  # swapped or deleted while we looked: the next poll sees what is left
+            missing = any(not (data / zone / table).exists() for table in replaced)
+            found.append(Staging(zone, run.path, marker, entries, written, missing))
+    return found
+
+
+def _holds_a_file(folder: Path) -> bool:
+    for _, _, files in os.walk(folder):
+        if files:
+            return True
+    return False
+
+
+@dataclass(frozen=True)
+class KillPoint:
+    order: int  # position in a run; a point missed is replaced by the next one observed
+    name: str
+    test: Callable[[Staging], bool]
+
+
+def _writing(zone):
+    return lambda s: s.zone == zone and s.marker_tables is None and s.written
+
+
+def _committed(zone):
+    return lambda s: s.zone == zone and s.marker_tables is not None and s.moved == 0
+
+
+def _swapping(zone):
+    return lambda s: (
+        s.zone == zone and s.marker_tables is not None and 0 < s.moved < len(s.marker_tables) and not s.replaced_without_final
+    )
+
+
+def _replacing(zone):
+    return lambda s: s.zone == zone and s.marker_tables is not None and s.replaced_without_final
+
+
+POINTS = [
+    KillPoint(0, "phi: tables being written to staging, not committed", _writing("phi")),
+    KillPoint(1, "phi: commit marker written, no table swapped yet", _committed("phi")),
+    KillPoint(2, "deid: tables being written to staging, not committed", _writing("deid")),
+    KillPoint(3, "deid: committed, some tables swapped in and some not", _swapping("deid")),
+    KillPoint(4, "deid: committed, an old table moved aside and its new one not yet in place", _replacing("deid")),
+    KillPoint(5, "deid/analytics: tables being written to staging, not committed", _writing("deid/analytics")),
+    KillPoint(6, "deid/analytics: commit marker written", lambda s: s.zone == "deid/analytics" and s.marker_tables is not None),
+]
+
+
+def _points_from(order: int) -> list[KillPoint]:
+    return [point for point in POINTS if point.order >= order]
+
+
+# --- the published state of a data folder -------------------------------------------------------------
+
+
+@dataclass
+class Published:
+    tables: dict[str, tuple[list, list[str]]] = field(default_factory=dict)  # relative path -> (schema, sorted rows)
+    folders: dict[str, dict[str, bytes]] = field(default_factory=dict)  # relative path -> {file: bytes}
+
+
+def _table_rows(folder: Path) -> tuple[list, list[str]]:
+    """Schema (names and types; schema metadata, which holds the run id and time, left out) and the
+    rows as a sorted list of reprs: a multiset, whatever the order of parts and rows."""
+    table = pq.read_table(folder)
+    schema = [(f.name, str(f.type)) for f in table.schema]
+    return schema, sorted(repr(tuple(row.values())) for row in table.to_pylist())
+
+
+def _folder_files(folder: Path) -> dict[str, bytes]:
+    files = {}
+    for root, _, names in os.walk(folder):
+        for name in names:
+            path = Path(root, name)
+            files[str(path.relative_to(folder))] = path.read_bytes()
+    return files
+
+
+def _published_paths(data: Path) -> tuple[list[str], list[str]]:
+    """Table folders (with Parquet parts) and plain folders (DICOM files, reports) of the zones."""
+    tables, folders = [], []
+    for zone in ZONES:
+        root = data / zone
+        if not root.is_dir():
+            continue
+        for entry in sorted(root.iterdir()):
+            relative = f"{zone}/{entry.name}"
+            if not entry.is_dir() or entry.name.startswith(".") or entry.name in NOT_TABLES or relative in ZONES:
+                continue
+            (tables if any(entry.glob("*.parquet")) else folders).append(relative)
+    return tables, folders
+
+
+def _read_published(data: Path) -> Published:
+    tables, folders = _published_paths(data)
+    return Published(
+        {t: _table_rows(data / t) for t in tables},
+        {f: _folder_files(data / f) for f in folders},
+    )
+
+
+def _staging_left(data: Path) -> list[str]:
+    return [zone for zone in ZONES if (data / zone / STAGING_DIR).exists()]
+
+
+# --- runs ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class Harness:
+    root: Path  # short: Ray's Unix sockets live under TMPDIR (107-byte path limit)
+    data: Path  # every run writes here, so that keyed tokens of file paths are comparable
+    key: str
+    hooks: Path
+    runs: int = 0
+    killed_homes: list[Path] = field(default_factory=list)  # Dagster instances of killed runs
+    replacing: tuple[KillPoint, list[str]] | None = None  # a kill while replacing tables, and what was missing
+    outside_group: list[tuple[str, int, list]] = field(default_factory=list)  # per kill: processes the kill missed
+    lingering: list[tuple[psutil.Process, float, str]] = field(default_factory=list)
+    log: list[str] = field(default_factory=list)  # what happened, for the report
+
+    def fresh(self, name: str) -> Path:
+        self.runs += 1
+        folder = self.root / f"{self.runs}-{name}"
+        folder.mkdir()
+        return folder
+
+    def start(self, home: Path, slow_zone: str | None = None) -> tuple[subprocess.Popen, Path, Path]:
+        """Start the CLI run; returns the process, its TMPDIR (which marks all its processes) and its log."""
+        run_dir = self.fresh("run")
+        tmpdir = run_dir / "t"
+        tmpdir.mkdir()
+        env = {
+            name: value
+            for name, value in os.environ.items()
+            if not name.startswith(("MEDICAL_ASSETS_", "CRASH_TEST_")) and name not in ("RAY_ADDRESS", "DAGSTER_HOME", "TMPDIR")
+        }
+        env |= {
+            "DAGSTER_HOME": str(home),
+            "MEDICAL_ASSETS_DATA_DIR": str(self.data),
+            "MEDICAL_ASSETS_SYNTHETIC_HL7_MESSAGES": str(HL7_MESSAGES),
+            "MEDICAL_ASSETS_SYNTHETIC_DICOM_FILES": str(DICOM_FILES),
+            "MEDICAL_ASSETS_PSEUDONYM_KEY": self.key,
+            "TMPDIR": str(tmpdir),
+        }
+        if slow_zone is not None:
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(self.hooks), env.get("PYTHONPATH")]))
+            env["CRASH_TEST_SLOW_ZONE"] = str(self.data / slow_zone)
+            env["CRASH_TEST_SLOW_S"] = str(SWAP_DELAY_S)
+            env["CRASH_TEST_SLOW_LOG"] = str(run_dir / "slow-moves.log")
+        log = run_dir / "output.log"
+        with open(log, "wb") as out:
+            process = subprocess.Popen(
+                [str(DAGSTER), "asset", "materialize", "-m", "medical_assets.definitions", "--select", "*"],
+                cwd=PROJECT_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        return process, tmpdir, log
+
+    def new_home(self) -> Path:
+        home = self.fresh("dagster_home")
+        shutil.copy(PROJECT_ROOT / "dagster.yaml", home / "dagster.yaml")
+        return home
+
+    def run_to_completion(self, what: str) -> float:
+        started = time.monotonic()
+        process, tmpdir, log = self.start(self.new_home())
+        try:
+            returncode = process.wait(timeout=RUN_TIMEOUT_S)
+        finally:
+            self.stop(process, tmpdir, what)
+        assert returncode == 0, f"{what}: the run failed ({returncode}):\n{_tail(log)}"
+        elapsed = time.monotonic() - started
+        self.log.append(f"{what}: completed in {elapsed:.1f} s")
+        return elapsed
+
+    def run_and_kill(self, target: int, home: Path | None = None, slow_zone: str | None = None) -> KillPoint:
+        """Start a run and SIGKILL its process group at the first point at or after `target` that
+        the watcher sees (points seen in staging folders left by an earlier run do not count)."""
+        points = _points_from(target)
+        stale = {staging.path for staging in _scan(self.data)}  # left by a killed run: not this run's
+        process, tmpdir, log = self.start(home or self.new_home(), slow_zone)
+        started = time.monotonic()
+        hit = None
+        try:
+            while hit is None and process.poll() is None and time.monotonic() - started < RUN_TIMEOUT_S:
+                seen = [staging for staging in _scan(self.data) if staging.path not in stale]
+                hit = next((p for p in points if any(p.test(s) for s in seen)), None)
+                if hit is None:
+                    time.sleep(POLL_S)
+            if hit is not None:
+                os.killpg(process.pid, signal.SIGKILL)
+            returncode = process.wait(timeout=30) if hit is not None else process.poll()
+        finally:
+            self.stop(process, tmpdir, hit.name if hit else f"run aimed at {POINTS[target].name!r}")
+        assert hit is not None, (
+            f"the run was never killed: none of {[p.name for p in points]} was seen, and the run "
+            f"{'ended with ' + str(returncode) if returncode is not None else 'timed out'}:\n{_tail(log)}"
+        )
+        assert returncode == -signal.SIGKILL, f"killed at {hit.name!r}, but the run ended with {returncode}"
+        note = "" if hit.order == target else f" (aimed at {POINTS[target].name!r}, not seen)"
+        self.log.append(f"killed at {time.monotonic() - started:.1f} s: {hit.name}{note}")
+        if slow_zone is not None:
+            moves = log.parent / "slow-moves.log"
+            delayed = len(moves.read_text().splitlines()) if moves.exists() else 0
+            self.log.append(f"  slowed-swap hook on {slow_zone}: {delayed} folder moves delayed by {SWAP_DELAY_S} s")
+        return hit
+
+    def stop(self, process: subprocess.Popen, tmpdir: Path, what: str) -> None:
+        """Kill the run's process group if it still runs, and note every process of the run that is
+        still alive then: outside the group, the kill missed it (`assert_no_leaks` waits for it)."""
+        killed = process.poll() is None or process.returncode == -signal.SIGKILL
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        killed_at = time.monotonic()
+        survivors = []
+        for survivor in _processes_of(tmpdir):
+            try:
+                survivors.append((survivor, os.getpgid(survivor.pid), " ".join(survivor.cmdline())[:100]))
+            except (ProcessLookupError, psutil.NoSuchProcess):
+                continue
+        outside = [(pid.pid, pgid, name) for pid, pgid, name in survivors if pgid != process.pid]
+        if killed:
+            self.outside_group.append((what, process.pid, outside))
+        self.lingering += [(survivor, killed_at, what) for survivor, _, _ in survivors]
+
+    def assert_no_leaks(self) -> None:
+        """Every process of a killed run is gone, at the latest LEAK_S after the kill; one that is
+        not is killed, and the test fails."""
+        leaks, waited = [], []
+        for survivor, killed_at, what in self.lingering:
+            while _alive(survivor) and time.monotonic() - killed_at < LEAK_S:
+                time.sleep(0.2)
+            if _alive(survivor):
+                leaks.append(f"{survivor.pid} {' '.join(survivor.cmdline())[:100]} (killed at {what!r})")
+                survivor.kill()
+            else:
+                waited.append(what)
+        self.lingering.clear()
+        for what in sorted(set(waited)):
+            self.log.append(f"  kill at {what!r}: {waited.count(what)} processes alive right after it (outside the group), since gone")
+        assert not leaks, f"processes of killed runs alive {LEAK_S:.0f} s after the kill:\n" + "\n".join(leaks)
+
+
+def _alive(process: psutil.Process) -> bool:
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _processes_of(tmpdir: Path) -> list[psutil.Process]:
+    """Every live process of one run: it inherited TMPDIR, or names the folder on its command line."""
+    marker = str(tmpdir)
+    found = []
+    for process in psutil.process_iter(["pid", "cmdline", "status"]):
+        try:
+            if process.info["status"] == psutil.STATUS_ZOMBIE or process.pid == os.getpid():
+                continue
+            if process.environ().get("TMPDIR") == marker or any(marker in arg for arg in process.info["cmdline"] or ()):
+                found.append(process)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return found
+
+
+def _tail(log: Path, lines: int = 40) -> str:
+    return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+
+
+# --- comparisons ---------------------------------------------------------------------------------------
+
+
+class TableMissingAfterKill(AssertionError):
+    """A table folder that existed before the killed run was gone after it (neither old nor new)."""
+
+
+def _check_after_kill(data: Path, reference: Published, before: set[str]) -> tuple[set[str], list[str]]:
+    """Every table or folder of the zones is readable, and either as before the run (absent, or
+    already the reference's rows) or as the finished run leaves it (the reference's rows).
+
+    Returns what is published now, and what was published before and is missing now (reported
+    separately: a `TableMissingAfterKill`)."""
+    tables, folders = _published_paths(data)
+    unexpected = sorted(set(tables + folders) - set(reference.tables) - set(reference.folders))
+    assert not unexpected, f"folders a finished run does not leave: {unexpected}"
+    for table in tables:
+        try:
+            schema, rows = _table_rows(data / table)
+        except Exception as error:  # noqa: BLE001 - any read failure is the finding
+            raise AssertionError(f"{table}: not readable after the kill: {type(error).__name__}: {error}") from None
+        want_schema, want_rows = reference.tables[table]
+        assert schema == want_schema, f"{table}: schema differs from the finished run's"
+        assert rows == want_rows, f"{table}: {len(rows)} rows, neither nothing nor the finished run's {len(want_rows)} rows"
+    for folder in folders:
+        files = _folder_files(data / folder)
+        assert set(files) == set(reference.folders[folder]), (
+            f"{folder}: {len(files)} files, not the finished run's {len(reference.folders[folder])}"
+        )
+    now = set(tables) | set(folders)
+    return now, sorted(before - now)
+
+
+def _assert_as_reference(data: Path, reference: Published) -> None:
+    assert not _staging_left(data), f"staging folders left after a successful run: {_staging_left(data)}"
+    final = _read_published(data)
+    assert sorted(final.tables) == sorted(reference.tables)
+    assert sorted(final.folders) == sorted(reference.folders)
+    for table, (schema, rows) in reference.tables.items():
+        got_schema, got_rows = final.tables[table]
+        assert got_schema == schema, f"{table}: schema differs from the undisturbed run's"
+        assert len(got_rows) == len(rows), f"{table}: {len(got_rows)} rows, the undisturbed run has {len(rows)}"
+        assert got_rows == rows, f"{table}: same row count, different rows than the undisturbed run"
+    for folder, files in reference.folders.items():
+        assert sorted(final.folders[folder]) == sorted(files), f"{folder}: other files than the undisturbed run's"
+        if folder == "deid/dicom":  # de-identified DICOM: deterministic, compared byte for byte
+            differing = [name for name in files if final.folders[folder][name] != files[name]]
+            assert not differing, f"{folder}: {len(differing)} files differ from the undisturbed run's"
+        if folder == "deid/reports":  # PNG figures: the same inputs give the same bytes
+            differing = [name for name in files if name.endswith(".png") and final.folders[folder][name] != files[name]]
+            assert not differing, f"{folder}: {differing} differ from the undisturbed run's"
+        # dashboard.html shows the run's id and time: compared by presence.
+
+
+# --- fixtures ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def harness(tmp_path_factory):
+    root = Path(tempfile.mkdtemp(prefix="ma-crash-"))
+    hooks = root / "hooks"
+    hooks.mkdir()
+    (hooks / "sitecustomize.py").write_text(SITECUSTOMIZE)
+    harness = Harness(root=root, data=tmp_path_factory.mktemp("crash") / "data", key=secrets.token_urlsafe(32), hooks=hooks)
+    yield harness
+    print("\n" + "\n".join(harness.log))
+    for tmpdir in root.glob("*-run/t"):  # after a failed test: nothing of ours may outlive the module
+        for process in _processes_of(tmpdir):
+            try:
+                process.kill()
+            except psutil.NoSuchProcess:
+                pass
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def reference(harness) -> tuple[Published, Path]:
+    """One undisturbed run of the whole graph, moved aside so that later runs reuse its path."""
+    harness.run_to_completion("reference run")
+    published = _read_published(harness.data)
+    assert len(published.tables) >= 25 and {"deid/dicom", "deid/reports"} <= set(published.folders), sorted(published.tables)
+    assert published.tables["phi/hl7_messages"][1] and len(published.tables["phi/hl7_messages"][1]) == HL7_MESSAGES
+    moved = harness.data.parent / "reference"
+    harness.data.rename(moved)
+    return published, moved
+
+
+@pytest.fixture
+def data_dir(harness):
+    if harness.data.exists():
+        shutil.rmtree(harness.data)
+    yield harness.data
+    if harness.data.exists():
+        shutil.rmtree(harness.data)
+
+
+# --- tests -------------------------------------------------------------------------------------------
+
+
+def test_runs_killed_at_each_point_leave_old_or_new_tables_and_the_next_run_completes(harness, reference, data_dir):
+    """From an empty data folder, one run after another, each killed at another point of the
+    pipeline (each run first recovers what the last one left); then a run to the end, which must
+    give exactly the undisturbed run's rows.
+
+    The last kill replaces de-identified tables that the run before published; whether a table
+    was missing right after that kill is left to an xfail test below (a known product bug), and so
+    are the Ray workers that the kill of the process group misses."""
+    published, _ = reference
+    before: set[str] = set()
+    for target, slow_zone in [(0, None), (1, "phi"), (5, None), (4, "deid")]:
+        home = harness.new_home()
+        hit = harness.run_and_kill(target, home=home, slow_zone=slow_zone)
+        harness.killed_homes.append(home)
+        now, missing = _check_after_kill(data_dir, published, before)
+        if target == 4:
+            harness.replacing = (hit, missing)
+            now |= set(missing)  # still published, as far as the next kill is concerned
+        else:
+            assert not missing, f"published before the killed run, gone after it: {missing}"
+        before = now
+    again, _ = _check_after_kill(data_dir, published, before)  # no late write by a process of a killed run
+    assert again | set(harness.replacing[1]) == before, "published tables changed after the last run was killed"
+    assert any(t.startswith("deid/") for t in before), "the kill points did not reach the de-identified zone"
+    harness.run_to_completion("run after the kills")
+    _assert_as_reference(data_dir, published)
+    harness.assert_no_leaks()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=TableMissingAfterKill,
+    reason=(
+        "product bug: medical_assets/storage.py `_roll_forward` swaps a table with two renames, the old "
+        "folder to .staging/<run>/replaced/<table>, then the staged one in; a kill between them leaves "
+        "<zone>/<table> missing until the next run rolls forward"
+    ),
+)
+def test_a_run_killed_while_replacing_a_table_leaves_the_old_or_the_new_table(harness, reference, data_dir):
+    """A run killed while it replaces published de-identified tables: none may be missing. Uses
+    the last kill of the test above; run alone, it starts from a copy of the undisturbed run's data,
+    and checks that the next run completes."""
+    published, reference_dir = reference
+    if harness.replacing is None:
+        shutil.copytree(reference_dir, data_dir, symlinks=True)  # copy2 keeps modification times: no re-parse
+        before = set(published.tables) | set(published.folders)
+        hit = harness.run_and_kill(4, slow_zone="deid")
+        _, missing = _check_after_kill(data_dir, published, before)
+        harness.run_to_completion("run after the kill while replacing")
+        _assert_as_reference(data_dir, published)
+        harness.assert_no_leaks()
+    else:
+        hit, missing = harness.replacing
+    assert hit.order == 4, f"never killed while a table was being replaced (killed at {hit.name!r} instead)"
+    if missing:
+        raise TableMissingAfterKill(f"published before the killed run, gone right after it: {missing}")
+
+
+class ProcessesOutsideTheGroup(AssertionError):
+    """Processes of the run that a SIGKILL of its process group does not reach."""
+
+
+def test_killing_the_process_group_of_a_run_kills_all_its_processes(harness, data_dir):
+    """Uses the kills above; run alone, kills a run of its own."""
+    if not harness.outside_group:
+        harness.run_and_kill(0)
+    harness.assert_no_leaks()
+    missed = [(what, outside) for what, _, outside in harness.outside_group if outside]
+    if missed:
+        described = "; ".join(f"{what}: {len(outside)} ({', '.join(sorted({n.split()[0] for _, _, n in outside}))})" for what, outside in missed)
+        raise ProcessesOutsideTheGroup(f"alive after the kill of their run's process group: {described}")
+
+
+class PoolSlotLeaked(AssertionError):
+    """The next run on the same Dagster instance waits forever for the killed run's pool slot."""
+
+
+def test_the_next_run_on_the_same_dagster_instance_completes(harness, data_dir):
+    """After a run killed in a step, a new run on the same DAGSTER_HOME (as `make run` and the
+    daemon use it) must complete. Reuses the instance of a run killed above, else kills one."""
+    if harness.killed_homes:
+        home = harness.killed_homes[0]
+    else:
+        home = harness.new_home()
+        harness.run_and_kill(0, home=home)
+    harness.log.append("next run on the Dagster instance of a killed run:")
+    process, tmpdir, log = harness.start(home)
+    try:
+        blocked_since = None
+        deadline = time.monotonic() + RUN_TIMEOUT_S
+        while process.poll() is None and time.monotonic() < deadline:
+            output = log.read_text(errors="replace")
+            blocked_at = output.rfind("blocked by limit for pool")
+            if blocked_at >= 0 and "STEP_START" not in output[blocked_at:]:
+                blocked_since = blocked_since or time.monotonic()
+                if time.monotonic() - blocked_since > BLOCKED_S:
+                    harness.log.append(f"  blocked on the `ray` pool for {BLOCKED_S} s, no step started")
+                    raise PoolSlotLeaked(f"the next run waits for the killed run's pool slot:\n{_tail(log, 5)}")
+            else:
+                blocked_since = None
+            time.sleep(0.5)
+        returncode = process.poll()
+    finally:
+        harness.stop(process, tmpdir, "next run on the same Dagster instance")
+    assert returncode == 0, f"the next run on the same Dagster instance did not succeed ({returncode}):\n{_tail(log)}"
