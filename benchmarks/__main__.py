@@ -1,8 +1,38 @@
-"""Run every measurement several times, each in a fresh process, and write benchmarks/results.md."""
+"""`make bench`: every measurement several times, each in a fresh process; results in benchmarks/results.md.
 
+    python -m benchmarks            # the whole plan (settings below, from the environment)
+    python -m benchmarks report     # rewrite the results from the last run's JSON (benchmarks/output/)
+
+Settings (environment variables):
+
+- BENCH_SIZES: HL7 corpus sizes in messages, comma-separated (default 50000,500000,1000000;
+  add 2000000 for the 2,000,000-message targets). Corpora of the tutorial's four templates are
+  generated once into benchmarks/output/ and kept.
+- BENCH_COMPONENT_MAX_SIZE (default 1000000): above it, only the whole pipeline and the tutorial's
+  parse of the same files are measured, which is what the 2,000,000-message targets compare.
+- BENCH_REPEATS (default 3): runs per measurement; the tables show medians (peak memory: the
+  largest of the runs).
+- BENCH_DICOM_FILES (default 1000): the synthetic DICOM corpus of the pixel-statistics measurement.
+- BENCH_MAKE_RUN (default 1): measure the default `make run` graph (0 skips it).
+- BENCH_SPARK_PYTHON: a Python with pyspark, for the Spark baseline when the project's venv has
+  none (Java must be on the PATH).
+- BENCH_QUICK=1: a smoke test in a few minutes: sizes 5000,20000, one repeat, 60 DICOM files,
+  and `make run` on 5,000 messages and 30 DICOM files. Its numbers evaluate no target, and it
+  writes benchmarks/output/results-quick.md, never benchmarks/results.md.
+
+Each measurement runs in its own process (`benchmarks.measure`, `benchmarks/spark.py`, or the
+Dagster CLI); the peak memory is that of the whole process tree, Ray's workers included. A run
+that fails is recorded with its error and the plan goes on.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib.util
 import json
 import os
 import platform
+import re
 import shutil
 import statistics
 import subprocess
@@ -12,160 +42,410 @@ import time
 
 import psutil
 
+from benchmarks.memory import tree_rss
+from benchmarks import dicom, report
 from benchmarks.tutorial import write_corpus
-from benchmarks import dicom
-from benchmarks.measure import DICOM_MEASUREMENTS, MEASUREMENTS
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SIZES = [int(s) for s in os.environ.get("BENCH_SIZES", "50000,500000").split(",")]
-REPEATS = int(os.environ.get("BENCH_REPEATS", "3"))
-DICOM_FILES = int(os.environ.get("BENCH_DICOM_FILES", "1000"))
-# python-hl7 is ~10x slower than the rest: measure it on the smallest corpus only; parsing alone too.
-SMALL_ONLY = {"python_hl7", "parse_only_single_core"}
+ROOT = os.path.dirname(HERE)
+OUTPUT = os.path.join(HERE, "output")
+LOGS = os.path.join(OUTPUT, "logs")
+QUICK = os.environ.get("BENCH_QUICK", "") not in ("", "0")
+# A smoke test never replaces the published results.
+RESULTS_MD = os.path.join(OUTPUT, "results-quick.md") if QUICK else os.path.join(HERE, "results.md")
+RESULTS_JSON = os.path.join(OUTPUT, "results-quick.json" if QUICK else "results.json")
 
 
-def measure(name: str, corpus: str) -> dict:
-    """Run one measurement in a fresh process, sampling the memory of its whole process tree (Ray included)."""
-    output = tempfile.mkdtemp(prefix=f"bench-{name}-")
-    try:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "benchmarks.measure", name, corpus, output],
-            cwd=os.path.dirname(HERE), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True,
-        )
-        root, peak = psutil.Process(process.pid), 0
-        while process.poll() is None:
-            try:
-                tree = [root] + root.children(recursive=True)
-                peak = max(peak, sum(_rss(p) for p in tree))
-            except psutil.NoSuchProcess:
-                pass
-            time.sleep(0.05)
-        stdout = process.stdout.read().decode()
-        if process.returncode != 0:
-            raise RuntimeError(f"{name} failed with exit code {process.returncode}")
-        return {**json.loads(stdout.strip().splitlines()[-1]), "peak_rss": peak}
-    finally:
-        shutil.rmtree(output, ignore_errors=True)
+def _setting(name: str, default: str, quick: str | None = None) -> str:
+    return os.environ.get(name) or (quick if QUICK and quick is not None else default)
 
 
-def _rss(process: psutil.Process) -> int:
-    try:
-        return process.memory_info().rss
-    except psutil.Error:
-        return 0
+SIZES = sorted(int(s.replace("_", "")) for s in _setting("BENCH_SIZES", "50000,500000,1000000", "5000,20000").split(","))
+COMPONENT_MAX_SIZE = int(_setting("BENCH_COMPONENT_MAX_SIZE", "1000000"))
+REPEATS = int(_setting("BENCH_REPEATS", "3", "1"))
+DICOM_FILES = int(_setting("BENCH_DICOM_FILES", "1000", "60"))
+MEASURE_MAKE_RUN = _setting("BENCH_MAKE_RUN", "1") != "0"
+# The default graph of `make run` (config.DEFAULT_SYNTHETIC_*), smaller in quick mode.
+MAKE_RUN_SYNTHETIC = None if not QUICK else {"MEDICAL_ASSETS_SYNTHETIC_HL7_MESSAGES": "5000",
+                                             "MEDICAL_ASSETS_SYNTHETIC_DICOM_FILES": "30"}
+
+HL7_PLAN = ("tutorial_single_thread", "python_hl7", "hl7apy_sample", "parse_only_single_core",
+            "ours_one_process", "ours_ray_job", "spark_local")
+INPUT_PLAN = ("deidentify", "validation", "analytics")
+# Slow baselines: the smallest corpus only.
+SMALLEST_ONLY = ("python_hl7", "hl7apy_sample", "parse_only_single_core")
+# Sizes above COMPONENT_MAX_SIZE: the whole pipeline and the tutorial's parse only.
+EVERY_SIZE = ("tutorial_single_thread", "pipeline_cli")
+SAMPLE_INTERVAL_S = 0.1  # memory samples; the process list is refreshed every TREE_REFRESH_S
+TREE_REFRESH_S = 0.5
 
 
 def main() -> None:
-    rows, parse_only = [], []
+    if sys.argv[1:] == ["report"]:
+        with open(RESULTS_JSON) as f:
+            report.write(json.load(f), RESULTS_MD)
+        return
+    os.makedirs(LOGS, exist_ok=True)
+    results = {
+        "machine": _machine(),
+        "settings": {"sizes": SIZES, "component_max_size": COMPONENT_MAX_SIZE, "repeats": REPEATS,
+                     "dicom_files": DICOM_FILES, "quick": QUICK, "make_run": MAKE_RUN_SYNTHETIC or "default"},
+        "started": dt.datetime.now().isoformat(timespec="seconds"),
+        "load_at_start": os.getloadavg(),
+        "prepared": {}, "measurements": [], "not_measured": [],
+    }
+    bench_started = time.monotonic()
+    spark_python, spark_reason = _spark_python()
+    if spark_reason:
+        results["not_measured"].append({"name": "spark_local", "reason": spark_reason})
+    has_hl7apy = importlib.util.find_spec("hl7apy") is not None
+    if not has_hl7apy:
+        results["not_measured"].append({"name": "hl7apy_sample", "reason": "hl7apy is not installed (`make install` adds it with the test extra)"})
+    print(f"benchmarks: sizes {', '.join(f'{s:,}' for s in SIZES)}; {REPEATS} run(s) each; "
+          f"{psutil.cpu_count()} cores{'; QUICK mode' if QUICK else ''}", flush=True)
+
     for size in SIZES:
-        corpus = os.path.join(HERE, "output", f"tutorial-{size}")
-        if not os.path.isdir(corpus):
-            write_corpus(corpus, size)
-        for name in MEASUREMENTS:
-            if name in SMALL_ONLY and size != min(SIZES):
-                continue
-            runs = [measure(name, corpus) for _ in range(REPEATS)]
-            if "rates" in runs[0]:
-                rates = {parser: statistics.median(r["rates"][parser] for r in runs) for parser in runs[0]["rates"]}
-                parse_only.append({"size": size, "messages": runs[0]["messages"], "rates": rates})
-                print(f"{size:>9,} {name:<24} " + " ".join(f"{p} {r:,.0f}/s" for p, r in rates.items()), flush=True)
-                continue
-            seconds = statistics.median(r["seconds"] for r in runs)
-            row = {
-                "size": size, "name": name, "messages": runs[0]["messages"], "seconds": seconds,
-                "rate": runs[0]["messages"] / seconds, "peak_mib": max(r["peak_rss"] for r in runs) / 2**20,
-                "job_s": statistics.median(r["job_s"] for r in runs) if "job_s" in runs[0] else None,
-            }
-            rows.append(row)
-            print(f"{size:>9,} {name:<24} {row['messages']:>9,} msgs {seconds:7.2f} s {row['rate']:>10,.0f} msg/s "
-                  f"{row['peak_mib']:8.0f} MiB", flush=True)
-    write_results(rows, parse_only, measure_dicom())
+        corpus = _tutorial_corpus(size)
+        unavailable = {"spark_local"} if spark_python is None else set()
+        unavailable |= set() if has_hl7apy else {"hl7apy_sample"}
+        for name in (n for n in HL7_PLAN if _planned(n, size) and n not in unavailable):
+            if name == "spark_local":
+                argv = [spark_python, os.path.join(HERE, "spark.py"), corpus]
+            else:
+                argv = [sys.executable, "-m", "benchmarks.measure", name, corpus]
+            _record(results, "hl7", name, size, lambda output, argv=argv: _run_measurement(argv + [output], name, size))
+        if _planned(INPUT_PLAN[0], size):
+            inputs = os.path.join(OUTPUT, f"inputs-{size}")
+            prepared = _run_process([sys.executable, "-m", "benchmarks.inputs", corpus, inputs],
+                                    log=os.path.join(LOGS, f"inputs-{size}.log"))
+            if prepared["returncode"] == 0:
+                results["prepared"][str(size)] = {**prepared["json"], "peak_rss": prepared["peak_rss"]}
+                for name in INPUT_PLAN:
+                    argv = [sys.executable, "-m", "benchmarks.measure", name, inputs]
+                    _record(results, "inputs", name, size, lambda output, argv=argv: _run_measurement(argv + [output], name, size))
+            else:
+                results["measurements"].append({"group": "inputs", "name": "prepare", "size": size, "runs": [],
+                                                "error": prepared["error"]})
+        _record(results, "pipeline", "pipeline_cli", size, lambda output: _pipeline_on_corpus(corpus, output, size))
+
+    dicom_corpus = os.path.join(OUTPUT, f"dicom-{DICOM_FILES}")
+    dicom.write_corpus(dicom_corpus, DICOM_FILES)
+    results["dicom_corpus"] = {"files": DICOM_FILES, "bytes": sum(os.path.getsize(p) for p in dicom.corpus_files(dicom_corpus))}
+    for name in ("dicom_single_process", "dicom_ray_job"):
+        argv = [sys.executable, "-m", "benchmarks.measure", name, dicom_corpus]
+        _record(results, "dicom", name, DICOM_FILES, lambda output, argv=argv: _run_measurement(argv + [output], name, DICOM_FILES))
+
+    if MEASURE_MAKE_RUN:
+        _measure_make_run(results)
+    results["finished"] = dt.datetime.now().isoformat(timespec="seconds")
+    results["load_at_end"] = os.getloadavg()
+    results["bench_s"] = time.monotonic() - bench_started
+    _save(results)
+    report.write(results, RESULTS_MD)
+    print(f"\n{results['bench_s'] / 60:.1f} min; written to {os.path.relpath(RESULTS_MD, ROOT)}")
 
 
-def measure_dicom() -> list[dict]:
-    """Pixel statistics over the synthetic DICOM corpus: a plain pydicom loop against our Ray job."""
-    corpus = os.path.join(HERE, "output", f"dicom-{DICOM_FILES}")
-    dicom.write_corpus(corpus, DICOM_FILES)
-    size_mib = sum(os.path.getsize(p) for p in dicom.corpus_files(corpus)) / 2**20
-    rows = []
-    for name in DICOM_MEASUREMENTS:
-        runs = [measure(name, corpus) for _ in range(REPEATS)]
-        row = {"name": name, "files": runs[0]["messages"], "size_mib": size_mib, "peak_mib": max(r["peak_rss"] for r in runs) / 2**20}
-        for key in ("seconds", "job_s", "warm_job_s"):
-            if key in runs[0]:
-                row[key] = statistics.median(r[key] for r in runs)
-        rows.append(row)
-        print(f"{DICOM_FILES:>9,} {name:<24} " + " ".join(f"{k} {row[k]:.2f}" for k in ("seconds", "job_s", "warm_job_s") if k in row), flush=True)
-    return rows
+def _planned(name: str, size: int) -> bool:
+    if name in SMALLEST_ONLY:
+        return size == SIZES[0]
+    return size <= COMPONENT_MAX_SIZE or name in EVERY_SIZE
 
 
-def write_results(rows: list[dict], parse_only: list[dict], dicom_rows: list[dict]) -> None:
-    lines = [
-        "# Benchmark results",
-        "",
-        f"Machine: {psutil.cpu_count(logical=True)} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB, "
-        f"{platform.python_implementation()} {platform.python_version()}. Median of {REPEATS} runs, each in a fresh "
-        "process; peak memory is the whole process tree (Ray's workers included). Corpus: the tutorial's four "
-        "templates, 500 messages per file. Written by `make bench`.",
-        "",
-        "| messages | measurement | rows out | seconds | messages/s | peak memory (MiB) | job alone (s) |",
-        "| ---: | --- | ---: | ---: | ---: | ---: | ---: |",
-    ]
-    for r in rows:
-        job = f"{r['job_s']:.2f}" if r["job_s"] is not None else ""
-        lines.append(f"| {r['size']:,} | {r['name']} | {r['messages']:,} | {r['seconds']:.2f} | {r['rate']:,.0f} | "
-                     f"{r['peak_mib']:,.0f} | {job} |")
-    lines += [
-        "",
-        "- `tutorial_single_thread`: the tutorial's Stage 2 loop, then pandas to Parquet.",
-        "- `python_hl7`: python-hl7 parsing each message (smallest corpus only).",
-        "- `ours_one_process`: our ER7 reader in a plain loop, three Parquet tables.",
-        "- `ours_ray_job`: our Ray Data job (datasource, datasink, atomic publication) on a local Ray, "
-        "start and stop included; the last column is the job without Ray's start and stop.",
-        "- `pipeline_cli`: `dagster asset materialize --select '*'` on the corpus: Dagster, Ray, manifest with "
-        "checksums, parse, publication.",
-    ]
-    if parse_only:
-        lines += [
-            "",
-            "## Parsing alone, one core",
-            "",
-            "Messages per second, each parser reading the files itself and writing nothing (best of three passes "
-            "per run, median of the runs); python-hl7 on its first 2,000 messages.",
-            "",
-            "| messages | tutorial's parser | python-hl7 | ours | ours, general path | ours / tutorial | ours / python-hl7 |",
-            "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
-        ]
-        for r in parse_only:
-            rates = r["rates"]
-            lines.append(
-                f"| {r['size']:,} | {rates['tutorial_naive']:,.0f} | {rates['python_hl7']:,.0f} | {rates['ours']:,.0f} | "
-                f"{rates['ours_general_path']:,.0f} | {rates['ours'] / rates['tutorial_naive']:.2f} | "
-                f"{rates['ours'] / rates['python_hl7']:.0f} |"
-            )
-    if dicom_rows:
-        loop = next(r for r in dicom_rows if r["name"] == "dicom_single_process")["seconds"]
-        lines += [
-            "",
-            "## DICOM pixel statistics",
-            "",
-            f"{dicom_rows[0]['files']:,} synthetic DICOM files ({dicom_rows[0]['size_mib']:,.0f} MiB: CT, MR, CR/DX, US; "
-            "uncompressed, deflated, RLE). Files per second over the work alone; the speed-up is against the plain "
-            "loop in the same run. `dicom_ray_job` starts Ray, runs the job twice and stops Ray: `first job` includes "
-            "Ray Data's one-off start in a fresh session, `second job` is the engine's steady throughput.",
-            "",
-            "| measurement | whole process (s) | first job (s) | second job (s) | files/s (best) | speed-up | peak memory (MiB) |",
-            "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
-        ]
-        for r in dicom_rows:
-            work = r.get("warm_job_s", r["seconds"])
-            lines.append(
-                f"| {r['name']} | {r['seconds']:.2f} | {r.get('job_s', float('nan')):.2f} | "
-                f"{r.get('warm_job_s', float('nan')):.2f} | {r['files'] / work:,.0f} | {loop / work:.2f} | {r['peak_mib']:,.0f} |"
-            )
-    with open(os.path.join(HERE, "results.md"), "w") as out:
-        out.write("\n".join(lines) + "\n")
-    print(f"\nwritten to {os.path.join(HERE, 'results.md')}")
+def _record(results: dict, group: str, name: str, size: int, run_once) -> None:
+    """`run_once(output_folder)` REPEATS times, each in a fresh temp folder; a failure ends the repeats."""
+    entry = {"group": group, "name": name, "size": size, "runs": [], "error": None}
+    results["measurements"].append(entry)
+    for _ in range(REPEATS):
+        output = tempfile.mkdtemp(prefix=f"bench-{name}-", dir=os.environ.get("BENCH_TMPDIR"))
+        try:
+            run = run_once(output)
+        finally:
+            shutil.rmtree(output, ignore_errors=True)
+        if run.get("error"):
+            entry["error"] = run["error"]
+            if not run.get("keep"):
+                break
+        entry["runs"].append(run)
+    _save(results)
+    print(_summary(entry), flush=True)
+
+
+def _summary(entry: dict) -> str:
+    runs = [r for r in entry["runs"] if "wall_s" in r]
+    text = f"{entry['size']:>10,} {entry['name']:<24}"
+    if runs:
+        wall = statistics.median(r["wall_s"] for r in runs)
+        text += (f" {wall:8.2f} s wall {max(r['peak_rss'] for r in runs) / 2**20:8,.0f} MiB RSS"
+                 f" {max(r.get('peak_pss') or 0 for r in runs) / 2**20:6,.0f} MiB PSS")
+        step = [r["step_s"] for r in runs if "step_s" in r]
+        if step:
+            text += f" step {statistics.median(step):.2f} s"
+    if entry["error"]:
+        text += f"  FAILED: {entry['error'].splitlines()[-1][:160]}"
+    return text
+
+
+def _run_measurement(argv: list[str], name: str, size: int) -> dict:
+    log = os.path.join(LOGS, f"{name}-{size}-{int(time.time() * 1000)}.log")
+    result = _run_process(argv, log=log)
+    if result["returncode"] != 0:
+        return {"error": result["error"]}
+    os.remove(log)
+    return {**result["json"], "wall_s": result["wall_s"], "peak_rss": result["peak_rss"], "peak_pss": result["peak_pss"]}
+
+
+def _run_process(argv: list[str], env: dict | None = None, log: str | None = None) -> dict:
+    """Run `argv` in a new session, sampling the memory of its whole process tree; stdout's last line is JSON."""
+    log = log or os.path.join(LOGS, "last.log")
+    with tempfile.TemporaryFile() as stdout, open(log, "wb") as stderr:
+        started = time.perf_counter()
+        process = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=stdout, stderr=stderr, start_new_session=True)
+        peak = _watch(process)
+        wall_s = time.perf_counter() - started
+        stdout.seek(0)
+        text = stdout.read().decode(errors="replace")
+    result = {"returncode": process.returncode, "wall_s": wall_s, "peak_rss": peak["peak_rss"],
+              "peak_pss": peak["peak_pss"], "log": log}
+    lines = [line for line in text.strip().splitlines() if line.startswith("{")]
+    if process.returncode == 0 and lines:
+        result["json"] = json.loads(lines[-1])
+    else:
+        with open(log, errors="replace") as f:
+            tail = f.read()[-3000:]
+        result["error"] = f"exit code {process.returncode}; log {log}\n{tail}"
+        result["returncode"] = process.returncode or 1
+    return result
+
+
+def _watch(process: subprocess.Popen) -> dict:
+    """Peak memory of the process and its descendants until it exits: `peak_rss`, the sum of their
+    resident sizes (shared pages counted in each process, as `ps` shows them), sampled every
+    SAMPLE_INTERVAL_S; `peak_pss`, the sum of their proportional sizes (shared pages divided
+    among the processes sharing them: what the tree costs the machine), sampled every
+    TREE_REFRESH_S, since the kernel walks each process's page tables for it; `peak_at`, when
+    the RSS peak was seen (epoch seconds). The process list is refreshed every TREE_REFRESH_S
+    too (listing children scans every process of the machine). If the bench is interrupted, the
+    measured process and its descendants are ended, since they run in a session of their own
+    where Ctrl-C does not reach them."""
+    root, tree, refreshed = psutil.Process(process.pid), [], 0.0
+    peak = {"peak_rss": 0, "peak_pss": 0, "peak_at": time.time()}
+    try:
+        while process.poll() is None:
+            now = time.monotonic()
+            if now - refreshed >= TREE_REFRESH_S:
+                try:
+                    tree = [root] + root.children(recursive=True)
+                except psutil.Error:
+                    pass
+                refreshed = now
+                peak["peak_pss"] = max(peak["peak_pss"], sum(_pss(member.pid) for member in tree))
+            total = tree_rss(tree)
+            if total > peak["peak_rss"]:
+                peak["peak_rss"], peak["peak_at"] = total, time.time()
+            time.sleep(SAMPLE_INTERVAL_S)
+    except BaseException:
+        _end(process, tree)
+        raise
+    return peak
+
+
+def _pss(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/smaps_rollup", "rb") as f:
+            for line in f:
+                if line.startswith(b"Pss:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def _end(process: subprocess.Popen, tree: list[psutil.Process]) -> None:
+    try:
+        tree = [psutil.Process(process.pid)] + psutil.Process(process.pid).children(recursive=True)
+    except psutil.Error:
+        pass
+    for member in tree:
+        try:
+            member.terminate()
+        except psutil.Error:
+            pass
+    _, alive = psutil.wait_procs(tree, timeout=10)
+    for member in alive:
+        try:
+            member.kill()
+        except psutil.Error:
+            pass
+
+
+# The whole pipeline from the CLI ------------------------------------------------------------------
+
+_STEP = re.compile(r' - (STEP_SUCCESS|STEP_FAILURE) - .*?step "([^"]+)"(?: in ([0-9][0-9.hms]*?)\.?(?:\s|$))?', re.M)
+_EVENT = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d [+-]\d{4}) - dagster - \w+ - \S+ - \S+ - \d+ - "
+                    r"(?:(\S+) - )?(RUN_START|RUN_SUCCESS|RUN_FAILURE|STEP_START|STEP_FAILURE) - ")
+_EXCEPTION = re.compile(r"^(?:[\w.]+\.)?\w*(?:Error|Exception|Failure): ")
+_DURATION = re.compile(r"(?:(\d+)h)?(?:(\d+)m(?!s))?(?:([0-9.]+)s)?(?:([0-9.]+)ms)?$")
+
+
+def _pipeline_on_corpus(corpus: str, output: str, size: int) -> dict:
+    """`dagster asset materialize --select '*'` on a cold start (new Dagster home, data folder and
+    Ray) reading the tutorial corpus, with an empty DICOM landing folder."""
+    empty_dicom = os.path.join(output, "dicom-landing")
+    os.makedirs(empty_dicom)
+    run = _pipeline_run(output, os.path.join(output, "data"), f"pipeline_cli-{size}",
+                        {"MEDICAL_ASSETS_HL7_SOURCE": corpus, "MEDICAL_ASSETS_DICOM_SOURCE": empty_dicom})
+    return run
+
+
+def _pipeline_run(workdir: str, data_dir: str, label: str, settings: dict, home: str | None = None) -> dict:
+    """One CLI run; the wall time, the peak memory of its process tree, Dagster's step times, rows out."""
+    if home is None:
+        home = os.path.join(workdir, "dagster_home")
+    if not os.path.exists(os.path.join(home, "dagster.yaml")):
+        os.makedirs(home, exist_ok=True)
+        shutil.copy(os.path.join(ROOT, "dagster.yaml"), home)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MEDICAL_ASSETS_") and k != "RAY_ADDRESS"}
+    env |= {"DAGSTER_HOME": home, "MEDICAL_ASSETS_DATA_DIR": data_dir, **settings}
+    dagster = os.path.join(os.path.dirname(sys.executable), "dagster")
+    log = os.path.join(LOGS, f"{label}-{int(time.time() * 1000)}.log")
+    with open(log, "wb") as out:
+        started = time.perf_counter()
+        process = subprocess.Popen([dagster, "asset", "materialize", "-m", "medical_assets.definitions", "--select", "*"],
+                                   cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        peak = _watch(process)
+        wall_s = time.perf_counter() - started
+    with open(log, errors="replace") as f:
+        text = f.read()
+    steps, failed = {}, []
+    for status, step, duration in _STEP.findall(text):
+        if status == "STEP_SUCCESS" and duration:
+            steps[step] = _seconds(duration)
+        elif status == "STEP_FAILURE":
+            failed.append(step)
+    events, starts = {}, []  # run events: first time seen; step starts in order: (time, step)
+    for line in text.splitlines():
+        match = _EVENT.match(line)
+        if match:
+            moment = dt.datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S %z").timestamp()
+            if match.group(3) == "STEP_START":
+                starts.append((moment, match.group(2)))
+            elif match.group(3) == "STEP_FAILURE":  # no duration in its message: from the log's times
+                started_at = next((m for m, step in reversed(starts) if step == match.group(2)), moment)
+                steps.setdefault(match.group(2), moment - started_at)
+            else:
+                events.setdefault(match.group(3), moment)
+    end = events.get("RUN_SUCCESS") or events.get("RUN_FAILURE")
+    run = {"wall_s": wall_s, **peak, "steps": steps, "ok": process.returncode == 0, "log": log,
+           "run_s": end - events["RUN_START"] if end and "RUN_START" in events else None,
+           # The step running when the RSS peak was seen (log times have a 1 s resolution).
+           "peak_step": next((step for moment, step in reversed(starts) if moment <= peak["peak_at"]), None)}
+    run["messages"] = _rows(os.path.join(data_dir, "phi", "hl7_messages"))
+    run["images"] = _rows(os.path.join(data_dir, "phi", "dicom_images"))
+    if not run["ok"]:
+        reason = [line for line in text.splitlines() if _EXCEPTION.match(line) and not line.startswith("Error: ")]
+        run["failed_steps"] = failed
+        run["error"] = f"failed at {', '.join(failed) or 'start'}: {reason[-1].strip() if reason else 'see ' + log}"
+        run["keep"] = True  # a failed run is still a measurement of how far the pipeline got
+    else:
+        os.remove(log)
+    return run
+
+
+def _seconds(duration: str) -> float:
+    """Dagster's `format_duration`: 533ms, 2.1s, 4m52s, 1h4m."""
+    hours, minutes, seconds, milliseconds = _DURATION.match(duration).groups()
+    return (int(hours or 0) * 3600 + int(minutes or 0) * 60 + float(seconds or 0) + float(milliseconds or 0) / 1000)
+
+
+def _rows(folder: str) -> int | None:
+    if not os.path.isdir(folder):
+        return None
+    import pyarrow.dataset as ds
+
+    return ds.dataset(folder, format="parquet").count_rows()
+
+
+def _measure_make_run(results: dict) -> None:
+    """The default graph as `make run` runs it: a first run (empty data folder: the synthetic corpora
+    are generated), the same command again (incremental: nothing new to parse), and a run where
+    the corpora exist but no output does."""
+    workdir = tempfile.mkdtemp(prefix="bench-make-run-", dir=os.environ.get("BENCH_TMPDIR"))
+    settings = MAKE_RUN_SYNTHETIC or {}
+    try:
+        for index in range(REPEATS):
+            first_dir = os.path.join(workdir, f"first-{index}")
+            home = os.path.join(first_dir, "dagster_home")
+            data = os.path.join(first_dir, "data")
+            _append_run(results, "first_run", lambda: _pipeline_run(first_dir, data, "make_run-first", settings, home))
+            _append_run(results, "second_run", lambda: _pipeline_run(first_dir, data, "make_run-second", settings, home))
+            present_dir = os.path.join(workdir, f"present-{index}")
+            os.makedirs(os.path.join(present_dir, "data"))
+            if os.path.isdir(os.path.join(data, "landing")):
+                shutil.copytree(os.path.join(data, "landing"), os.path.join(present_dir, "data", "landing"), copy_function=os.link)
+            _append_run(results, "corpus_present", lambda: _pipeline_run(present_dir, os.path.join(present_dir, "data"),
+                                                                         "make_run-present", settings))
+            shutil.rmtree(first_dir, ignore_errors=True)
+            shutil.rmtree(present_dir, ignore_errors=True)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _append_run(results: dict, name: str, run_once) -> None:
+    entry = next((m for m in results["measurements"] if m["group"] == "make_run" and m["name"] == name), None)
+    if entry is None:
+        entry = {"group": "make_run", "name": name, "size": 50_000 if not QUICK else 5_000, "runs": [], "error": None}
+        results["measurements"].append(entry)
+    run = run_once()
+    if run.get("error"):
+        entry["error"] = run["error"]
+    entry["runs"].append(run)
+    _save(results)
+    print(_summary({**entry, "runs": [run]}), flush=True)
+
+
+# Corpora and environment ----------------------------------------------------------------------------
+
+def _tutorial_corpus(size: int) -> str:
+    corpus = os.path.join(OUTPUT, f"tutorial-{size}")
+    marker = os.path.join(corpus, "_complete")
+    if not os.path.exists(marker):
+        shutil.rmtree(corpus, ignore_errors=True)
+        started = time.perf_counter()
+        write_corpus(corpus, size)
+        open(marker, "w").close()
+        print(f"{size:>10,} corpus written in {time.perf_counter() - started:.1f} s", flush=True)
+    return corpus
+
+
+def _spark_python() -> tuple[str | None, str | None]:
+    """The interpreter for the Spark baseline, or why Spark is not measured."""
+    if shutil.which("java") is None:
+        return None, "no Java on this machine"
+    candidates = [os.environ["BENCH_SPARK_PYTHON"]] if os.environ.get("BENCH_SPARK_PYTHON") else [sys.executable]
+    for python in candidates:
+        probe = subprocess.run([python, "-c", "import pyspark"], capture_output=True)
+        if probe.returncode == 0:
+            return python, None
+    return None, ("Java is present but pyspark is not installed (it is large, so not a project dependency): "
+                  "set BENCH_SPARK_PYTHON to a Python that has it")
+
+
+def _machine() -> dict:
+    model = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
+    except OSError:
+        pass
+    return {"cores": psutil.cpu_count(logical=True), "physical_cores": psutil.cpu_count(logical=False),
+            "cpu": model, "memory_bytes": psutil.virtual_memory().total,
+            "python": f"{platform.python_implementation()} {platform.python_version()}", "platform": platform.platform()}
+
+
+def _save(results: dict) -> None:
+    with open(RESULTS_JSON + ".tmp", "w") as f:
+        json.dump(results, f, indent=1, default=str)
+    os.replace(RESULTS_JSON + ".tmp", RESULTS_JSON)
 
 
 if __name__ == "__main__":

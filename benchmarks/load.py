@@ -23,6 +23,8 @@ import time
 
 import psutil
 
+from benchmarks.memory import tree_rss
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 RESULTS = os.path.join(HERE, "load-results.md")
@@ -74,13 +76,7 @@ def _watch(process: subprocess.Popen) -> int:
             tree = [root, *root.children(recursive=True)]
         except psutil.NoSuchProcess:
             break
-        total = 0
-        for member in tree:
-            try:
-                total += member.memory_info().rss
-            except psutil.Error:
-                pass
-        peak = max(peak, total)
+        peak = max(peak, tree_rss(tree))
         time.sleep(0.2)
     return peak
 

@@ -532,11 +532,15 @@ def _lab_values_html(rows: list[dict]) -> str:
     if not numeric:
         return _empty_html("No numeric lab values to show a distribution of.")
     columns = min(4, len(numeric))
+    rows_of_charts = math.ceil(len(numeric) / columns)
+    height = 260 * rows_of_charts + 80
     figure = make_subplots(
-        rows=math.ceil(len(numeric) / columns),
+        rows=rows_of_charts,
         cols=columns,
         subplot_titles=[_lab_label(row) for row in numeric],
-        vertical_spacing=0.12,
+        # About 60 px between rows, whatever their number (plotly refuses a spacing that, times
+        # the rows, exceeds the figure: 100 tests made 25 rows).
+        vertical_spacing=min(0.12, 60 / height),
     )
     for position, row in enumerate(numeric):
         figure.add_trace(
@@ -556,7 +560,7 @@ def _lab_values_html(rows: list[dict]) -> str:
         )
     figure.update_xaxes(showticklabels=False)
     figure.update_layout(
-        height=260 * math.ceil(len(numeric) / columns) + 80,
+        height=height,
         showlegend=False,
         title="Value distribution per test: whiskers 5th-95th percentile, box quartiles, dashed line mean",
     )

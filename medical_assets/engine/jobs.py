@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping
 import pyarrow as pa
 import ray
 
+from medical_assets import hl7
 from medical_assets.dicom import read_dicom_file
 from medical_assets.dicom.tables import TABLES as DICOM_TABLES
 from medical_assets.engine import multitable
@@ -17,7 +18,6 @@ from medical_assets.engine.corpus import CorpusResult, SyntheticCorpus, generate
 from medical_assets.engine.datasources import FileReader, LandingFilesDatasource
 from medical_assets.engine.progress import progress_counter, run_with_progress
 from medical_assets.engine.sinks import StagedTablesDatasink
-from medical_assets.hl7 import parse_hl7_file
 from medical_assets.hl7.tables import TABLES as HL7_TABLES
 from medical_assets.landing import LandingFile, sha256_of
 from medical_assets.storage import Location, TablePublication
@@ -136,12 +136,14 @@ def parse_landing_files(
     return dict(sink.totals)
 
 
-def _parse_hl7_packed(data: bytes, path: str) -> pa.Table:
-    return multitable.pack(path, parse_hl7_file(data, path).tables(), HL7_PACKED_SCHEMA)
+def _parse_hl7_packed(files: list[tuple[bytes, str]]) -> pa.Table:
+    parsed = hl7.parse_hl7_files(files)
+    return multitable.pack_files([path for _, path in files], [p.tables() for p in parsed], HL7_PACKED_SCHEMA)
 
 
-def _read_dicom_packed(data: bytes, path: str, with_thumbnail: bool) -> pa.Table:
-    return multitable.pack(path, read_dicom_file(data, path, with_thumbnail).tables(), DICOM_PACKED_SCHEMA)
+def _read_dicom_packed(files: list[tuple[bytes, str]], with_thumbnail: bool) -> pa.Table:
+    read = [read_dicom_file(data, path, with_thumbnail).tables() for data, path in files]
+    return multitable.pack_files([path for _, path in files], read, DICOM_PACKED_SCHEMA)
 
 
 def _checksum_batch(batch: pa.Table, filesystem) -> pa.Table:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -17,13 +18,22 @@ def packed_schema(schemas: Mapping[str, pa.Schema]) -> pa.Schema:
 
 def pack(source_file: str, tables: Mapping[str, pa.Table], schema: pa.Schema) -> pa.Table:
     """One row holding every table of one file, so a single dataset can feed several outputs."""
-    columns = {"source_file": pa.array([source_file], pa.string())}
-    for name, table in tables.items():
+    return pack_files([source_file], [tables], schema)
+
+
+def pack_files(source_files: Sequence[str], tables: Sequence[Mapping[str, pa.Table]], schema: pa.Schema) -> pa.Table:
+    """`pack` of each file, as one table of one row per file, built in one step per table."""
+    columns = {"source_file": pa.array(source_files, pa.string())}
+    for name in schema.names[1:]:
         struct_type = schema.field(name).type.value_type
+        parts = [file_tables[name] for file_tables in tables]
+        offsets = np.zeros(len(parts) + 1, np.int32)
+        np.cumsum([part.num_rows for part in parts], out=offsets[1:])
+        table = pa.concat_tables(parts) if len(parts) > 1 else parts[0]
         values = pa.StructArray.from_arrays(
             [column.combine_chunks() for column in table.columns], fields=list(struct_type)
         ) if table.num_columns else pa.array([], struct_type)
-        columns[name] = pa.ListArray.from_arrays(pa.array([0, len(values)], pa.int32()), values)
+        columns[name] = pa.ListArray.from_arrays(pa.array(offsets), values)
     return pa.table(columns, schema=schema)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from operator import itemgetter
 
@@ -35,6 +36,9 @@ _PADDING = ["", "", "", ""]
 _NO_PATIENT = (None,) * 14
 _NO_ORDER_CONTROL = (None, None, None)
 _BATCH_ROWS = 1024
+# Input bytes the fast path reads in one call: enough to spread its fixed cost per call, few
+# enough to stay in the CPU cache (measured on the tutorial corpus: 1 MiB beat 256 KiB to 4 MiB by 10-25%).
+BATCH_BYTES = 1 << 20
 _ROW_TYPES = {schema: pa.struct(list(schema)) for schema in tables.TABLES.values()}
 
 
@@ -74,6 +78,43 @@ def parse_hl7_file(data: bytes, source_file: str) -> ParsedHL7File:
     if fast is not None:
         return ParsedHL7File(*fast.values())
     return parse_general(data, source_file)
+
+
+def parse_hl7_files(files: Sequence[tuple[bytes, str]]) -> list[ParsedHL7File]:
+    """`parse_hl7_file` of each (bytes, source_file), in order; faster than one call per file.
+
+    Files the fast path can read are read together, about BATCH_BYTES at a time, which spreads its
+    fixed cost per call over many files; a batch it declines is read file by file, so every file
+    gets exactly the tables `parse_hl7_file` gives it.
+    """
+    parsed: list[ParsedHL7File | None] = [None] * len(files)
+    batch: list[int] = []
+    batch_bytes = 0
+    for index, (data, source_file) in enumerate(files):
+        if not fastpath.readable(data):
+            parsed[index] = parse_general(data, source_file)
+            continue
+        batch.append(index)
+        batch_bytes += len(data)
+        if batch_bytes >= BATCH_BYTES:
+            _parse_batch(files, batch, parsed)
+            batch, batch_bytes = [], 0
+    if batch:
+        _parse_batch(files, batch, parsed)
+    return parsed
+
+
+def _parse_batch(files: Sequence[tuple[bytes, str]], batch: list[int], parsed: list) -> None:
+    try:
+        fast = fastpath.read_files([files[index] for index in batch]) if len(batch) > 1 else None
+    except Exception:  # as in parse_hl7_file: each file is read again on its own
+        fast = None
+    if fast is None:
+        for index in batch:
+            parsed[index] = parse_hl7_file(*files[index])
+        return
+    for index, read in zip(batch, fast):
+        parsed[index] = ParsedHL7File(*read.values())
 
 
 def parse_general(data: bytes, source_file: str) -> ParsedHL7File:

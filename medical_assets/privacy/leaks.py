@@ -220,6 +220,13 @@ def _identifier_variants(value: str) -> list[str]:
     return variants
 
 
+def _control_id_variants(value: str) -> list[str]:
+    """MSH-10, unless it is only digits: a feed that numbers its messages (100000, 100001, ...)
+    has control IDs that equal any count of the analytics sooner or later. It identifies a message,
+    not a person, and leaves the PHI zone only as a keyed token."""
+    return [] if value.strip().isdigit() else _identifier_variants(value)
+
+
 _DATE = re.compile(r"^(\d{4})-?(\d{2})-?(\d{2})")
 
 
@@ -292,7 +299,7 @@ _IDENTIFIER_COLUMNS: dict[str, dict[str, Callable[[str], list[str]]]] = {
         "patient_phone": _phone_variants,
         "patient_account_number": _identifier_variants,
         "patient_ssn": _ssn_variants,
-        "message_control_id": _identifier_variants,
+        "message_control_id": _control_id_variants,
     },
     "hl7_encounters": {
         "attending_doctor_id": _identifier_variants,

@@ -450,3 +450,12 @@ def _file_only(route, attempted: list[str]) -> None:
     else:
         attempted.append(url)
         route.abort()
+
+
+def test_a_hundred_lab_tests_fit_in_the_value_distribution_chart(analytics):
+    """The tutorial's corpus has 100 test codes: 25 rows of small charts, which plotly must accept."""
+    glucose = analytics["lab_results"].slice(0, 1).to_pylist()[0]
+    many = [{**glucose, "observation_code": f"T{n:03d}", "observation_name": f"Test {n}"} for n in range(100)]
+    tables_with_many = {**analytics, "lab_results": pa.Table.from_pylist(many, schema=analytics["lab_results"].schema)}
+    page = build_dashboard_html(tables_with_many, None, None, {})
+    assert "Test 99" in page

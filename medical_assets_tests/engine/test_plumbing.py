@@ -46,3 +46,20 @@ def test_pack_and_unpack_round_trip_with_empty_tables():
     assert multitable.unpack(block, "a", a).to_pydict() == {"x": [1, 2], "s": ["p", None]}
     assert multitable.unpack(block, "b", b).to_pydict() == {"y": [0.5]}
     assert multitable.unpack(first, "b", b).schema.equals(b)
+
+
+def test_pack_files_gives_one_row_per_file_as_pack_does():
+    a = pa.schema([("x", pa.int64()), ("s", pa.string())])
+    b = pa.schema([("y", pa.float64())])
+    schema = multitable.packed_schema({"a": a, "b": b})
+    files = {
+        "f1": {"a": pa.table({"x": [1, 2], "s": ["p", None]}, schema=a), "b": b.empty_table()},
+        "f2": {"a": a.empty_table(), "b": b.empty_table()},
+        "f3": {"a": pa.table({"x": [3], "s": ["q"]}, schema=a).slice(0, 1), "b": pa.table({"y": [0.5]}, schema=b)},
+    }
+
+    packed = multitable.pack_files(list(files), list(files.values()), schema)
+
+    one_by_one = pa.concat_tables([multitable.pack(name, tables, schema) for name, tables in files.items()])
+    assert packed.schema.equals(schema) and packed.num_rows == 3
+    assert packed.to_pylist() == one_by_one.to_pylist()

@@ -1,9 +1,11 @@
 """The columnar fast path gives exactly the general reader's tables, or declines a file it cannot read alike."""
 
+import random
+
 import pytest
 
 from benchmarks.tutorial import tutorial_message
-from medical_assets.hl7 import fastpath, parse_hl7_file, reader, tables
+from medical_assets.hl7 import er7, fastpath, parse_hl7_file, reader, tables
 from medical_assets.synthetic.hl7 import HL7CorpusSettings, render_file
 from medical_assets_tests.hl7.test_differential import CORPUS
 from medical_assets_tests.hl7.test_orders_and_encounters import (
@@ -122,6 +124,15 @@ def test_edge_cases(case):
     _assert_same_as_general(_file(EDGE_CASES[case], ADT))
 
 
+def test_escaped_identifiers_in_files_without_any_repetition():
+    data = _file(
+        ("MSH|^~\\&|A|B|C|D|20240101||ADT^A08|E3|P|2.5", "PID|1||A\\T\\1^^^H^\\X4D52\\||DOE"),
+        ("MSH|^~\\&|A|B|C|D|20240101||ADT^A08|E4|P|2.5", "PID|1||B2^^^H^MR||ROE", "OBX|1|ST|X||\\F\\"),
+    )
+    assert data.count(b"~") == 2  # MSH-2 only
+    _assert_same_as_general(data)
+
+
 def test_hand_written_messages_together_in_several_framings():
     messages = [ORU, ADT, RDE_WITH_TQ1, RDE_TWO_ORDERS, RDE_WITHOUT_ORC, ADT_A01, ADT_A03]
     messages += [segments for segments in CORPUS.values() if segments[0].startswith("MSH|^~\\&|")]
@@ -138,9 +149,7 @@ def test_parse_hl7_file_takes_the_fast_path(monkeypatch):
     assert parse_hl7_file(data, "f.hl7").messages.num_rows == 2
 
 
-@pytest.mark.parametrize(
-    "data",
-    [
+DECLINED = [
         _file(("MSH#$*@!#APP#FAC###20240101120000##ORU$R01#C9#P#2.7",)),  # other separators
         _file(ADT) + _file(("MSH|^~\\&#|S|F|||20240101||ADT^A01|X|P|2.7",)),  # a later message's MSH-2 differs
         "MSH|^~\\&|A|B|C|D|20240101||ADT^A01|1|P|2.5||||||8859/1\rPID|1||1||MÜLLER\r".encode("latin-1"),
@@ -161,11 +170,70 @@ def test_parse_hl7_file_takes_the_fast_path(monkeypatch):
         _file(ADT) + b"PIDX|1\r",
         _file(ADT) + b"Z\r",
         b"",
-    ],
-)
+]
+
+
+@pytest.mark.parametrize("data", DECLINED)
 def test_declines_what_it_cannot_read_like_the_general_reader(data):
     assert fastpath.read_tables(data, "f.hl7") is None
     parsed = parse_hl7_file(data, "f.hl7")
     general = reader.parse_general(data, "f.hl7")
     for name, table in general.tables().items():
         assert parsed.tables()[name].equals(table), name
+
+
+def _files_to_read_together() -> list[tuple[bytes, str]]:
+    """Clean files of every kind, with files the fast path declines among them and files without a line end."""
+    settings = HL7CorpusSettings(total_messages=1_200, messages_per_file=300, seed=5)
+    files = [(render_file(settings, index), f"synthetic_{index}.hl7") for index in range(4)]
+    files.append(("".join(tutorial_message(i) + "\n" for i in range(300)).encode(), "tutorial.hl7"))
+    files += [(_file(EDGE_CASES[case], ADT), f"edge_{number}.hl7") for number, case in enumerate(EDGE_CASES)]
+    files.append((_file(ORU, ADT).rstrip(b"\r"), "no_final_segment_end.hl7"))
+    files.append((_file(ORU, separator="\r\n"), "crlf.hl7"))
+    for number, data in enumerate(DECLINED):
+        files.insert(2 * number % len(files), (data, f"declined_{number}.hl7"))
+    return files
+
+
+@pytest.mark.parametrize("batch_bytes", [1, 4_000, 1 << 20])
+def test_parse_hl7_files_equals_parse_hl7_file_on_each(monkeypatch, batch_bytes):
+    monkeypatch.setattr(reader, "BATCH_BYTES", batch_bytes)
+    files = _files_to_read_together()
+    together = reader.parse_hl7_files(files)
+    assert len(together) == len(files)
+    for (data, source_file), parsed in zip(files, together):
+        alone = parse_hl7_file(data, source_file)
+        for name, table in alone.tables().items():
+            assert parsed.tables()[name].schema.equals(tables.TABLES[name], check_metadata=True), name
+            assert parsed.tables()[name].equals(table), (source_file, name, _first_difference(parsed.tables()[name], table))
+
+
+def test_clean_files_are_read_together_by_the_fast_path(monkeypatch):
+    clean = [(data, name) for data, name in _files_to_read_together() if fastpath.read_tables(data, name) is not None]
+    monkeypatch.setattr(reader, "parse_hl7_file", lambda data, source_file: pytest.fail("read file by file"))
+    monkeypatch.setattr(reader, "parse_general", lambda data, source_file: pytest.fail("general path used"))
+    together = reader.parse_hl7_files(clean)
+    assert [parsed.messages.column("source_file")[0].as_py() for parsed in together] == [name for _, name in clean]
+
+
+def test_a_batch_with_a_file_the_fast_path_declines_is_read_file_by_file():
+    # Readable by the first check, declined later (a segment name in lower case).
+    files = [(_file(ORU), "a.hl7"), (_file(ADT) + b"pid|1\r", "b.hl7"), (_file(ADT), "c.hl7")]
+    assert fastpath.read_files(files) is None
+    together = reader.parse_hl7_files(files)
+    for (data, source_file), parsed in zip(files, together):
+        for name, table in parse_hl7_file(data, source_file).tables().items():
+            assert parsed.tables()[name].equals(table), (source_file, name)
+
+
+def test_fourteen_digit_times_read_as_parse_datetime_reads_them():
+    generator = random.Random(1)
+    times = ["20240229120000", "19000229120000", "20000229235959", "00000101000000", "99991231235959", "2024022912000a"]
+    for _ in range(5_000):
+        year = generator.choice([generator.randint(0, 9999), generator.randint(1896, 2104), 1, 1900, 2000])
+        fields = (generator.randint(0, 13), generator.randint(0, 32), generator.randint(0, 25), generator.randint(0, 61), generator.randint(0, 61))
+        times.append(f"{year:04d}" + "".join(f"{field:02d}" for field in fields))
+    header = "MSH|^~\\&|A|B|C|D|{}||ADT^A01|{}|P|2.5"
+    data = _file(*[(header.format(time, number),) for number, time in enumerate(times)])
+    read = fastpath.read_tables(data, "f.hl7")["hl7_messages"].column("message_datetime").to_pylist()
+    assert read == [er7.parse_datetime(time) for time in times]

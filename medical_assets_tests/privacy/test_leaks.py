@@ -476,3 +476,11 @@ def test_a_deflated_file_is_scanned_as_what_it_encodes_not_as_its_compressed_byt
     assert _kinds_at(findings, "deflated.dcm: (0020,4000) ImageComments") == {
         "patient_family_name"
     }
+
+
+def test_a_numeric_message_control_id_is_not_searched_since_counts_would_match_it():
+    messages = pa.table({"message_control_id": ["125000", "MSG00000042"], "patient_id": ["125001", "4827691"]})
+    identifiers = collect_identifiers({"hl7_messages": messages})
+    assert "125000" not in identifiers and identifiers["MSG00000042"] == "message_control_id"
+    assert identifiers["125001"] == "patient_id"  # a numeric patient ID still is
+    assert LeakScanner(identifiers).scan_table(pa.table({"messages": [125_000]}), "message_types.parquet") == []
