@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ctypes
+import errno
+import functools
 import json
 import os
 import posixpath
@@ -16,6 +19,7 @@ import pyarrow.parquet as pq
 STAGING_DIR = ".staging"
 COMMIT_MARKER = "_COMMITTED.json"
 PUBLISHED_SUFFIX = ".published"  # <table>.published in a staging folder: the table is in place
+EXCHANGING_SUFFIX = ".exchanging"  # <table>.exchanging: the inode of the staged folder being swapped in
 EMPTY_PART = "part-empty.parquet"
 
 
@@ -189,6 +193,8 @@ def _roll_forward(zone: Location, staging: Location, tables: Iterable[str]) -> N
             # Already swapped before an interruption; on an object store, what is left of the
             # staged copy is a part-deleted duplicate, never to be published again.
             continue
+        if final.exists() and _supports_rename(fs) and _swap_in_one_step(staging, table, final):
+            continue
         if final.exists():
             replaced = staging.child("replaced", table)
             replaced.delete()
@@ -197,6 +203,52 @@ def _roll_forward(zone: Location, staging: Location, tables: Iterable[str]) -> N
         _move_dir(fs, staged.path, final.path, copied=published)
     staging.delete()
     _delete_if_empty(zone.child(STAGING_DIR))
+
+
+def _swap_in_one_step(staging: Location, table: str, final: Location) -> bool:
+    """Swap the staged folder and the published one with one atomic exchange (Linux renameat2), so
+    that a reader, or a kill, never finds the table missing; the old one then goes to `replaced/`.
+
+    `<table>.exchanging` records the staged folder's inode first: a recovery after a kill tells by
+    it whether the exchange happened (the published folder is then that inode) or not. False when
+    the system or the filesystem cannot exchange, and the caller moves the folders one by one.
+    """
+    staged = staging.child(table)
+    marker = staging.child(table + EXCHANGING_SUFFIX)
+    if marker.exists() and os.stat(final.path).st_ino == int(marker.read_bytes()):
+        pass  # exchanged before an interruption: `staged` holds the old table
+    else:
+        marker.write_bytes_atomically(str(os.stat(staged.path).st_ino).encode())
+        if not _exchange(staged.path, final.path):
+            marker.delete()
+            return False
+    replaced = staging.child("replaced", table)
+    replaced.delete()
+    Location(staging.filesystem, posixpath.dirname(replaced.path)).makedirs()
+    staging.filesystem.move(staged.path, replaced.path)
+    return True
+
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def _exchange(first: str, second: str) -> bool:
+    """Atomically exchange two paths; False where renameat2 or RENAME_EXCHANGE is not supported."""
+    renameat2 = getattr(_libc(), "renameat2", None)
+    if renameat2 is None:
+        return False
+    if renameat2(_AT_FDCWD, os.fsencode(first), _AT_FDCWD, os.fsencode(second), _RENAME_EXCHANGE) == 0:
+        return True
+    error = ctypes.get_errno()
+    if error in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EXDEV):
+        return False
+    raise OSError(error, os.strerror(error), first)
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(None, use_errno=True)
 
 
 def _delete_if_empty(folder: Location) -> None:

@@ -87,6 +87,34 @@ class _Killed(BaseException):
     pass
 
 
+@pytest.mark.parametrize("killed", ["before the exchange", "after the exchange"])
+def test_a_table_is_swapped_in_one_step_and_never_missing(zone, monkeypatch, killed):
+    old = TablePublication(zone, "run1")
+    _stage(old, "t", [1])
+    old.commit({"t": SCHEMA})
+    exchange = storage._exchange
+
+    def exchange_then_die(first, second):
+        if killed == "after the exchange":
+            assert exchange(first, second)
+        # Whatever the moment, a reader finds the table, old or new.
+        assert read_table(zone.child("t"))["id"].to_pylist() in ([1], [2])
+        raise _Killed
+
+    new = TablePublication(zone, "run2")
+    _stage(new, "t", [2])
+    monkeypatch.setattr(storage, "_exchange", exchange_then_die)
+    with pytest.raises(_Killed):
+        new.commit({"t": SCHEMA})
+    expected_now = [2] if killed == "after the exchange" else [1]
+    assert read_table(zone.child("t"))["id"].to_pylist() == expected_now
+
+    monkeypatch.setattr(storage, "_exchange", exchange)
+    TablePublication.recover(zone)
+    assert read_table(zone.child("t"))["id"].to_pylist() == [2]
+    assert not zone.child(STAGING_DIR).exists()
+
+
 def test_object_store_recovery_after_a_kill_while_the_staged_copy_is_deleted(tmp_path, monkeypatch):
     """On an object store a table is copied into place, then its staged copy deleted object by
     object: a kill during that delete must not let the recovery publish what is left of it."""

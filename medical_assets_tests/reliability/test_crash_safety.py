@@ -18,10 +18,10 @@ All runs use the same data folder path (the reference is moved aside after its r
 tokens of source files are keyed on their path; and the same pseudonym key. Each run gets a fresh
 DAGSTER_HOME, except in the test of the next run on the same instance.
 
-One product bug is pinned by a strict xfail test: a table is missing after a kill in the middle
-of its swap (until the next run rolls the publication forward). Two more, found by this file and
-fixed, are tested here: Ray workers outside the run's process group, which the kill missed, and
-the `ray` pool slot of a killed run never freed, so the next run on the same instance waited.
+Three product bugs found by this file are fixed and tested here: a table missing after a kill in
+the middle of its swap (now one atomic exchange), Ray workers outside the run's process group,
+which the kill missed, and the `ray` pool slot of a killed run never freed, so the next run on
+the same instance waited.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ import psutil
 import pyarrow.parquet as pq
 import pytest
 
-from medical_assets.storage import COMMIT_MARKER, STAGING_DIR
+from medical_assets.storage import COMMIT_MARKER, EXCHANGING_SUFFIX, STAGING_DIR
 
 pytestmark = pytest.mark.slow
 
@@ -98,6 +98,21 @@ class _SlowSwap(importlib.abc.MetaPathFinder):
                 return move_dir(fs, source, destination, *args, **kwargs)
 
             module._move_dir = slow_move_dir
+            exchange = module._exchange
+
+            def slow_exchange(first, second):
+                # Slowed on both sides, so a watcher can kill the run before and after the exchange.
+                if os.path.dirname(second) == _ZONE:
+                    if _LOG:
+                        with open(_LOG, "a") as log:
+                            log.write(f"{os.getpid()} {first} <-> {second}\n")
+                    time.sleep(_DELAY)
+                    exchanged = exchange(first, second)
+                    time.sleep(_DELAY)
+                    return exchanged
+                return exchange(first, second)
+
+            module._exchange = slow_exchange
 
         spec.loader.exec_module = exec_and_patch
         return spec
@@ -121,6 +136,7 @@ class Staging:
     entries: set[str]  # names in the staging folder
     written: bool  # some staged table or folder holds a file
     replaced_without_final: bool  # an old table moved aside, the new one not yet in place
+    exchanging: bool = False  # a staged table is being exchanged with the published one
 
     @property
     def moved(self) -> int:
@@ -148,7 +164,8 @@ def _scan(data: Path) -> list[Staging]:
             except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError):
                 continue  # swapped or deleted while we looked: the next poll sees what is left
             missing = any(not (data / zone / table).exists() for table in replaced)
-            found.append(Staging(zone, run.path, marker, entries, written, missing))
+            exchanging = any(name.endswith(EXCHANGING_SUFFIX) for name in entries)
+            found.append(Staging(zone, run.path, marker, entries, written, missing, exchanging))
     return found
 
 
@@ -181,7 +198,7 @@ def _swapping(zone):
 
 
 def _replacing(zone):
-    return lambda s: s.zone == zone and s.marker_tables is not None and s.replaced_without_final
+    return lambda s: s.zone == zone and s.marker_tables is not None and (s.replaced_without_final or s.exchanging)
 
 
 POINTS = [
@@ -189,7 +206,7 @@ POINTS = [
     KillPoint(1, "phi: commit marker written, no table swapped yet", _committed("phi")),
     KillPoint(2, "deid: tables being written to staging, not committed", _writing("deid")),
     KillPoint(3, "deid: committed, some tables swapped in and some not", _swapping("deid")),
-    KillPoint(4, "deid: committed, an old table moved aside and its new one not yet in place", _replacing("deid")),
+    KillPoint(4, "deid: committed, a published table being replaced by the new one", _replacing("deid")),
     KillPoint(5, "deid/analytics: tables being written to staging, not committed", _writing("deid/analytics")),
     KillPoint(6, "deid/analytics: commit marker written", lambda s: s.zone == "deid/analytics" and s.marker_tables is not None),
 ]
@@ -546,15 +563,6 @@ def test_runs_killed_at_each_point_leave_old_or_new_tables_and_the_next_run_comp
     harness.assert_no_leaks()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TableMissingAfterKill,
-    reason=(
-        "product bug: medical_assets/storage.py `_roll_forward` swaps a table with two renames, the old "
-        "folder to .staging/<run>/replaced/<table>, then the staged one in; a kill between them leaves "
-        "<zone>/<table> missing until the next run rolls forward"
-    ),
-)
 def test_a_run_killed_while_replacing_a_table_leaves_the_old_or_the_new_table(harness, reference, data_dir):
     """A run killed while it replaces published de-identified tables: none may be missing. Uses
     the last kill of the test above; run alone, it starts from a copy of the undisturbed run's data,
