@@ -228,7 +228,7 @@ def check(case: Case) -> str | None:
     """What is wrong with the reader's answer for `case`, or None."""
     path = f"fuzz/{case.source or 'none'}"
     try:
-        packed = jobs._read_dicom_packed(case.data, path, with_thumbnail=True)
+        packed = jobs._read_dicom_packed([(case.data, path)], with_thumbnail=True)
     except BaseException as error:  # pyo3's PanicException is a BaseException
         return f"raised {type(error).__name__}: {error}"
     if packed.num_rows != 1 or packed["source_file"].to_pylist() != [path]:
