@@ -52,8 +52,10 @@ HL7_PADDING = "ZPD|" + "PADDING " * 256 + "\r"
 # one here with 8 MiB blocks: the first is written a third into the task, and a worker can die
 # after writing and reporting it.
 HL7_BLOCK_BYTES = 8 << 20
-# DICOM corpus: 20 synthetic files (0.7 MB each) written 5 times: two tasks of 50 files (about 1 s).
-DICOM_DISTINCT_FILES, DICOM_COPIES = 20, 5
+# DICOM corpus: 20 synthetic files (0.7 MB each) written 20 times: 400 files, two tasks of 200 files.
+# A fast machine reads 100 files in under half a second, too short to catch a worker busy; 400 give
+# the killer a couple of seconds on any machine.
+DICOM_DISTINCT_FILES, DICOM_COPIES = 20, 20
 # The tables every HL7 message of the synthetic corpus writes to (it has no errors).
 HL7_WRITTEN_TABLES = ("hl7_messages", "hl7_lab_results", "hl7_pharmacy_orders", "hl7_encounters")
 
@@ -296,14 +298,14 @@ def dicom_runs(ray_runtime, tmp_path_factory):
     undisturbed = _run_job(
         jobs.parse_dicom_files, files, source, resolve_location(str(root / "undisturbed")), DICOM_TABLES
     )
-    # One block per task here (50 files, 36 MB), written at the task's end: killed while reading.
+    # Killed while reading, before its task has any part file open.
     killed = _run_job(
         jobs.parse_dicom_files,
         files,
         source,
         resolve_location(str(root / "killed")),
         DICOM_TABLES,
-        killer_options={"ready": lambda busy, staged, held: busy >= 0.15 and not staged},
+        killer_options={"ready": lambda busy, staged, held: busy >= 0.1 and not staged},
     )
     return files, undisturbed, killed
 
