@@ -74,7 +74,7 @@ class PipelineConfig(dg.ConfigurableResource):
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         # A run writes to the data folder from its first step to its last: it holds the folder's
         # lock for that long (sensors and schedules, which only read, never take it).
-        if context.dagster_run is None:
+        if context.run is None:
             return
         settings = self.settings()
         with configuration_failure():  # every setting checked before a step writes anything
@@ -83,7 +83,7 @@ class PipelineConfig(dg.ConfigurableResource):
                 require_readable_source(settings.hl7_source, HL7_SOURCE_VAR)
             if settings.dicom_source_is_external:
                 require_readable_source(settings.dicom_source, DICOM_SOURCE_VAR)
-        holder = f"run {context.dagster_run.run_id}"
+        holder = f"run {context.run.run_id}"
         self._lock = DataFolderLock(settings.data_dir, holder, settings.lock_timeout_s, notify=context.log.warning)
         with configuration_failure():
             self._lock.acquire()
@@ -134,7 +134,7 @@ class PrivacyResource(dg.ConfigurableResource):
     )
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
-        if context.dagster_run is not None and self.pseudonym_key is not None:
+        if context.run is not None and self.pseudonym_key is not None:
             with configuration_failure():  # a malformed key fails the run before its first step
                 parse_key_ring(self.pseudonym_key)
 
@@ -163,7 +163,7 @@ class RayResource(dg.ConfigurableResource):
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         self._runtime = RayRuntime(address=self.address or os.environ.get("RAY_ADDRESS") or None, num_cpus=self.num_cpus)
-        if context.dagster_run is not None:
+        if context.run is not None:
             with configuration_failure():  # an unreachable cluster fails the run before its first step
                 self._runtime.check_address()
 
