@@ -17,6 +17,7 @@ import functools
 import html
 import io
 import math
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -25,7 +26,7 @@ import plotly.graph_objects as go
 import plotly.io as pio
 import plotly.offline
 import pyarrow as pa
-from matplotlib.colors import CSS4_COLORS
+from matplotlib.colors import CSS4_COLORS, to_rgb
 from matplotlib.figure import Figure
 from PIL import Image
 from plotly.subplots import make_subplots
@@ -396,17 +397,24 @@ def _chart_html(figure: go.Figure, key: str, top: int = 60) -> str:
 
 @functools.cache
 def _template() -> go.layout.Template:
-    """plotly_white with its named colours as hex codes: "white" is also a family name, and the
-    leak check reads every word of the page."""
+    """plotly_white with its colours written as rgb(r,g,b). The leak check reads every word of the
+    page: a named colour is a word ("white" is also a family name), and a hex code of digits alone
+    ("#276419", in plotly's colour scales) reads as a number that a numeric patient ID can equal."""
 
-    def hex_colours(value):
+    def rgb_colours(value):
         if isinstance(value, dict):
-            return {key: hex_colours(item) for key, item in value.items()}
+            return {key: rgb_colours(item) for key, item in value.items()}
         if isinstance(value, list):
-            return [hex_colours(item) for item in value]
-        return CSS4_COLORS.get(value, value) if isinstance(value, str) else value
+            return [rgb_colours(item) for item in value]
+        if isinstance(value, str) and (value in CSS4_COLORS or _HEX_COLOUR.match(value)):
+            red, green, blue = (round(channel * 255) for channel in to_rgb(value))
+            return f"rgb({red},{green},{blue})"
+        return value
 
-    return go.layout.Template(hex_colours(pio.templates["plotly_white"].to_plotly_json()))
+    return go.layout.Template(rgb_colours(pio.templates["plotly_white"].to_plotly_json()))
+
+
+_HEX_COLOUR = re.compile(r"^#[0-9A-Fa-f]{6}$")
 
 
 def _utilization_html(analytics: Mapping[str, pa.Table], suppressed: str) -> str:

@@ -10,7 +10,8 @@ from medical_assets.defs.audit import audited_phi_read
 from medical_assets.defs.deidentified import DEID_FILES, deid_key
 from medical_assets.defs.reports import REPORT_FIGURES, REPORTS_FOLDER, report_key
 from medical_assets.defs.resources import PipelineConfig
-from medical_assets.privacy.leaks import LeakScanner, collect_identifiers
+from medical_assets.engine.analytics_jobs import Input, read_input
+from medical_assets.privacy.leaks import LeakScanner, collect_identifiers, without_numbers_of
 from medical_assets.dicom.deidentify import DEID_DICOM_IMAGES
 from medical_assets.dicom.tables import TABLES as DICOM_TABLES
 from medical_assets.hl7.tables import TABLES as HL7_TABLES
@@ -21,7 +22,15 @@ from medical_assets.storage import count_rows, read_table
 _IDENTIFIER_SOURCES = ("hl7_messages", "hl7_encounters", "hl7_lab_results", "hl7_pharmacy_orders", "dicom_images")
 
 
-def _leak_check(name: str, asset: dg.AssetKey, scanned: list[str], also_after: list[dg.AssetKey], library_texts=()):
+def _leak_check(
+    name: str,
+    asset: dg.AssetKey,
+    scanned: list[str],
+    also_after: list[dg.AssetKey],
+    library_texts=(),
+    drawn_from_analytics: bool = False,
+    aggregates: bool = False,
+):
     @dg.asset_check(
         name=name,
         asset=asset,
@@ -43,7 +52,9 @@ def _leak_check(name: str, asset: dg.AssetKey, scanned: list[str], also_after: l
                 # Shifted dates are meant to look like dates, and one will often equal another
                 # patient's real birth date: the shift, not this check, protects them.
                 identifiers = {value: kind for value, kind in identifiers.items() if kind != "patient_birth_date"}
-            scanner = LeakScanner(identifiers, [text() for text in library_texts])
+            if drawn_from_analytics:
+                identifiers = without_numbers_of(identifiers, _published_analytics(settings))
+            scanner = LeakScanner(identifiers, [text() for text in library_texts], aggregates=aggregates)
             findings = [finding for folder in scanned for finding in scanner.scan_tree(deid.child(folder))]
         lines = ["| where | identifier kind | occurrences |", "| --- | --- | ---: |"]
         lines += [f"| {f.where} | {f.kind} | {f.count:,} |" for f in findings[:50]]
@@ -59,6 +70,15 @@ def _leak_check(name: str, asset: dg.AssetKey, scanned: list[str], also_after: l
         )
 
     return leak_check
+
+
+def _published_analytics(settings) -> list[pa.Table]:
+    """The analytics tables as published (in the configured export format), for the numbers they show."""
+    analytics = settings.zone("deid").child(ANALYTICS_FOLDER)
+    inputs = [
+        Input(analytics.child(name), None, settings.export_format, schema) for name, schema in ANALYTICS_TABLES.items()
+    ]
+    return [table for table in map(read_input, inputs) if table is not None]
 
 
 def plotly_js() -> str:
@@ -86,6 +106,7 @@ analytics_leak_check = _leak_check(
     analytics_key(_FIRST_ANALYTICS),
     [ANALYTICS_FOLDER],
     [analytics_key(t) for t in _OTHER_ANALYTICS],
+    aggregates=True,
 )
 reports_leak_check = _leak_check(
     "no_identifiers_leaked_reports",
@@ -93,6 +114,7 @@ reports_leak_check = _leak_check(
     [REPORTS_FOLDER],
     [report_key(name) for name in REPORT_FIGURES],
     library_texts=[plotly_js],
+    drawn_from_analytics=True,
 )
 
 

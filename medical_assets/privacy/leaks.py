@@ -21,7 +21,9 @@ from io import BytesIO
 import ahocorasick
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.csv as pacsv
 import pyarrow.fs as pafs
+import pyarrow.json as pajson
 import pyarrow.parquet as pq
 import pydicom
 from PIL import Image
@@ -85,17 +87,21 @@ def collect_identifiers(
 class LeakScanner:
     """Finds any of the identifiers in texts, tables, DICOM files and folders."""
 
-    def __init__(self, identifiers: Mapping[str, str], library_texts: Iterable[str] = ()):
+    def __init__(self, identifiers: Mapping[str, str], library_texts: Iterable[str] = (), aggregates: bool = False):
         # Third-party code inlined in reports (plotly.js: megabytes of words and numbers) is not
         # data; it is cut out before a report is scanned, so it cannot fake a finding.
         self._library_texts = [text for text in library_texts if text]
+        # In aggregate tables (analytics) a number column holds counts and measures: an ID made
+        # only of digits cannot be told from a count that equals it, and at a million messages
+        # one always does. Row-level tables keep the search, where an ID read as a number leaks.
+        self._aggregates = aggregates
         self._automaton = ahocorasick.Automaton()
         for value, kind in identifiers.items():
             key = _fold(str(value).strip())
             if key and not self._automaton.exists(key):
                 # Whether each end must sit at a word boundary: only when that end is alphanumeric,
                 # so "(555)..." still matches right after a letter.
-                self._automaton.add_word(key, (kind, len(key), key[0].isalnum(), key[-1].isalnum()))
+                self._automaton.add_word(key, (kind, len(key), key[0].isalnum(), key[-1].isalnum(), key.isdigit()))
         self._empty = len(self._automaton) == 0
         if not self._empty:
             self._automaton.make_automaton()
@@ -109,8 +115,9 @@ class LeakScanner:
         findings = self._findings(f"{where}: schema", self._count(_schema_text(table.schema)))
         for index, name in enumerate(table.column_names):
             counts: Counter[str] = Counter()
+            numbers = self._aggregates and _is_number_type(table.schema.field(index).type)
             for chunk in table.column(index).chunks:
-                counts.update(self._count("\n".join(_cell_texts(chunk))))
+                counts.update(self._count("\n".join(_cell_texts(chunk)), skip_digit_only=numbers))
             findings += self._findings(f"{where}: column {name}", counts)
         return findings
 
@@ -154,7 +161,7 @@ class LeakScanner:
         """The text with every identifier replaced, even inside a longer word: for labels we show."""
         if self._empty or not text:
             return text
-        spans = sorted((end - length + 1, end + 1) for end, (_, length, _, _) in self._automaton.iter(_fold(text)))
+        spans = sorted((end - length + 1, end + 1) for end, (_, length, *_) in self._automaton.iter(_fold(text)))
         merged: list[list[int]] = []
         for start, stop in spans:
             if merged and start <= merged[-1][1]:
@@ -171,7 +178,7 @@ class LeakScanner:
     def _scan_named(self, where: str, name: str, data: bytes) -> list[Finding]:
         findings = self._findings(f"{where}: file name", self._count(name))
         suffix = posixpath.splitext(name)[1].lower()
-        table = _read_parquet(data) if suffix == ".parquet" else None
+        table = _read_table(data, suffix)
         if table is not None:
             return findings + self.scan_table(table, where)
         if suffix in _DICOM_SUFFIXES or data[128:132] == b"DICM":
@@ -186,13 +193,15 @@ class LeakScanner:
             text = html.unescape(text)
         return findings + self._findings(f"{where}: text", self._count(text))
 
-    def _count(self, text: str) -> Counter[str]:
+    def _count(self, text: str, skip_digit_only: bool = False) -> Counter[str]:
         found: Counter[str] = Counter()
         if self._empty or not text:
             return found
         folded = _fold(text)
         last = len(folded) - 1
-        for end, (kind, length, check_start, check_end) in self._automaton.iter(folded):
+        for end, (kind, length, check_start, check_end, digit_only) in self._automaton.iter(folded):
+            if skip_digit_only and digit_only:
+                continue
             start = end - length + 1
             if check_start and start > 0 and folded[start - 1].isalnum():
                 continue
@@ -206,6 +215,25 @@ class LeakScanner:
             return []
         label = self.redact(where)
         return [Finding(label, kind, count) for kind, count in sorted(counts.items())]
+
+
+def _is_number_type(kind: pa.DataType) -> bool:
+    return pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_decimal(kind)
+
+
+def without_numbers_of(identifiers: Mapping[str, str], tables: Iterable[pa.Table]) -> dict[str, str]:
+    """The identifiers, less those made only of digits that equal a whole number in a number column
+    of `tables`: a report drawn from published aggregates shows their counts, and a count may
+    equal a numeric ID. The aggregates themselves are checked column by column."""
+    numbers: set[str] = set()
+    for table in tables:
+        for index, field in enumerate(table.schema):
+            if not _is_number_type(field.type):
+                continue
+            for value in table.column(index).to_pylist():
+                if value is not None and float(value).is_integer():
+                    numbers.add(str(int(value)))
+    return {value: kind for value, kind in identifiers.items() if not (value.isdigit() and value in numbers)}
 
 
 def _as_is(value: str) -> list[str]:
@@ -441,11 +469,22 @@ def _metadata_lines(metadata: Mapping[bytes, bytes] | None) -> list[str]:
     return [text.decode("utf-8", errors="replace") for pair in metadata.items() for text in pair]
 
 
-def _read_parquet(data: bytes) -> pa.Table | None:
+def _read_table(data: bytes, suffix: str) -> pa.Table | None:
+    """A Parquet, CSV or JSON Lines file as a table, so that its number columns are known as such;
+    None for another kind of file, or one that does not parse (then it is scanned as text).
+
+    CSV and JSON Lines carry no schema: a column whose every value reads as a number counts as one.
+    """
     try:
-        return pq.read_table(pa.BufferReader(data))
+        if suffix == ".parquet":
+            return pq.read_table(pa.BufferReader(data))
+        if suffix == ".csv":
+            return pacsv.read_csv(pa.BufferReader(data))
+        if suffix == ".jsonl":
+            return pajson.read_json(pa.BufferReader(data))
     except (pa.ArrowException, OSError):
-        return None  # not Parquet after all: scanned as text instead
+        pass
+    return None
 
 
 _DICOM_SUFFIXES = (".dcm", ".dicom")

@@ -459,3 +459,16 @@ def test_a_hundred_lab_tests_fit_in_the_value_distribution_chart(analytics):
     tables_with_many = {**analytics, "lab_results": pa.Table.from_pylist(many, schema=analytics["lab_results"].schema)}
     page = build_dashboard_html(tables_with_many, None, None, {})
     assert "Test 99" in page
+
+
+def test_colours_are_neither_words_nor_numbers_a_leak_check_could_take_for_an_identifier(page):
+    """A named colour is a word ("white" is a family name); a hex code of digits alone ("#276419",
+    from plotly's colour scales) reads as a number that a numeric patient ID can equal: at a
+    million messages one did, and the reports' leak check failed on a colour."""
+    import plotly.offline
+
+    ours = page.replace(plotly.offline.get_plotlyjs(), "")
+    assert not re.findall(r"#[0-9]{6}\b", ours)
+    colours = re.findall(r'"(?:color|bgcolor|fillcolor|bordercolor|gridcolor|linecolor|zerolinecolor)":\s*"([^"]+)"', ours)
+    assert colours, "the page should set colours"
+    assert not [colour for colour in colours if colour.isalpha()]

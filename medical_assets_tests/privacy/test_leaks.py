@@ -17,6 +17,7 @@ from medical_assets.privacy.leaks import (
     Identifiers,
     LeakScanner,
     collect_identifiers,
+    without_numbers_of,
 )
 from medical_assets.storage import resolve_location
 
@@ -484,3 +485,48 @@ def test_a_numeric_message_control_id_is_not_searched_since_counts_would_match_i
     assert "125000" not in identifiers and identifiers["MSG00000042"] == "message_control_id"
     assert identifiers["125001"] == "patient_id"  # a numeric patient ID still is
     assert LeakScanner(identifiers).scan_table(pa.table({"messages": [125_000]}), "message_types.parquet") == []
+
+
+def test_in_aggregates_a_count_equal_to_a_numeric_id_is_not_a_finding_but_the_id_as_text_is():
+    """At a million messages some count equals some numeric ID; in an aggregate's number column
+    that is a count, in its text columns (and anywhere in a row-level table) it is a leak."""
+    identifiers = collect_identifiers(_phi_tables())
+    aggregate = pa.table(
+        {
+            "facility": ["NORTH", "4827691"],
+            "messages": pa.array([4827691, 20], pa.int64()),
+            "abnormal_rate": [4827691.0, 0.5],
+            "label": ["A000000001", "fine"],
+        }
+    )
+    where = "analytics/hospital_utilization/part-0.parquet"
+    findings = LeakScanner(identifiers, aggregates=True).scan_table(aggregate, where)
+    assert {f.where: f.kind for f in findings} == {
+        f"{where}: column facility": "patient_id",
+        f"{where}: column label": "patient_account_number",
+    }
+    row_level = LeakScanner(identifiers).scan_table(aggregate, where)
+    assert {f.where for f in row_level} == {f"{where}: column {c}" for c in aggregate.column_names}
+
+
+def test_an_aggregate_exported_as_csv_or_json_lines_keeps_its_number_columns_apart(tmp_path):
+    scanner = LeakScanner(collect_identifiers(_phi_tables()), aggregates=True)
+    csv = b"facility,month,messages\nNORTH,2024-01,4827691\nBALTIMORE,2024-02,11\n"
+    jsonl = b'{"facility": "NORTH", "messages": 4827691}\n{"facility": "4827691", "messages": 12}\n'
+    csv_findings = scanner.scan_file("analytics/u/part-0.csv", csv)
+    assert [(f.where, f.kind) for f in csv_findings] == [("analytics/u/part-0.csv: column facility", "patient_city")]
+    json_findings = scanner.scan_file("analytics/u/part-0.jsonl", jsonl)
+    assert [(f.where, f.kind) for f in json_findings] == [("analytics/u/part-0.jsonl: column facility", "patient_id")]
+    # A file that does not parse as its suffix says is still scanned, as text.
+    broken = scanner.scan_file("analytics/u/part-1.csv", b'"unclosed,4827691\nNELSON')
+    assert {f.kind for f in broken} == {"patient_id", "patient_family_name"}
+
+
+def test_a_report_may_show_the_counts_of_its_aggregates_but_no_other_numeric_id():
+    identifiers = collect_identifiers(_phi_tables())
+    aggregates = [pa.table({"facility": ["NORTH"], "messages": pa.array([4827691], pa.int64()), "rate": [0.25]})]
+    kept = without_numbers_of(identifiers, aggregates)
+    assert "4827691" in identifiers and "4827691" not in kept
+    assert kept["2895568"] == "patient_id" and kept["NELSON"] == "patient_family_name"
+    report = "<div>messages: 4827691</div><div>patient 2895568</div>"
+    assert LeakScanner(kept).scan_text(report) == ["patient_id"]
