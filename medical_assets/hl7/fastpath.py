@@ -116,9 +116,8 @@ _GIVE_STRINGS = ("give_code", "give_name", "give_coding_system", "give_units", "
 _GIVE_AMOUNTS = ("give_amount_minimum", "give_amount_maximum", "dispense_amount")
 _OBSERVATION_STRINGS = tuple(column for column, _, _ in _CAPTURES["OBX"] if column != "observation_datetime")
 _VISIT_STRINGS = tuple(column for column, _, _ in _CAPTURES["PV1"] if not column.endswith("_datetime"))
-# The delimiters are ASCII, so in UTF-8 text they are found as bytes. Line feeds and MLLP framing
-# bytes end segments too, as in er7.split_messages.
-_DELIMITER_BYTES = b"|^\r\n\x0b\x1c~&\\"
+# The delimiters (kernels.DELIMITERS) are ASCII, so in UTF-8 text they are found as bytes. Line
+# feeds and MLLP framing bytes end segments too, as in er7.split_messages.
 _SEGMENT_ENDS = b"\r\n\x0b\x1c"
 # The highest field and component any capture reads, for the padding of the lookups.
 _MOST_FIELDS = max(field for captures in _CAPTURES.values() for _, field, _ in captures)
@@ -127,6 +126,14 @@ _ENVELOPE_CODES = frozenset(int.from_bytes(name.encode(), "big") for name in er7
 _DAYS_IN_MONTH = np.array([0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31], np.int32)  # February: 29 in leap years
 _DIGITS_AND_CAPITALS = np.zeros(256, bool)
 _DIGITS_AND_CAPITALS[list(b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ")] = True
+
+
+def _kernels():
+    """The compiled loops, imported on first use: numba costs a process 0.3 s and 100 MiB (its LLVM),
+    which only the processes that parse HL7 (the Ray workers) should pay, not every importer of this package."""
+    from medical_assets.hl7 import kernels
+
+    return kernels
 
 
 def read_tables(data: bytes, source_file: str) -> dict[str, pa.Table] | None:
@@ -290,27 +297,7 @@ class _File:
     def of(cls, text: bytes, file_starts: np.ndarray, source_files: list[str]) -> _File | None:
         """None when a segment name is not three capitals or digits followed by `|`, or is a batch envelope."""
         buffer = np.frombuffer(text, np.uint8)
-        # Comparisons and one search over booleans: several times faster than a lookup table over the
-        # bytes. In place, as every temporary the size of the file costs fresh pages.
-        # A delimiter the text lacks (MLLP framing, often line feeds) is not compared: finding that
-        # out is a byte search, far cheaper than a comparison over the buffer.
-        present = [byte for byte in _DELIMITER_BYTES[1:] if byte in text]
-        is_delimiter = buffer == _DELIMITER_BYTES[0]
-        is_byte = np.empty_like(is_delimiter)
-        for byte in present:
-            np.logical_or(is_delimiter, np.equal(buffer, byte, out=is_byte), out=is_delimiter)
-        # Positions as int32 (the fast path declines files of 2 GiB), halving every array below.
-        delimiters = np.flatnonzero(is_delimiter).astype(np.int32)
-        # Grouped by byte value, each group in file order.
-        values = buffer[delimiters]
-        is_pipe = values == ord("|")
-        is_caret = values == ord("^")
-        found = {ord("|"): delimiters[is_pipe], ord("^"): delimiters[is_caret]}
-        found |= {
-            byte: delimiters[values == byte] if byte in present else delimiters[:0] for byte in _DELIMITER_BYTES[2:]
-        }
-        # How many carets come before each pipe, for finding components without a search.
-        carets_before_pipes = np.cumsum(is_caret, dtype=np.int32)[is_pipe]
+        found, carets_before_pipes = _kernels().locate_delimiters(buffer)
         segment_ends = [found[byte] for byte in _SEGMENT_ENDS if len(found[byte])]
         ends = np.sort(np.concatenate(segment_ends)) if len(segment_ends) > 1 else segment_ends[0]
         ends = np.append(ends, np.int32(len(buffer))) if len(segment_ends) else np.array([len(buffer)], np.int32)
@@ -387,7 +374,6 @@ class _File:
         self.message_codecs: list[str | None] = []
         self._extra = bytearray()  # unescaped values, addressed after the end of the file's bytes
         self._combined: np.ndarray | None = buffer
-        self._windows: np.ndarray | None = None
         self._positions: dict[str, np.ndarray] = {}
 
     def positions(self, name: str) -> np.ndarray:
@@ -444,17 +430,11 @@ class _File:
         # Element e of a segment split on "|" is SEG-e, but MSH-n is element n-1 (MSH-1 is the separator).
         elements = np.repeat(np.array([requests[key].field - (requests[key].segment == "MSH") for key in keys], np.int32), sizes)
         components = np.repeat(np.array([requests[key].component for key in keys], np.int32), sizes)
-        field_starts, field_ends, opening_pipes = self._fields(segments, elements)
-        if self.has_repetitions:
-            field_ends = np.minimum(field_ends, self.tildes[np.searchsorted(self.tildes, field_starts)])
-        # Component k lies between the (k-1)th and the kth caret after the field's start, within the
-        # repetition; for k = 1 the caret before the field is before its start, so the start stays.
-        # (An absent field is empty whatever carets are found.)
-        first_caret = self._carets_before_pipes[opening_pipes] + components
-        starts = np.minimum(np.maximum(self._carets[first_caret - 1] + 1, field_starts), field_ends)
-        ends = np.minimum(self._carets[first_caret], field_ends)
-        if self.has_subcomponents:
-            ends = np.minimum(ends, self.ampersands[np.searchsorted(self.ampersands, starts)])
+        starts, ends = _kernels().value_ranges(
+            segments, elements, components, self._first_pipe, self._pipes, self._segment_ends,
+            self._carets_before_pipes, self._carets, self.tildes, self.ampersands,
+            self.has_repetitions, self.has_subcomponents,
+        )
         if self.has_escapes:
             escaped = np.flatnonzero(self.backslashes[np.searchsorted(self.backslashes, starts)] < ends)
             if len(escaped):
@@ -554,29 +534,15 @@ class _File:
         return {"patient_id": self._component(starts, ends, 1), "patient_id_type": self._component(starts, ends, 5)}
 
     def strings(self, ranges: tuple[np.ndarray, np.ndarray]) -> pa.StringArray:
-        """The values in `ranges` as one Arrow array; empty values are null, as the general reader's `or None`.
-
-        An Arrow string view addresses any byte range of a buffer (16 bytes: the length, then the
-        value itself up to 12 bytes, else its first 4 bytes, buffer number and offset): the views are
-        gathered 16 bytes a value, and Arrow's cast copies the values (measured 7% faster in all than
-        numpy gathering the values byte by byte).
-        """
+        """The values in `ranges` as one Arrow array; empty values are null, as the general reader's `or None`."""
         starts, ends = ranges
-        lengths = ends - starts
-        present = lengths > 0
-        if not present.all():
-            starts, lengths = np.where(present, starts, 0), np.where(present, lengths, 0)
-        data, windows = self._views_source()
-        views = windows[starts]  # 4 bytes before each start (for the length), then 12 from it
-        words = views.view(np.int32).reshape(len(starts), 4)
-        words[:, 0] = lengths
-        long_values = np.flatnonzero(lengths > 12)
-        words[long_values, 2] = 0
-        words[long_values, 3] = starts[long_values]
+        gathered = _kernels().gather_strings(self._bytes(), starts, ends)
+        if gathered is None:  # the caller catches it and reads the file with the general path
+            raise OverflowError("the values exceed the 2 GiB an Arrow string array holds")
+        offsets, data = gathered
+        present = ends > starts
         validity = None if present.all() else pa.py_buffer(np.packbits(present, bitorder="little"))
-        return pa.Array.from_buffers(
-            pa.string_view(), len(starts), [validity, pa.py_buffer(views), pa.py_buffer(data)]
-        ).cast(pa.string())
+        return pa.StringArray.from_buffers(len(starts), pa.py_buffer(offsets), pa.py_buffer(data), validity)
 
     def string_columns(self, columns: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict[str, pa.StringArray]:
         """`strings` of several columns, gathered in one step."""
@@ -677,16 +643,7 @@ class _File:
     def _bytes(self) -> np.ndarray:
         if self._combined is None:
             self._combined = np.concatenate([self.buffer, np.frombuffer(bytes(self._extra), np.uint8)])
-            self._windows = None
         return self._combined
-
-    def _views_source(self) -> tuple[np.ndarray, np.ndarray]:
-        """The bytes, and for each position p of them (and one past the end) the 16 bytes from p - 4 as one item."""
-        data = self._bytes()
-        if self._windows is None:
-            padded = np.concatenate((np.zeros(4, np.uint8), data, np.zeros(12, np.uint8)))
-            self._windows = np.ndarray((len(data) + 1,), "V16", padded, strides=(1,))
-        return data, self._windows
 
 
 def _concatenated(columns: dict[str, tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
