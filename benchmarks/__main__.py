@@ -131,9 +131,12 @@ def main() -> None:
     dicom_corpus = os.path.join(OUTPUT, f"dicom-{DICOM_FILES}")
     dicom.write_corpus(dicom_corpus, DICOM_FILES)
     results["dicom_corpus"] = {"files": DICOM_FILES, "bytes": sum(os.path.getsize(p) for p in dicom.corpus_files(dicom_corpus))}
-    for name in ("dicom_single_process", "dicom_ray_job"):
-        argv = [sys.executable, "-m", "benchmarks.measure", name, dicom_corpus]
-        _record(results, "dicom", name, DICOM_FILES, lambda output, argv=argv: _run_measurement(argv + [output], name, DICOM_FILES))
+    # In turns, loop then Ray, so that the machine's drift (it is shared) hits both alike.
+    _record_in_turns(results, "dicom", DICOM_FILES, {
+        name: lambda output, name=name: _run_measurement(
+            [sys.executable, "-m", "benchmarks.measure", name, dicom_corpus, output], name, DICOM_FILES)
+        for name in ("dicom_single_process", "dicom_ray_job")
+    })
 
     if MEASURE_MAKE_RUN:
         _measure_make_run(results)
@@ -168,6 +171,30 @@ def _record(results: dict, group: str, name: str, size: int, run_once) -> None:
         entry["runs"].append(run)
     _save(results)
     print(_summary(entry), flush=True)
+
+
+def _record_in_turns(results: dict, group: str, size: int, runs_once: dict) -> None:
+    """`_record` of several measurements, taking turns: each one's first run, then each one's second..."""
+    entries = {name: {"group": group, "name": name, "size": size, "runs": [], "error": None} for name in runs_once}
+    results["measurements"].extend(entries.values())
+    for _ in range(REPEATS):
+        for name, run_once in runs_once.items():
+            entry = entries[name]
+            if entry["error"]:
+                continue
+            output = tempfile.mkdtemp(prefix=f"bench-{name}-", dir=os.environ.get("BENCH_TMPDIR"))
+            try:
+                run = run_once(output)
+            finally:
+                shutil.rmtree(output, ignore_errors=True)
+            if run.get("error"):
+                entry["error"] = run["error"]
+                if not run.get("keep"):
+                    continue
+            entry["runs"].append(run)
+        _save(results)
+    for entry in entries.values():
+        print(_summary(entry), flush=True)
 
 
 def _summary(entry: dict) -> str:
