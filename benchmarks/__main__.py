@@ -156,45 +156,34 @@ def _planned(name: str, size: int) -> bool:
 
 def _record(results: dict, group: str, name: str, size: int, run_once) -> None:
     """`run_once(output_folder)` REPEATS times, each in a fresh temp folder; a failure ends the repeats."""
-    entry = {"group": group, "name": name, "size": size, "runs": [], "error": None}
-    results["measurements"].append(entry)
-    for _ in range(REPEATS):
-        output = tempfile.mkdtemp(prefix=f"bench-{name}-", dir=os.environ.get("BENCH_TMPDIR"))
-        try:
-            run = run_once(output)
-        finally:
-            shutil.rmtree(output, ignore_errors=True)
-        if run.get("error"):
-            entry["error"] = run["error"]
-            if not run.get("keep"):
-                break
-        entry["runs"].append(run)
-    _save(results)
-    print(_summary(entry), flush=True)
+    _record_in_turns(results, group, size, {name: run_once})
 
 
 def _record_in_turns(results: dict, group: str, size: int, runs_once: dict) -> None:
     """`_record` of several measurements, taking turns: each one's first run, then each one's second..."""
     entries = {name: {"group": group, "name": name, "size": size, "runs": [], "error": None} for name in runs_once}
     results["measurements"].extend(entries.values())
+    stopped = set()
     for _ in range(REPEATS):
-        for name, run_once in runs_once.items():
-            entry = entries[name]
-            if entry["error"]:
-                continue
-            output = tempfile.mkdtemp(prefix=f"bench-{name}-", dir=os.environ.get("BENCH_TMPDIR"))
-            try:
-                run = run_once(output)
-            finally:
-                shutil.rmtree(output, ignore_errors=True)
+        for name in (name for name in runs_once if name not in stopped):
+            run = _in_fresh_folder(name, runs_once[name])
             if run.get("error"):
-                entry["error"] = run["error"]
+                entries[name]["error"] = run["error"]
                 if not run.get("keep"):
+                    stopped.add(name)
                     continue
-            entry["runs"].append(run)
+            entries[name]["runs"].append(run)
         _save(results)
     for entry in entries.values():
         print(_summary(entry), flush=True)
+
+
+def _in_fresh_folder(name: str, run_once) -> dict:
+    output = tempfile.mkdtemp(prefix=f"bench-{name}-", dir=os.environ.get("BENCH_TMPDIR"))
+    try:
+        return run_once(output)
+    finally:
+        shutil.rmtree(output, ignore_errors=True)
 
 
 def _summary(entry: dict) -> str:
