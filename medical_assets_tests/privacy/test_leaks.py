@@ -308,6 +308,22 @@ def test_pixel_bytes_that_happen_to_spell_an_id_are_not_a_finding(scanner):
     assert scanner.scan_file("image.dcm", _dicom_bytes(dataset)) == []
 
 
+def test_bytes_after_the_pixel_data_are_still_read_when_the_pixels_are_cut_out(scanner):
+    dataset = _clean_dataset()
+    dataset.Rows, dataset.Columns = 4, 8
+    dataset.SamplesPerPixel, dataset.PhotometricInterpretation = 1, "MONOCHROME2"
+    dataset.BitsAllocated, dataset.BitsStored, dataset.HighBit, dataset.PixelRepresentation = 8, 8, 7, 0
+    dataset.PixelData = bytes(range(32))
+    # Trailing bytes after the pixel data: pydicom reads the start as a private element whose value
+    # holds the ID; the name sits where no element does, so only the raw scan past the cut finds it.
+    damaged = _dicom_bytes(dataset) + b"\x01\x02\x03PHILLIPS^AMY 002895568"
+
+    findings = scanner.scan_file("deid/dicom/trailing.dcm", damaged)
+
+    assert {finding.kind for finding in findings} == {"patient_name", "patient_id"}
+    assert _kinds_at(findings, "deid/dicom/trailing.dcm: raw bytes") == {"patient_name"}
+
+
 def test_dicom_is_recognised_by_its_preamble_without_an_extension(scanner):
     findings = scanner.scan_file("deid/dicom/0001", _leaky_dicom())
     assert any("(0011,1010) private" in finding.where for finding in findings)
