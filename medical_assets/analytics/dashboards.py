@@ -18,7 +18,7 @@ import html
 import io
 import math
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -125,20 +125,26 @@ def build_png_figures(
     images: pa.Table | None,
     *,
     suppression_threshold: int = DEFAULT_SUPPRESSION_THRESHOLD,
+    only: Iterable[str] | None = None,
 ) -> dict[str, bytes]:
-    """The PNG figures by file name (the keys of PNG_SIZES), rendered with Agg at PNG_DPI.
+    """The PNG figures by file name (the keys of PNG_SIZES, or those of them in `only`), rendered
+    with Agg at PNG_DPI.
 
     The same inputs give the same bytes: no timestamp or software version is written.
     """
     suppressed = _suppressed_label(suppression_threshold)
-    figures = {
-        "utilization.png": _utilization_png(analytics, suppressed),
-        "demographics.png": _demographics_png(analytics, suppressed),
-        "labs.png": _labs_png(analytics, suppressed),
-        "imaging.png": _imaging_png(analytics, suppressed),
-        "dicom_preview.png": _preview_png(_previews(thumbnails, images)),
+    drawings = {
+        "utilization.png": lambda: _utilization_png(analytics, suppressed),
+        "demographics.png": lambda: _demographics_png(analytics, suppressed),
+        "labs.png": lambda: _labs_png(analytics, suppressed),
+        "imaging.png": lambda: _imaging_png(analytics, suppressed),
+        "dicom_preview.png": lambda: _preview_png(_previews(thumbnails, images)),
     }
-    return {name: _png_bytes(figure) for name, figure in figures.items()}
+    wanted = set(drawings if only is None else only)
+    unknown = wanted - set(drawings)
+    if unknown:
+        raise ValueError(f"no such figure: {', '.join(sorted(unknown))}; the figures are {', '.join(drawings)}")
+    return {name: _png_bytes(draw()) for name, draw in drawings.items() if name in wanted}
 
 
 # Shared: rows, suppression and previews

@@ -9,7 +9,7 @@ task needs a few hundred MB; a partial-aggregate map step would be the next step
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import NamedTuple
 
 import pyarrow as pa
@@ -22,7 +22,7 @@ from ray.data.block import BlockMetadata
 from ray.data.datasource import Datasource, ReadTask
 
 from medical_assets.analytics.aggregates import publish_all
-from medical_assets.analytics.figures import DASHBOARD_FILE
+from medical_assets.analytics.figures import DASHBOARD_FILE, REPORT_GROUPS
 from medical_assets.analytics.tables import ANALYTICS_TABLES
 from medical_assets.engine import multitable
 from medical_assets.engine.exports import ExportTablesDatasink
@@ -78,8 +78,9 @@ def build_reports(
     metadata: Mapping[str, str],
     threshold: int,
 ) -> list[str]:
-    """The HTML dashboard and PNG figures, built in one worker from the published analytics tables
-    and the exported thumbnails, written under `target`; returns the file names."""
+    """The HTML dashboard and PNG figures, drawn side by side in workers (one task per group of
+    REPORT_GROUPS) from the published analytics tables and the exported thumbnails, written under
+    `target`; returns the file names."""
     inputs = {
         f"analytics/{name}": Input(analytics.child(name), None, analytics_format, schema)
         for name, schema in ANALYTICS_TABLES.items()
@@ -88,8 +89,11 @@ def build_reports(
         "deid/dicom_thumbnails": Input(deid.child("dicom_thumbnails")),
         "deid/dicom_images": Input(deid.child("dicom_images")),
     }
-    build = functools.partial(_report_files, metadata=dict(metadata), threshold=threshold)
-    return build_files(inputs, build, target)
+    builds = [
+        functools.partial(_report_files, names=group, metadata=dict(metadata), threshold=threshold)
+        for group in REPORT_GROUPS
+    ]
+    return build_files(inputs, builds, target)
 
 
 def _publishable_analytics(tables: dict[str, pa.Table | None], key: PseudonymKey, threshold: int) -> dict[str, pa.Table]:
@@ -97,14 +101,20 @@ def _publishable_analytics(tables: dict[str, pa.Table | None], key: PseudonymKey
     return publish_all(_zone(tables, "deid/"), _zone(tables, "phi/"), source_file_token, threshold)
 
 
-def _report_files(tables: dict[str, pa.Table | None], metadata: dict[str, str], threshold: int) -> dict[str, bytes]:
-    # Imported here: plotly and matplotlib take a second to load, and only this worker needs them.
+def _report_files(
+    tables: dict[str, pa.Table | None], names: Sequence[str], metadata: dict[str, str], threshold: int
+) -> dict[str, bytes]:
+    # Imported here: plotly and matplotlib take a second to load, and only these workers need them.
     from medical_assets.analytics.dashboards import build_dashboard_html, build_png_figures
 
     analytics = _zone(tables, "analytics/")
     thumbnails, images = tables.get("deid/dicom_thumbnails"), tables.get("deid/dicom_images")
-    files = {DASHBOARD_FILE: build_dashboard_html(analytics, thumbnails, images, metadata).encode()}
-    files |= build_png_figures(analytics, thumbnails, images, suppression_threshold=threshold)
+    files = {}
+    if DASHBOARD_FILE in names:
+        files[DASHBOARD_FILE] = build_dashboard_html(analytics, thumbnails, images, metadata).encode()
+    figures = [name for name in names if name != DASHBOARD_FILE]
+    if figures:
+        files |= build_png_figures(analytics, thumbnails, images, suppression_threshold=threshold, only=figures)
     return files
 
 
@@ -123,38 +133,47 @@ def export_computed_tables(
     """`compute(inputs)` in one worker, its tables written by the export datasink; rows per table."""
     packed_schema = multitable.packed_schema(schemas)
     dataset = ray.data.read_datasource(
-        OneTaskDatasource(dict(inputs), compute, packed_schema), override_num_blocks=1, ray_remote_args=TASK_OPTIONS
+        ComputeDatasource(dict(inputs), [compute], packed_schema), override_num_blocks=1, ray_remote_args=TASK_OPTIONS
     )
     sink = ExportTablesDatasink(targets, schemas, file_format, stamp)
     dataset.write_datasink(sink, ray_remote_args=TASK_OPTIONS)
     return dict(sink.totals)
 
 
-def build_files(inputs: Inputs, build: Callable[[dict[str, pa.Table | None]], Mapping[str, bytes]], target: Location) -> list[str]:
-    """`build(inputs)` in one worker, which writes the files it returns (name -> bytes) under `target`."""
+def build_files(
+    inputs: Inputs, builds: Sequence[Callable[[dict[str, pa.Table | None]], Mapping[str, bytes]]], target: Location
+) -> list[str]:
+    """Each `build(inputs)` in a worker task of its own, which writes the files it returns
+    (name -> bytes) under `target`; returns the names of all files written."""
     schema = pa.schema([pa.field("name", pa.string()), pa.field("size_bytes", pa.int64())])
 
-    def build_and_write(tables: dict[str, pa.Table | None]) -> pa.Table:
-        files = build(tables)
-        target.makedirs()
-        for name, data in files.items():
-            target.child(name).write_bytes_atomically(data)
-        return pa.table({"name": list(files), "size_bytes": [len(d) for d in files.values()]}, schema=schema)
+    def writing(build):
+        def build_and_write(tables: dict[str, pa.Table | None]) -> pa.Table:
+            files = build(tables)
+            target.makedirs()
+            for name, data in files.items():
+                target.child(name).write_bytes_atomically(data)
+            return pa.table({"name": list(files), "size_bytes": [len(d) for d in files.values()]}, schema=schema)
+
+        return build_and_write
 
     dataset = ray.data.read_datasource(
-        OneTaskDatasource(dict(inputs), build_and_write, schema), override_num_blocks=1, ray_remote_args=TASK_OPTIONS
+        ComputeDatasource(dict(inputs), [writing(build) for build in builds], schema),
+        override_num_blocks=len(builds),
+        ray_remote_args=TASK_OPTIONS,
     )
     written = pa.concat_tables(ray.get(dataset.to_arrow_refs()))
     return sorted(written["name"].to_pylist())
 
 
-class OneTaskDatasource(Datasource):
-    """A single read task that reads the inputs in the worker and yields what `compute` makes of them."""
+class ComputeDatasource(Datasource):
+    """One read task per function of `computes`: each reads the inputs in its worker and yields
+    what its function makes of them."""
 
-    def __init__(self, inputs: dict, compute: Callable, schema: pa.Schema):
+    def __init__(self, inputs: dict, computes: Sequence[Callable], schema: pa.Schema):
         super().__init__()
         self._inputs = inputs
-        self._compute = compute
+        self._computes = list(computes)
         self._schema = schema
 
     def get_name(self) -> str:
@@ -164,7 +183,14 @@ class OneTaskDatasource(Datasource):
         return None
 
     def get_read_tasks(self, parallelism: int, per_task_row_limit: int | None = None, data_context=None) -> list[ReadTask]:
-        inputs, compute, schema = self._inputs, self._compute, self._schema
+        metadata = BlockMetadata(num_rows=None, size_bytes=None, input_files=None, exec_stats=None)
+        return [
+            ReadTask(self._reader(compute), metadata, schema=self._schema, per_task_row_limit=per_task_row_limit)
+            for compute in self._computes
+        ]
+
+    def _reader(self, compute: Callable) -> Callable[[], Iterable[pa.Table]]:
+        inputs, schema = self._inputs, self._schema
 
         def read() -> Iterable[pa.Table]:
             result = compute({name: read_input(table) for name, table in inputs.items()})
@@ -173,8 +199,7 @@ class OneTaskDatasource(Datasource):
             else:
                 yield multitable.pack("computed", result, schema)
 
-        metadata = BlockMetadata(num_rows=None, size_bytes=None, input_files=None, exec_stats=None)
-        return [ReadTask(read, metadata, schema=schema, per_task_row_limit=per_task_row_limit)]
+        return read
 
 
 def read_input(table: Input) -> pa.Table | None:

@@ -19,6 +19,7 @@ from medical_assets.analytics.dashboards import (
     build_dashboard_html,
     build_png_figures,
 )
+from medical_assets.analytics.figures import DASHBOARD_FILE, REPORT_GROUPS
 from medical_assets.dicom.deidentify import DEID_DICOM_IMAGES
 from medical_assets.dicom.tables import DEID_DICOM_THUMBNAILS
 from medical_assets_tests.browser import artifact_path, headless_chromium
@@ -405,6 +406,23 @@ def test_png_figures_have_their_sizes_content_and_are_deterministic(analytics, t
         _assert_drawn_png(png, PNG_SIZES[name])
         assert png == second[name], f"{name} differs between two calls"
         assert b"tIME" not in png and b"Software" not in png  # no timestamp, no version stamp
+
+
+def test_figures_drawn_apart_equal_those_drawn_together(analytics, thumbnails, images):
+    together = build_png_figures(analytics, thumbnails, images)
+    for group in REPORT_GROUPS:
+        figures = [name for name in group if name != DASHBOARD_FILE]
+        assert build_png_figures(analytics, thumbnails, images, only=figures) == {n: together[n] for n in figures}
+
+
+def test_report_groups_draw_every_file_once():
+    drawn = [name for group in REPORT_GROUPS for name in group]
+    assert sorted(drawn) == sorted([DASHBOARD_FILE, *PNG_SIZES])
+
+
+def test_an_unknown_figure_is_named_in_the_error(analytics):
+    with pytest.raises(ValueError, match="no such figure: census.png"):
+        build_png_figures(analytics, None, None, only=["labs.png", "census.png"])
 
 
 def _assert_drawn_png(png: bytes, size: tuple[int, int]) -> None:
