@@ -220,8 +220,8 @@ def validation(inputs, output):
 
 
 def analytics(inputs, output):
-    """`publish_all` (every analytics table, small cells suppressed) over the prepared de-identified
-    tables, with the PHI columns the pipeline's analytics job reads, in one process."""
+    """`publish_all` (every analytics table, small cells suppressed) over the columns of the prepared
+    de-identified and PHI tables the pipeline's analytics job reads, in one process."""
     from medical_assets.analytics.aggregates import publish_all
     from medical_assets.analytics.suppression import DEFAULT_THRESHOLD
     from medical_assets.engine.analytics_jobs import ANALYTICS_DEID_INPUTS, ANALYTICS_PHI_INPUTS
@@ -231,8 +231,8 @@ def analytics(inputs, output):
 
     def load():
         deid = {
-            name: pq.read_table(path)
-            for name in ANALYTICS_DEID_INPUTS
+            name: pq.read_table(path, columns=columns)
+            for name, columns in ANALYTICS_DEID_INPUTS.items()
             if os.path.exists(path := os.path.join(inputs, "deid", f"{name}.parquet"))
         }
         phi = {

@@ -21,7 +21,7 @@ import ray
 from ray.data.block import BlockMetadata
 from ray.data.datasource import Datasource, ReadTask
 
-from medical_assets.analytics.aggregates import publish_all
+from medical_assets.analytics.aggregates import DEID_COLUMNS_READ, publish_all
 from medical_assets.analytics.figures import DASHBOARD_FILE, REPORT_GROUPS
 from medical_assets.analytics.tables import ANALYTICS_TABLES
 from medical_assets.engine import multitable
@@ -44,9 +44,9 @@ class Input(NamedTuple):
 
 Inputs = Mapping[str, Input]
 Compute = Callable[[dict[str, pa.Table | None]], Mapping[str, pa.Table]]
-# The de-identified tables the analytics read, and the PHI columns they need where the
+# The de-identified columns the analytics read, and the PHI columns they need where the
 # de-identified zone cannot answer (a message's month, parse errors): the minimum necessary.
-ANALYTICS_DEID_INPUTS = ("hl7_messages", "hl7_lab_results", "hl7_pharmacy_orders", "dicom_images")
+ANALYTICS_DEID_INPUTS = DEID_COLUMNS_READ
 ANALYTICS_PHI_INPUTS = {
     "hl7_messages": ["source_file", "message_index", "message_datetime"],
     "hl7_errors": ["source_file"],
@@ -63,7 +63,7 @@ def publish_analytics(
     threshold: int,
 ) -> dict[str, int]:
     """Every table of `ANALYTICS_TABLES`, computed and suppressed in one worker, staged under `targets`."""
-    inputs = {f"deid/{t}": Input(deid.child(t)) for t in ANALYTICS_DEID_INPUTS}
+    inputs = {f"deid/{t}": Input(deid.child(t), columns) for t, columns in ANALYTICS_DEID_INPUTS.items()}
     inputs |= {f"phi/{t}": Input(phi.child(t), columns) for t, columns in ANALYTICS_PHI_INPUTS.items()}
     compute = functools.partial(_publishable_analytics, key=key, threshold=threshold)
     schemas = {name: ANALYTICS_TABLES[name] for name in targets}

@@ -152,6 +152,11 @@ def _message_places(deid, phi, file_token) -> dict[tuple, tuple]:
     }
 
 
+def test_the_columns_the_job_reads_are_all_the_tables_need(deid, phi, file_token):
+    narrow = {name: deid[name].select(columns) for name, columns in aggregates.DEID_COLUMNS_READ.items()}
+    assert aggregates.publish_all(narrow, phi, file_token) == aggregates.publish_all(deid, phi, file_token)
+
+
 def test_every_table_has_exactly_its_schema(computed):
     assert computed.keys() == ANALYTICS_TABLES.keys()
     for name, table in computed.items():
