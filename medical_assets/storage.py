@@ -116,8 +116,8 @@ def count_rows(location: Location) -> int:
     return pads.dataset(location.path, filesystem=location.filesystem, format="parquet").count_rows()
 
 
-def read_table(location: Location, schema: pa.Schema | None = None) -> pa.Table:
-    return pq.read_table(location.path, filesystem=location.filesystem, schema=schema)
+def read_table(location: Location, schema: pa.Schema | None = None, columns: list[str] | None = None) -> pa.Table:
+    return pq.read_table(location.path, filesystem=location.filesystem, schema=schema, columns=columns)
 
 
 class TablePublication:

@@ -29,6 +29,10 @@ DICOM_PACKED_SCHEMA = multitable.packed_schema(DICOM_TABLES)
 # Ray Data costs roughly 0.1 s per task here (measured: 16 tasks for 400 DICOM files took
 # 3.0 s, 2 tasks 2.1 s), so tasks are big: up to this many input bytes each.
 MAX_BYTES_PER_TASK = 1 << 30
+# HL7 tasks are smaller: a parse task's part file is what one de-identification step holds whole
+# (its messages and their children, some 15 times the input bytes in a worker), so the part size,
+# not the corpus, must bound a worker's memory.
+HL7_BYTES_PER_TASK = 64 << 20
 
 ProgressReport = Callable[[dict, float], None]
 
@@ -47,10 +51,10 @@ def cluster_cpus() -> int:
     return max(1, int(ray.cluster_resources().get("CPU", 1)))
 
 
-def read_task_count(total_bytes: int, file_count: int, cpus: int) -> int:
+def read_task_count(total_bytes: int, file_count: int, cpus: int, max_bytes_per_task: int = MAX_BYTES_PER_TASK) -> int:
     """A multiple of the CPU count, so that every round of tasks keeps every CPU busy; one task per
-    CPU unless that makes tasks larger than MAX_BYTES_PER_TASK; never more tasks than files."""
-    rounds = max(1, math.ceil(total_bytes / (cpus * MAX_BYTES_PER_TASK)))
+    CPU unless that makes tasks larger than `max_bytes_per_task`; never more tasks than files."""
+    rounds = max(1, math.ceil(total_bytes / (cpus * max_bytes_per_task)))
     return max(1, min(file_count, cpus * rounds))
 
 
@@ -87,7 +91,8 @@ def parse_hl7_files(
 ) -> dict[str, int]:
     """Parse HL7 files into the staged HL7 tables of `publication`."""
     return parse_landing_files(
-        files, filesystem, publication, HL7_TABLES, _parse_hl7_packed, HL7_PACKED_SCHEMA, report, first_part
+        files, filesystem, publication, HL7_TABLES, _parse_hl7_packed, HL7_PACKED_SCHEMA, report, first_part,
+        max_bytes_per_task=HL7_BYTES_PER_TASK,
     )
 
 
@@ -115,9 +120,10 @@ def parse_landing_files(
     packed_schema: pa.Schema,
     report: ProgressReport,
     first_part: int = 0,
+    max_bytes_per_task: int = MAX_BYTES_PER_TASK,
 ) -> dict[str, int]:
     """Read every file in the workers into one packed dataset, and stream it into staged tables
-    (part files numbered from `first_part`).
+    (part files numbered from `first_part`, one per task of at most `max_bytes_per_task` input bytes).
 
     Returns rows written per table, and `files`. The caller commits (or abandons) the publication.
     """
@@ -127,7 +133,7 @@ def parse_landing_files(
     total_bytes = sum(f.size_bytes for f in files)
     dataset = ray.data.read_datasource(
         datasource,
-        override_num_blocks=read_task_count(total_bytes, len(files), cluster_cpus()),
+        override_num_blocks=read_task_count(total_bytes, len(files), cluster_cpus(), max_bytes_per_task),
         ray_remote_args=TASK_OPTIONS,
     )
     counter = progress_counter()

@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 from ray.data.datasource import Datasink, WriteResult
 
 from medical_assets.engine import multitable
+from medical_assets.engine.memory import release_memory
 from medical_assets.storage import Location
 
 
@@ -60,6 +61,7 @@ class StagedTablesDatasink(Datasink[dict]):
         finally:
             for writer in writers.values():
                 writer.close()
+            release_memory()  # the worker stays for the next job: it need not keep this task's peak
         return dict(rows)
 
     def on_write_complete(self, write_result: WriteResult[dict]) -> None:

@@ -84,6 +84,14 @@ def collect_identifiers(
     return collector.identifiers
 
 
+def identifier_columns(table_name: str) -> list[str]:
+    """The columns of a PHI table that `collect_identifiers` reads (none for another table)."""
+    columns = dict.fromkeys(_IDENTIFIER_COLUMNS.get(table_name, {}))
+    for family, given, _ in _FULL_NAMES.get(table_name, ()):
+        columns |= dict.fromkeys([family, given])
+    return list(columns)
+
+
 class LeakScanner:
     """Finds any of the identifiers in texts, tables, DICOM files and folders."""
 

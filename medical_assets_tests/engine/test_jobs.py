@@ -79,7 +79,7 @@ def test_parse_job_equals_the_parser_run_without_ray(ray_runtime, tmp_path):
     assert counts["hl7_messages"] == 2_002 and counts["hl7_errors"] == 2
     assert counts["files"] == len(files) == reports[-1]["files"]
     assert len(os.listdir(zone.child("hl7_messages").path)) <= jobs.read_task_count(
-        sum(f.size_bytes for f in files), len(files), 2
+        sum(f.size_bytes for f in files), len(files), 2, jobs.HL7_BYTES_PER_TASK
     )
 
 
