@@ -32,7 +32,7 @@ MAX_BYTES_PER_TASK = 1 << 30
 # HL7 tasks are smaller: a parse task's part file is what one de-identification step holds whole
 # (its messages and their children, some 15 times the input bytes in a worker), so the part size,
 # not the corpus, must bound a worker's memory.
-HL7_BYTES_PER_TASK = 64 << 20
+HL7_BYTES_PER_TASK = 32 << 20
 
 ProgressReport = Callable[[dict, float], None]
 

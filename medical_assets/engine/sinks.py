@@ -37,32 +37,37 @@ class StagedTablesDatasink(Datasink[dict]):
 
     def write(self, blocks: Iterable[pa.Table], ctx) -> dict:
         writers: dict[str, pq.ParquetWriter] = {}
-        rows: Counter = Counter()
         try:
-            for block in blocks:
-                block_rows = Counter(files=block.num_rows)
-                for name, schema in self._schemas.items():
-                    table = multitable.unpack(block, name, schema)
-                    if table.num_rows == 0:
-                        continue
-                    if name not in writers:
-                        target = self._targets[name]
-                        writers[name] = pq.ParquetWriter(
-                            target.child(f"part-{self._first_part + ctx.task_idx:05d}.parquet").path,
-                            schema,
-                            filesystem=target.filesystem,
-                            compression="zstd",
-                        )
-                    writers[name].write_table(table)
-                    block_rows[name] = table.num_rows
-                rows.update(block_rows)
-                if self._progress is not None:
-                    self._progress.report.remote(ctx.task_idx, dict(rows))
+            rows = self._write_blocks(blocks, ctx, writers)
         finally:
             for writer in writers.values():
                 writer.close()
+            writers.clear()
             release_memory()  # the worker stays for the next job: it need not keep this task's peak
         return dict(rows)
+
+    def _write_blocks(self, blocks: Iterable[pa.Table], ctx, writers: dict[str, pq.ParquetWriter]) -> Counter:
+        rows: Counter = Counter()
+        for block in blocks:
+            block_rows = Counter(files=block.num_rows)
+            for name, schema in self._schemas.items():
+                table = multitable.unpack(block, name, schema)
+                if table.num_rows == 0:
+                    continue
+                if name not in writers:
+                    target = self._targets[name]
+                    writers[name] = pq.ParquetWriter(
+                        target.child(f"part-{self._first_part + ctx.task_idx:05d}.parquet").path,
+                        schema,
+                        filesystem=target.filesystem,
+                        compression="zstd",
+                    )
+                writers[name].write_table(table)
+                block_rows[name] = table.num_rows
+            rows.update(block_rows)
+            if self._progress is not None:
+                self._progress.report.remote(ctx.task_idx, dict(rows))
+        return rows
 
     def on_write_complete(self, write_result: WriteResult[dict]) -> None:
         for task_rows in write_result.write_returns:

@@ -22,6 +22,8 @@ def test_local_ray_listens_on_loopback_only_and_leaves_nothing_behind(isolated_h
         import ray
 
         assert ray.get(ray.remote(lambda: os.getpid()).remote()) != os.getpid()
+        # Workers allocate Arrow memory from the system allocator, whose freed pages release_memory returns.
+        assert ray.get(ray.remote(lambda: __import__("pyarrow").default_memory_pool().backend_name).remote()) == "system"
         processes = _ray_processes(driver)
         assert processes, "a local Ray should run as child processes of the driver"
         pids = {p.pid for p in processes} | {driver.pid}
