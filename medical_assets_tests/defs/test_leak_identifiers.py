@@ -1,0 +1,38 @@
+"""The leak checks' identifiers are collected once per run and version of the PHI tables, never from a stale one."""
+
+import pyarrow as pa
+
+from medical_assets.defs import checks
+from medical_assets.hl7.tables import HL7_MESSAGES
+from medical_assets.storage import resolve_location, write_table_atomically
+
+
+def _messages(family_names: list[str]) -> pa.Table:
+    rows = [{"patient_family_name": name, "patient_id": f"MRN{index:07d}"} for index, name in enumerate(family_names)]
+    return pa.Table.from_pylist(rows, schema=HL7_MESSAGES)
+
+
+def test_identifiers_are_read_once_per_run_and_version_of_the_phi_tables(tmp_path, monkeypatch):
+    phi = resolve_location(str(tmp_path / "phi"))
+    part = phi.child("hl7_messages", "part-00000.parquet")
+    write_table_atomically(_messages(["Okonkwo"]), part)
+    reads = []
+    read_table = checks.read_table
+    monkeypatch.setattr(checks, "read_table", lambda *args, **kwargs: reads.append(args[0]) or read_table(*args, **kwargs))
+
+    first = checks._phi_identifiers("run-1", phi)
+    again = checks._phi_identifiers("run-1", phi)
+
+    assert first["Okonkwo"] == "patient_family_name" and again is first
+    assert len(reads) == 1
+
+    # A new version of the table (a re-run's publication): read again, the new name is in.
+    write_table_atomically(_messages(["Okonkwo", "Vasquez-Thornbury"]), part)
+    changed = checks._phi_identifiers("run-1", phi)
+
+    assert changed["Vasquez-Thornbury"] == "patient_family_name"
+    assert len(reads) == 2
+
+    # Another run reads afresh, whatever the files look like.
+    checks._phi_identifiers("run-2", phi)
+    assert len(reads) == 3
