@@ -154,16 +154,14 @@ class LeakScanner:
 
     def scan_tree(self, root: Location) -> list[Finding]:
         """Every file under `root` (hidden and staging files too), each named `<root's name>/<path below root>`."""
-        selector = pafs.FileSelector(root.path, recursive=True, allow_not_found=True)
-        infos = sorted(root.filesystem.get_file_info(selector), key=lambda info: info.path)
-        findings = []
-        for info in infos:
-            if info.type != pafs.FileType.File:
-                continue
-            relative = info.path[len(root.path) :].lstrip("/")
-            data = Location(root.filesystem, info.path).read_bytes()
-            findings += self._scan_named(posixpath.join(root.name, relative), relative, data)
-        return findings
+        return [finding for path, _ in tree_files(root) for finding in self.scan_tree_file(root, path)]
+
+    def scan_tree_file(self, root: Location, path: str, data: bytes | None = None) -> list[Finding]:
+        """One file of `tree_files(root)` (its bytes read here unless given), named as `scan_tree` names it."""
+        relative = path[len(root.path) :].lstrip("/")
+        if data is None:
+            data = Location(root.filesystem, path).read_bytes()
+        return self._scan_named(posixpath.join(root.name, relative), relative, data)
 
     def redact(self, text: str) -> str:
         """The text with every identifier replaced, even inside a longer word: for labels we show."""
@@ -223,6 +221,13 @@ class LeakScanner:
             return []
         label = self.redact(where)
         return [Finding(label, kind, count) for kind, count in sorted(counts.items())]
+
+
+def tree_files(root: Location) -> list[tuple[str, int]]:
+    """(path, size) of every file under `root`, hidden and staging files too, sorted by path."""
+    selector = pafs.FileSelector(root.path, recursive=True, allow_not_found=True)
+    infos = root.filesystem.get_file_info(selector)
+    return sorted((info.path, info.size) for info in infos if info.type == pafs.FileType.File)
 
 
 def _is_number_type(kind: pa.DataType) -> bool:

@@ -112,3 +112,25 @@ def test_dicom_job_equals_the_reader_run_without_ray(ray_runtime, tmp_path):
             else:
                 assert published[column].equals(direct[column]), column
     assert counts["dicom_images"] == counts["dicom_thumbnails"] == 10 and counts["dicom_errors"] == 1
+
+
+def test_the_leak_scan_in_workers_finds_what_the_scanner_finds_alone(ray_runtime, tmp_path):
+    from medical_assets.engine.leak_jobs import scan_trees
+    from medical_assets.privacy.leaks import LeakScanner
+    from medical_assets.storage import write_table_atomically
+
+    scanner = LeakScanner({"Okonkwo": "patient_family_name", "MRN0048213": "patient_id"})
+    deid = resolve_location(str(tmp_path / "deid"))
+    for part in range(40):  # more files than tasks, a leak in most of them
+        notes = [f"row {row}" + (" seen by Okonkwo" if (part + row) % 7 == 0 else "") for row in range(50)]
+        write_table_atomically(pa.table({"note": notes}), deid.child("hl7_messages", f"part-{part:05d}.parquet"))
+    deid.child("reports").makedirs()
+    deid.child("reports", "dashboard.html").write_bytes_atomically(b"<p>MRN0048213 &amp; Okonkwo</p>")
+    deid.child("reports", "figure.txt").write_bytes_atomically(b"nothing to see")
+    roots = [deid.child("hl7_messages"), deid.child("reports"), deid.child("never_published")]
+
+    expected = [finding for root in roots for finding in scanner.scan_tree(root)]
+
+    assert len(expected) > 40
+    assert scan_trees(scanner, roots) == expected
+    assert scan_trees(scanner, [deid.child("never_published")]) == []
