@@ -48,9 +48,9 @@ HL7_DISTINCT_FILES, HL7_COPIES, HL7_MESSAGES_PER_FILE = 7, 6, 2_000
 HL7_PADDING = "ZPD|" + "PADDING " * 256 + "\r"
 # Ray Data then merges what a read task yields into blocks of up to
 # DataContext.target_max_block_size (128 MiB) before the fused write sees them, so each task would
-# write one block, at its end. A production task (up to 1 GiB of input) writes several; so does
-# one here with 8 MiB blocks: the first is written a third into the task, and a worker can die
-# after writing and reporting it.
+# write one block, at its end. A task over large feed files (it takes whole files, whatever
+# jobs.HL7_BYTES_PER_TASK says) writes several; so does one here with 8 MiB blocks: the first is
+# written a third into the task, and a worker can die after writing and reporting it.
 HL7_BLOCK_BYTES = 8 << 20
 # DICOM corpus: 20 synthetic files (0.7 MB each) written 20 times: 400 files, two tasks of 200 files.
 # A fast machine reads 100 files in under half a second, too short to catch a worker busy; 400 give
@@ -226,6 +226,14 @@ def hl7_runs(ray_runtime, hl7_landing, tmp_path_factory):
     files = list_landing_files(source, (".hl7",))
     assert len(files) == HL7_DISTINCT_FILES * HL7_COPIES
     root = tmp_path_factory.mktemp("hl7_zones")
+    with pytest.MonkeyPatch.context() as patch:
+        # Two tasks of 111 MB, as a site whose feed files are large gets (a task takes whole files):
+        # each writes several blocks, so a worker can die after writing its first.
+        patch.setattr(jobs, "HL7_BYTES_PER_TASK", 1 << 30)
+        return _hl7_runs(files, source, root)
+
+
+def _hl7_runs(files, source, root):
     undisturbed = _run_job(
         jobs.parse_hl7_files, files, source, resolve_location(str(root / "undisturbed")), HL7_TABLES,
         block_bytes=HL7_BLOCK_BYTES,
