@@ -18,7 +18,7 @@ from ray.data.datasource import Datasink, WriteResult
 
 from medical_assets.config import EXPORT_FORMATS
 from medical_assets.engine import multitable
-from medical_assets.engine.memory import release_memory
+from medical_assets.engine.memory import WORKER_RELEASE_ABOVE, release_memory
 from medical_assets.storage import Location
 COMPLIANCE_FILE = "_compliance.json"
 
@@ -62,7 +62,7 @@ class ExportTablesDatasink(Datasink[dict]):
                 self._write_file(self._targets[name].child(f"part-{ctx.task_idx:05d}.{self._format}"), table)
             rows[name] = table.num_rows
         del tables
-        release_memory()  # the analytics task's inputs are gone: the worker need not keep their peak
+        release_memory(WORKER_RELEASE_ABOVE)  # the analytics task's inputs are gone: the worker need not keep their peak
         return rows
 
     def on_write_complete(self, write_result: WriteResult[dict]) -> None:

@@ -13,7 +13,7 @@ import ray
 
 from medical_assets.engine.datasources import LandingFilesDatasource
 from medical_assets.engine.jobs import HL7_BYTES_PER_TASK, TASK_OPTIONS, cluster_cpus, read_task_count
-from medical_assets.engine.memory import release_memory
+from medical_assets.engine.memory import WORKER_RELEASE_ABOVE, release_memory
 from medical_assets.landing import LandingFile
 from medical_assets.privacy.leaks import Finding, LeakScanner, tree_files
 from medical_assets.storage import Location
@@ -61,5 +61,5 @@ def _scan(files: list[tuple[bytes, str]], scanner: LeakScanner, owners: dict[str
         index, root = owners[path]
         for finding in scanner.scan_tree_file(root, path, data):
             rows.append({"file_index": index, "where": finding.where, "kind": finding.kind, "count": finding.count})
-    release_memory()  # the texts of the tables scanned are garbage now: the worker need not keep them
+    release_memory(WORKER_RELEASE_ABOVE)  # the texts of the tables scanned are garbage now: the worker need not keep them
     return pa.Table.from_pylist(rows, schema=_FINDINGS)

@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 from ray.data.datasource import Datasink, WriteResult
 
 from medical_assets.engine import multitable
-from medical_assets.engine.memory import release_memory
+from medical_assets.engine.memory import WORKER_RELEASE_ABOVE, release_memory
 from medical_assets.storage import Location
 
 
@@ -43,7 +43,7 @@ class StagedTablesDatasink(Datasink[dict]):
             for writer in writers.values():
                 writer.close()
             writers.clear()
-            release_memory()  # the worker stays for the next job: it need not keep this task's peak
+            release_memory(WORKER_RELEASE_ABOVE)  # the worker stays for the next job: it need not keep this task's peak
         return dict(rows)
 
     def _write_blocks(self, blocks: Iterable[pa.Table], ctx, writers: dict[str, pq.ParquetWriter]) -> Counter:

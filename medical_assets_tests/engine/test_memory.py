@@ -23,3 +23,15 @@ def test_freed_arrow_and_heap_memory_is_returned_to_the_system():
     release_memory()
 
     assert process.memory_info().rss - before < 100 << 20
+
+
+def test_a_small_process_is_left_alone(monkeypatch):
+    collections = []
+    monkeypatch.setattr("gc.collect", lambda *args: collections.append(args))
+    resident = psutil.Process().memory_info().rss
+
+    release_memory(above_bytes=resident + (256 << 20))
+    assert collections == []
+
+    release_memory(above_bytes=resident // 2)
+    assert len(collections) == 1
