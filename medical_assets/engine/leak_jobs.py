@@ -1,6 +1,10 @@
 """The leak check's scan as a Ray Data job: the files under the de-identified folders read and
 searched in the workers, side by side (the scan is single-threaded Python: at a million messages,
-7 s in one process); the driver sees only the findings, which name a place and a kind, never a value."""
+7 s in one process); the driver sees only the findings, which name a place and a kind, never a value.
+
+The scanner carries the PHI zone's identifiers to the workers (through Ray's object store, spilled
+to the run's private session folder if memory runs short): the same workers and store that parse
+the landing files and carry every PHI row, so the check widens no one's access."""
 
 from __future__ import annotations
 
