@@ -1,11 +1,12 @@
 """The engine's pure parts: grouping files into read tasks, and carrying several tables in one dataset."""
 
 import pyarrow as pa
+import pyarrow.fs as pafs
 
 from medical_assets.engine import multitable
-from medical_assets.engine.datasources import balanced_groups
+from medical_assets.engine.datasources import LandingFilesDatasource, balanced_groups
 from medical_assets.engine.jobs import read_task_count
-from medical_assets.landing import LandingFile
+from medical_assets.landing import LandingFile, read_whole_file
 
 
 def _files(sizes):
@@ -63,3 +64,32 @@ def test_pack_files_gives_one_row_per_file_as_pack_does():
     one_by_one = pa.concat_tables([multitable.pack(name, tables, schema) for name, tables in files.items()])
     assert packed.schema.equals(schema) and packed.num_rows == 3
     assert packed.to_pylist() == one_by_one.to_pylist()
+
+
+def test_a_read_task_yields_a_block_whenever_its_input_reaches_the_block_size(tmp_path):
+    sizes = [300, 500, 200, 900, 100]
+    files = []
+    for index, size in enumerate(sizes):
+        path = tmp_path / f"f{index}.bin"
+        path.write_bytes(bytes([index]) * size)
+        files.append(LandingFile(str(path), path.name, size, None))
+
+    def lengths(batch):
+        return pa.table({"name": [p.rsplit("/", 1)[-1] for _, p in batch], "length": [len(d) for d, _ in batch]})
+
+    schema = pa.schema([("name", pa.string()), ("length", pa.int64())])
+    source = LandingFilesDatasource(files, pafs.LocalFileSystem(), lengths, schema, block_input_bytes=800)
+    (task,) = source.get_read_tasks(1)
+    blocks = list(task())
+    # 300 + 500 reach 800; 200 + 900 pass it; 100 is what is left.
+    assert [block["name"].to_pylist() for block in blocks] == [["f0.bin", "f1.bin"], ["f2.bin", "f3.bin"], ["f4.bin"]]
+    assert [length for block in blocks for length in block["length"].to_pylist()] == sizes
+
+
+def test_whole_files_read_alike_through_python_and_through_arrow(tmp_path):
+    data = bytes(range(256)) * 4099
+    (tmp_path / "scan.dcm").write_bytes(data)
+    local = pafs.LocalFileSystem()
+    assert read_whole_file(local, str(tmp_path / "scan.dcm")) == data
+    # Any other filesystem (an object store, a sub-tree) is read through Arrow's stream.
+    assert read_whole_file(pafs.SubTreeFileSystem(str(tmp_path), local), "scan.dcm") == data
