@@ -105,6 +105,20 @@ def test_identifiers_are_collected_with_their_kinds_and_variants():
     assert identifiers["V55501"] == "visit_number"
 
 
+def test_control_ids_made_only_of_digits_are_skipped_and_counted_once_each():
+    # A feed that numbers its messages: such IDs equal counts in any output, so they are not tested.
+    controls = ["100001", " 100001 ", "100002", None, "MSG00000042", "\u0661\u0662\u0663\u0664\u0665\u0666"]
+    messages = pa.table({"message_control_id": controls, "patient_id": ["4827691"] * len(controls)})
+
+    identifiers = collect_identifiers({"hl7_messages": messages})
+
+    assert identifiers["MSG00000042"] == "message_control_id"
+    assert "100001" not in identifiers and "100002" not in identifiers
+    # "100001" with spaces around it is the same ID; Arabic-Indic digits are digits to Python too.
+    assert identifiers.skipped["message_control_id"] == 3
+    assert identifiers["4827691"] == "patient_id"
+
+
 def test_dicom_identifiers_include_name_components_and_numeric_ids_without_zeros():
     identifiers = collect_identifiers(_phi_tables())
 
