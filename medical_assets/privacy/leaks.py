@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from io import BytesIO
 
 import ahocorasick
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
@@ -130,7 +131,8 @@ class LeakScanner:
             counts: Counter[str] = Counter()
             numbers = self._aggregates and _is_number_type(table.schema.field(index).type)
             for chunk in table.column(index).chunks:
-                counts.update(self._count("\n".join(_cell_texts(chunk)), skip_digit_only=numbers))
+                for texts in _cell_texts(chunk):
+                    counts.update(self._count_cells(texts, skip_digit_only=numbers))
             findings += self._findings(f"{where}: column {name}", counts)
         return findings
 
@@ -204,12 +206,15 @@ class LeakScanner:
             text = html.unescape(text)
         return findings + self._findings(f"{where}: text", self._count(text))
 
-    def _count(self, text: str, skip_digit_only: bool = False) -> Counter[str]:
+    def _count(self, text: str, skip_digit_only: bool = False, cells: tuple[np.ndarray, np.ndarray] | None = None) -> Counter[str]:
+        """Whole-word matches by kind. With `cells` (each cell's first character in `text`, and how many
+        times the cell occurs), a match counts as many times as the cell it is in."""
         found: Counter[str] = Counter()
         if self._empty or not text:
             return found
         folded = _fold(text)
         last = len(folded) - 1
+        kinds, starts = [], []
         for end, (kind, length, check_start, check_end, digit_only) in self._automaton.iter(folded):
             if skip_digit_only and digit_only:
                 continue
@@ -218,8 +223,29 @@ class LeakScanner:
                 continue
             if check_end and end < last and folded[end + 1].isalnum():
                 continue
-            found[kind] += 1
+            kinds.append(kind)
+            starts.append(start)
+        if cells is None:
+            found.update(kinds)
+        elif kinds:
+            cell_starts, occurrences = cells
+            times = occurrences[np.searchsorted(cell_starts, starts, side="right") - 1]
+            for kind, count in zip(kinds, times.tolist()):
+                found[kind] += count
         return found
+
+    def _count_cells(self, texts: pa.Array, skip_digit_only: bool = False) -> Counter[str]:
+        """`_count` over every cell of a string array, each distinct text searched once: columns
+        repeat their values (facilities, message types, years), and the search is what costs."""
+        if self._empty or len(texts) == 0:
+            return Counter()
+        distinct = pc.value_counts(texts)
+        values = distinct.field("values")
+        lengths = pc.utf8_length(values).to_numpy(zero_copy_only=False).astype(np.int64)
+        cell_starts = np.zeros(len(values), np.int64)
+        np.cumsum(lengths[:-1] + 1, out=cell_starts[1:])  # each cell and the newline after it
+        occurrences = distinct.field("counts").to_numpy(zero_copy_only=False)
+        return self._count("\n".join(values.to_pylist()), skip_digit_only, (cell_starts, occurrences))
 
     def _findings(self, where: str, counts: Mapping[str, int]) -> list[Finding]:
         if not counts:
@@ -447,8 +473,8 @@ def _as_text(values: pa.ChunkedArray) -> pa.ChunkedArray:
         return pa.chunked_array([pa.array(texts, pa.string())], pa.string())
 
 
-def _cell_texts(array: pa.Array) -> list[str]:
-    """The text of every non-null value in the array, nested values included."""
+def _cell_texts(array: pa.Array) -> list[pa.Array]:
+    """The text of every non-null value in the array, nested values included, as string arrays."""
     kind = array.type
     if isinstance(kind, pa.BaseExtensionType):
         return _cell_texts(array.storage)
@@ -459,27 +485,27 @@ def _cell_texts(array: pa.Array) -> list[str]:
     if pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind):
         return _cell_texts(array.flatten())
     if pa.types.is_struct(kind):
-        return [text for child in array.flatten() for text in _cell_texts(child)]
+        return [texts for child in array.flatten() for texts in _cell_texts(child)]
     if pa.types.is_string(kind) or pa.types.is_large_string(kind):
-        return array.drop_null().to_pylist()
+        return [array.drop_null()]
     if pa.types.is_binary(kind) or pa.types.is_large_binary(kind) or pa.types.is_fixed_size_binary(kind):
-        return [value.decode("latin-1") for value in array.drop_null().to_pylist()]
+        return [pa.array([value.decode("latin-1") for value in array.drop_null().to_pylist()], pa.string())]
     if pa.types.is_null(kind):
         return []
     if pa.types.is_floating(kind):
-        return _whole_number_texts(array)
+        return [_whole_number_texts(array)]
     try:
-        return array.cast(pa.string()).drop_null().to_pylist()
+        return [array.cast(pa.string()).drop_null()]
     except (pa.ArrowNotImplementedError, pa.ArrowInvalid):
-        return [str(value) for value in array.to_pylist() if value is not None]
+        return [pa.array([str(value) for value in array.to_pylist() if value is not None], pa.string())]
 
 
-def _whole_number_texts(array: pa.Array) -> list[str]:
+def _whole_number_texts(array: pa.Array) -> pa.Array:
     """Only the floats that are whole numbers, written as integers: an ID read as a number becomes
     4827691.0, while the digits after the point of a measurement (0.4827691) would match IDs by chance."""
     values = array.drop_null().cast(pa.float64())
     whole = pc.and_(pc.equal(pc.floor(values), values), pc.less(pc.abs(values), 1e15))
-    return values.filter(whole).cast(pa.int64()).cast(pa.string()).to_pylist()
+    return values.filter(whole).cast(pa.int64()).cast(pa.string())
 
 
 def _schema_text(schema: pa.Schema) -> str:

@@ -249,6 +249,18 @@ def test_counts_are_occurrences(scanner):
     assert scanner.scan_table(table, "t.parquet") == [Finding("t.parquet: column names", "patient_family_name", 4)]
 
 
+def test_repeated_cells_are_searched_once_and_counted_each_time(scanner):
+    # Each distinct text is searched once; a match counts once per cell holding it, and cells after
+    # non-ASCII text (characters, not bytes) are told apart correctly.
+    names = ["Müller", "Müller NELSON", "NELSON", "ÆØÅ", "NELSON", "Ω 4827691", "Ω 4827691", "Ω 4827691x"]
+    table = pa.table({"names": names, "repeated": [["NELSON", "NELSON"], [], ["Ω"], ["NELSON"], None, [], [], []]})
+    assert scanner.scan_table(table, "t.parquet") == [
+        Finding("t.parquet: column names", "patient_family_name", 3),
+        Finding("t.parquet: column names", "patient_id", 2),
+        Finding("t.parquet: column repeated", "patient_family_name", 3),
+    ]
+
+
 def _dicom_bytes(dataset: Dataset, sop_instance_uid: str = "2.25.1") -> bytes:
     dataset.file_meta = FileMetaDataset()
     dataset.file_meta.MediaStorageSOPClassUID = CTImageStorage
