@@ -31,7 +31,7 @@ The profile and key are recorded in the Parquet schema metadata (`compliance_met
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from functools import partial
 
 import numpy as np
@@ -40,7 +40,7 @@ import pyarrow.compute as pc
 
 from medical_assets.hl7 import tables as phi
 from medical_assets.privacy import safe_harbor
-from medical_assets.privacy.pseudonyms import PATIENT_DOMAIN, Pseudonymizer, ReversibleTokens
+from medical_assets.privacy.pseudonyms import PATIENT_DOMAIN, Pseudonymizer, ReversibleTokens, normalise
 
 SAFE_HARBOR = "safe_harbor"
 DATE_SHIFT = "date_shift"
@@ -219,6 +219,7 @@ def deidentify_hl7_tables(
     pseudonymizer: Pseudonymizer,
     profile: str = SAFE_HARBOR,
     reversible: ReversibleTokens | None = None,
+    patients_over_89: Collection[str] = frozenset(),
 ) -> dict[str, pa.Table]:
     """The four de-identified HL7 tables (`DEID_HL7_TABLES`) from PHI-zone tables.
 
@@ -226,10 +227,15 @@ def deidentify_hl7_tables(
     there: child rows find their patient through their message, on (source_file, message_index).
     A missing table counts as empty; hl7_errors is not exported (its rows hold no clinical data).
     Rows keep their input order, one output row per input row.
+
+    A patient who is 90 or older at any message loses the birth date in every message. Those of
+    `tables` are found here; `patients_over_89` (`patients_over_89(...)` of every other batch of
+    the same output) names the rest, so that a batch does not show the birth year of a patient whom
+    another batch shows as 90+.
     """
     _check_profile(profile)
     messages = _phi_table(tables, "hl7_messages")
-    patients = _Patients(messages, pseudonymizer)
+    patients = _Patients(messages, pseudonymizer, patients_over_89)
     output = {}
     for name, derive in _DERIVED_COLUMNS.items():
         table = messages if name == "hl7_messages" else _phi_table(tables, name)
@@ -250,8 +256,9 @@ def deidentify_hl7_tables(
 class _Patients:
     """Each message's patient (PID-3), token and date offset: what child rows look up through their message."""
 
-    def __init__(self, messages: pa.Table, pseudonymizer: Pseudonymizer):
+    def __init__(self, messages: pa.Table, pseudonymizer: Pseudonymizer, over_89_elsewhere: Collection[str] = frozenset()):
         self._pseudonymizer = pseudonymizer
+        self.over_89_elsewhere = over_89_elsewhere  # normalised patient IDs
         self._messages = messages
         self._keys = _message_keys(messages)
         self._message_tokens = _tokens(pseudonymizer, MESSAGE_DOMAIN, _column(messages, "message_control_id"))
@@ -290,7 +297,7 @@ def _message_columns(messages: pa.Table, patients: _Patients, profile: str) -> d
     """ZIP3, the age at the message and its band, and the birth year or shifted birth date."""
     birth_dates = _column(messages, "patient_birth_date").to_pylist()
     ages = _ages_at(birth_dates, _column(messages, "message_datetime").to_pylist())
-    withheld = _birth_withheld(patients.ids.to_pylist(), ages)
+    withheld = _birth_withheld(patients.ids.to_pylist(), ages, patients.over_89_elsewhere)
     if profile == SAFE_HARBOR:
         shifted = [None] * len(birth_dates)
         years = [None if hidden else safe_harbor.year_of(born) for born, hidden in zip(birth_dates, withheld)]
@@ -342,12 +349,40 @@ def _ages_at(birth_dates: list[str | None], moments: list) -> list[str | None]:
     return ages
 
 
-def _birth_withheld(patient_ids: list[str | None], ages: list[str | None]) -> list[bool]:
+def _birth_withheld(
+    patient_ids: list[str | None], ages: list[str | None], over_89_elsewhere: Collection[str] = frozenset()
+) -> list[bool]:
     """Whether a row's birth date must go: its age is unknown or 90+, or the patient is 90+ in another
-    row, since the token would link this row's birth year to that one and give the age away."""
+    row (here or in `over_89_elsewhere`), since the token would link this row's birth year to that
+    one and give the age away. Patients compare as their tokens do, after `normalise`."""
     over_89 = safe_harbor.AGE_OVER_89
-    old_patients = {patient for patient, age in zip(patient_ids, ages) if patient is not None and age == over_89}
-    return [age is None or age == over_89 or patient in old_patients for patient, age in zip(patient_ids, ages)]
+    patients = [normalise(patient) for patient in patient_ids]
+    old_patients = {patient for patient, age in zip(patients, ages) if patient is not None and age == over_89}
+    return [
+        age is None or age == over_89 or patient in old_patients or patient in over_89_elsewhere
+        for patient, age in zip(patients, ages)
+    ]
+
+
+def patients_over_89(messages: pa.Table) -> set[str]:
+    """The patients (PID-3, normalised) who are 90 or older at one of these hl7_messages rows.
+
+    Only rows whose birth year is at least 90 before the message's year can be such; the exact
+    Safe Harbor age is computed for those alone.
+    """
+    if not {"patient_id", "patient_birth_date", "message_datetime"} <= set(messages.column_names):
+        return set()
+    born = pc.utf8_trim_whitespace(_column(messages, "patient_birth_date"))
+    has_year = pc.fill_null(pc.match_substring_regex(born, r"^[0-9]{4}"), False)
+    birth_year = pc.if_else(has_year, pc.utf8_slice_codeunits(born, 0, 4), pa.scalar(None, pa.string())).cast(pa.int32())
+    moments = _column(messages, "message_datetime")
+    candidates = pc.fill_null(pc.less_equal(birth_year, pc.subtract(pc.year(moments), 90)), False)
+    rows = messages.filter(candidates)
+    ages = _ages_at(_column(rows, "patient_birth_date").to_pylist(), _column(rows, "message_datetime").to_pylist())
+    ids = _column(rows, "patient_id").to_pylist()
+    found = {normalise(patient) for patient, age in zip(ids, ages) if age == safe_harbor.AGE_OVER_89}
+    found.discard(None)
+    return found
 
 
 def _shifted_birth_dates(birth_dates: list[str | None], offsets: list[int], withheld: list[bool]) -> list[str | None]:

@@ -4,6 +4,7 @@ import hashlib
 import os
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from medical_assets.engine import jobs
@@ -11,7 +12,7 @@ from medical_assets.hl7 import parse_hl7_file
 from medical_assets.hl7.tables import TABLES
 from medical_assets.landing import list_landing_files
 from medical_assets.storage import TablePublication, read_table, resolve_location
-from medical_assets.synthetic.hl7 import HL7CorpusSettings, file_name
+from medical_assets.synthetic.hl7 import HL7CorpusSettings, file_name, render_file
 from medical_assets_tests import hl7_samples
 
 pytestmark = pytest.mark.slow
@@ -134,3 +135,46 @@ def test_the_leak_scan_in_workers_finds_what_the_scanner_finds_alone(ray_runtime
     assert len(expected) > 40
     assert scan_trees(scanner, roots) == expected
     assert scan_trees(scanner, [deid.child("never_published")]) == []
+
+
+def _old_patient_message(control_id: str, sent: str) -> str:
+    # Born 1 December 1935: 89 on 30 November 2025, 90 two days later.
+    pid = "PID|1||MRNQXOLD^^^GH^MR||DOE^JANE||19351201|F"
+    return f"MSH|^~\\&|APP|GENERAL_HOSPITAL|EMR|CARDIOLOGY|{sent}||ADT^A08^ADT_A08|{control_id}|P|2.5\r{pid}\r"
+
+
+def test_deidentification_in_slices_equals_whole_groups_and_withholds_across_parts(ray_runtime, tmp_path, monkeypatch):
+    from medical_assets.engine import deid_jobs
+    from medical_assets.privacy.hl7_deid import DEID_HL7_TABLES
+    from medical_assets.privacy.keys import parse_key_ring
+    from medical_assets.privacy.pseudonyms import Pseudonymizer
+
+    zone = resolve_location(str(tmp_path / "phi"))
+    settings = HL7CorpusSettings(total_messages=400, messages_per_file=40)
+    files = [(render_file(settings, index), file_name(index)) for index in range(settings.file_count())]
+    files[0] = (files[0][0] + _old_patient_message("OLD1", "20251130").encode(), files[0][1])  # 89, in part 0
+    files[-1] = (files[-1][0] + _old_patient_message("OLD2", "20251202").encode(), files[-1][1])  # 90+, in part 1
+    halves = [files[: len(files) // 2], files[len(files) // 2 :]]
+    for part, half in enumerate(halves):
+        parsed = [parse_hl7_file(data, name).tables() for data, name in half]
+        for table in TABLES:
+            folder = tmp_path / "phi" / table
+            folder.mkdir(parents=True, exist_ok=True)
+            pq.write_table(pa.concat_tables([p[table] for p in parsed]), str(folder / f"part-{part:05d}.parquet"))
+
+    ring = parse_key_ring("e6c_RnVCBXidrmsWnAdfchXlFioZwR9OtTu1CNlJ-is")
+    outputs = {}
+    for label, slice_messages in (("whole", 10**9), ("slices", 25)):
+        monkeypatch.setattr(deid_jobs, "HL7_SLICE_MESSAGES", slice_messages)
+        targets = {name: resolve_location(str(tmp_path / f"deid-{label}")).child(name) for name in DEID_HL7_TABLES}
+        deid_jobs.deidentify_hl7(zone, targets, DEID_HL7_TABLES, ring, "safe_harbor", False, lambda c, e: None)
+        outputs[label] = {name: read_table(target) for name, target in targets.items()}
+
+    for name in DEID_HL7_TABLES:
+        assert outputs["slices"][name].num_rows == outputs["whole"][name].num_rows > 0
+        assert outputs["slices"][name].equals(outputs["whole"][name]), name
+    messages = outputs["slices"]["hl7_messages"]
+    token = Pseudonymizer(ring.current).token("patient", "MRNQXOLD")
+    old = [row for row in messages.to_pylist() if row["patient_token"] == token]
+    assert [row["age_at_message"] for row in old] == ["89", "90+"]
+    assert [row["birth_year"] for row in old] == [None, None]  # the 89-year-old's row too, in the other part

@@ -20,6 +20,7 @@ from medical_assets.privacy.hl7_deid import (
     PROFILES,
     compliance_metadata,
     deidentify_hl7_tables,
+    patients_over_89,
 )
 from medical_assets.privacy.keys import parse_key_ring
 from medical_assets.privacy.pseudonyms import Pseudonymizer
@@ -431,6 +432,32 @@ def test_a_patient_turning_90_loses_the_birth_year_in_every_message(pseudonymize
     messages = deidentify_hl7_tables(phi_tables(feed), pseudonymizer)["hl7_messages"]
     assert messages.column("age_at_message").to_pylist() == ["89", "90+", "89"]
     assert messages.column("birth_year").to_pylist() == [None, None, 1935]
+
+
+def test_a_patient_90_plus_in_another_batch_loses_the_birth_year_in_this_one(pseudonymizer):
+    # Two batches of one output (two part files, say): at 89 here, 90+ only in the other.
+    patient = pid("MRNQXOLD^^^GH^MR", "19351201")
+    here = phi_tables(message("O1", "ADT^A08^ADT_A08", "20251130", patient))
+    there = phi_tables(message("O2", "ADT^A08^ADT_A08", "20251202", patient))
+    assert patients_over_89(here["hl7_messages"]) == set()
+    assert patients_over_89(there["hl7_messages"]) == {"MRNQXOLD"}
+
+    alone = deidentify_hl7_tables(here, pseudonymizer)["hl7_messages"]
+    told = deidentify_hl7_tables(here, pseudonymizer, patients_over_89={"MRNQXOLD"})["hl7_messages"]
+    assert alone.column("birth_year").to_pylist() == [1935]  # what a batch cannot know alone
+    assert told.column("age_at_message").to_pylist() == ["89"]
+    assert told.column("birth_year").to_pylist() == [None]
+
+
+def test_patients_over_89_checks_exact_ages_not_only_years(pseudonymizer):
+    feed = (
+        message("A", "ADT^A08^ADT_A08", "20251130", pid("MRNQX89^^^GH^MR", "19351201"))  # 89 and a day short of 90
+        + message("B", "ADT^A08^ADT_A08", "20251201", pid(" MRNQX90 ^^^GH^MR", "19351201"))  # 90 that day
+        + message("C", "ADT^A08^ADT_A08", "20251201", pid("MRNQXYEAR^^^GH^MR", "1935"))  # may be 90
+        + message("D", "ADT^A08^ADT_A08", "20251201", pid("MRNQXBAD^^^GH^MR", "19XX"))  # no age at all
+        + message("E", "ADT^A08^ADT_A08", "20251201", pid("MRNQXYOUNG^^^GH^MR", "19800101"))
+    )
+    assert patients_over_89(phi_tables(feed)["hl7_messages"]) == {"MRNQX90", "MRNQXYEAR"}
 
 
 def test_lab_values_are_kept_only_for_numbers_and_codes(pseudonymizer):
