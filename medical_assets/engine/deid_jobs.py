@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import functools
 import posixpath
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import ray
@@ -69,7 +68,7 @@ def deidentify_hl7(
         reversible_tokens=reversible_tokens,
         patients_over_89=_patients_over_89_in(groups, phi.filesystem),
     )
-    return run_group_job(groups, HL7_TABLES, transform, targets, schemas, report, slice_messages=HL7_SLICE_MESSAGES)
+    return run_group_job(groups, HL7_TABLES, transform, targets, schemas, report)
 
 
 def _patients_over_89_in(groups: list[PartGroup], filesystem: pafs.FileSystem) -> frozenset[str]:
@@ -113,16 +112,13 @@ def export_dicom(
     return run_group_job(groups, DICOM_TABLES, transform, targets, schemas, report)
 
 
-def run_group_job(
-    groups, input_schemas, transform, targets, schemas, report, first_part: int = 0, slice_messages: int | None = None
-) -> dict[str, int]:
+def run_group_job(groups, input_schemas, transform, targets, schemas, report, first_part: int = 0) -> dict[str, int]:
     """`transform` of each part group in the workers, its tables staged under `targets` (parts
-    numbered from `first_part`); rows per table. With `slice_messages`, a group is transformed a few
-    whole source files at a time (see `file_slices`)."""
+    numbered from `first_part`); rows per table."""
     if not groups:
         return {"files": 0}
     packed_schema = multitable.packed_schema(schemas)
-    datasource = PartGroupsDatasource(groups, input_schemas, transform, packed_schema, slice_messages)
+    datasource = PartGroupsDatasource(groups, input_schemas, transform, packed_schema)
     dataset = ray.data.read_datasource(
         datasource, override_num_blocks=min(len(groups), cluster_cpus()), ray_remote_args=TASK_OPTIONS
     )
@@ -135,17 +131,9 @@ def run_group_job(
 class PartGroupsDatasource(Datasource):
     """Read tasks that each read whole part groups in the worker and yield the transform's tables, packed."""
 
-    def __init__(
-        self,
-        groups: list[PartGroup],
-        input_schemas,
-        transform: GroupTransform,
-        packed_schema: pa.Schema,
-        slice_messages: int | None = None,
-    ):
+    def __init__(self, groups: list[PartGroup], input_schemas, transform: GroupTransform, packed_schema: pa.Schema):
         super().__init__()
         self._groups = groups
-        self._slice_messages = slice_messages
         self._input_schemas = dict(input_schemas)
         self._transform = transform
         self._packed_schema = packed_schema
@@ -161,7 +149,7 @@ class PartGroupsDatasource(Datasource):
         buckets = [self._groups[index::count] for index in range(count)]
         return [
             ReadTask(
-                _make_read_fn(bucket, self._input_schemas, self._transform, self._packed_schema, self._slice_messages),
+                _make_read_fn(bucket, self._input_schemas, self._transform, self._packed_schema),
                 BlockMetadata(num_rows=len(bucket), size_bytes=None, input_files=None, exec_stats=None),
                 schema=self._packed_schema,
                 per_task_row_limit=per_task_row_limit,
@@ -170,7 +158,7 @@ class PartGroupsDatasource(Datasource):
         ]
 
 
-def _make_read_fn(bucket, input_schemas, transform, packed_schema, slice_messages: int | None):
+def _make_read_fn(bucket, input_schemas, transform, packed_schema):
     def read() -> Iterable[pa.Table]:
         for group in bucket:
             tables = {
@@ -178,59 +166,10 @@ def _make_read_fn(bucket, input_schemas, transform, packed_schema, slice_message
                 for name, schema in input_schemas.items()
             }
             label = posixpath.basename(next(iter(group.values())).path)
-            slices = [tables] if slice_messages is None else file_slices(tables, "hl7_messages", slice_messages)
-            for tables_slice in slices:
-                yield multitable.pack(label, transform(tables_slice), packed_schema)
+            yield multitable.pack(label, transform(tables), packed_schema)
 
     return read
 
-
-# Messages de-identified at once. A part group holds up to 64 MiB of HL7 (250,000 messages); taken
-# whole, its rows, their Python values and the output tables held a worker near 1.2 GB.
-HL7_SLICE_MESSAGES = 50_000
-
-
-def file_slices(tables: Mapping[str, pa.Table], counted: str, max_rows: int) -> Iterator[dict[str, pa.Table]]:
-    """`tables` (which share a `source_file` column) cut into slices of whole files, in file order,
-    each with at most `max_rows` rows of table `counted` unless one file alone has more. Every row
-    is in exactly one slice; rows without a file go with the first."""
-    files: dict[str, int] = {}  # file -> rows of `counted`, in the order files first appear
-    for name, table in tables.items():
-        if "source_file" not in table.column_names or table.num_rows == 0:
-            continue
-        column = table.column("source_file")
-        if name == counted:
-            for entry in pc.value_counts(column.combine_chunks()).to_pylist():
-                if entry["values"] is not None:
-                    files[entry["values"]] = files.get(entry["values"], 0) + entry["counts"]
-        else:
-            for value in pc.unique(column).to_pylist():
-                if value is not None:
-                    files.setdefault(value, 0)
-    cuts: list[list[str]] = [[]]
-    rows = 0
-    for file_name, file_rows in files.items():
-        if cuts[-1] and rows + file_rows > max_rows:
-            cuts.append([])
-            rows = 0
-        cuts[-1].append(file_name)
-        rows += file_rows
-    if len(cuts) == 1:
-        yield dict(tables)
-        return
-    for index, cut in enumerate(cuts):
-        chosen = pa.array(cut, pa.string())
-        yield {name: _rows_of_files(table, chosen, with_unfiled=index == 0) for name, table in tables.items()}
-
-
-def _rows_of_files(table: pa.Table, files: pa.Array, with_unfiled: bool) -> pa.Table:
-    if "source_file" not in table.column_names:
-        return table if with_unfiled else table.schema.empty_table()
-    column = table.column("source_file")
-    keep = pc.is_in(column, value_set=files)
-    if with_unfiled:
-        keep = pc.or_(keep, pc.is_null(column))
-    return table.filter(keep)
 
 def _read_part(part: Location, schema: pa.Schema) -> pa.Table:
     return pq.read_table(part.path, filesystem=part.filesystem, schema=schema)

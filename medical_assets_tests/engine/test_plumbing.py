@@ -94,19 +94,3 @@ def test_whole_files_read_alike_through_python_and_through_arrow(tmp_path):
     # Any other filesystem (an object store, a sub-tree) is read through Arrow's stream.
     assert read_whole_file(pafs.SubTreeFileSystem(str(tmp_path), local), "scan.dcm") == data
 
-
-def test_file_slices_keep_files_whole_and_every_row_once():
-    from medical_assets.engine.deid_jobs import file_slices
-
-    messages = pa.table({"source_file": ["a", "a", "a", "b", "c", "c", None], "n": list(range(7))})
-    children = pa.table({"source_file": ["a", "c", "d", None, "b"], "n": list(range(5))})
-    no_files = pa.table({"n": [1, 2]})
-    slices = list(file_slices({"m": messages, "k": children, "x": no_files}, "m", max_rows=3))
-
-    # a (3 rows) fills a slice; b and c (1 + 2) the next; d has no message and costs nothing.
-    assert [s["m"]["source_file"].to_pylist() for s in slices] == [["a", "a", "a", None], ["b", "c", "c"]]
-    assert [s["k"]["source_file"].to_pylist() for s in slices] == [["a", None], ["c", "d", "b"]]
-    assert [s["x"].num_rows for s in slices] == [2, 0]  # a table without files goes with the first slice
-    assert sorted(n for s in slices for n in s["m"]["n"].to_pylist()) == list(range(7))
-    whole = list(file_slices({"m": messages, "k": children}, "m", max_rows=100))
-    assert len(whole) == 1 and whole[0]["m"] is messages
