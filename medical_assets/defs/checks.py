@@ -91,7 +91,9 @@ def _scan_for_leaks(
         identifiers = {value: kind for value, kind in identifiers.items() if kind != "patient_birth_date"}
     if drawn_from_analytics:
         identifiers = without_numbers_of(identifiers, _published_analytics(settings))
-    scanner = LeakScanner(identifiers, library_texts, aggregates=aggregates)
+        scanner = LeakScanner(identifiers, library_texts, aggregates=aggregates)
+    else:
+        scanner = _scanner(run_id, settings.deid_profile, identifiers, library_texts, aggregates)
     deid = settings.zone("deid")
     return leak_jobs.scan_trees(scanner, [deid.child(folder) for folder in scanned]), len(identifiers)
 
@@ -110,6 +112,19 @@ def _phi_identifiers(run_id: str, phi: Location) -> Identifiers:
         tables = {t: read_table(phi.child(t), columns=identifier_columns(t)) for t in _IDENTIFIER_SOURCES if phi.child(t).exists()}
         _identifier_cache[key] = collect_identifiers(tables)
     return _identifier_cache[key]
+
+
+# The last scanner built, for the next check that looks for the same identifiers the same way (the
+# HL7 and DICOM checks): at 2,000,000 messages, building one took 0.6 s of the run's process.
+_scanner_cache: dict[tuple, LeakScanner] = {}
+
+
+def _scanner(run_id: str, profile: str, identifiers, library_texts: list[str], aggregates: bool) -> LeakScanner:
+    key = (run_id, next(iter(_identifier_cache), None), profile, tuple(hash(t) for t in library_texts), aggregates)
+    if key not in _scanner_cache:
+        _scanner_cache.clear()
+        _scanner_cache[key] = LeakScanner(identifiers, library_texts, aggregates=aggregates)
+    return _scanner_cache[key]
 
 
 def _file_versions(folder: Location) -> tuple:

@@ -36,3 +36,22 @@ def test_identifiers_are_read_once_per_run_and_version_of_the_phi_tables(tmp_pat
     # Another run reads afresh, whatever the files look like.
     checks._phi_identifiers("run-2", phi)
     assert len(reads) == 3
+
+
+def test_a_scanner_is_shared_only_by_checks_that_look_for_the_same_identifiers_the_same_way(tmp_path):
+    phi = resolve_location(str(tmp_path / "phi"))
+    part = phi.child("hl7_messages", "part-00000.parquet")
+    write_table_atomically(_messages(["Okonkwo"]), part)
+    identifiers = checks._phi_identifiers("run-1", phi)
+
+    hl7 = checks._scanner("run-1", "safe_harbor", identifiers, [], aggregates=False)
+    assert checks._scanner("run-1", "safe_harbor", identifiers, [], aggregates=False) is hl7
+    assert checks._scanner("run-1", "safe_harbor", identifiers, ["<script>"], aggregates=False) is not hl7
+    assert checks._scanner("run-1", "safe_harbor", identifiers, [], aggregates=True) is not hl7
+
+    # The PHI tables change: the scanner built for them is not reused, and finds the new name.
+    write_table_atomically(_messages(["Okonkwo", "Vasquez-Thornbury"]), part)
+    changed = checks._phi_identifiers("run-1", phi)
+    scanner = checks._scanner("run-1", "safe_harbor", changed, [], aggregates=False)
+    assert scanner is not hl7
+    assert scanner.scan_text("seen: Vasquez-Thornbury") == ["patient_family_name"]
