@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import functools
 import posixpath
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -23,10 +25,9 @@ from medical_assets.analytics.validation import with_validation
 from medical_assets.dicom.export import EXPORT_TABLES as DICOM_EXPORT_TABLES
 from medical_assets.dicom.export import export_deidentified
 from medical_assets.dicom.tables import TABLES as DICOM_TABLES
-from medical_assets.engine import multitable
 from medical_assets.engine.jobs import TASK_OPTIONS, ProgressReport, cluster_cpus
 from medical_assets.engine.progress import progress_counter, run_with_progress
-from medical_assets.engine.sinks import StagedTablesDatasink
+from medical_assets.engine.memory import WORKER_RELEASE_ABOVE, release_memory
 from medical_assets.hl7.tables import TABLES as HL7_TABLES
 from medical_assets.privacy.hl7_deid import DEID_HL7_TABLES, deidentify_hl7_tables, patients_over_89
 from medical_assets.privacy.keys import KeyRing, PseudonymKey
@@ -113,30 +114,53 @@ def export_dicom(
 
 
 def run_group_job(groups, input_schemas, transform, targets, schemas, report, first_part: int = 0) -> dict[str, int]:
-    """`transform` of each part group in the workers, its tables staged under `targets` (parts
-    numbered from `first_part`); rows per table."""
+    """`transform` of each part group in the workers, which write its tables under `targets` (the
+    group's part, numbered from `first_part` in group order; a table without rows gets none); rows
+    per table, and `files`: the groups.
+
+    The task that transforms a group writes it: carried to a datasink, the tables would be packed
+    into one block and unpacked again, two copies of every row (at 250,000 messages a group,
+    240 MB more in each worker). A retried task rewrites the same part names, so rows never double.
+    """
     if not groups:
         return {"files": 0}
-    packed_schema = multitable.packed_schema(schemas)
-    datasource = PartGroupsDatasource(groups, input_schemas, transform, packed_schema)
+    for target in targets.values():
+        target.makedirs()
+    counter = progress_counter()
+    datasource = PartGroupsDatasource(groups, input_schemas, transform, targets, schemas, first_part, counter)
     dataset = ray.data.read_datasource(
         datasource, override_num_blocks=min(len(groups), cluster_cpus()), ray_remote_args=TASK_OPTIONS
     )
-    counter = progress_counter()
-    sink = StagedTablesDatasink(targets, schemas, counter, first_part)
-    run_with_progress(lambda: dataset.write_datasink(sink, ray_remote_args=TASK_OPTIONS), counter, report)
-    return dict(sink.totals)
+    written = run_with_progress(lambda: ray.get(dataset.to_arrow_refs()), counter, report)
+    totals: Counter = Counter(files=len(groups))
+    for block in written:
+        for row in block.to_pylist():
+            totals[row["table"]] += row["rows"]
+    return dict(totals)
+
+
+# What a group task returns: the rows it wrote per table.
+_WRITTEN = pa.schema([pa.field("group", pa.int64()), pa.field("table", pa.string()), pa.field("rows", pa.int64())])
 
 
 class PartGroupsDatasource(Datasource):
-    """Read tasks that each read whole part groups in the worker and yield the transform's tables, packed."""
+    """Read tasks that each read whole part groups in the worker, transform them and write the result."""
 
-    def __init__(self, groups: list[PartGroup], input_schemas, transform: GroupTransform, packed_schema: pa.Schema):
+    def __init__(
+        self,
+        groups: list[PartGroup],
+        input_schemas: Mapping[str, pa.Schema],
+        transform: GroupTransform,
+        targets: Mapping[str, Location],
+        schemas: Mapping[str, pa.Schema],
+        first_part: int,
+        progress=None,
+    ):
         super().__init__()
         self._groups = groups
         self._input_schemas = dict(input_schemas)
         self._transform = transform
-        self._packed_schema = packed_schema
+        self._output = _GroupOutput(dict(targets), dict(schemas), first_part, progress)
 
     def get_name(self) -> str:
         return "PhiPartGroups"
@@ -146,27 +170,52 @@ class PartGroupsDatasource(Datasource):
 
     def get_read_tasks(self, parallelism: int, per_task_row_limit: int | None = None, data_context=None) -> list[ReadTask]:
         count = max(1, min(parallelism, len(self._groups)))
-        buckets = [self._groups[index::count] for index in range(count)]
+        numbered = list(enumerate(self._groups))
+        buckets = [numbered[index::count] for index in range(count)]
         return [
             ReadTask(
-                _make_read_fn(bucket, self._input_schemas, self._transform, self._packed_schema),
-                BlockMetadata(num_rows=len(bucket), size_bytes=None, input_files=None, exec_stats=None),
-                schema=self._packed_schema,
+                _make_read_fn(bucket, self._input_schemas, self._transform, self._output),
+                BlockMetadata(num_rows=None, size_bytes=None, input_files=None, exec_stats=None),
+                schema=_WRITTEN,
                 per_task_row_limit=per_task_row_limit,
             )
             for bucket in buckets
         ]
 
 
-def _make_read_fn(bucket, input_schemas, transform, packed_schema):
+@dataclass(frozen=True)
+class _GroupOutput:
+    targets: dict[str, Location]
+    schemas: dict[str, pa.Schema]  # with the metadata each file must carry
+    first_part: int
+    progress: object  # a ProgressCounter actor handle, or None
+
+    def write(self, number: int, tables: Mapping[str, pa.Table]) -> pa.Table:
+        written = {}
+        for name, schema in self.schemas.items():
+            table = tables[name]
+            if table.num_rows:
+                target = self.targets[name].child(f"part-{self.first_part + number:05d}.parquet")
+                pq.write_table(table.select(schema.names).cast(schema), target.path, filesystem=target.filesystem, compression="zstd")
+            written[name] = table.num_rows
+        if self.progress is not None:
+            self.progress.report.remote(number, written)
+        return pa.table(
+            {"group": [number] * len(written), "table": list(written), "rows": list(written.values())}, schema=_WRITTEN
+        )
+
+
+def _make_read_fn(bucket: list[tuple[int, PartGroup]], input_schemas, transform, output: _GroupOutput):
     def read() -> Iterable[pa.Table]:
-        for group in bucket:
+        for number, group in bucket:
             tables = {
                 name: _read_part(group[name], schema) if name in group else schema.empty_table()
                 for name, schema in input_schemas.items()
             }
-            label = posixpath.basename(next(iter(group.values())).path)
-            yield multitable.pack(label, transform(tables), packed_schema)
+            written = output.write(number, transform(tables))
+            del tables
+            release_memory(WORKER_RELEASE_ABOVE)  # the worker goes on with the next group: it need not keep this one's peak
+            yield written
 
     return read
 
