@@ -174,7 +174,7 @@ def _score(messages: pd.DataFrame, phi: Mapping[str, pa.Table]) -> tuple[pa.Arra
     failed = assessed & (status == 0)
     with np.errstate(invalid="ignore", divide="ignore"):
         scores = (assessed.sum(axis=1) - failed.sum(axis=1)) / assessed.sum(axis=1)
-    return pa.array(scores, pa.float64()), pa.array(_issues(failed), pa.list_(pa.string()))
+    return pa.array(scores, pa.float64()), _issues(failed)
 
 
 def _item_status(messages: pd.DataFrame, phi: Mapping[str, pa.Table]) -> np.ndarray:
@@ -213,12 +213,14 @@ def _required(message_types: pd.Series) -> np.ndarray:
     return vectors[codes] if len(distinct) else np.zeros((0, len(_ITEMS)), dtype=bool)
 
 
-def _issues(failed: np.ndarray) -> list[list[str]]:
-    texts = [issue_text(item) for item in _ITEMS]
-    issues: list[list[str]] = [[] for _ in range(len(failed))]
-    for row, column in zip(*np.nonzero(failed)):
-        issues[row].append(texts[column])
-    return issues
+def _issues(failed: np.ndarray) -> pa.Array:
+    """Each message's failed items as texts, in `_ITEMS` order; built in Arrow (a list per message
+    in Python took 0.2 s for 250,000 messages)."""
+    texts = pa.array([issue_text(item) for item in _ITEMS], pa.string())
+    _, columns = np.nonzero(failed)  # row by row, each row's columns in order
+    offsets = np.zeros(len(failed) + 1, np.int32)
+    np.cumsum(failed.sum(axis=1), out=offsets[1:])
+    return pa.ListArray.from_arrays(pa.array(offsets), texts.take(pa.array(columns, pa.int64())))
 
 
 def _present(values: pd.Series) -> np.ndarray:
