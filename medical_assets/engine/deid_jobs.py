@@ -80,7 +80,9 @@ def _patients_over_89_in(groups: list[PartGroup], filesystem: pafs.FileSystem) -
     if not paths:
         return frozenset()
     found = ray.data.from_items([{"path": path} for path in paths], override_num_blocks=min(len(paths), cluster_cpus()))
-    found = found.map_batches(_patients_over_89_batch, fn_kwargs={"filesystem": filesystem}, batch_format="pyarrow", batch_size=None)
+    found = found.map_batches(
+        _patients_over_89_batch, fn_kwargs={"filesystem": filesystem}, batch_format="pyarrow", batch_size=None
+    )
     tables = ray.get(found.to_arrow_refs())
     return frozenset(value for table in tables for value in table.column("patient_id").to_pylist())
 
@@ -196,7 +198,9 @@ class _GroupOutput:
             table = tables[name]
             if table.num_rows:
                 target = self.targets[name].child(f"part-{self.first_part + number:05d}.parquet")
-                pq.write_table(table.select(schema.names).cast(schema), target.path, filesystem=target.filesystem, compression="zstd")
+                pq.write_table(
+                    table.select(schema.names).cast(schema), target.path, filesystem=target.filesystem, compression="zstd"
+                )
             written[name] = table.num_rows
         if self.progress is not None:
             self.progress.report.remote(number, written)
@@ -214,7 +218,8 @@ def _make_read_fn(bucket: list[tuple[int, PartGroup]], input_schemas, transform,
             }
             written = output.write(number, transform(tables))
             del tables
-            release_memory(WORKER_RELEASE_ABOVE)  # the worker goes on with the next group: it need not keep this one's peak
+            # The worker goes on with the next group: it need not keep this one's peak.
+            release_memory(WORKER_RELEASE_ABOVE)
             yield written
 
     return read

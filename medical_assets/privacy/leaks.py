@@ -206,7 +206,9 @@ class LeakScanner:
             text = html.unescape(text)
         return findings + self._findings(f"{where}: text", self._count(text))
 
-    def _count(self, text: str, skip_digit_only: bool = False, cells: tuple[np.ndarray, np.ndarray] | None = None) -> Counter[str]:
+    def _count(
+        self, text: str, skip_digit_only: bool = False, cells: tuple[np.ndarray, np.ndarray] | None = None
+    ) -> Counter[str]:
         """Whole-word matches by kind. With `cells` (each cell's first character in `text`, and how many
         times the cell occurs), a match counts as many times as the cell it is in."""
         found: Counter[str] = Counter()
