@@ -97,6 +97,7 @@ def _patients_over_89_batch(batch: pa.Table, filesystem: pafs.FileSystem) -> pa.
 
 _AGE_COLUMNS = ["patient_id", "patient_birth_date", "message_datetime"]
 
+
 def export_dicom(
     phi: Location,
     source_filesystem: pafs.FileSystem,
