@@ -16,9 +16,9 @@ def test_identifiers_are_read_once_per_run_and_version_of_the_phi_tables(tmp_pat
     phi = resolve_location(str(tmp_path / "phi"))
     part = phi.child("hl7_messages", "part-00000.parquet")
     write_table_atomically(_messages(["Okonkwo"]), part)
-    reads = []
-    read_table = checks.read_table
-    monkeypatch.setattr(checks, "read_table", lambda *args, **kwargs: reads.append(args[0]) or read_table(*args, **kwargs))
+    reads = []  # one entry per collection of the identifiers
+    collect = checks.collect_identifiers
+    monkeypatch.setattr(checks, "collect_identifiers", lambda tables: reads.append(tables) or collect(tables))
 
     first = checks._phi_identifiers("run-1", phi)
     again = checks._phi_identifiers("run-1", phi)
@@ -55,3 +55,20 @@ def test_a_scanner_is_shared_only_by_checks_that_look_for_the_same_identifiers_t
     scanner = checks._scanner("run-1", "safe_harbor", changed, [], aggregates=False)
     assert scanner is not hl7
     assert scanner.scan_text("seen: Vasquez-Thornbury") == ["patient_family_name"]
+
+
+def test_the_phi_tables_are_read_one_identifier_column_at_a_time(tmp_path, monkeypatch):
+    phi = resolve_location(str(tmp_path / "phi"))
+    write_table_atomically(_messages(["Okonkwo", "Vasquez-Thornbury"]), phi.child("hl7_messages", "part-00000.parquet"))
+    columns_read = []
+    read_table = checks.read_table
+    monkeypatch.setattr(
+        checks, "read_table", lambda *args, **kwargs: columns_read.append(kwargs["columns"]) or read_table(*args, **kwargs)
+    )
+
+    identifiers = checks._phi_identifiers("run-1", phi)
+
+    assert identifiers["Vasquez-Thornbury"] == "patient_family_name"
+    assert identifiers["MRN0000001"] == "patient_id"
+    assert columns_read and all(len(columns) == 1 for columns in columns_read)
+    assert "patient_gender" not in {column for columns in columns_read for column in columns}
