@@ -66,16 +66,6 @@ def _head(source: Location, path: str, size: int) -> bytes:
         return stream.read(size)
 
 
-def read_whole_file(filesystem: pafs.FileSystem, path: str) -> bytes:
-    """The file's bytes. A local file is read with Python's own `open`: Arrow's stream reads into its
-    own buffer and then copies that into `bytes` (measured: 0.18 s against 0.12 s for 565 MB of DICOM)."""
-    if isinstance(filesystem, pafs.LocalFileSystem):
-        with open(path, "rb") as local_file:
-            return local_file.read()
-    with filesystem.open_input_stream(path) as stream:
-        return stream.read()
-
-
 def sha256_of(filesystem: pafs.FileSystem, path: str, chunk_size: int = 1 << 20) -> str:
     digest = hashlib.sha256()
     with filesystem.open_input_stream(path) as stream:

@@ -60,8 +60,7 @@ class Location:
             self.filesystem.delete_file(self.path)
 
     def read_bytes(self) -> bytes:
-        with self.filesystem.open_input_stream(self.path) as stream:
-            return stream.read()
+        return read_whole_file(self.filesystem, self.path)
 
     def write_bytes_atomically(self, data: bytes) -> None:
         """Write a file so that readers see either the old or the new content, never a torn one."""
@@ -114,6 +113,16 @@ def count_rows(location: Location) -> int:
     import pyarrow.dataset as pads
 
     return pads.dataset(location.path, filesystem=location.filesystem, format="parquet").count_rows()
+
+
+def read_whole_file(filesystem: pafs.FileSystem, path: str) -> bytes:
+    """The file's bytes. A local file is read with Python's own `open`: Arrow's stream reads into its
+    own buffer and then copies that into `bytes` (measured: 0.18 s against 0.12 s for 565 MB of DICOM)."""
+    if isinstance(filesystem, pafs.LocalFileSystem):
+        with open(path, "rb") as local_file:
+            return local_file.read()
+    with filesystem.open_input_stream(path) as stream:
+        return stream.read()
 
 
 def read_table(location: Location, schema: pa.Schema | None = None, columns: list[str] | None = None) -> pa.Table:

@@ -32,7 +32,7 @@ from medical_assets.hl7.tables import TABLES as HL7_TABLES
 from medical_assets.privacy.hl7_deid import DEID_HL7_TABLES, deidentify_hl7_tables, patients_over_89
 from medical_assets.privacy.keys import KeyRing, PseudonymKey
 from medical_assets.privacy.pseudonyms import Pseudonymizer, ReversibleTokens
-from medical_assets.storage import Location
+from medical_assets.storage import Location, read_whole_file
 
 PartGroup = dict[str, Location]  # table name -> one part file
 GroupTransform = Callable[[dict[str, pa.Table]], Mapping[str, pa.Table]]
@@ -244,8 +244,7 @@ def _export_dicom_group(
     tables: dict[str, pa.Table], key: PseudonymKey, profile: str, source_filesystem: pafs.FileSystem, deid_files: Location
 ) -> dict[str, pa.Table]:
     def read_source(path: str) -> bytes:
-        with source_filesystem.open_input_stream(path) as stream:
-            return stream.read()
+        return read_whole_file(source_filesystem, path)
 
     def write_output(relative_path: str, data: bytes) -> None:
         deid_files.child(relative_path).write_bytes_atomically(data)
