@@ -412,8 +412,8 @@ def _scored_messages(messages: pa.Table, validation: pa.Table) -> pd.DataFrame:
 
 def _error_files(errors: pa.Table, source_file_token: SourceFileToken) -> pd.DataFrame:
     """One row per hl7_errors row, with its file's token."""
-    frame = _frame(errors, ["source_file"])
-    return pd.DataFrame({"source_file_token": _file_tokens(frame["source_file"], source_file_token)})
+    tokens = _file_token_array(errors.column("source_file"), source_file_token)
+    return _frame(pa.table({"source_file_token": tokens}), ["source_file_token"])
 
 
 def _file_facilities(messages: pa.Table) -> pd.DataFrame:
@@ -444,13 +444,6 @@ def _events(frame: pd.DataFrame, counted: list[str], **values) -> pd.DataFrame:
     return keys.assign(
         **{name: pd.Series(value, index=frame.index).astype(np.int64) for name, value in columns.items()}
     )
-
-
-def _file_tokens(source_files: pd.Series, source_file_token: SourceFileToken) -> pd.Series:
-    """The token of each file name, computed once per distinct file."""
-    distinct = source_files.dropna().unique()
-    tokens = source_files.map({name: source_file_token(name) for name in distinct})
-    return tokens.astype("str")  # the de-identified side's dtype, even when every token is missing
 
 
 def _frame(table: pa.Table, columns: list[str]) -> pd.DataFrame:
