@@ -1,9 +1,9 @@
 """Ray jobs of the analytics and reports: each reads its inputs inside a worker, computes there,
-and writes there; the driver only sees row counts and file names.
+and writes there; the driver only sees row counts, file names and object references.
 
-Aggregates need all rows of a table at once (distinct patients, quantiles), so each job is one
-task. At the sizes this pipeline targets (millions of rows of narrow, de-identified tables) that
-task needs a few hundred MB; a partial-aggregate map step would be the next step beyond.
+The analytics are a map and a reduce (`analytics.summaries`): a task per bucket of part groups
+reads the de-identified and PHI parts of the same name and makes their small partial aggregates;
+one task combines them, suppresses small cells and writes the tables. No process holds every row.
 """
 
 from __future__ import annotations
@@ -21,12 +21,16 @@ import ray
 from ray.data.block import BlockMetadata
 from ray.data.datasource import Datasource, ReadTask
 
-from medical_assets.analytics.aggregates import DEID_COLUMNS_READ, publish_all
+from medical_assets.analytics.aggregates import DEID_COLUMNS_READ, combine_all, publish_combined, summarize_group
+from medical_assets.analytics.summaries import SUMMARY_SCHEMAS
 from medical_assets.analytics.figures import DASHBOARD_FILE, REPORT_GROUPS
 from medical_assets.analytics.tables import ANALYTICS_TABLES
+from medical_assets.dicom.deidentify import DEID_DICOM_IMAGES
 from medical_assets.engine import multitable
+from medical_assets.engine.deid_jobs import part_groups_by_name
 from medical_assets.engine.exports import ExportTablesDatasink
-from medical_assets.engine.jobs import TASK_OPTIONS
+from medical_assets.engine.jobs import TASK_OPTIONS, cluster_cpus
+from medical_assets.engine.memory import WORKER_RELEASE_ABOVE, release_memory
 from medical_assets.privacy.hl7_deid import SOURCE_FILE_DOMAIN
 from medical_assets.privacy.keys import PseudonymKey
 from medical_assets.privacy.pseudonyms import Pseudonymizer
@@ -62,12 +66,100 @@ def publish_analytics(
     key: PseudonymKey,
     threshold: int,
 ) -> dict[str, int]:
-    """Every table of `ANALYTICS_TABLES`, computed and suppressed in one worker, staged under `targets`."""
-    inputs = {f"deid/{t}": Input(deid.child(t), columns) for t, columns in ANALYTICS_DEID_INPUTS.items()}
-    inputs |= {f"phi/{t}": Input(phi.child(t), columns) for t, columns in ANALYTICS_PHI_INPUTS.items()}
-    compute = functools.partial(_publishable_analytics, key=key, threshold=threshold)
+    """Every table of `ANALYTICS_TABLES`, staged under `targets`: part groups summarized in parallel
+    tasks, then combined and suppressed in one, which writes them."""
+    summaries = summarize_part_groups(analytics_part_groups(deid, phi), key)
+    images = Input(deid.child("dicom_images"), ANALYTICS_DEID_INPUTS["dicom_images"])
+    compute = functools.partial(_combined_analytics, summaries=summaries, threshold=threshold)
     schemas = {name: ANALYTICS_TABLES[name] for name in targets}
-    return export_computed_tables(inputs, compute, targets, schemas, file_format, stamp)
+    return export_computed_tables({"deid/dicom_images": images}, compute, targets, schemas, file_format, stamp)
+
+
+PartInputs = tuple[str, dict[str, Input]]  # a part name, and the inputs of that name in both zones
+_GROUPED_DEID_TABLES = ["hl7_messages", "hl7_lab_results", "hl7_pharmacy_orders"]
+_SUMMARY_PACKED = multitable.packed_schema(SUMMARY_SCHEMAS)
+
+
+def analytics_part_groups(deid: Location, phi: Location) -> list[PartInputs]:
+    """The analytics inputs by part name: a de-identified part holds the same files as the PHI part of
+    its name (see `deid_jobs.run_group_job`), so each group's messages find their months there."""
+    zones = {
+        "deid/": (part_groups_by_name(deid, _GROUPED_DEID_TABLES), ANALYTICS_DEID_INPUTS),
+        "phi/": (part_groups_by_name(phi, list(ANALYTICS_PHI_INPUTS)), ANALYTICS_PHI_INPUTS),
+    }
+    names = sorted({name for groups, _ in zones.values() for name in groups})
+    return [
+        (
+            name,
+            {
+                prefix + table: Input(part, columns[table])
+                for prefix, (groups, columns) in zones.items()
+                for table, part in groups.get(name, {}).items()
+            },
+        )
+        for name in names
+    ]
+
+
+def summarize_part_groups(groups: Sequence[PartInputs], key: PseudonymKey) -> list[ray.ObjectRef]:
+    """`summaries.summarize` of each group in the workers; references to blocks of packed summaries
+    (one row per group, `source_file` holding the part name)."""
+    if not groups:
+        return []
+    dataset = ray.data.read_datasource(
+        PartSummariesDatasource(list(groups), key),
+        override_num_blocks=min(len(groups), cluster_cpus()),
+        ray_remote_args=TASK_OPTIONS,
+    )
+    return dataset.to_arrow_refs()
+
+
+def _combined_analytics(
+    tables: dict[str, pa.Table | None], summaries: Sequence[ray.ObjectRef], threshold: int
+) -> dict[str, pa.Table]:
+    blocks = [block for block in ray.get(list(summaries)) if block.num_rows]
+    packed = pa.concat_tables(blocks).sort_by("source_file") if blocks else _SUMMARY_PACKED.empty_table()
+    summary = {name: multitable.unpack(packed, name, schema) for name, schema in SUMMARY_SCHEMAS.items()}
+    images = tables.get("deid/dicom_images")
+    return publish_combined(combine_all(summary, images if images is not None else DEID_DICOM_IMAGES.empty_table()), threshold)
+
+
+class PartSummariesDatasource(Datasource):
+    """Read tasks that each summarize a bucket of part groups in the worker, one block per group."""
+
+    def __init__(self, groups: list[PartInputs], key: PseudonymKey):
+        super().__init__()
+        self._groups = groups
+        self._key = key
+
+    def get_name(self) -> str:
+        return "AnalyticsSummaries"
+
+    def estimate_inmemory_data_size(self) -> int | None:
+        return None
+
+    def get_read_tasks(self, parallelism: int, per_task_row_limit: int | None = None, data_context=None) -> list[ReadTask]:
+        count = max(1, min(parallelism, len(self._groups)))
+        metadata = BlockMetadata(num_rows=None, size_bytes=None, input_files=None, exec_stats=None)
+        return [
+            ReadTask(
+                functools.partial(_summarized, self._groups[start::count], self._key),
+                metadata,
+                schema=_SUMMARY_PACKED,
+                per_task_row_limit=per_task_row_limit,
+            )
+            for start in range(count)
+        ]
+
+
+def _summarized(groups: list[PartInputs], key: PseudonymKey) -> Iterable[pa.Table]:
+    source_file_token = functools.partial(Pseudonymizer(key).token, SOURCE_FILE_DOMAIN)
+    for name, inputs in groups:
+        tables = {input_name: read_input(table) for input_name, table in inputs.items()}
+        summary = summarize_group(_zone(tables, "deid/"), _zone(tables, "phi/"), None, source_file_token)
+        del tables
+        release_memory(WORKER_RELEASE_ABOVE)
+        yield multitable.pack(name, summary, _SUMMARY_PACKED)
 
 
 def build_reports(
@@ -94,11 +186,6 @@ def build_reports(
         for group in REPORT_GROUPS
     ]
     return build_files(inputs, builds, target)
-
-
-def _publishable_analytics(tables: dict[str, pa.Table | None], key: PseudonymKey, threshold: int) -> dict[str, pa.Table]:
-    source_file_token = functools.partial(Pseudonymizer(key).token, SOURCE_FILE_DOMAIN)
-    return publish_all(_zone(tables, "deid/"), _zone(tables, "phi/"), source_file_token, threshold)
 
 
 def _report_files(

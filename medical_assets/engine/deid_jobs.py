@@ -40,6 +40,17 @@ GroupTransform = Callable[[dict[str, pa.Table]], Mapping[str, pa.Table]]
 
 def phi_part_groups(zone: Location, tables: Sequence[str], schemas: Mapping[str, pa.Schema]) -> list[PartGroup]:
     """The co-written part files of `tables`, grouped by part name (empty placeholder parts skipped)."""
+    groups = part_groups_by_name(zone, tables)
+    return [groups[name] for name in sorted(groups)]
+
+
+def group_part_name(group: PartGroup) -> str:
+    """The part file name shared by a group's parts, e.g. `part-00003.parquet`."""
+    return posixpath.basename(next(iter(group.values())).path)
+
+
+def part_groups_by_name(zone: Location, tables: Sequence[str]) -> dict[str, PartGroup]:
+    """The part files of `tables` in `zone`, by part name."""
     groups: dict[str, PartGroup] = {}
     for table in tables:
         folder = zone.child(table)
@@ -48,7 +59,7 @@ def phi_part_groups(zone: Location, tables: Sequence[str], schemas: Mapping[str,
             name = posixpath.basename(info.path)
             if info.type == pafs.FileType.File and name.startswith("part-") and name[5:-8].isdigit():
                 groups.setdefault(name, {})[table] = Location(zone.filesystem, info.path)
-    return [groups[name] for name in sorted(groups)]
+    return groups
 
 
 def deidentify_hl7(
@@ -116,10 +127,15 @@ def export_dicom(
     return run_group_job(groups, DICOM_TABLES, transform, targets, schemas, report)
 
 
-def run_group_job(groups, input_schemas, transform, targets, schemas, report, first_part: int = 0) -> dict[str, int]:
-    """`transform` of each part group in the workers, which write its tables under `targets` (the
-    group's part, numbered from `first_part` in group order; a table without rows gets none); rows
-    per table, and `files`: the groups.
+def run_group_job(
+    groups, input_schemas, transform, targets, schemas, report, part_names: Sequence[str] | None = None
+) -> dict[str, int]:
+    """`transform` of each part group in the workers, which write its tables under `targets` (a
+    table without rows gets no part); rows per table, and `files`: the groups.
+
+    A group's output part is named like its input parts (or `part_names`, one per group): so a part
+    name stands for the same files in the PHI and the de-identified zone, and the analytics can
+    join a de-identified part with the PHI part of the same name.
 
     The task that transforms a group writes it: carried to a datasink, the tables would be packed
     into one block and unpacked again, two copies of every row (at 250,000 messages a group,
@@ -130,7 +146,8 @@ def run_group_job(groups, input_schemas, transform, targets, schemas, report, fi
     for target in targets.values():
         target.makedirs()
     counter = progress_counter()
-    datasource = PartGroupsDatasource(groups, input_schemas, transform, targets, schemas, first_part, counter)
+    names = list(part_names) if part_names is not None else [group_part_name(group) for group in groups]
+    datasource = PartGroupsDatasource(groups, input_schemas, transform, targets, schemas, names, counter)
     dataset = ray.data.read_datasource(
         datasource, override_num_blocks=min(len(groups), cluster_cpus()), ray_remote_args=TASK_OPTIONS
     )
@@ -156,14 +173,14 @@ class PartGroupsDatasource(Datasource):
         transform: GroupTransform,
         targets: Mapping[str, Location],
         schemas: Mapping[str, pa.Schema],
-        first_part: int,
+        part_names: Sequence[str],
         progress=None,
     ):
         super().__init__()
         self._groups = groups
         self._input_schemas = dict(input_schemas)
         self._transform = transform
-        self._output = _GroupOutput(dict(targets), dict(schemas), first_part, progress)
+        self._output = _GroupOutput(dict(targets), dict(schemas), list(part_names), progress)
 
     def get_name(self) -> str:
         return "PhiPartGroups"
@@ -190,7 +207,7 @@ class PartGroupsDatasource(Datasource):
 class _GroupOutput:
     targets: dict[str, Location]
     schemas: dict[str, pa.Schema]  # with the metadata each file must carry
-    first_part: int
+    part_names: list[str]  # by group number
     progress: object  # a ProgressCounter actor handle, or None
 
     def write(self, number: int, tables: Mapping[str, pa.Table]) -> pa.Table:
@@ -198,7 +215,7 @@ class _GroupOutput:
         for name, schema in self.schemas.items():
             table = tables[name]
             if table.num_rows:
-                target = self.targets[name].child(f"part-{self.first_part + number:05d}.parquet")
+                target = self.targets[name].child(self.part_names[number])
                 pq.write_table(
                     table.select(schema.names).cast(schema), target.path, filesystem=target.filesystem, compression="zstd"
                 )

@@ -46,7 +46,8 @@ def carry_over(
     if touched:
         without = functools.partial(_without_files, drop=drop)
         targets = {table: publication.staged(table) for table in schemas}
-        run_group_job(touched, schemas, without, targets, schemas, report, first_part=first_free)
+        names = [f"part-{first_free + index:05d}.parquet" for index in range(len(touched))]
+        run_group_job(touched, schemas, without, targets, schemas, report, part_names=names)
         first_free += len(touched)  # at most one write task per group
     return first_free
 

@@ -7,10 +7,11 @@ from functools import partial
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 from pydicom.uid import UID
 
-from medical_assets.analytics import aggregates, validation
+from medical_assets.analytics import aggregates, summaries, validation
 from medical_assets.analytics.tables import ANALYTICS_TABLES, MESSAGE_VALIDATION
 from medical_assets.dicom import read_dicom_file
 from medical_assets.dicom.deidentify import DEID_DICOM_IMAGES, deid_image_row
@@ -442,3 +443,39 @@ def test_unknown_table_names_are_refused(file_token):
         aggregates.compute("imagery", {}, {}, None, file_token)
     with pytest.raises(ValueError, match="imagery"):
         aggregates.publishable("imagery", pa.table({}))
+
+
+def test_summaries_of_part_groups_combine_to_the_tables_of_the_whole(computed, deid, phi, checked, file_token):
+    """The analytics job summarizes each part group in its own task; the combination must not
+    depend on how the files were grouped (patients recur across files, so across groups)."""
+    files = sorted(set(phi["hl7_messages"]["source_file"].to_pylist()) | set(phi["hl7_errors"]["source_file"].to_pylist()))
+    groups = [files[start::3] for start in range(3)]
+    summaries_of_groups = []
+    for group in groups:
+        tokens = pa.array([file_token(name) for name in group])
+        names = pa.array(group)
+        deid_part = {name: _rows_of(deid[name], "source_file_token", tokens) for name in DEID_HL7_TABLES}
+        phi_part = {name: _rows_of(phi[name], "source_file", names) for name in ("hl7_messages", "hl7_errors")}
+        validation_part = _rows_of(checked, "source_file_token", tokens)
+        summaries_of_groups.append(aggregates.summarize_group(deid_part, phi_part, validation_part, file_token))
+    assert all(summary["utilization"].num_rows for summary in summaries_of_groups)
+    concatenated = {name: pa.concat_tables([s[name] for s in summaries_of_groups]) for name in summaries.SUMMARY_SCHEMAS}
+    combined = aggregates.combine_all(concatenated, deid["dicom_images"])
+    assert combined.keys() == computed.keys()
+    for name, table in computed.items():
+        assert combined[name].schema == table.schema, name
+        for got, expected in zip(combined[name].to_pylist(), table.to_pylist(), strict=True):
+            assert got == {k: pytest.approx(v) if isinstance(v, float) else v for k, v in expected.items()}, name
+
+
+def _rows_of(table: pa.Table, column: str, values: pa.Array) -> pa.Table:
+    return table.filter(pc.is_in(table[column], value_set=values))
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_quantiles_from_value_counts_are_numpys_over_the_values(seed):
+    rng = np.random.default_rng(seed)
+    values = np.round(rng.normal(100, 15, size=rng.integers(1, 400)), rng.integers(0, 2))
+    distinct, counts = np.unique(values, return_counts=True)
+    for q in (0.0, 0.05, 0.25, 0.5, 0.75, 0.95, 1.0):
+        assert summaries._quantile(distinct, counts, q) == pytest.approx(np.quantile(values, q)), q

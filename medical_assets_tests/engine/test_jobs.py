@@ -171,3 +171,46 @@ def test_deidentification_withholds_the_birth_year_of_a_patient_90_plus_in_anoth
     old = [row for row in messages.to_pylist() if row["patient_token"] == token]
     assert [row["age_at_message"] for row in old] == ["89", "90+"]
     assert [row["birth_year"] for row in old] == [None, None]  # the 89-year-old's row too, in the other part
+
+
+def test_analytics_job_summarizes_each_part_group_and_equals_the_tables_of_the_whole(ray_runtime, tmp_path):
+    """Part names as an incremental parse leaves them (not consecutive): the de-identified parts take
+    the names of their PHI parts, and the analytics job joins the two zones part by part."""
+    from medical_assets.analytics.aggregates import publish_all
+    from medical_assets.analytics.tables import ANALYTICS_TABLES
+    from medical_assets.engine import analytics_jobs, deid_jobs
+    from medical_assets.privacy.hl7_deid import DEID_HL7_TABLES, SOURCE_FILE_DOMAIN
+    from medical_assets.privacy.keys import parse_key_ring
+    from medical_assets.privacy.pseudonyms import Pseudonymizer
+
+    settings = HL7CorpusSettings(total_messages=900, messages_per_file=60)
+    files = [(render_file(settings, index), file_name(index)) for index in range(settings.file_count())]
+    files.append((b"MSH|^~\\&|broken", "feeds/broken.hl7"))
+    part_names = ["part-00000.parquet", "part-00003.parquet", "part-00011.parquet"]
+    for part, name in enumerate(part_names):
+        parsed = [parse_hl7_file(data, path).tables() for data, path in files[part::3]]
+        for table in TABLES:
+            folder = tmp_path / "phi" / table
+            folder.mkdir(parents=True, exist_ok=True)
+            pq.write_table(pa.concat_tables([p[table] for p in parsed]), str(folder / name))
+    ring = parse_key_ring("e6c_RnVCBXidrmsWnAdfchXlFioZwR9OtTu1CNlJ-is")
+    phi, deid = resolve_location(str(tmp_path / "phi")), resolve_location(str(tmp_path / "deid"))
+    targets = {name: deid.child(name) for name in DEID_HL7_TABLES}
+    deid_jobs.deidentify_hl7(phi, targets, DEID_HL7_TABLES, ring, "safe_harbor", False, lambda c, e: None)
+    assert sorted(p.name for p in (tmp_path / "deid" / "hl7_messages").iterdir()) == part_names
+
+    analytics = {name: resolve_location(str(tmp_path / "analytics" / name)) for name in ANALYTICS_TABLES}
+    counts = analytics_jobs.publish_analytics(deid, phi, analytics, "parquet", {}, ring.current, 5)
+
+    whole_deid = {name: read_table(targets[name]) for name in DEID_HL7_TABLES}
+    whole_phi = {name: read_table(phi.child(name)) for name in ("hl7_messages", "hl7_errors")}
+    token = lambda path: Pseudonymizer(ring.current).token(SOURCE_FILE_DOMAIN, path)  # noqa: E731
+    expected = publish_all(whole_deid, whole_phi, token, 5)
+    for name, table in expected.items():
+        published = pq.read_table(str(tmp_path / "analytics" / name))
+        assert counts.get(name, 0) == table.num_rows, name
+        for got, want in zip(published.to_pylist(), table.to_pylist(), strict=True):
+            assert got == {k: pytest.approx(v) if isinstance(v, float) else v for k, v in want.items()}, name
+    months = pq.read_table(str(tmp_path / "analytics" / "hospital_utilization")).column("month")
+    assert months.null_count < len(months)  # every part found its PHI months
+    assert pq.read_table(str(tmp_path / "analytics" / "data_quality_files")).num_rows == len(files)
