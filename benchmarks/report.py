@@ -379,7 +379,8 @@ def _components(r: _Results) -> list[str]:
         "Each step alone in one process (no Ray), over tables prepared once per corpus (`benchmarks/inputs.py`: our "
         "reader, `deidentify_hl7_tables` under a random key, `with_validation`) and loaded before the clock starts. "
         "Input rows: every row of the tables the step reads. In the pipeline the same code runs inside Ray tasks: "
-        "de-identification and scoring per group of part files, analytics in one task.",
+        "de-identification and scoring per group of part files; analytics summarized per group of part files, "
+        "the summaries combined in one task.",
         "",
         "| messages | step | input rows | step alone (s) | messages/s | input rows/s | whole process (s) | peak memory, MiB: RSS (PSS) | inputs loaded (MiB) |",
         "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
