@@ -29,6 +29,16 @@ from medical_assets.hl7.tables import TABLES as HL7_TABLES
 from medical_assets.privacy.hl7_deid import DEID_HL7_TABLES
 from medical_assets.storage import Location, count_rows, read_table
 
+# The number columns of the de-identified contract: counts, positions, sizes, years and measurements.
+# None holds an identifier (identifiers leave the PHI zone only as tokens), and a digit-only MRN can
+# equal any of them by chance, so the leak checks do not look for digit-only identifiers there.
+MEASUREMENT_COLUMNS = frozenset(
+    field.name
+    for schema in [*DEID_HL7_TABLES.values(), DEID_DICOM_IMAGES]
+    for field in schema
+    if pa.types.is_integer(field.type) or pa.types.is_floating(field.type)
+)
+
 # PHI tables the identifiers come from (absent ones are skipped: a site may have no DICOM).
 _IDENTIFIER_SOURCES = ("hl7_messages", "hl7_encounters", "hl7_lab_results", "hl7_pharmacy_orders", "dicom_images")
 
@@ -136,7 +146,7 @@ def _scanner(run_id: str, profile: str, identifiers, library_texts: list[str], a
     key = (run_id, next(iter(_identifier_cache), None), profile, tuple(hash(t) for t in library_texts), aggregates)
     if key not in _scanner_cache:
         _scanner_cache.clear()
-        _scanner_cache[key] = LeakScanner(identifiers, library_texts, aggregates=aggregates)
+        _scanner_cache[key] = LeakScanner(identifiers, library_texts, aggregates=aggregates, measurements=MEASUREMENT_COLUMNS)
     return _scanner_cache[key]
 
 

@@ -14,7 +14,8 @@ from medical_assets.landing import LandingFile
 from medical_assets.storage import read_whole_file
 
 # Turns files, each (bytes, path), into an Arrow table of one row per file, in order; must be picklable.
-# Given many files at once, a reader can spread its fixed cost per call over them.
+# Given many files at once, a reader can spread its fixed cost per call over them. A reader with a
+# `finish_task()` method has it called after a read task's last block (to let go of what it loaded).
 FileReader = Callable[[list[tuple[bytes, str]]], pa.Table]
 
 
@@ -97,5 +98,8 @@ def _make_read_fn(group: list[LandingFile], filesystem: pafs.FileSystem, read_fi
                 pending, pending_bytes = [], 0
         if pending:
             yield read_files(pending)
+        finish_task = getattr(read_files, "finish_task", None)
+        if finish_task is not None:
+            finish_task()
 
     return read

@@ -8,7 +8,6 @@ the landing files and carry every PHI row, so the check widens no one's access."
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 
 import pyarrow as pa
@@ -16,7 +15,7 @@ import pyarrow.compute as pc
 import ray
 
 from medical_assets.engine.datasources import LandingFilesDatasource
-from medical_assets.engine.jobs import HL7_BYTES_PER_TASK, TASK_OPTIONS, cluster_cpus, read_task_count
+from medical_assets.engine.jobs import TASK_OPTIONS, cluster_cpus
 from medical_assets.engine.memory import WORKER_RELEASE_ABOVE, release_memory
 from medical_assets.landing import LandingFile
 from medical_assets.privacy.leaks import Finding, LeakScanner, tree_files
@@ -45,11 +44,14 @@ def scan_trees(scanner: LeakScanner, roots: Sequence[Location]) -> list[Finding]
     filesystems = {type(root.filesystem) for root in roots}
     if len(filesystems) != 1:
         raise ValueError(f"the folders to scan are on different filesystems: {sorted(map(str, filesystems))}")
-    total_bytes = sum(f.size_bytes for f in files)
+    # The scanner goes to the object store once. Captured in the read function it was serialized
+    # into every read task (5,000,000 messages of diverse patients: 11.7M identifiers, 762 MiB per
+    # task, and the run's process ran out of memory). One task per CPU: each worker loads the
+    # scanner once, streams its share of the files through it, and drops it when the task ends.
+    scan = _ScanFiles(ray.put(scanner), owners)
     dataset = ray.data.read_datasource(
-        LandingFilesDatasource(files, roots[0].filesystem, functools.partial(_scan, scanner=scanner, owners=owners), _FINDINGS),
-        # Scanning a Parquet file costs about what parsing its HL7 did: tasks of the same size.
-        override_num_blocks=read_task_count(total_bytes, len(files), cluster_cpus(), HL7_BYTES_PER_TASK),
+        LandingFilesDatasource(files, roots[0].filesystem, scan, _FINDINGS),
+        override_num_blocks=cluster_cpus(),
         ray_remote_args=TASK_OPTIONS,
     )
     refs = dataset.to_arrow_refs()
@@ -59,11 +61,31 @@ def scan_trees(scanner: LeakScanner, roots: Sequence[Location]) -> list[Finding]
     return [Finding(row["where"], row["kind"], row["count"]) for row in found.to_pylist()]
 
 
-def _scan(files: list[tuple[bytes, str]], scanner: LeakScanner, owners: dict[str, tuple[int, Location]]) -> pa.Table:
-    rows = []
-    for data, path in files:
-        index, root = owners[path]
-        for finding in scanner.scan_tree_file(root, path, data):
-            rows.append({"file_index": index, "where": finding.where, "kind": finding.kind, "count": finding.count})
-    release_memory(WORKER_RELEASE_ABOVE)  # the texts of the tables scanned are garbage now: the worker need not keep them
-    return pa.Table.from_pylist(rows, schema=_FINDINGS)
+class _ScanFiles:
+    """The scan of one read task's files, block by block. Each task unpickles its own copy of this
+    object: the scanner is fetched from the object store at the task's first block and dropped
+    after its last (`finish_task`), so no worker keeps it into the next job."""
+
+    def __init__(self, scanner_ref: ray.ObjectRef, owners: dict[str, tuple[int, Location]]):
+        self._scanner_ref = scanner_ref
+        self._owners = owners
+        self._scanner: LeakScanner | None = None
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_scanner": None}
+
+    def __call__(self, files: list[tuple[bytes, str]]) -> pa.Table:
+        if self._scanner is None:
+            self._scanner = ray.get(self._scanner_ref)
+        rows = []
+        for data, path in files:
+            index, root = self._owners[path]
+            for finding in self._scanner.scan_tree_file(root, path, data):
+                rows.append({"file_index": index, "where": finding.where, "kind": finding.kind, "count": finding.count})
+        release_memory(WORKER_RELEASE_ABOVE)  # the texts of the tables scanned are garbage now
+        return pa.Table.from_pylist(rows, schema=_FINDINGS)
+
+    def finish_task(self) -> None:
+        """Called by the datasource after the task's last block: the worker hands the scanner back."""
+        self._scanner = None
+        release_memory(WORKER_RELEASE_ABOVE)

@@ -14,7 +14,7 @@ import re
 import warnings
 import zlib
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from io import BytesIO
 
@@ -101,7 +101,13 @@ def identifier_columns(table_name: str) -> list[str]:
 class LeakScanner:
     """Finds any of the identifiers in texts, tables, DICOM files and folders."""
 
-    def __init__(self, identifiers: Mapping[str, str], library_texts: Iterable[str] = (), aggregates: bool = False):
+    def __init__(
+        self,
+        identifiers: Mapping[str, str],
+        library_texts: Iterable[str] = (),
+        aggregates: bool = False,
+        measurements: Collection[str] = (),
+    ):
         # Third-party code inlined in reports (plotly.js: megabytes of words and numbers) is not
         # data; it is cut out before a report is scanned, so it cannot fake a finding.
         self._library_texts = [text for text in library_texts if text]
@@ -109,6 +115,10 @@ class LeakScanner:
         # only of digits cannot be told from a count that equals it, and at a million messages
         # one always does. Row-level tables keep the search, where an ID read as a number leaks.
         self._aggregates = aggregates
+        # The same holds for number columns of row-level tables that hold measurements by their
+        # contract (file sizes, pixel statistics, lab values): at 5,000,000 messages a 7-digit MRN
+        # equalled a DICOM file's size. A number column not named here is still searched for all.
+        self._measurements = frozenset(measurements)
         self._automaton = ahocorasick.Automaton()
         for value, kind in identifiers.items():
             key = _fold(str(value).strip())
@@ -129,7 +139,7 @@ class LeakScanner:
         findings = self._findings(f"{where}: schema", self._count(_schema_text(table.schema)))
         for index, name in enumerate(table.column_names):
             counts: Counter[str] = Counter()
-            numbers = self._aggregates and _is_number_type(table.schema.field(index).type)
+            numbers = (self._aggregates or name in self._measurements) and _is_number_type(table.schema.field(index).type)
             for chunk in table.column(index).chunks:
                 for texts in _cell_texts(chunk):
                     counts.update(self._count_cells(texts, skip_digit_only=numbers))

@@ -551,6 +551,23 @@ def test_in_aggregates_a_count_equal_to_a_numeric_id_is_not_a_finding_but_the_id
     assert {f.where for f in row_level} == {f"{where}: column {c}" for c in aggregate.column_names}
 
 
+def test_measurement_columns_of_row_level_tables_are_not_searched_for_digit_only_ids():
+    """At 5,000,000 messages a 7-digit MRN equalled a DICOM file's size: a blocking check that fails
+    on chance collisions with measurements cannot run nightly. Other columns are still searched."""
+    table = pa.table(
+        {
+            "file_size_bytes": pa.array([4902978, 1200], pa.int64()),  # a measurement by contract
+            "rows": pa.array([4902978, 512], pa.int64()),  # a number column not declared a measurement
+            "series_description": ["patient 4902978", "CT"],
+        }
+    )
+    scanner = LeakScanner({"4902978": "patient_id"}, measurements={"file_size_bytes"})
+    where = "dicom_images/part-00000.parquet"
+    assert {f.where for f in scanner.scan_table(table, where)} == {f"{where}: column rows", f"{where}: column series_description"}
+    unrestricted = LeakScanner({"4902978": "patient_id"})
+    assert f"{where}: column file_size_bytes" in {f.where for f in unrestricted.scan_table(table, where)}
+
+
 def test_an_aggregate_exported_as_csv_or_json_lines_keeps_its_number_columns_apart(tmp_path):
     scanner = LeakScanner(collect_identifiers(_phi_tables()), aggregates=True)
     csv = b"facility,month,messages\nNORTH,2024-01,4827691\nBALTIMORE,2024-02,11\n"
