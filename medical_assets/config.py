@@ -1,4 +1,4 @@
-"""The pipeline's settings, read from the environment variables of DESIGN.md (Contract 2)."""
+"""The pipeline's settings, read from the environment variables the README lists (Configuration)."""
 
 from __future__ import annotations
 
@@ -20,6 +20,8 @@ DICOM_THUMBNAILS_VAR = "MEDICAL_ASSETS_DICOM_THUMBNAILS"
 DEID_PROFILE_VAR = "MEDICAL_ASSETS_DEID_PROFILE"
 REVERSIBLE_TOKENS_VAR = "MEDICAL_ASSETS_REVERSIBLE_TOKENS"
 SUPPRESSION_THRESHOLD_VAR = "MEDICAL_ASSETS_SUPPRESSION_THRESHOLD"
+VOCABULARY_THRESHOLD_VAR = "MEDICAL_ASSETS_VOCABULARY_THRESHOLD"
+PATIENT_ID_SCOPE_VAR = "MEDICAL_ASSETS_PATIENT_ID_SCOPE"
 EXPORT_FORMAT_VAR = "MEDICAL_ASSETS_EXPORT_FORMAT"
 MAX_ERROR_RATE_VAR = "MEDICAL_ASSETS_MAX_ERROR_RATE"
 LOCK_TIMEOUT_VAR = "MEDICAL_ASSETS_LOCK_TIMEOUT_S"
@@ -31,6 +33,8 @@ DEFAULT_SYNTHETIC_DICOM_FILES = 300
 # longitudinal research under a data use agreement (not Safe Harbor).
 DEID_PROFILES = ("safe_harbor", "date_shift")
 DEFAULT_SUPPRESSION_THRESHOLD = DEFAULT_THRESHOLD  # CMS cell-size rule: counts 1 to 10 are not published
+# issuer: a patient is the MRN with its assigning authority; shared: the sites share one MRN space.
+PATIENT_ID_SCOPES = ("issuer", "shared")
 EXPORT_FORMATS = ("parquet", "csv", "jsonl")
 DEFAULT_MAX_ERROR_RATE = 0.05
 DEFAULT_LOCK_TIMEOUT_S = 3600  # how long a run waits for another run writing to the same data folder
@@ -56,9 +60,18 @@ class PipelineSettings:
     deid_profile: str = DEID_PROFILES[0]
     reversible_tokens: bool = False  # also write AES-SIV patient tokens that the key holder can open
     suppression_threshold: int = DEFAULT_SUPPRESSION_THRESHOLD
+    # A text value leaves the PHI zone only when this many distinct patients have it (None: the
+    # suppression threshold, so a value is public on the same terms as a published count).
+    vocabulary_threshold: int | None = None
+    patient_id_scope: str = PATIENT_ID_SCOPES[0]
     export_format: str = EXPORT_FORMATS[0]  # of the analytics tables
     max_error_rate: float = DEFAULT_MAX_ERROR_RATE  # share of HL7 messages in hl7_errors before a warning
     lock_timeout_s: int = DEFAULT_LOCK_TIMEOUT_S
+
+    @property
+    def vocabulary_min_patients(self) -> int:
+        threshold = self.suppression_threshold if self.vocabulary_threshold is None else self.vocabulary_threshold
+        return max(threshold, 1)
 
     def zone(self, name: str) -> Location:
         return self.data_dir.child(name)
@@ -87,6 +100,8 @@ def load_settings(
     deid_profile: str | None = None,
     reversible_tokens: bool | None = None,
     suppression_threshold: int | None = None,
+    vocabulary_threshold: int | None = None,
+    patient_id_scope: str | None = None,
     export_format: str | None = None,
     max_error_rate: float | None = None,
 ) -> PipelineSettings:
@@ -110,6 +125,15 @@ def load_settings(
         suppression_threshold = _count(env, SUPPRESSION_THRESHOLD_VAR, DEFAULT_SUPPRESSION_THRESHOLD)
     if suppression_threshold < 0:
         raise ConfigurationError(f"{SUPPRESSION_THRESHOLD_VAR} must not be negative, got {suppression_threshold}")
+    if vocabulary_threshold is None and env.get(VOCABULARY_THRESHOLD_VAR):
+        vocabulary_threshold = _count(env, VOCABULARY_THRESHOLD_VAR, DEFAULT_SUPPRESSION_THRESHOLD)
+    if vocabulary_threshold is not None and vocabulary_threshold < 1:
+        raise ConfigurationError(f"{VOCABULARY_THRESHOLD_VAR} must be at least 1, got {vocabulary_threshold}")
+    patient_id_scope = (patient_id_scope or env.get(PATIENT_ID_SCOPE_VAR) or PATIENT_ID_SCOPES[0]).strip().lower()
+    if patient_id_scope not in PATIENT_ID_SCOPES:
+        raise ConfigurationError(
+            f"{PATIENT_ID_SCOPE_VAR} must be one of {', '.join(PATIENT_ID_SCOPES)}, got {patient_id_scope!r}"
+        )
     export_format = (export_format or env.get(EXPORT_FORMAT_VAR) or EXPORT_FORMATS[0]).strip().lower()
     if export_format not in EXPORT_FORMATS:
         raise ConfigurationError(f"{EXPORT_FORMAT_VAR} must be one of {', '.join(EXPORT_FORMATS)}, got {export_format!r}")
@@ -131,6 +155,8 @@ def load_settings(
         deid_profile=deid_profile,
         reversible_tokens=reversible_tokens,
         suppression_threshold=suppression_threshold,
+        vocabulary_threshold=vocabulary_threshold,
+        patient_id_scope=patient_id_scope,
         export_format=export_format,
         max_error_rate=max_error_rate,
         lock_timeout_s=_count(env, LOCK_TIMEOUT_VAR, DEFAULT_LOCK_TIMEOUT_S),

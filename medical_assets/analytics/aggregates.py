@@ -73,7 +73,9 @@ class SuppressionPolicy:
     """How one table is suppressed: the arguments of `suppression.suppress` but the threshold."""
 
     count_columns: tuple[str, ...]
-    group_by: tuple[str, ...] | None = None  # rows sharing a total published elsewhere; None: the column total
+    # Groupings of the rows whose totals are (or may be) published: a two-way table has one per
+    # dimension, and the empty grouping is the whole table (the column total).
+    margins: tuple[tuple[str, ...], ...] = ((),)
     dependent: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # count -> columns nulled with it
     sub_counts: Mapping[str, str] = field(default_factory=dict)  # count -> the count it is part of
 
@@ -84,17 +86,25 @@ _QUALITY = SuppressionPolicy(
     dependent={"messages": ("error_rate", "mean_validation_score"), "errors": ("error_rate",)},
 )
 
+# Two-way tables list both dimensions: a margin not published today (the month totals of
+# utilization, say) is one subtraction away for anyone who sums the table another way, and the
+# dashboard draws each table along both.
 SUPPRESSION_POLICIES: dict[str, SuppressionPolicy] = {
-    # Facility totals are published in data_quality_facilities (the same messages by MSH-4).
+    # Facility totals are published in data_quality_facilities (the same messages by MSH-4);
+    # column totals in message_types, lab_results and pharmacy.
     "hospital_utilization": SuppressionPolicy(
         count_columns=("messages", "admissions", "discharges", "lab_results", "pharmacy_orders"),
-        group_by=("sending_facility",),
+        margins=(("sending_facility",), ("month",)),
         sub_counts={"admissions": "messages", "discharges": "messages"},
     ),
-    "patient_demographics": SuppressionPolicy(count_columns=("patients",)),
+    "patient_demographics": SuppressionPolicy(
+        count_columns=("patients",), margins=(("patient_gender",), ("age_band",))
+    ),
     # Totals per message type are published in utilization (admissions, discharges).
     "message_types": SuppressionPolicy(
-        count_columns=("messages",), group_by=("message_type",), dependent={"messages": ("share",)}
+        count_columns=("messages",),
+        margins=(("message_type",), ("hl7_version",)),
+        dependent={"messages": ("share",)},
     ),
     "lab_results": SuppressionPolicy(
         count_columns=("results", "abnormal_results", "numeric_results"),
@@ -105,17 +115,24 @@ SUPPRESSION_POLICIES: dict[str, SuppressionPolicy] = {
         },
         sub_counts={"abnormal_results": "results", "numeric_results": "results"},
     ),
-    "pharmacy": SuppressionPolicy(count_columns=("orders",)),
+    # Medication x route; a medication is its code, or its name when the code is missing.
+    "pharmacy": SuppressionPolicy(
+        count_columns=("orders",),
+        margins=(("give_code", "give_name"), ("give_code",), ("route",)),
+        dependent={"orders": ("rank",)},
+    ),
     # Frames and pixel statistics of a few images describe those images.
     "imaging": SuppressionPolicy(
         count_columns=("studies", "images", "frames"),
         dependent={"images": ("frames", "pixel_mean_avg", "pixel_std_avg", "pixel_min", "pixel_max")},
     ),
     # Totals per modality are published in imaging.
-    "imaging_transfer_syntaxes": SuppressionPolicy(count_columns=("images",), group_by=("modality",)),
+    "imaging_transfer_syntaxes": SuppressionPolicy(
+        count_columns=("images",), margins=(("modality",), ("transfer_syntax_uid",))
+    ),
     # Error totals per facility are published in data_quality_facilities (errors go by the file's facility).
     "data_quality_files": SuppressionPolicy(
-        count_columns=_QUALITY.count_columns, group_by=("sending_facility",), dependent=_QUALITY.dependent
+        count_columns=_QUALITY.count_columns, margins=(("sending_facility",),), dependent=_QUALITY.dependent
     ),
     "data_quality_facilities": _QUALITY,
 }
@@ -199,18 +216,47 @@ def compute(
 
 
 def publishable(name: str, table: pa.Table, threshold: int = DEFAULT_THRESHOLD) -> pa.Table:
-    """`table` suppressed under its policy, ready for `deid/analytics/<name>/`."""
+    """`table` suppressed under its policy, ready for `deid/analytics/<name>/`; its shares and
+    ranks then come from the published counts alone (`_FROM_PUBLISHED_COUNTS`)."""
     if name not in SUPPRESSION_POLICIES:
         raise ValueError(f"unknown analytics table {name!r}; choose one of {', '.join(SUPPRESSION_POLICIES)}")
     policy = SUPPRESSION_POLICIES[name]
-    return suppress(
+    published = suppress(
         table,
         list(policy.count_columns),
         threshold=threshold,
-        group_by=list(policy.group_by) if policy.group_by else None,
+        margins=[list(grouping) for grouping in policy.margins],
         dependent={count: list(columns) for count, columns in policy.dependent.items()},
         sub_counts=dict(policy.sub_counts),
     )
+    recompute = _FROM_PUBLISHED_COUNTS.get(name)
+    return recompute(published) if recompute else published
+
+
+def published_shares(table: pa.Table) -> pa.Table:
+    """Message types: each published count's share of the published counts. A share over every
+    message would give that total away (count / share), and the total minus the published counts
+    is the sum of the suppressed ones."""
+    frame = table.to_pandas()
+    frame["share"] = frame["messages"] / frame["messages"].sum()  # pandas skips the nulls in sum
+    frame.loc[frame["messages"].isna(), "share"] = None
+    return _to_table(frame, table.schema, keep_suppressed_cells=True)
+
+
+def published_ranks(table: pa.Table) -> pa.Table:
+    """Pharmacy: ranks by the published orders of each medication (over its routes; ties share the
+    best rank), rows in rank order. A suppressed row has no rank: a rank over every order would
+    place the hidden count between its neighbours', and so would the row order."""
+    frame = table.to_pandas()
+    medication = summaries.medication_key(frame)
+    published = frame["orders"].notna()
+    totals = frame["orders"][published].groupby(medication[published]).sum()
+    frame["rank"] = medication.map(totals.rank(method="min", ascending=False)).where(published)
+    frame = frame.sort_values(["rank", *summaries.ORDER_KEYS], na_position="last")
+    return _to_table(frame, table.schema, keep_suppressed_cells=True)
+
+
+_FROM_PUBLISHED_COUNTS = {"message_types": published_shares, "pharmacy": published_ranks}
 
 
 def patient_demographics(messages: pa.Table) -> pa.Table:

@@ -4,8 +4,10 @@ Everything drawn comes from the analytics tables (`medical_assets.analytics.tabl
 already suppressed) and from the thumbnails of the DICOM images cleared for export. No identifier
 is drawn: a preview is labelled by its modality and a short index, never by its UID.
 
-A suppressed count (null) is never drawn as zero: charts leave a gap and a note under the chart
-names the suppressed cells. An empty table (a site that sends no DICOM yet) gives a section that
+A suppressed count (null) is never drawn as zero: charts leave a gap, and a note under the chart
+says how many cells were suppressed, never which: no label (facility, medication, test, month) is
+written for a suppressed cell, in a note, a legend, an axis or hover text, and a category whose
+every count is suppressed is not drawn at all. An empty table (a site that sends no DICOM yet) gives a section that
 says so. The HTML page inlines plotly.js and uses no font, style sheet or image from elsewhere, so
 it opens and renders offline.
 """
@@ -68,6 +70,9 @@ _COLOURS = (
 
 AGE_BANDS = ("0-17", "18-29", "30-44", "45-64", "65-89", "90+")
 GENDERS = {"F": "Female", "M": "Male", "O": "Other", "U": "Unknown"}
+_LAB_COUNTS = ("results", "abnormal_results")
+_QUALITY_COUNTS = ("messages", "errors")
+_IMAGING_COUNTS = ("studies", "images", "frames")
 UTILIZATION_MEASURES = {
     "messages": "Messages",
     "admissions": "Admissions (ADT^A01)",
@@ -166,12 +171,20 @@ def _threshold(metadata: Mapping[str, str]) -> int:
 
 
 def _suppressed_label(threshold: int) -> str:
-    return f"suppressed (1-{threshold})"
+    return f"(counts from 1 to {threshold}, and cells that would reveal them)"
 
 
-def _suppressed_cells(rows: Sequence[dict], label: Callable[[dict], str], columns: Mapping[str, str]) -> list[str]:
-    """Where a count is null: "<row label>: <column title>", in row order."""
-    return [f"{label(row)}: {title}" for row in rows for column, title in columns.items() if row.get(column) is None]
+def _suppressed_cells(rows: Sequence[dict], columns: Iterable[str]) -> int:
+    """How many counts of `columns` are null (suppressed): the notes say how many, never which."""
+    columns = list(columns)
+    return sum(row.get(column) is None for row in rows for column in columns)
+
+
+def _published(rows: Sequence[dict], columns: Iterable[str]) -> list[dict]:
+    """The rows with at least one of `columns` published: a row whose every count is suppressed
+    gives no label (facility, medication, month) to a chart."""
+    columns = list(columns)
+    return [row for row in rows if any(row.get(column) is not None for column in columns)]
 
 
 def _pivot(
@@ -181,10 +194,12 @@ def _pivot(
     index_of: Callable[[dict], str],
     value: str,
 ) -> dict[str, list]:
-    """For each series in first-seen order, its values along `index`; None where suppressed or absent."""
+    """For each series in first-seen order, its values along `index`; None where suppressed or absent.
+    Only rows with `value` published make a series: no legend entry names a suppressed cell."""
     series: dict[str, dict[str, object]] = {}
     for row in rows:
-        series.setdefault(series_of(row), {})[index_of(row)] = row.get(value)
+        if row.get(value) is not None:
+            series.setdefault(series_of(row), {})[index_of(row)] = row[value]
     return {name: [cells.get(position) for position in index] for name, cells in series.items()}
 
 
@@ -210,7 +225,7 @@ def _gender_age(row: dict) -> str:
 
 
 def _age_bands(rows: Sequence[dict]) -> list[str]:
-    present = {_text(row.get("age_band")) for row in rows}
+    present = {_text(row.get("age_band")) for row in _published(rows, ["patients"])}
     return [band for band in AGE_BANDS if band in present] + sorted(present - set(AGE_BANDS))
 
 
@@ -359,8 +374,9 @@ def _header_html(metadata: Mapping[str, str], threshold: int) -> str:
     return (
         "<header><h1>De-identified analytics</h1>"
         f"<dl>{entries or '<dt>Compliance metadata</dt><dd>none given</dd>'}</dl>"
-        f"<p>Counts from 1 to {threshold} are suppressed: charts leave them out and a note under each chart "
-        "names them. They are never drawn as zero; a zero shown is a true zero.</p></header>"
+        f"<p>Counts from 1 to {threshold} are suppressed, and so are the cells that would let them be derived "
+        "from a total: charts leave them out and a note under each chart says how many. They are never drawn "
+        "as zero; a zero shown is a true zero.</p></header>"
     )
 
 
@@ -383,11 +399,14 @@ def _empty_html(message: str) -> str:
     return f'<p class="empty">{html.escape(message)}</p>'
 
 
-def _note_html(cells: list[str], suppressed: str, limit: int = 12) -> str:
+def _note_html(cells: int, suppressed: str) -> str:
     if not cells:
         return ""
-    listed = ", ".join(cells[:limit]) + (f" and {len(cells) - limit} more" if len(cells) > limit else "")
-    return f'<p class="note">Not drawn, {html.escape(suppressed)}: {html.escape(listed)}.</p>'
+    return f'<p class="note">{html.escape(_suppressed_sentence(cells, suppressed))}</p>'
+
+
+def _suppressed_sentence(cells: int, suppressed: str) -> str:
+    return f"{cells} {'cell' if cells == 1 else 'cells'} suppressed {suppressed}: not drawn."
 
 
 def _chart_html(figure: go.Figure, key: str, top: int = 60) -> str:
@@ -427,8 +446,9 @@ def _utilization_html(analytics: Mapping[str, pa.Table], suppressed: str) -> str
     rows = _rows(analytics, "hospital_utilization")
     if not rows:
         return _empty_html("No HL7 messages yet: the utilization table is empty.")
-    months = sorted({_text(row.get("month")) for row in rows})
+    months = _utilization_months(rows)
     figure = make_subplots(rows=2, cols=3, subplot_titles=list(UTILIZATION_MEASURES.values()), vertical_spacing=0.14)
+    in_legend: set[str] = set()
     for position, measure in enumerate(UTILIZATION_MEASURES):
         series = _pivot(rows, months, _facility, lambda row: _text(row.get("month")), measure)
         for colour, (facility, values) in enumerate(series.items()):
@@ -438,7 +458,7 @@ def _utilization_html(analytics: Mapping[str, pa.Table], suppressed: str) -> str
                     y=values,
                     name=facility,
                     legendgroup=facility,
-                    showlegend=position == 0,
+                    showlegend=facility not in in_legend,
                     mode="lines+markers",
                     line_color=_COLOURS[colour % len(_COLOURS)],
                     hovertemplate=f"{html.escape(facility)}<br>%{{x}}: %{{y}}<extra></extra>",
@@ -446,11 +466,17 @@ def _utilization_html(analytics: Mapping[str, pa.Table], suppressed: str) -> str
                 row=position // 3 + 1,
                 col=position % 3 + 1,
             )
+            in_legend.add(facility)
     figure.update_xaxes(type="category")
     figure.update_yaxes(rangemode="tozero")
     figure.update_layout(height=650, title="Per facility and month")
-    cells = _suppressed_cells(rows, _facility_month, UTILIZATION_MEASURES)
+    cells = _suppressed_cells(rows, UTILIZATION_MEASURES)
     return _chart_html(figure, "utilization", top=90) + _note_html(cells, suppressed)
+
+
+def _utilization_months(rows: Sequence[dict]) -> list[str]:
+    """The months with a published count: a month whose every count is suppressed is not shown."""
+    return sorted({_text(row.get("month")) for row in _published(rows, UTILIZATION_MEASURES)})
 
 
 def _demographics_html(analytics: Mapping[str, pa.Table], suppressed: str) -> str:
@@ -473,7 +499,7 @@ def _demographics_html(analytics: Mapping[str, pa.Table], suppressed: str) -> st
         xaxis_title="Age band (at the latest message)",
         yaxis_title="Patients",
     )
-    cells = _suppressed_cells(rows, _gender_age, {"patients": "patients"})
+    cells = _suppressed_cells(rows, ["patients"])
     return _chart_html(figure, "demographics") + _note_html(cells, suppressed)
 
 
@@ -495,7 +521,7 @@ def _message_types_html(analytics: Mapping[str, pa.Table], suppressed: str) -> s
     figure.update_layout(
         height=max(300, 32 * len(shown) + 120), title="Messages by type and HL7 version", xaxis_title="Messages"
     )
-    cells = _suppressed_cells(rows, _message_type_label, {"messages": "messages"})
+    cells = _suppressed_cells(rows, ["messages"])
     return _chart_html(figure, "message_types") + _note_html(cells, suppressed)
 
 
@@ -537,7 +563,7 @@ def _labs_html(analytics: Mapping[str, pa.Table], suppressed: str) -> str:
     )
     figure.update_xaxes(tickformat=".0%", row=1, col=2)
     figure.update_layout(height=max(320, 28 * len(by_volume) + 140), showlegend=False, title="Volume and abnormal rate")
-    cells = _suppressed_cells(rows, _lab_label, {"results": "results", "abnormal_results": "abnormal results"})
+    cells = _suppressed_cells(rows, _LAB_COUNTS)
     return _chart_html(figure, "labs", top=90) + _note_html(cells, suppressed) + _lab_values_html(rows)
 
 
@@ -587,6 +613,8 @@ def _pharmacy_html(analytics: Mapping[str, pa.Table], suppressed: str) -> str:
     if not rows:
         return _empty_html("No pharmacy orders yet: the pharmacy table is empty.")
     medications = _top_medications(rows)
+    if not medications:
+        return _empty_html("Every pharmacy count is suppressed.") + _note_html(_suppressed_cells(rows, ["orders"]), suppressed)
     series = _pivot(rows, medications, lambda row: _text(row.get("route"), "no route"), _medication, "orders")
     figure = go.Figure(
         [go.Bar(y=medications[::-1], x=values[::-1], name=route, orientation="h") for route, values in series.items()]
@@ -598,16 +626,15 @@ def _pharmacy_html(analytics: Mapping[str, pa.Table], suppressed: str) -> str:
         xaxis_title="Orders",
         legend_title="Route",
     )
-    cells = _suppressed_cells(
-        rows, lambda row: f"{_medication(row)} {_text(row.get('route'), 'no route')}", {"orders": "orders"}
-    )
+    cells = _suppressed_cells(rows, ["orders"])
     return _chart_html(figure, "pharmacy") + _note_html(cells, suppressed)
 
 
 def _top_medications(rows: Sequence[dict]) -> list[str]:
-    """Medications by their published rank (1 first), at most MAX_BARS."""
+    """Medications by their published rank (1 first), at most MAX_BARS; a suppressed row has no rank
+    and names no medication."""
     ranks: dict[str, int] = {}
-    for row in rows:
+    for row in _published(rows, ["orders"]):
         rank = row.get("rank") if row.get("rank") is not None else 1 << 30
         ranks[_medication(row)] = min(rank, ranks.get(_medication(row), rank))
     return sorted(ranks, key=lambda name: (ranks[name], name))[:MAX_BARS]
@@ -616,7 +643,7 @@ def _top_medications(rows: Sequence[dict]) -> list[str]:
 def _imaging_html(analytics: Mapping[str, pa.Table], suppressed: str) -> str:
     rows = _imaging_rows(analytics)
     if not rows:
-        return _empty_html("No DICOM images yet: the imaging tables are empty.")
+        return _empty_html("No DICOM images yet, or every imaging count is suppressed.")
     modalities = [_modality(row) for row in rows]
     figure = go.Figure(
         [
@@ -627,18 +654,17 @@ def _imaging_html(analytics: Mapping[str, pa.Table], suppressed: str) -> str:
     figure.update_layout(
         height=400, barmode="group", title="Studies, images and frames per modality", yaxis_title="Count"
     )
-    columns = {"studies": "studies", "images": "images", "frames": "frames"}
     return (
         _chart_html(figure, "imaging")
-        + _note_html(_suppressed_cells(rows, _modality, columns), suppressed)
+        + _note_html(_suppressed_cells(_rows(analytics, "imaging"), _IMAGING_COUNTS), suppressed)
         + _pixel_statistics_html(rows)
         + _transfer_syntaxes_html(_rows(analytics, "imaging_transfer_syntaxes"), suppressed)
     )
 
 
 def _imaging_rows(analytics: Mapping[str, pa.Table]) -> list[dict]:
-    """Imaging rows by modality, the order the transfer-syntax chart uses too."""
-    return sorted(_rows(analytics, "imaging"), key=_modality)
+    """Imaging rows with a published count, by modality (the order the transfer-syntax chart uses too)."""
+    return sorted(_published(_rows(analytics, "imaging"), _IMAGING_COUNTS), key=_modality)
 
 
 def _pixel_statistics_html(rows: list[dict]) -> str:
@@ -679,7 +705,7 @@ def _pixel_statistics_html(rows: list[dict]) -> str:
 def _transfer_syntaxes_html(rows: list[dict], suppressed: str) -> str:
     if not rows:
         return _empty_html("No transfer syntaxes to show.")
-    modalities = sorted({_modality(row) for row in rows})
+    modalities = sorted({_modality(row) for row in _published(rows, ["images"])})
     series = _pivot(rows, modalities, _syntax, _modality, "images")
     figure = go.Figure([go.Bar(x=modalities, y=values, name=syntax) for syntax, values in series.items()])
     figure.update_layout(
@@ -689,7 +715,7 @@ def _transfer_syntaxes_html(rows: list[dict], suppressed: str) -> str:
         yaxis_title="Images",
         legend_title="Transfer syntax",
     )
-    cells = _suppressed_cells(rows, _modality_syntax, {"images": "images"})
+    cells = _suppressed_cells(rows, ["images"])
     return _chart_html(figure, "transfer_syntaxes") + _note_html(cells, suppressed)
 
 
@@ -710,6 +736,8 @@ def _quality_html(analytics: Mapping[str, pa.Table], suppressed: str) -> str:
 def _quality_facilities_html(rows: list[dict], suppressed: str) -> str:
     if not rows:
         return _empty_html("No data-quality figures per facility yet.")
+    cells = _suppressed_cells(rows, _QUALITY_COUNTS)
+    rows = _published(rows, ["error_rate", "mean_validation_score"])
     facilities = [_quality_facility(row) for row in rows]
     figure = make_subplots(rows=1, cols=2, subplot_titles=["Parse-error rate", "Mean validation score"])
     figure.add_trace(
@@ -737,7 +765,6 @@ def _quality_facilities_html(rows: list[dict], suppressed: str) -> str:
     figure.update_yaxes(tickformat=".1%", rangemode="tozero", row=1, col=1)
     figure.update_yaxes(range=[0, 1], row=1, col=2)
     figure.update_layout(height=400, showlegend=False, title="Per sending facility")
-    cells = _suppressed_cells(rows, _quality_facility, {"messages": "messages", "errors": "errors"})
     return _chart_html(figure, "quality_facilities", top=90) + _note_html(cells, suppressed)
 
 
@@ -765,12 +792,8 @@ def _quality_files_html(rows: list[dict], suppressed: str) -> str:
         height=max(320, 24 * len(worst) + 140),
         title=f"Parse-error rate of the {len(worst)} worst source files (keyed file tokens)",
     )
-    cells = _suppressed_cells(
-        rows,
-        lambda row: f"file {_text(row.get('source_file_token'), 'no token')}",
-        {"messages": "messages", "errors": "errors"},
-    )
-    return _chart_html(figure, "quality_files") + _note_html(cells, suppressed, limit=5)
+    cells = _suppressed_cells(rows, _QUALITY_COUNTS)
+    return _chart_html(figure, "quality_files") + _note_html(cells, suppressed)
 
 
 def _preview_html(previews: list[_Preview]) -> str:
@@ -846,18 +869,17 @@ def _png_bytes(figure: Figure) -> bytes:
     return buffer.getvalue()
 
 
-def _footnote(figure: Figure, cells: list[str], suppressed: str, limit: int = 4) -> None:
-    """Names the suppressed cells under the figure (supxlabel: constrained layout makes room for it)."""
+def _footnote(figure: Figure, cells: int, suppressed: str) -> None:
+    """Says how many cells were suppressed under the figure (supxlabel: constrained layout makes room for it)."""
     if cells:
-        listed = ", ".join(cells[:limit]) + (f" and {len(cells) - limit} more" if len(cells) > limit else "")
-        figure.supxlabel(f"Not drawn, {suppressed}: {listed}.", x=0.01, ha="left", fontsize=9, color="#52606d")
+        figure.supxlabel(_suppressed_sentence(cells, suppressed), x=0.01, ha="left", fontsize=9, color="#52606d")
 
 
 def _utilization_png(analytics: Mapping[str, pa.Table], suppressed: str) -> Figure:
     rows = _rows(analytics, "hospital_utilization")
     if not rows:
         return _empty_png("utilization.png", "Hospital utilization", "No HL7 messages yet")
-    months = sorted({_text(row.get("month")) for row in rows})
+    months = _utilization_months(rows)
     figure = _new_figure("utilization.png")
     figure.suptitle("Hospital utilization per facility and month", fontsize=15)
     grid = figure.subplots(2, 3)
@@ -873,7 +895,7 @@ def _utilization_png(analytics: Mapping[str, pa.Table], suppressed: str) -> Figu
     legend_axes.set_axis_off()
     handles, labels = grid.flat[0].get_legend_handles_labels()
     legend_axes.legend(handles, labels, loc="center", title="Sending facility", frameon=False)
-    _footnote(figure, _suppressed_cells(rows, _facility_month, UTILIZATION_MEASURES), suppressed)
+    _footnote(figure, _suppressed_cells(rows, UTILIZATION_MEASURES), suppressed)
     return figure
 
 
@@ -888,6 +910,8 @@ def _demographics_png(analytics: Mapping[str, pa.Table], suppressed: str) -> Fig
         return _empty_png("demographics.png", "Patient demographics", "No patients yet")
     bands = _age_bands(rows)
     series = _pivot(rows, bands, _gender, lambda row: _text(row.get("age_band")), "patients")
+    if not series:
+        return _empty_png("demographics.png", "Patient demographics", "Every count is suppressed")
     figure = _new_figure("demographics.png")
     axes = figure.add_subplot()
     width = 0.8 / len(series)
@@ -900,7 +924,7 @@ def _demographics_png(analytics: Mapping[str, pa.Table], suppressed: str) -> Fig
     axes.set_title("Patients by gender and age band", fontsize=14)
     axes.legend(title="Gender")
     axes.grid(axis="y", alpha=0.3)
-    _footnote(figure, _suppressed_cells(rows, _gender_age, {"patients": "patients"}), suppressed)
+    _footnote(figure, _suppressed_cells(rows, ["patients"]), suppressed)
     return figure
 
 
@@ -926,7 +950,7 @@ def _labs_png(analytics: Mapping[str, pa.Table], suppressed: str) -> Figure:
     _lab_boxes_png(bottom, rows)
     _footnote(
         figure,
-        _suppressed_cells(rows, _lab_label, {"results": "results", "abnormal_results": "abnormal results"}),
+        _suppressed_cells(rows, _LAB_COUNTS),
         suppressed,
     )
     return figure
@@ -985,8 +1009,8 @@ def _imaging_png(analytics: Mapping[str, pa.Table], suppressed: str) -> Figure:
     _pixel_statistics_png(pixels_axes, rows)
     syntaxes = _rows(analytics, "imaging_transfer_syntaxes")
     _transfer_syntaxes_png(syntax_axes, syntaxes)
-    cells = _suppressed_cells(rows, _modality, {"studies": "studies", "images": "images"})
-    cells += _suppressed_cells(syntaxes, _modality_syntax, {"images": "images"})
+    cells = _suppressed_cells(_rows(analytics, "imaging"), ["studies", "images"])
+    cells += _suppressed_cells(syntaxes, ["images"])
     _footnote(figure, cells, suppressed)
     return figure
 
@@ -1018,7 +1042,7 @@ def _transfer_syntaxes_png(axes, rows: list[dict]) -> None:
     if not rows:
         axes.text(0.5, 0.5, "No transfer syntaxes", ha="center", va="center", transform=axes.transAxes)
         return
-    modalities = sorted({_modality(row) for row in rows})
+    modalities = sorted({_modality(row) for row in _published(rows, ["images"])})
     bottom = np.zeros(len(modalities))
     for colour, (syntax, values) in enumerate(_pivot(rows, modalities, _syntax, _modality, "images").items()):
         heights = np.nan_to_num(_floats(values))  # a suppressed part adds nothing to the stack

@@ -44,7 +44,7 @@ _UTILIZATION_COUNTS = ["messages", "admissions", "discharges", "lab_results", "p
 _PATIENT_COLUMNS = ["patient_token", "message_year", "patient_gender", "age_band"]
 _TYPE_KEYS = ["message_type", "hl7_version"]
 _TEST_KEYS = ["observation_code", "observation_name", "units"]
-_ORDER_KEYS = ["give_code", "give_name", "route"]
+ORDER_KEYS = ["give_code", "give_name", "route"]
 _COUNT = pa.int64()
 
 # The partial aggregates of one part group (and of their concatenation).
@@ -65,7 +65,7 @@ SUMMARY_SCHEMAS = {
         [pa.field(k, pa.string()) for k in _TEST_KEYS]
         + [pa.field("numeric_value", pa.float64()), pa.field("results", _COUNT), pa.field("abnormal_results", _COUNT)]
     ),
-    "pharmacy": pa.schema([pa.field(k, pa.string()) for k in _ORDER_KEYS] + [pa.field("orders", _COUNT)]),
+    "pharmacy": pa.schema([pa.field(k, pa.string()) for k in ORDER_KEYS] + [pa.field("orders", _COUNT)]),
     "file_quality": pa.schema(
         [
             pa.field("source_file_token", pa.string()),
@@ -131,7 +131,7 @@ def empty_summary() -> dict[str, pa.Table]:
 
 def order_counts(orders: pa.Table) -> pa.Table:
     """RXE rows per (give code, give name, route)."""
-    return _summed(_with_ones(orders.select(_ORDER_KEYS), "orders"), _ORDER_KEYS, ["orders"])
+    return _summed(_with_ones(orders.select(ORDER_KEYS), "orders"), ORDER_KEYS, ["orders"])
 
 
 def latest_per_patient(rows: pa.Table) -> pa.Table:
@@ -160,9 +160,10 @@ def patient_demographics(latest: pa.Table) -> pa.Table:
     return to_analytics_table(grouped, tables.PATIENT_DEMOGRAPHICS)
 
 
-def to_analytics_table(frame: pd.DataFrame, schema: pa.Schema) -> pa.Table:
-    """`frame` as an unsuppressed analytics table: its columns in schema order, suppressed_cells 0."""
-    frame = frame.assign(**{SUPPRESSED_CELLS: 0})
+def to_analytics_table(frame: pd.DataFrame, schema: pa.Schema, keep_suppressed_cells: bool = False) -> pa.Table:
+    """`frame` as an analytics table: its columns in schema order, suppressed_cells 0 unless kept."""
+    if not keep_suppressed_cells:
+        frame = frame.assign(**{SUPPRESSED_CELLS: 0})
     arrays = [pa.array(frame[name].to_numpy(), type=schema.field(name).type, from_pandas=True) for name in schema.names]
     return pa.Table.from_arrays(arrays, schema=schema)
 
@@ -293,13 +294,18 @@ def _quantile(distinct: np.ndarray, counts: np.ndarray, q: float) -> float:
 
 
 def _finished_pharmacy(pharmacy: pa.Table) -> pa.Table:
-    """RXE rows per medication and route, with the medication's rank by its orders over all routes."""
-    grouped = _summed(pharmacy, _ORDER_KEYS, ["orders"]).to_pandas()
-    medication = grouped["give_code"].where(grouped["give_code"].notna(), "name\x1f" + grouped["give_name"])
-    medication = medication.fillna("\x1f")  # neither code nor name: one unknown medication
-    totals = grouped.groupby(medication)["orders"].sum()
-    grouped["rank"] = medication.map(totals.rank(method="min", ascending=False))
-    return to_analytics_table(grouped.sort_values(["rank", *_ORDER_KEYS], na_position="last"), tables.PHARMACY)
+    """RXE rows per medication and route, with the medication's rank by its orders over all routes
+    (unsuppressed: `aggregates.published_ranks` ranks the published orders)."""
+    grouped = _summed(pharmacy, ORDER_KEYS, ["orders"]).to_pandas()
+    totals = grouped.groupby(medication_key(grouped))["orders"].sum()
+    grouped["rank"] = medication_key(grouped).map(totals.rank(method="min", ascending=False))
+    return to_analytics_table(grouped.sort_values(["rank", *ORDER_KEYS], na_position="last"), tables.PHARMACY)
+
+
+def medication_key(frame: pd.DataFrame) -> pd.Series:
+    """A medication per row: its give code, else its name, else one unknown medication."""
+    medication = frame["give_code"].where(frame["give_code"].notna(), "name\x1f" + frame["give_name"])
+    return medication.fillna("\x1f")
 
 
 def _data_quality_files(quality: pa.Table, file_errors: pa.Table) -> pa.Table:

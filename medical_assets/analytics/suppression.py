@@ -8,31 +8,46 @@
   of all results) is suppressed when it is 1..threshold, when the rest of its whole (whole minus
   part, derivable by subtraction) is 1..threshold, and when its whole is suppressed (a part close
   to its whole would give the whole away).
-- Complementary suppression: the rows are split into groups that share a total published
-  elsewhere (`group_by`; the whole table when None, i.e. the column total). Within each group, no
-  count column has exactly one suppressed non-zero cell: when one cell alone is suppressed, the
-  smallest non-zero published cell of the group is suppressed too (the first row on ties), so a
-  subtraction from the total yields only the sum of two or more cells. Groups partition the
-  table, so the column total over all rows is protected as well.
+- Complementary suppression over every margin: `margins` lists the groupings of the rows whose
+  group totals may be published (a two-way table such as facility x month has two: the facility
+  totals and the month totals; an empty grouping is the whole table, the column total). In every
+  group of every grouping, no count column has exactly one suppressed cell: when one cell alone is
+  suppressed, one more non-zero published cell of the group is suppressed, so that a subtraction
+  from the group's total yields only the sum of two or more cells. The complement is chosen so as
+  to disturb the other groupings least: first a cell that is not the only non-zero cell of a
+  group in another grouping (that group's total would give it away, and with it the cell it
+  protects), then one whose groups in the other groupings already hold a suppressed cell (so it
+  pairs there too instead of needing a complement of its own), then the smallest, then the first
+  row. Every grouping partitions the table, so the column total is protected as well.
 - Dependents: a column listed under a count in `dependent` (a rate, a share, a mean, a quantile,
   or a count describing the same units, like frames of images) is nulled wherever that count is
   suppressed; a dependent count column then counts as suppressed in its own groups.
-- Suppression repeats until nothing changes, since each kind can trigger the others.
+- Suppression repeats until nothing changes, since each kind can trigger the others, and a
+  complement taken for a row can leave its column with a single suppressed cell.
 - `suppressed_cells` (added when absent) grows by the number of cells of the row this call nulled.
   A cell null on input counts as already suppressed and is left null.
+
+So, with the totals of every group published, subtracting the published cells of a group from its
+total (and repeating with whatever that recovers) recovers no suppressed cell, except in the
+cases below.
 
 What it does not guarantee:
 
 - Intervals. With two suppressed cells in a group their sum is known, so each is bounded (at least
   1, at most the sum minus 1) but not pinned. No linear-programming audit of feasible intervals
   (as tau-ARGUS does) is made.
-- A group whose only non-zero cell is suppressed has nothing to pair it with; the group's total is
-  then that same small count, safe only where that total is itself suppressed.
-- Other tables. Only totals that are sums over `group_by` groups of this table are considered. A
-  total published in another table is protected only when the caller groups this table the way
-  that total adds up (the per-table policy in `medical_assets.analytics.aggregates` does so for
-  the totals it knows of); derivations that combine several tables, or several suppressed tables
-  with different groupings, are not checked.
+- A group whose only non-zero cell is suppressed has nothing to pair it with (zeros are never
+  suppressed); its total is then that same count. For a primary cell that total is itself a small
+  count, safe wherever the total is suppressed by the same rule. A complement ends up alone so
+  only when every candidate of the group it protects is alone in another grouping: the table's
+  shape leaves no safe choice, and that total must not be published.
+- Combinations of several groups in a two-way table (a cell pinned by the sum of several row
+  equations minus several column ones, which needs a suppressed cell that every cycle of the
+  pattern avoids) are not searched for.
+- Other tables. Only totals that are sums over groups of this table are considered. A total
+  published in another table is protected only when the caller lists the grouping it adds up
+  over (the per-table policy in `medical_assets.analytics.aggregates` does so for the totals it
+  knows of); derivations that combine several tables, each suppressed on its own, are not checked.
 - Columns that are neither counts nor listed as dependents are published as they are.
 """
 
@@ -55,26 +70,40 @@ def suppress(
     group_by: Sequence[str] | None = None,
     dependent: Mapping[str, Sequence[str]] | None = None,
     sub_counts: Mapping[str, str] | None = None,
+    margins: Sequence[Sequence[str]] | None = None,
 ) -> pa.Table:
     """`table` with small counts, their complements and the statistics that depend on them nulled.
 
     `count_columns`: the columns holding counts. `threshold`: the largest count suppressed.
-    `group_by`: the columns whose equal values form a group sharing a published total (None: the
-    whole table is one group). `dependent`: count column -> columns that must go when it does.
-    `sub_counts`: count column -> the count column it is part of, in the same row.
+    `margins`: the groupings whose group totals may be published, each a list of columns whose
+    equal values form a group (an empty list: the whole table). `group_by`: one grouping, short
+    for `margins=[group_by]`; with neither, the whole table is the one group. `dependent`: count
+    column -> columns that must go when it does. `sub_counts`: count column -> the count column it
+    is part of, in the same row.
     """
     dependent = {count: list(columns) for count, columns in (dependent or {}).items()}
     sub_counts = dict(sub_counts or {})
-    _check_arguments(table, count_columns, threshold, group_by, dependent, sub_counts)
+    groupings = _groupings(group_by, margins)
+    _check_arguments(table, count_columns, threshold, groupings, dependent, sub_counts)
     counts = {name: _as_floats(table.column(name)) for name in count_columns}
     suppressed = {name: np.isnan(values) | _small(values, threshold) for name, values in counts.items()}
-    groups = _group_ids(table, group_by)
+    groups = [_group_ids(table, grouping) for grouping in groupings]
     changed = True
     while changed:  # each kind of suppression can call for the others
         changed = _suppress_sub_counts(counts, suppressed, sub_counts, threshold)
         changed |= _suppress_dependent_counts(counts, suppressed, dependent)
         changed |= _suppress_complements(counts, suppressed, groups)
     return _apply(table, suppressed, dependent)
+
+
+def _groupings(group_by: Sequence[str] | None, margins: Sequence[Sequence[str]] | None) -> list[list[str]]:
+    if group_by is not None and margins is not None:
+        raise ValueError("give either group_by or margins, not both: group_by is short for margins=[group_by]")
+    if margins is None:
+        return [list(group_by or [])]
+    if isinstance(margins, str) or any(isinstance(grouping, str) for grouping in margins):
+        raise ValueError("margins is a list of groupings, each a list of column names")
+    return [list(grouping) for grouping in margins] or [[]]
 
 
 def _suppress_sub_counts(
@@ -105,22 +134,41 @@ def _suppress_dependent_counts(
     return changed
 
 
-def _suppress_complements(counts: dict[str, np.ndarray], suppressed: dict[str, np.ndarray], groups: np.ndarray) -> bool:
-    """In each group where a column has exactly one suppressed cell, suppress its smallest non-zero published one."""
+def _suppress_complements(
+    counts: dict[str, np.ndarray], suppressed: dict[str, np.ndarray], groupings: list[np.ndarray]
+) -> bool:
+    """In each group of each grouping where a column has exactly one suppressed cell, suppress one
+    more non-zero published cell of that group (the choice is explained in the module's docstring)."""
     changed = False
-    rows = np.arange(len(groups))
     for name, values in counts.items():
-        hidden = suppressed[name]
-        hidden_per_group = np.bincount(groups, weights=hidden.astype(np.float64), minlength=groups.max(initial=-1) + 1)
-        alone = hidden_per_group[groups] == 1
-        candidates = rows[alone & ~hidden & (values > 0)]
-        if not len(candidates):
-            continue
-        by_group_then_size = candidates[np.lexsort((candidates, values[candidates], groups[candidates]))]
-        _, first = np.unique(groups[by_group_then_size], return_index=True)
-        hidden[by_group_then_size[first]] = True
-        changed = True
+        for position, groups in enumerate(groupings):
+            others = groupings[:position] + groupings[position + 1 :]
+            changed |= _pair_lone_cells(values, suppressed[name], groups, others)
     return changed
+
+
+def _pair_lone_cells(values: np.ndarray, hidden: np.ndarray, groups: np.ndarray, others: list[np.ndarray]) -> bool:
+    alone = _per_group(groups, hidden)[groups] == 1
+    candidates = np.flatnonzero(alone & ~hidden & (values > 0))
+    if not len(candidates):
+        return False
+    exposed = np.zeros(len(candidates), dtype=np.int64)  # groupings where it would be a lone non-zero cell
+    unpaired = np.zeros(len(candidates), dtype=np.int64)  # groupings where it would be a lone suppressed cell
+    for other in others:
+        starts_alone = _per_group(other, hidden)[other[candidates]] == 0
+        only_non_zero = _per_group(other, values > 0)[other[candidates]] == 1
+        exposed += starts_alone & only_non_zero
+        unpaired += starts_alone
+    order = np.lexsort((candidates, values[candidates], unpaired, exposed, groups[candidates]))
+    by_group_then_preference = candidates[order]
+    _, first = np.unique(groups[by_group_then_preference], return_index=True)
+    hidden[by_group_then_preference[first]] = True
+    return True
+
+
+def _per_group(groups: np.ndarray, flags: np.ndarray) -> np.ndarray:
+    """How many rows of each group have `flags` set, indexed by group number."""
+    return np.bincount(groups, weights=flags.astype(np.float64), minlength=groups.max(initial=-1) + 1)
 
 
 def _apply(table: pa.Table, suppressed: dict[str, np.ndarray], dependent: dict[str, list[str]]) -> pa.Table:
@@ -153,7 +201,7 @@ def _small(values: np.ndarray, threshold: int) -> np.ndarray:
         return (values >= 1) & (values <= threshold)
 
 
-def _group_ids(table: pa.Table, group_by: Sequence[str] | None) -> np.ndarray:
+def _group_ids(table: pa.Table, group_by: Sequence[str]) -> np.ndarray:
     """A group number per row; rows with equal `group_by` values (nulls equal too) share one."""
     if not group_by:
         return np.zeros(len(table), dtype=np.int64)
@@ -174,13 +222,13 @@ def _check_arguments(
     table: pa.Table,
     count_columns: Sequence[str],
     threshold: int,
-    group_by: Sequence[str] | None,
+    groupings: list[list[str]],
     dependent: dict[str, list[str]],
     sub_counts: dict[str, str],
 ) -> None:
     if isinstance(threshold, bool) or not isinstance(threshold, (int, np.integer)) or threshold < 0:
         raise ValueError(f"the suppression threshold must be a whole number of 0 or more, got {threshold!r}")
-    named = {*count_columns, *(group_by or ()), *dependent, *sub_counts, *sub_counts.values()}
+    named = {*count_columns, *(column for grouping in groupings for column in grouping), *dependent, *sub_counts, *sub_counts.values()}
     named.update(column for columns in dependent.values() for column in columns)
     missing = sorted(named - set(table.column_names))
     if missing:

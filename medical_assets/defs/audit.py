@@ -1,4 +1,4 @@
-"""Every step that reads PHI leaves a record in the PHI zone's append-only audit log, success or not."""
+"""Every step that reads PHI leaves a record in the PHI zone's append-only, hash-chained audit log, success or not."""
 
 from contextlib import contextmanager
 
@@ -12,6 +12,8 @@ PIPELINE_PURPOSE = "scheduled pipeline run: parsing and de-identification"
 
 @contextmanager
 def audited_phi_read(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext, settings: PipelineSettings, subject: str, key_id: str | None):
+    """The record is written by the process that reads: its OS account is the actor, whatever
+    MEDICAL_ASSETS_ACTOR declares (kept beside it as the declared actor)."""
     log = AuditLog.in_data_dir(settings.data_dir)
 
     def record(outcome: str) -> None:

@@ -1,110 +1,132 @@
 """De-identification of DICOM files and of rows of the PHI `dicom_images` table for the `deid/` zone.
 
-The file side applies the Basic Application Level Confidentiality Profile of DICOM PS3.15 Annex E.
-What happens to each attribute comes from Table E.1-1 as the `dicom-anonymizer` package (BSD-3)
-ships it, scraped from the standard (`ANNEX_E_RELEASE`). Its own applier is not used: it draws
-random UIDs (a study would get another StudyInstanceUID in every file and every run), does not
-recurse into sequences, and writes dummies where this project needs keyed pseudonyms that join
-across files, runs and HL7 (`medical_assets.privacy.pseudonyms`).
+The file side keeps only what `medical_assets.dicom.attributes` declares, each attribute with its
+declared treatment, at every depth: whatever is not declared is removed (unknown and new public
+attributes, private elements and their creators, group lengths, overlays, curves, free text in
+sequence items). Kept sequences are walked with the same declaration. The PS3.15 Annex E table
+(Table E.1-1 as the `dicom-anonymizer` package, BSD-3, ships it: `ANNEX_E_RELEASE`) stays as a
+cross-check: nothing it lists is declared to be kept as written. Its own applier is not used: it
+draws random UIDs and writes dummies where this project needs keyed pseudonyms that join across
+files, runs and HL7 (`medical_assets.privacy.pseudonyms`).
 
-How each action of the table is carried out, where the standard leaves a choice:
-
-- X remove; Z empty; D a dummy consistent with the VR (a keyed UID for a UI); U a keyed UID
-  (`Pseudonymizer.uid`), so every reference to an instance, series, study or frame of reference
-  stays consistent across files. Values under the DICOM root (well-known UIDs) are kept.
-- X/Z, X/D, X/Z/D ("X unless Z or D is needed for conformance"): without IOD knowledge the
-  attribute is removed, privacy over conformance; dates and times are the exception (below).
-- X/Z/U* (Referenced and Source Image Sequences): the sequence is kept and its items are
-  cleaned, which replaces the UIDs they reference.
-- Sequences under Z, D or Z/D (Content Sequence, Verifying Observer Sequence, ...) are emptied:
-  their items hold free text no table can clean.
-- Attributes the table does not list are kept (the profile's K), except: sequences are kept with
-  their items cleaned by the same rules; UIDs that name an instance rather than a class, syntax or
-  coding scheme are replaced like U (the table cannot list every instance UID, and UIDs embed
-  dates and serial numbers); attributes pydicom's dictionary does not know are removed, since
-  nothing says what they hold; dates and times follow the profile below.
-- Always removed: private elements and their creators, group lengths (stale after removals),
-  data set trailing padding, whole overlay groups (60xx: Overlay Data is X, and a label or
-  description left behind is free text), and the 128-byte preamble is zeroed (dual-format files
-  keep a TIFF header there).
+- Codes, numbers and pixel data are kept when they have the syntax their treatment expects (a DS
+  holding letters is not a number and is removed).
+- Instance UIDs become keyed UIDs (`Pseudonymizer.uid`), so every reference stays consistent across
+  files; values under the DICOM root (well-known UIDs) and class UIDs are kept.
+- Vocabulary-only text (descriptions, body part, code meanings) is kept only when the value is one
+  the caller's vocabulary allows for that keyword: free text cannot be cleaned, a vetted term can be kept.
+- The 128-byte preamble is zeroed (dual-format files keep a TIFF header there); the file meta is rebuilt.
 
 Dates and times. HIPAA Safe Harbor allows a year but no other element of a date. Profile
-`safe_harbor` writes the year alone (DA `YYYY0101`, DT `YYYY0101000000`) and empties TM wherever
-the attribute stays, that is, for every action but X: Z and D both allow a dummy consistent with
-the VR, and a year-only date is one that still tells analysts when the study was. Profile
+`safe_harbor` writes the year alone (DA `YYYY0101`, DT `YYYY0101000000`) and empties TM. Profile
 `date_shift` is the Retain Longitudinal Temporal Information with Modified Dates option: DA and
-DT move by `Pseudonymizer.date_offset_days(PatientID)`, the same for every file of a patient, so
-intervals survive; times of day stay. Patient's Birth Date is emptied in both: a birth year, or a
-date within a year of it, says that a patient is over 89, which Safe Harbor forbids.
+DT move by `Pseudonymizer.date_offset_days` of the patient identity, the same for every file of a
+patient, so intervals survive; times of day stay. Patient's Birth Date is emptied in both.
 
-The patient: PatientID and PatientName both become `Pseudonymizer.token("patient", PatientID)`,
-the token the HL7 side gives PID-3, so patients join across modalities. Patient's Age is kept
-(the Retain Patient Characteristics option's K for it alone), with ages over 89 written as 090Y.
-Patient Identity Removed, De-identification Method and its code sequence record what was done.
+The patient: PatientID and PatientName both become the token of the patient identity
+(`patient_identity(PatientID, IssuerOfPatientID or InstitutionName, scope)`), as the HL7 side
+computes it, so patients join across modalities and MRN 12345 of two hospitals are two patients.
+Patient's Age is kept with ages over 89 written as 090Y, and removed for a patient the caller knows
+to be over 89 (`patients_over_89`), whose 089Y would give the birth year away.
 
-Pixel data is never changed: whether text is burned into it is `burned_in_risk`'s question.
+Pixel data is never changed: whether text is burned into it is `export_risk`'s question, and an image
+at risk is kept out of the export, not cleaned.
 """
 
 from __future__ import annotations
 
 import re
 import warnings
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
 from datetime import date, timedelta
-from enum import Enum, auto
 from io import BytesIO
 
 import pyarrow as pa
 import pydicom
 from dicomanonymizer.dicomfields_selector import dicom_anonymization_database_selector
-from pydicom.datadict import dictionary_VR, keyword_for_tag
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.datadict import keyword_for_tag
 from pydicom.multival import MultiValue
-from pydicom.tag import BaseTag, Tag
-from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.tag import Tag
+from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
+from medical_assets.dicom.attributes import (
+    BURNED_IN_IMAGE_TYPES,
+    BURNED_IN_KEYWORDS,
+    BURNED_IN_TEXT_MODALITIES,
+    DEID_RULES,
+    Criterion,
+    Treatment,
+    burned_in_sop_class,
+    treatment_of,
+)
 from medical_assets.dicom.reader import file_problem
 from medical_assets.dicom.tables import DICOM_IMAGES
-from medical_assets.privacy.pseudonyms import PATIENT_DOMAIN, Pseudonymizer, normalise
+from medical_assets.privacy.pseudonyms import ISSUER_SCOPE, PATIENT_DOMAIN, Pseudonymizer, patient_identity
 
 PROFILES = ("safe_harbor", "date_shift")
 ANNEX_E_RELEASE = "dicomfields_2026c"  # the release of Table E.1-1 in dicom-anonymizer
 
-# Reasons why images of a modality often carry text in their pixels, used when the file does not
-# say (Burned In Annotation absent or empty). Cross-sectional and projection radiography (CT, MR,
-# PT, NM, CR, DX, MG) keep annotations out of the pixels as a rule and are not listed.
-BURNED_IN_TEXT_MODALITIES = {
-    "US": "ultrasound scanners print the patient's name, the date and measurements into the image",
-    "IVUS": "intravascular ultrasound consoles print patient data into the image",
-    "ES": "endoscopy video processors overlay the patient's name and the date on the video",
-    "XA": "angiography systems print patient and procedure data into the image",
-    "RF": "fluoroscopy systems print patient and procedure data into the image",
-    "OT": "secondary captures are often screenshots showing patient data",
-    "SC": "secondary captures are often screenshots showing patient data",
-    "DOC": "scanned documents are text",
-    "XC": "photographs can show faces, wristbands and labels",
-    "GM": "microscope photographs often show specimen labels",
-    "SM": "slide scans include the slide label, which often carries the patient's name",
-    "OP": "fundus cameras print patient data into the image",
-}
+Vocabulary = Mapping[str, Collection[str]]  # keyword -> the values that may be kept
 
 
-def burned_in_risk(modality: str | None, burned_in_annotation: str | None) -> str | None:
+def burned_in_risk(
+    modality: str | None,
+    burned_in_annotation: str | None,
+    *,
+    sop_class_uid: str | None = None,
+    image_type: str | list[str] | None = None,
+    conversion_type: str | None = None,
+    attributes: Mapping[str, object] | None = None,
+) -> str | None:
     """Why the image should stay out of the export because text may be burned into its pixels,
     or None when it may go.
 
-    Burned In Annotation (0028,0301) YES is a reason; NO is trusted. Absent, empty or another
-    value is a reason for the modalities in `BURNED_IN_TEXT_MODALITIES`, and when the modality
-    itself is missing, since nothing then says what the image is.
+    Modality and Burned In Annotation are always judged; the keyword arguments and `attributes`
+    (keyword -> value, for the attributes of `attributes.BURNED_IN_KEYWORDS` the caller has) are
+    judged when given, and a rule that reads an attribute the caller did not give is skipped.
+    Burned In Annotation YES is a reason; NO clears the modality rule only, never the SOP class,
+    Image Type, Conversion Type or rule set evidence: a device that saved a screen writes NO about
+    the image it made, not about the screen it saved.
     """
-    flag = (burned_in_annotation or "").strip().upper()
+    values: dict[str, object] = dict(attributes or {})
+    values.update(Modality=modality, BurnedInAnnotation=burned_in_annotation)
+    for keyword, value in (("SOPClassUID", sop_class_uid), ("ImageType", image_type), ("ConversionType", conversion_type)):
+        if value is not None:
+            values[keyword] = value
+    return _risk(values)
+
+
+def export_risk(dataset: Dataset) -> str | None:
+    """`burned_in_risk` with every attribute its rules read taken from the data set (absent ones count as absent)."""
+    values = {keyword: dataset.get(keyword) for keyword in BURNED_IN_KEYWORDS}
+    return _risk(values)
+
+
+def _risk(values: Mapping[str, object]) -> str | None:
+    flag = (_text(values.get("BurnedInAnnotation")) or "").upper()
     if flag == "YES":
         return "Burned In Annotation (0028,0301) is YES: the pixels carry text such as names or dates"
+    sop_class = _text(values.get("SOPClassUID"))
+    reason = burned_in_sop_class(sop_class)
+    if reason:
+        return f"SOP Class UID (0008,0016) is {UID(sop_class).name}: {reason}"
+    if _text(values.get("ConversionType")):
+        return "Conversion Type (0008,0064) is set: the image is a capture of a screen, document or film"
+    image_types = {value.strip().upper() for value in _texts(values.get("ImageType"))}
+    for term, kind in BURNED_IN_IMAGE_TYPES.items():
+        if term in image_types:
+            return f"Image Type (0008,0008) holds {term}: {kind}, whose pixels often show patient data"
+    for rule in DEID_RULES:
+        if all(criterion.keyword in values for criterion in rule.criteria) and all(
+            _holds(criterion, values) for criterion in rule.criteria
+        ):
+            return f"the header matches the pydicom/deid rule set's '{rule.name}': text is likely burned in"
     if flag == "NO":
         return None
-    modality = (modality or "").strip().upper()
+    modality = (_text(values.get("Modality")) or "").upper()
     if not modality:
         return (
             "Burned In Annotation (0028,0301) and Modality (0008,0060) are both missing, so the risk cannot be judged"
@@ -115,7 +137,47 @@ def burned_in_risk(modality: str | None, burned_in_annotation: str | None) -> st
     return None
 
 
-def deidentify_dicom_bytes(data: bytes, pseudonymizer: Pseudonymizer, profile: str = "safe_harbor") -> bytes:
+def _holds(criterion: Criterion, values: Mapping[str, object]) -> bool:
+    raw = values.get(criterion.keyword)
+    texts = [text.strip() for text in _texts(raw)]
+    if criterion.test == "missing_or_empty":
+        return not any(texts)
+    if criterion.test == "empty":
+        return raw is not None and not any(texts)
+    joined = "\\".join(texts).upper()
+    return any(term.upper() in joined for term in criterion.terms)
+
+
+def _texts(value: object) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, MultiValue | list | tuple):
+        return [str(item) for item in value]
+    return [str(value)]
+
+
+def patient_is_over_89(dataset_or_age: Dataset | str | None) -> bool:
+    """True when Patient's Age (a data set's, or an AS value) is 090Y or more."""
+    age = dataset_or_age.get("PatientAge") if isinstance(dataset_or_age, Dataset) else dataset_or_age
+    match = _AGE.fullmatch(_text(age) or "")
+    return bool(match) and match.group(2) == "Y" and int(match.group(1)) >= 90
+
+
+def dicom_patient_identity(dataset: Dataset, scope: str = ISSUER_SCOPE) -> str | None:
+    """`patient_identity` of PatientID with IssuerOfPatientID, else InstitutionName, as the issuer."""
+    issuer = _text(dataset.get("IssuerOfPatientID")) or _text(dataset.get("InstitutionName"))
+    return patient_identity(_text(dataset.get("PatientID")), issuer, scope)
+
+
+def deidentify_dicom_bytes(
+    data: bytes,
+    pseudonymizer: Pseudonymizer,
+    profile: str = "safe_harbor",
+    *,
+    vocabulary: Vocabulary | None = None,
+    patients_over_89: Collection[str] = frozenset(),
+    patient_id_scope: str = ISSUER_SCOPE,
+) -> bytes:
     """The de-identified Part 10 file of a DICOM file: zeroed preamble, new file meta (the new Media
     Storage SOP Instance UID, the same transfer syntax), the data set after `deidentify_dataset`.
 
@@ -140,7 +202,14 @@ def deidentify_dicom_bytes(data: bytes, pseudonymizer: Pseudonymizer, profile: s
             ) from None
         if not len(dataset):
             raise ValueError("cannot de-identify: the file holds no data elements")
-        deidentify_dataset(dataset, pseudonymizer, profile)
+        deidentify_dataset(
+            dataset,
+            pseudonymizer,
+            profile,
+            vocabulary=vocabulary,
+            patients_over_89=patients_over_89,
+            patient_id_scope=patient_id_scope,
+        )
         missing = [name for keyword, name in _REQUIRED_FILE_META.items() if keyword not in dataset.file_meta]
         if missing:
             raise ValueError(
@@ -163,27 +232,37 @@ _REQUIRED_FILE_META = {
 }
 
 
-def deidentify_dataset(dataset: Dataset, pseudonymizer: Pseudonymizer, profile: str = "safe_harbor") -> None:
-    """Apply the Basic Profile to the data set in place, with the profile's dates (module docstring).
+def deidentify_dataset(
+    dataset: Dataset,
+    pseudonymizer: Pseudonymizer,
+    profile: str = "safe_harbor",
+    *,
+    vocabulary: Vocabulary | None = None,
+    patients_over_89: Collection[str] = frozenset(),
+    patient_id_scope: str = ISSUER_SCOPE,
+) -> None:
+    """Keep only the declared attributes of the data set, in place, each with its treatment (module docstring).
 
-    Sequences are cleaned at every depth; the file meta, when the data set has one, is rebuilt with
-    the SOP class, the new SOP instance UID and the transfer syntax only.
+    `vocabulary` maps a keyword of vocabulary-only text to the values that may be kept; without it
+    such text is removed. `patients_over_89` holds patient identities (`patient_identity`) known to
+    be 90 or older elsewhere (HL7): their Patient's Age is removed. The file meta, when the data
+    set has one, is rebuilt with the SOP class, the new SOP instance UID and the transfer syntax only.
     """
     _check_profile(profile)
-    patient_id = normalise(_text(dataset.get("PatientID")))
-    age = _capped_age(_text(dataset.get("PatientAge")))
+    identity = dicom_patient_identity(dataset, patient_id_scope)
+    patient_token = pseudonymizer.token(PATIENT_DOMAIN, identity) or ""
     context = _Context(
         pseudonymizer,
         profile,
-        pseudonymizer.date_offset_days(patient_id) if profile == "date_shift" else 0,
+        pseudonymizer.date_offset_days(identity) if profile == "date_shift" else 0,
+        patient_token=patient_token,
+        over_89=identity is not None and identity in patients_over_89,
+        vocabulary={keyword: frozenset(values) for keyword, values in (vocabulary or {}).items()},
     )
     original_meta = getattr(dataset, "file_meta", None)
     _clean(dataset, context)
-    patient_token = pseudonymizer.token(PATIENT_DOMAIN, patient_id) or ""
     dataset.PatientID = patient_token
-    dataset.PatientName = patient_token  # Z allows a dummy value: the token, never a name
-    if age:
-        dataset.PatientAge = age
+    dataset.PatientName = patient_token  # a dummy value: the token, never a name
     _record_method(dataset, pseudonymizer, profile)
     if original_meta is not None:
         dataset.file_meta = _file_meta(dataset, original_meta, context)
@@ -218,15 +297,16 @@ DEID_DICOM_IMAGES = pa.schema(
         pa.field("study_instance_uid", pa.string()),
         pa.field("series_instance_uid", pa.string()),
         *_copied("sop_class_uid", "series_number", "instance_number"),
-        # Pseudonymizer.token("patient", PatientID): the HL7 tables' token of PID-3
+        # Pseudonymizer.token("patient", patient_identity(PatientID, issuer)): the HL7 tables' token of PID-3
         pa.field("patient_token", pa.string()),
         *_copied("modality"),
         # The study's year; under date_shift the shifted date's, so it cannot narrow the shift
         pa.field("study_year", pa.int32()),
         # date_shift only: StudyDate moved by the patient's offset, YYYYMMDD; null under safe_harbor
         pa.field("study_date", pa.string()),
+        # vocabulary-only: null unless the caller's vocabulary allows the value
+        *_copied("body_part_examined"),
         *_copied(
-            "body_part_examined",
             "manufacturer",
             "manufacturer_model_name",
             "rows",
@@ -258,36 +338,49 @@ _COPIED_COLUMNS = tuple(
     name
     for name in DEID_DICOM_IMAGES.names
     if name in DICOM_IMAGES.names
-    and name not in ("sop_instance_uid", "study_instance_uid", "series_instance_uid", "study_date")
+    and name not in ("sop_instance_uid", "study_instance_uid", "series_instance_uid", "study_date", "body_part_examined")
 )
 
 
-def deid_image_row(phi_row: Mapping, pseudonymizer: Pseudonymizer, profile: str = "safe_harbor") -> dict:
+def deid_image_row(
+    phi_row: Mapping,
+    pseudonymizer: Pseudonymizer,
+    profile: str = "safe_harbor",
+    *,
+    vocabulary: Vocabulary | None = None,
+    patient_id_scope: str = ISSUER_SCOPE,
+) -> dict:
     """The `DEID_DICOM_IMAGES` row of one row of the PHI `dicom_images` table.
 
     UIDs, token and dates are those `deidentify_dicom_bytes` writes into the file the row was
-    read from. Names, IDs, birth date, sex, accession number, institution, descriptions (free
-    text) and the source path are left out.
+    read from; the body part is kept only when the vocabulary allows it, as in the file. Names,
+    IDs, birth date, sex, accession number, institution, descriptions (free text) and the source
+    path are left out. The issuer is the row's `patient_id_issuer`, else its institution.
     """
     _check_profile(profile)
-    patient_id = normalise(phi_row.get("patient_id"))
-    offset = pseudonymizer.date_offset_days(patient_id) if profile == "date_shift" else 0
+    issuer = _text(phi_row.get("patient_id_issuer")) or _text(phi_row.get("institution_name"))
+    identity = patient_identity(phi_row.get("patient_id"), issuer, patient_id_scope)
+    offset = pseudonymizer.date_offset_days(identity) if profile == "date_shift" else 0
     context = _Context(pseudonymizer, profile, offset)
     sop, study, series = (
         context.new_uid(phi_row.get(column) or "")
         for column in ("sop_instance_uid", "study_instance_uid", "series_instance_uid")
     )
     study_date = _study_date(phi_row.get("study_date"), context)
+    body_part = _text(phi_row.get("body_part_examined"))
     row = {name: phi_row.get(name) for name in _COPIED_COLUMNS}
     row.update(
         deid_file=deid_relative_path(study, series, sop) if study and series and sop else None,
         sop_instance_uid=sop or None,
         study_instance_uid=study or None,
         series_instance_uid=series or None,
-        patient_token=pseudonymizer.token(PATIENT_DOMAIN, patient_id),
+        patient_token=pseudonymizer.token(PATIENT_DOMAIN, identity),
         study_year=int(study_date[:4]) if study_date else None,
         study_date=study_date if profile == "date_shift" else None,
-        burned_in_risk=burned_in_risk(phi_row.get("modality"), phi_row.get("burned_in_annotation")),
+        body_part_examined=body_part if body_part in (vocabulary or {}).get("BodyPartExamined", ()) else None,
+        burned_in_risk=burned_in_risk(
+            phi_row.get("modality"), phi_row.get("burned_in_annotation"), sop_class_uid=phi_row.get("sop_class_uid")
+        ),
     )
     return {name: row[name] for name in DEID_DICOM_IMAGES.names}
 
@@ -349,65 +442,7 @@ def _load_table(release: str) -> tuple[dict[int, str], tuple[tuple[int, int, int
 _ANNEX_E_ACTIONS, _ANNEX_E_MASKED = _load_table(ANNEX_E_RELEASE)
 
 
-class _Operation(Enum):
-    REMOVE = auto()
-    EMPTY = auto()
-    DUMMY = auto()
-    NEW_UID = auto()
-    TEMPORAL = auto()  # the profile's date or time
-    CLEAN = auto()  # a sequence kept, its items cleaned
-    KEEP = auto()
-
-
-_TEMPORAL_VRS = frozenset({"DA", "DT", "TM"})
-_EMPTIED_DATES = frozenset({Tag("PatientBirthDate")})
-_ALWAYS_REMOVED = frozenset({Tag("DataSetTrailingPadding")})
-# UIDs that name a registry entry rather than an instance: kept when the table does not list them.
-_REGISTRY_UID_KEYWORDS = frozenset(
-    {"CodingSchemeUID", "ContextUID", "MappingResourceUID", "ContextGroupExtensionCreatorUID"}
-)
 _DICOM_UID_ROOT = "1.2.840.10008."
-
-
-def _operation(tag: BaseTag, vr: str | None) -> _Operation:
-    """What happens to an element, from the table's action and the rules of the module docstring."""
-    if tag.is_private or tag.element == 0 or tag in _ALWAYS_REMOVED or _is_overlay(tag) or vr is None:
-        return _Operation.REMOVE
-    if tag in _EMPTIED_DATES:
-        return _Operation.EMPTY
-    action = annex_e_action(tag)
-    if action is None:
-        return _unlisted_operation(tag, vr)
-    if action == "X":
-        return _Operation.REMOVE
-    if action == "U":
-        return _Operation.NEW_UID
-    if action == "X/Z/U*":
-        return {"SQ": _Operation.CLEAN, "UI": _Operation.NEW_UID}.get(vr, _Operation.EMPTY)
-    if vr in _TEMPORAL_VRS:
-        return _Operation.TEMPORAL
-    if action.startswith("X"):
-        return _Operation.REMOVE
-    if vr == "SQ" or action != "D":
-        return _Operation.EMPTY
-    return _Operation.DUMMY
-
-
-def _unlisted_operation(tag: BaseTag, vr: str) -> _Operation:
-    keyword = keyword_for_tag(tag)
-    if not keyword:
-        return _Operation.REMOVE  # not in pydicom's dictionary: nothing says what it holds
-    if vr in _TEMPORAL_VRS:
-        return _Operation.TEMPORAL
-    if vr == "SQ":
-        return _Operation.CLEAN
-    if vr == "UI" and not ("Class" in keyword or "Syntax" in keyword or keyword in _REGISTRY_UID_KEYWORDS):
-        return _Operation.NEW_UID
-    return _Operation.KEEP
-
-
-def _is_overlay(tag: BaseTag) -> bool:
-    return 0x6000 <= tag.group <= 0x601E and tag.group % 2 == 0
 
 
 @dataclass(frozen=True)
@@ -415,6 +450,9 @@ class _Context:
     pseudonymizer: Pseudonymizer
     profile: str
     date_offset_days: int  # 0 under safe_harbor
+    patient_token: str = ""
+    over_89: bool = False  # the patient is known to be 90 or older elsewhere
+    vocabulary: Mapping[str, frozenset[str]] = field(default_factory=dict)
 
     def new_uid(self, value: str) -> str:
         """The keyed replacement of a UID; well-known UIDs under the DICOM root stay."""
@@ -445,54 +483,116 @@ class _Context:
 
 
 def _clean(dataset: Dataset, context: _Context) -> None:
-    """Apply each element's operation, recursing into the sequences that stay."""
+    """Keep the declared elements with their treatment, recursing into kept sequences; remove the rest."""
     for tag in list(dataset.keys()):
-        operation = _operation(tag, _vr(dataset, tag))
-        if operation is _Operation.REMOVE:
+        treatment = None if tag.is_private else treatment_of(tag)
+        if treatment is None:
             del dataset[tag]
             continue
         try:
-            # Converting kept elements too gives each its VR, which a data set read as implicit VR
+            # Converting kept elements gives each its VR, which a data set read as implicit VR
             # lacks and an explicit VR transfer syntax needs when it is written.
             element = dataset[tag]
-        except Exception:  # a value pydicom cannot convert cannot be cleaned either: drop it
+        except Exception:  # a value pydicom cannot convert cannot be checked either: drop it
             del dataset[tag]
             continue
-        if operation is not _Operation.KEEP:
-            _apply(operation, element, context)
+        if not _KEEPERS[treatment](element, context):
+            del dataset[tag]
 
 
-def _vr(dataset: Dataset, tag: BaseTag) -> str | None:
-    """The element's VR as written, else the dictionary's (the first of `OB or OW`); None when neither says."""
-    written = dataset.get_item(tag).VR
-    if written and written != "UN":
-        return written
-    try:
-        return dictionary_VR(tag).split(" ")[0]
-    except KeyError:
-        return None
+_STRING_CODE_VRS = frozenset({"CS", "SH", "LO"})
+# A code, a vendor or model name, a software version: letters, digits and a little punctuation.
+_CODE_SYNTAX = re.compile(r"[A-Za-z0-9 _.:/+()\-]{0,64}")
+_BINARY_NUMBER_VRS = frozenset({"US", "SS", "UL", "SL", "UV", "SV", "FL", "FD", "AT"})
+_NUMBER_SYNTAX = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+_BINARY_VRS = frozenset({"OB", "OW", "OF", "OD", "OL", "OV", "US", "SS"})
+_TEMPORAL_VRS = frozenset({"DA", "DT", "TM"})
 
 
-def _apply(operation: _Operation, element: DataElement, context: _Context) -> None:
-    if operation is _Operation.EMPTY:
-        element.clear()
-    elif operation is _Operation.CLEAN:
-        for item in element.value or ():
-            _clean(item, context)
-    elif operation is _Operation.NEW_UID or (operation is _Operation.DUMMY and element.VR == "UI"):
-        element.value = _each(element.value, context.new_uid)
-    elif operation is _Operation.TEMPORAL:
-        _apply_temporal(element, context)
-    else:
-        _set_dummy(element)
+def _keep_code(element: DataElement, context: _Context) -> bool:
+    return element.VR in _STRING_CODE_VRS and all(_CODE_SYNTAX.fullmatch(text.strip()) for text in _texts(element.value))
 
 
-def _apply_temporal(element: DataElement, context: _Context) -> None:
+def _keep_number(element: DataElement, context: _Context) -> bool:
+    if element.VR in _BINARY_NUMBER_VRS:
+        return True
+    return element.VR in ("DS", "IS") and all(
+        not text.strip() or _NUMBER_SYNTAX.fullmatch(text.strip()) for text in _texts(element.value)
+    )
+
+
+def _keep_binary(element: DataElement, context: _Context) -> bool:
+    return element.VR in _BINARY_VRS
+
+
+def _keep_class_uid(element: DataElement, context: _Context) -> bool:
+    return element.VR == "UI" and all(
+        _UID_SYNTAX.fullmatch(text.strip().rstrip("\0")) for text in _texts(element.value) if text
+    )
+
+
+def _replace_uid(element: DataElement, context: _Context) -> bool:
+    if element.VR != "UI":
+        return False
+    element.value = _each(element.value, context.new_uid)
+    return True
+
+
+def _generalise_date(element: DataElement, context: _Context) -> bool:
     convert = {"DA": context.date, "DT": context.date_time, "TM": context.time}.get(element.VR)
     if convert is None:  # a date attribute written with another VR: nothing safe to keep
-        element.clear()
-        return
+        return False
     element.value = _each(element.value, lambda value: convert(value.strip()))
+    return True
+
+
+def _cap_age(element: DataElement, context: _Context) -> bool:
+    if context.over_89:  # HL7 shows the patient as 90+: any age here would narrow the birth year
+        return False
+    age = _capped_age(_text(element.value))
+    if age is None:
+        return False
+    element.value = age
+    return True
+
+
+def _patient_token(element: DataElement, context: _Context) -> bool:
+    element.value = context.patient_token
+    return True
+
+
+def _empty(element: DataElement, context: _Context) -> bool:
+    element.clear()
+    return True
+
+
+def _vetted_text(element: DataElement, context: _Context) -> bool:
+    allowed = context.vocabulary.get(keyword_for_tag(element.tag), frozenset())
+    texts = [text.strip() for text in _texts(element.value)]
+    return bool(texts) and all(text in allowed for text in texts)
+
+
+def _walk_sequence(element: DataElement, context: _Context) -> bool:
+    if element.VR != "SQ":
+        return False
+    for item in element.value or ():
+        _clean(item, context)
+    return True
+
+
+_KEEPERS = {
+    Treatment.CODE: _keep_code,
+    Treatment.NUMBER: _keep_number,
+    Treatment.BINARY: _keep_binary,
+    Treatment.CLASS_UID: _keep_class_uid,
+    Treatment.NEW_UID: _replace_uid,
+    Treatment.DATE: _generalise_date,
+    Treatment.AGE: _cap_age,
+    Treatment.PATIENT_TOKEN: _patient_token,
+    Treatment.EMPTY: _empty,
+    Treatment.VOCABULARY: _vetted_text,
+    Treatment.SEQUENCE: _walk_sequence,
+}
 
 
 def _each(value, convert):
@@ -502,25 +602,6 @@ def _each(value, convert):
     if isinstance(value, MultiValue | list | tuple):
         return [convert(str(item)) for item in value]
     return convert(str(value))
-
-
-_DUMMY_TEXT = "ANONYMIZED"  # fits every string VR: 10 characters, upper case for CS
-_DUMMIES = {
-    **dict.fromkeys(("AE", "CS", "LO", "LT", "PN", "SH", "ST", "UC", "UT"), _DUMMY_TEXT),
-    "AS": "000D",
-    "DS": "0",
-    "IS": "0",
-    **dict.fromkeys(("US", "SS", "UL", "SL", "UV", "SV", "FL", "FD"), 0),
-}
-
-
-def _set_dummy(element: DataElement) -> None:
-    """D: a dummy consistent with the VR; binary and URL values are emptied instead."""
-    dummy = _DUMMIES.get(element.VR)
-    if dummy is None:
-        element.clear()
-    else:
-        element.value = dummy
 
 
 def _year(value: str) -> str | None:

@@ -22,8 +22,12 @@ DICOM_IMAGES = pa.schema(
         pa.field("series_number", pa.int32()),  # SeriesNumber (0020,0011)
         pa.field("instance_number", pa.int32()),  # InstanceNumber (0020,0013)
         pa.field("patient_id", pa.string()),  # PatientID (0010,0020)
+        # IssuerOfPatientID (0010,0021), the PatientID's assigning authority; null when absent (the
+        # fallback to institution_name is the de-identification's to make, not the reader's)
+        pa.field("patient_id_issuer", pa.string()),
         pa.field("patient_name", pa.string()),  # PatientName (0010,0010), e.g. FAMILY^GIVEN^MIDDLE
         pa.field("patient_birth_date", pa.string()),  # PatientBirthDate (0010,0030), YYYYMMDD
+        pa.field("patient_age", pa.string()),  # PatientAge (0010,1010) as written, e.g. 089Y
         pa.field("patient_sex", pa.string()),  # PatientSex (0010,0040): M, F or O
         pa.field("accession_number", pa.string()),  # AccessionNumber (0008,0050)
         pa.field("modality", pa.string()),  # Modality (0008,0060), e.g. CT, MR, CR, US

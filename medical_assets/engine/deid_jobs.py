@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import ray
@@ -29,7 +30,15 @@ from medical_assets.engine.jobs import TASK_OPTIONS, ProgressReport, cluster_cpu
 from medical_assets.engine.progress import progress_counter, run_with_progress
 from medical_assets.engine.memory import WORKER_RELEASE_ABOVE, release_memory
 from medical_assets.hl7.tables import TABLES as HL7_TABLES
-from medical_assets.privacy.hl7_deid import DEID_HL7_TABLES, deidentify_hl7_tables, patients_over_89
+from medical_assets.privacy import vocabulary
+from medical_assets.privacy.hl7_deid import (
+    DEID_HL7_TABLES,
+    census_of_ages,
+    deidentify_hl7_tables,
+    merge_ages,
+    vocabulary_evidence,
+)
+from medical_assets.privacy.patients import dicom_census_of_ages
 from medical_assets.privacy.keys import KeyRing, PseudonymKey
 from medical_assets.privacy.pseudonyms import Pseudonymizer, ReversibleTokens
 from medical_assets.storage import Location, read_whole_file
@@ -62,6 +71,99 @@ def part_groups_by_name(zone: Location, tables: Sequence[str]) -> dict[str, Part
     return groups
 
 
+@dataclass(frozen=True)
+class Census:
+    """What every part group's de-identification must know of all the data (a task sees only its
+    own parts): the patients who are 90+ at any HL7 or DICOM event, with the earliest year they
+    are; and the vocabulary of every text column (`privacy.vocabulary`)."""
+
+    over_89: dict[str, int | None]
+    vocabulary: dict[str, frozenset[str]]
+
+
+def take_census(phi: Location, min_patients: int, scope: str) -> Census:
+    """One Ray job over every PHI part: ages (HL7 messages and DICOM images) and vocabulary
+    evidence, combined in the driver. What passes through the driver and the object store is
+    PHI (patient identities of old patients; at most min_patients - 1 identities per rare value),
+    where PHI rows already travel."""
+    hl7_parts = [
+        group_part_name(group) for group in phi_part_groups(phi, list(HL7_TABLES), HL7_TABLES) if "hl7_messages" in group
+    ]
+    dicom_parts = [group["dicom_images"].path for group in phi_part_groups(phi, ["dicom_images"], DICOM_TABLES)]
+    items = [{"kind": "hl7", "path": name} for name in hl7_parts]
+    items += [{"kind": "dicom_images", "path": path} for path in dicom_parts]
+    if not items:
+        return Census({}, {})
+    found = ray.data.from_items(items, override_num_blocks=min(len(items), cluster_cpus()))
+    found = found.map_batches(
+        _census_batch,
+        fn_kwargs={"phi": phi, "min_patients": min_patients, "scope": scope},
+        batch_format="pyarrow",
+        batch_size=None,
+    )
+    tables = ray.get(found.to_arrow_refs())
+    ages: dict[str, int | None] = {}
+    evidence = []
+    for table in tables:
+        kinds = table.column("kind").to_pylist()
+        for kind, payload in zip(kinds, table.column("payload").to_pylist()):
+            if kind == "ages":
+                ages = merge_ages(ages, {patient: year for patient, year in payload})
+        evidence.append(_evidence_of(table))
+    merged = vocabulary.merge(evidence, min_patients)
+    return Census(ages, vocabulary.without_identifiers(merged))
+
+
+_CENSUS = pa.schema(
+    [
+        pa.field("kind", pa.string()),  # "ages" (payload: (identity, year) pairs) or "evidence" (the columns below)
+        pa.field("payload", pa.list_(pa.struct([pa.field("patient", pa.string()), pa.field("year", pa.int32())]))),
+        pa.field("column", pa.string()),
+        pa.field("value", pa.string()),
+        pa.field("patient", pa.string()),
+    ]
+)
+
+
+def _census_batch(batch: pa.Table, phi: Location, min_patients: int, scope: str) -> pa.Table:
+    ages: dict[str, int | None] = {}
+    evidence = []
+    for kind, path in zip(batch.column("kind").to_pylist(), batch.column("path").to_pylist()):
+        if kind == "dicom_images":
+            images = pq.read_table(path, filesystem=phi.filesystem)
+            ages = merge_ages(ages, dicom_census_of_ages(images, scope))
+            continue
+        name = path  # an HL7 part name: read that part of every HL7 table
+        tables = {
+            table: pq.read_table(phi.child(table, name).path, filesystem=phi.filesystem, schema=schema)
+            for table, schema in HL7_TABLES.items()
+            if table != "hl7_errors" and phi.child(table, name).exists()
+        }
+        if "hl7_messages" not in tables:
+            continue
+        ages = merge_ages(ages, census_of_ages(tables["hl7_messages"], scope))
+        evidence.append(vocabulary_evidence(tables, min_patients, scope))
+    age_row = {
+        "kind": "ages",
+        "payload": [{"patient": patient, "year": year} for patient, year in ages.items()],
+        "column": None, "value": None, "patient": None,
+    }
+    rows = pa.Table.from_pylist([age_row], schema=_CENSUS)
+    if evidence:
+        found = pa.concat_tables(evidence)
+        rows = pa.concat_tables([rows, pa.table({
+            "kind": pa.array(["evidence"] * found.num_rows, pa.string()),
+            "payload": pa.nulls(found.num_rows, _CENSUS.field("payload").type),
+            "column": found.column("column"), "value": found.column("value"), "patient": found.column("patient"),
+        }, schema=_CENSUS)])
+    return rows
+
+
+def _evidence_of(table: pa.Table) -> pa.Table:
+    rows = table.filter(pc.equal(table.column("kind"), "evidence"))
+    return rows.select(vocabulary.EVIDENCE_SCHEMA.names)
+
+
 def deidentify_hl7(
     phi: Location,
     targets: Mapping[str, Location],
@@ -70,43 +172,41 @@ def deidentify_hl7(
     profile: str,
     reversible_tokens: bool,
     report: ProgressReport,
+    census: Census,
+    min_patients: int,
+    scope: str,
 ) -> dict[str, int]:
-    """The de-identified HL7 tables, staged under `targets` with `schemas` (which carry the compliance metadata)."""
+    """The de-identified HL7 tables, staged under `targets` with `schemas` (which carry the compliance
+    metadata). Besides the rows per table, the counts hold `withheld_key(table, column, reason)`
+    entries: the values withheld."""
     groups = phi_part_groups(phi, list(HL7_TABLES), HL7_TABLES)
     transform = functools.partial(
         _deidentify_hl7_group,
         ring=ring,
         profile=profile,
         reversible_tokens=reversible_tokens,
-        patients_over_89=_patients_over_89_in(groups, phi.filesystem),
+        census=census,
+        min_patients=min_patients,
+        scope=scope,
     )
     return run_group_job(groups, HL7_TABLES, transform, targets, schemas, report)
 
 
-def _patients_over_89_in(groups: list[PartGroup], filesystem: pafs.FileSystem) -> frozenset[str]:
-    """Every patient who is 90+ at a message of any part, found in the workers: Safe Harbor withholds
-    their birth date in every message, and a task sees only its own parts. The IDs pass through the
-    driver and to the de-identification tasks (Ray's object store), where PHI rows already travel."""
-    paths = [group["hl7_messages"].path for group in groups if "hl7_messages" in group]
-    if not paths:
-        return frozenset()
-    found = ray.data.from_items([{"path": path} for path in paths], override_num_blocks=min(len(paths), cluster_cpus()))
-    found = found.map_batches(
-        _patients_over_89_batch, fn_kwargs={"filesystem": filesystem}, batch_format="pyarrow", batch_size=None
-    )
-    tables = ray.get(found.to_arrow_refs())
-    return frozenset(value for table in tables for value in table.column("patient_id").to_pylist())
+WITHHELD_PREFIX = "withheld\x1f"
 
 
-def _patients_over_89_batch(batch: pa.Table, filesystem: pafs.FileSystem) -> pa.Table:
-    found: set[str] = set()
-    for path in batch.column("path").to_pylist():
-        messages = pq.read_table(path, filesystem=filesystem, columns=_AGE_COLUMNS)
-        found |= patients_over_89(messages)
-    return pa.table({"patient_id": pa.array(sorted(found), pa.string())})
+def withheld_key(table: str, column: str, reason: str) -> str:
+    return "\x1f".join([WITHHELD_PREFIX.rstrip("\x1f"), table, column, reason])
 
 
-_AGE_COLUMNS = ["patient_id", "patient_birth_date", "message_datetime"]
+def withheld_counts(counts: Mapping[str, int]) -> list[dict]:
+    """The withheld entries of a group job's counts, as rows of the privacy report."""
+    rows = []
+    for key, values in sorted(counts.items()):
+        if key.startswith(WITHHELD_PREFIX):
+            _, table, column, reason = key.split("\x1f")
+            rows.append({"table": table, "column": column, "reason": reason, "values": values})
+    return rows
 
 
 def export_dicom(
@@ -159,6 +259,8 @@ def run_group_job(
     return dict(totals)
 
 
+# The entry of a transform's output that holds counts of withheld values, not a table.
+_WITHHELD_ENTRY = "_withheld"
 # What a group task returns: the rows it wrote per table.
 _WRITTEN = pa.schema([pa.field("group", pa.int64()), pa.field("table", pa.string()), pa.field("rows", pa.int64())])
 
@@ -211,7 +313,7 @@ class _GroupOutput:
     progress: object  # a ProgressCounter actor handle, or None
 
     def write(self, number: int, tables: Mapping[str, pa.Table]) -> pa.Table:
-        written = {}
+        written = dict(tables.get(_WITHHELD_ENTRY, {}))  # counts a transform reports beside its tables
         for name, schema in self.schemas.items():
             table = tables[name]
             if table.num_rows:
@@ -248,12 +350,18 @@ def _read_part(part: Location, schema: pa.Schema) -> pa.Table:
 
 
 def _deidentify_hl7_group(
-    tables: dict[str, pa.Table], ring: KeyRing, profile: str, reversible_tokens: bool, patients_over_89: frozenset[str]
+    tables: dict[str, pa.Table], ring: KeyRing, profile: str, reversible_tokens: bool, census: Census,
+    min_patients: int, scope: str,
 ) -> dict[str, pa.Table]:
     reversible = ReversibleTokens(ring) if reversible_tokens else None
-    output = deidentify_hl7_tables(tables, Pseudonymizer(ring.current), profile, reversible, patients_over_89)
+    withheld: dict[tuple[str, str, str], int] = {}
+    output = deidentify_hl7_tables(
+        tables, Pseudonymizer(ring.current), profile, reversible, census.over_89, census.vocabulary, min_patients,
+        scope, withheld,
+    )
     # A part group holds whole files, so each message's child rows are here to validate it against.
     output["hl7_messages"] = with_validation(output["hl7_messages"], tables)
+    output[_WITHHELD_ENTRY] = {withheld_key(*key): count for key, count in withheld.items()}
     return output
 
 

@@ -101,6 +101,8 @@ _CAPTURES = {
         ("discharge_datetime", 45, 1),
     ),
 }
+# The hl7_messages columns taken from the PID-3 repetition that identifies the patient (MR, else the first).
+_IDENTIFIER_COMPONENTS = {"patient_id": 1, "patient_id_issuer": 4, "patient_id_type": 5}
 _MESSAGE_HEADER_STRINGS = (
     "message_type",
     "message_control_id",
@@ -190,7 +192,7 @@ def _read(
     if not file.has_repetitions:  # PID-3 has a single repetition: its values are read as any other
         requests |= {
             ("PID", column): _Request("PID", rows.segments["PID"], 3, component, every_message)
-            for column, component in (("patient_id", 1), ("patient_id_type", 5))
+            for column, component in _IDENTIFIER_COMPONENTS.items()
         }
     values = file.values(requests)
     for required in ("message_code", "message_control_id", "hl7_version"):
@@ -201,7 +203,7 @@ def _read(
     identifiers = file.medical_record_identifiers(
         rows.segments["PID"],
         every_message,
-        None if file.has_repetitions else {column: values["PID", column] for column in ("patient_id", "patient_id_type")},
+        None if file.has_repetitions else {column: values["PID", column] for column in _IDENTIFIER_COMPONENTS},
     )
     written_values, observation_values = file.first_repetitions(rows.segments["OBX"], 5, rows.numbers["OBX"])
     strings = file.string_columns(_string_ranges(values, rows, identifiers, observation_values))
@@ -491,7 +493,7 @@ class _File:
     def medical_record_identifiers(
         self, segments: np.ndarray, message_numbers: np.ndarray, first_repetition: dict | None
     ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-        """PID-3.1 and PID-3.5 of the repetition whose type is MR, else of the first, as the general reader chooses.
+        """PID-3.1, PID-3.4 and PID-3.5 of the repetition whose type is MR, else of the first, as the general reader chooses.
 
         `first_repetition`: those of the first repetition, read already where no field has two.
         """
@@ -510,16 +512,14 @@ class _File:
                     _medical_record_or_first(self.text(field_starts[row], field_ends[row]), self.codec(number))
                     for row, number in zip(rows, message_numbers[rows])
                 ]
-                ranges["patient_id"] = self._rewritten(ranges["patient_id"], rows, [values[0] for values in read])
-                ranges["patient_id_type"] = self._rewritten(
-                    ranges["patient_id_type"], rows, [values[4] for values in read]
-                )
+                for column, component in _IDENTIFIER_COMPONENTS.items():
+                    ranges[column] = self._rewritten(ranges[column], rows, [values[component - 1] for values in read])
         return ranges
 
     def _chosen_identifiers(
         self, field_starts: np.ndarray, field_ends: np.ndarray
     ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-        """PID-3.1 and PID-3.5 of the repetition whose type is MR, else of the first, in each PID-3 range."""
+        """PID-3.1, PID-3.4 and PID-3.5 of the repetition whose type is MR, else of the first, in each PID-3 range."""
         repetition_count = np.searchsorted(self.tildes, field_ends) - np.searchsorted(self.tildes, field_starts) + 1
         chosen = np.zeros(len(field_starts), int)  # 0-based repetition; 0 unless a later one is MR
         for repetition in range(int(repetition_count.max(initial=1)) - 1, -1, -1):
@@ -531,7 +531,7 @@ class _File:
             )
             chosen = np.where(medical_record, repetition, chosen)
         starts, ends = self._repetition(field_starts, field_ends, chosen)
-        return {"patient_id": self._component(starts, ends, 1), "patient_id_type": self._component(starts, ends, 5)}
+        return {column: self._component(starts, ends, component) for column, component in _IDENTIFIER_COMPONENTS.items()}
 
     def strings(self, ranges: tuple[np.ndarray, np.ndarray]) -> pa.StringArray:
         """The values in `ranges` as one Arrow array; empty values are null, as the general reader's `or None`."""

@@ -33,7 +33,7 @@ _TQ1_WIDTH = 9
 _EVN_WIDTH = 3
 _PV1_WIDTH = 46
 _PADDING = ["", "", "", ""]
-_NO_PATIENT = (None,) * 14
+_NO_PATIENT = (None,) * 15
 _NO_ORDER_CONTROL = (None, None, None)
 _BATCH_ROWS = 1024
 # Input bytes the fast path reads in one call: enough to spread its fixed cost per call, few
@@ -237,7 +237,7 @@ def _message_row(message: er7.Message, source_file: str) -> tuple:
 
 
 def _patient(fields: list[str], message: er7.Message) -> tuple:
-    """PID columns from patient_id to patient_ssn; the identifier is PID-3's MR repetition, else its first."""
+    """PID columns from patient_id to patient_ssn; the identifier and its issuer are PID-3's MR repetition's, else its first's."""
     separators = message.separators
     codec = message.codec
     only_components = message.only_components
@@ -258,6 +258,7 @@ def _patient(fields: list[str], message: er7.Message) -> tuple:
     address = _components(fields[11], separators, codec, only_components)
     return (
         identifier[0] or None,
+        identifier[3] or None,  # PID-3.4, the assigning authority's first subcomponent
         identifier[4] or None,
         name[0] or None,
         name[1] or None,

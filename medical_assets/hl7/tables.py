@@ -20,6 +20,9 @@ HL7_MESSAGES = pa.schema(
         pa.field("hl7_version", pa.string()),  # MSH-12.1
         pa.field("character_set", pa.string()),  # MSH-18 as declared (null: not declared)
         pa.field("patient_id", pa.string()),  # PID-3.1 of the MR repetition, else the first
+        # PID-3.4.1 of that repetition (assigning authority, HD namespace ID); null when absent, not
+        # filled from MSH-4: a faithful copy, the fallback is the de-identification's to make
+        pa.field("patient_id_issuer", pa.string()),
         pa.field("patient_id_type", pa.string()),  # PID-3.5 of that repetition
         pa.field("patient_family_name", pa.string()),  # PID-5.1.1
         pa.field("patient_given_name", pa.string()),  # PID-5.2

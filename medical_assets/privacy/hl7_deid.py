@@ -40,8 +40,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from medical_assets.hl7 import tables as phi
-from medical_assets.privacy import safe_harbor
-from medical_assets.privacy.pseudonyms import PATIENT_DOMAIN, Pseudonymizer, ReversibleTokens, normalise
+from medical_assets.privacy import safe_harbor, vocabulary
+from medical_assets.privacy.declarations import Treatment, declared, vocabulary_columns
+from medical_assets.privacy.pseudonyms import ISSUER_SCOPE, PATIENT_DOMAIN, Pseudonymizer, ReversibleTokens
+from medical_assets.privacy.us_states import is_us_state
 
 SAFE_HARBOR = "safe_harbor"
 DATE_SHIFT = "date_shift"
@@ -68,121 +70,138 @@ _NUMERIC_VALUE_TYPES = pa.array(["NM", "SN", "NA"])
 _CODED_VALUE_TYPES = pa.array(["CE", "CWE", "CNE"])
 _CODE_VALUE_TYPES = pa.array(["ID", "IS"])
 _CODED_COMPONENTS_KEPT = 3
-# A numeric value is digits, signs, comparators and SN/NA separators only: no letter can pass.
-_NUMERIC_TEXT = r"^[-0-9.+^:/<>= ]+$"
+# NM is one decimal number; SN a comparator and a number, or two numbers joined by a separator
+# (`<^10`, `^1^:^128`, `^10^-^20`); NA numbers joined by ^. Digits and dashes alone would let an
+# SSN (123-45-6789) or a date (2024-03-07) through as a "number".
+_NUMBER = r"[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)"
+_NUMERIC_TEXT = (
+    rf"^\s*(?:{_NUMBER}"
+    rf"|(?:<|>|<=|>=|=|<>)?\^?{_NUMBER}(?:\^(?:-|\+|/|\.|:)\^{_NUMBER})?"
+    rf"|{_NUMBER}(?:\^{_NUMBER})+)\s*$"
+)
+# A number that reads as a calendar date (YYYYMMDD) is a date in a numeric field, not a result.
+_DATE_LIKE_NUMBER = r"^\s*(?:18|19|20)[0-9]{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12][0-9]|3[01])\s*$"
+
+# Why a value was withheld, as the privacy report shows it.
+NOT_VOCABULARY = "not vocabulary (fewer distinct patients than the threshold, or a structured identifier)"
+NOT_A_STATE = "not a US state or territory"
+NOT_A_NUMBER = "typed as a number but not one"
+FREE_TEXT = "free-text value type"
 
 
+T = Treatment
 _RECORD_KEYS = [
-    pa.field("message_token", pa.string()),  # keyed token of MSH-10; joins hl7_messages.message_token
-    pa.field("source_file_token", pa.string()),  # keyed token of the file name, for data-quality grouping
-    pa.field("message_index", pa.int32()),  # position in the file; with source_file_token, the message's key
-    pa.field("patient_token", pa.string()),  # keyed token of PID-3 (the message's patient), as DICOM PatientID's
+    declared("message_token", pa.string(), T.TOKENISE, "MSH-10", "Keyed token of the message control ID; joins the child tables to hl7_messages."),
+    declared("source_file_token", pa.string(), T.TOKENISE, "file name", "Keyed token of the landing file, for data-quality grouping."),
+    declared("message_index", pa.int32(), T.DERIVED, "position in file", "Position of the message in its file; with source_file_token, the message's key."),
+    declared("patient_token", pa.string(), T.TOKENISE, "PID-3.1 + PID-3.4", "Keyed token of the patient (MRN with its assigning authority), the same as the DICOM images'."),
 ]
 # Every date is a pair: its year, and (date_shift only, null under safe_harbor) the shifted value.
 # Under date_shift the year is the shifted date's, since a true year would narrow the secret offset.
 
+
+def _date_pair(stem: str, source: str, what: str) -> list[pa.Field]:
+    return [
+        declared(f"{stem}_year", pa.int16(), T.YEAR, source, f"Year of {what}."),
+        declared(f"{stem}_datetime_shifted", pa.timestamp("us"), T.SHIFT, source,
+                 f"{what[0].upper()}{what[1:]} moved by the patient's secret offset (date_shift profile only; null under Safe Harbor)."),
+    ]
+
+
 DEID_HL7_MESSAGES = pa.schema(
     [
         *_RECORD_KEYS,
-        pa.field("patient_id_type", pa.string()),  # PID-3.5 of the identifier tokenised (MR, else the first's)
-        pa.field("message_type", pa.string()),  # MSH-9.1^MSH-9.2, e.g. ADT^A01
-        pa.field("message_structure", pa.string()),  # MSH-9.3, e.g. ADT_A01
-        pa.field("message_year", pa.int16()),  # MSH-7
-        pa.field("message_datetime_shifted", pa.timestamp("us")),  # MSH-7 moved by the patient's offset
-        pa.field("sending_application", pa.string()),  # MSH-3.1: a system, not a person
-        pa.field("sending_facility", pa.string()),  # MSH-4.1
-        pa.field("receiving_application", pa.string()),  # MSH-5.1
-        pa.field("receiving_facility", pa.string()),  # MSH-6.1
-        pa.field("processing_id", pa.string()),  # MSH-11.1 (P production, T training, D debugging)
-        pa.field("hl7_version", pa.string()),  # MSH-12.1
-        pa.field("character_set", pa.string()),  # MSH-18 as declared
-        pa.field("segment_count", pa.int32()),
-        pa.field("patient_gender", pa.string()),  # PID-8
-        pa.field("patient_state", pa.string()),  # PID-11.4: Safe Harbor allows the state
-        pa.field("patient_zip3", pa.string()),  # PID-11.5's first three digits; 000 for areas under 20,000 people
-        pa.field("age_at_message", pa.string()),  # from PID-7 at MSH-7, real dates: "0".."89", or "90+"
-        pa.field("age_band", pa.string()),  # 0-17, 18-29, 30-44, 45-64, 65-89, 90+
-        # PID-7's year, and (date_shift) PID-7 shifted with its precision (YYYY[MM[DD]]); both null when
-        # the patient is or may be over 89 at any of their messages, or when the age is unknown.
-        pa.field("birth_year", pa.int16()),
-        pa.field("birth_date_shifted", pa.string()),
-        # AES-SIV of PID-3 when reversible tokens are switched on (else null): only the key holder can
-        # open it, with `python -m medical_assets.privacy reidentify`, which audits every use.
-        pa.field("patient_reversible_token", pa.string()),
-        # Per-message validation (`analytics.validation`): required segments and fields present / required,
-        # in [0, 1], and the items that failed ("PV1 missing", "PID-7 empty"), never a value. The
-        # de-identification job fills them; `deidentify_hl7_tables` alone leaves them null.
-        pa.field("validation_score", pa.float64()),
-        pa.field("validation_issues", pa.list_(pa.string())),
+        declared("patient_id_type", pa.string(), T.CODE, "PID-3.5", "Identifier type of the MRN tokenised (MR, PI, ...)."),
+        declared("message_type", pa.string(), T.CODE, "MSH-9.1^MSH-9.2", "Message type and trigger event, e.g. ADT^A01."),
+        declared("message_structure", pa.string(), T.CODE, "MSH-9.3", "Abstract message structure, e.g. ADT_A01."),
+        *_date_pair("message", "MSH-7", "the message"),
+        declared("sending_application", pa.string(), T.VOCABULARY, "MSH-3.1", "Sending system (a system, not a person)."),
+        declared("sending_facility", pa.string(), T.VOCABULARY, "MSH-4.1", "Sending facility."),
+        declared("receiving_application", pa.string(), T.VOCABULARY, "MSH-5.1", "Receiving system."),
+        declared("receiving_facility", pa.string(), T.VOCABULARY, "MSH-6.1", "Receiving facility."),
+        declared("processing_id", pa.string(), T.CODE, "MSH-11.1", "P production, T training, D debugging."),
+        declared("hl7_version", pa.string(), T.CODE, "MSH-12.1", "HL7 version of the message."),
+        declared("character_set", pa.string(), T.CODE, "MSH-18", "Character set as declared."),
+        declared("segment_count", pa.int32(), T.DERIVED, "segments", "Number of segments in the message."),
+        declared("patient_gender", pa.string(), T.CODE, "PID-8", "Administrative sex."),
+        declared("patient_state", pa.string(), T.STATE, "PID-11.4", "US state or territory (USPS code as sent, or name); anything else withheld."),
+        declared("patient_zip3", pa.string(), T.GENERALISE, "PID-11.5", "First three ZIP digits; 000 for areas under 20,000 people."),
+        declared("age_at_message", pa.string(), T.GENERALISE, "PID-7 at MSH-7",
+                 "Age at the message, 0 to 89; 90+ for a patient 90 or older at any event (from the year they first are), else null."),
+        declared("age_band", pa.string(), T.GENERALISE, "PID-7 at MSH-7", "0-17, 18-29, 30-44, 45-64, 65-89 or 90+, by the same rule."),
+        declared("birth_year", pa.int16(), T.YEAR, "PID-7", "Year of birth; null for a patient who is 90 or older at any event, HL7 or DICOM."),
+        declared("birth_date_shifted", pa.string(), T.SHIFT, "PID-7", "Birth date shifted with its precision (date_shift only), with the same exception."),
+        declared("patient_reversible_token", pa.string(), T.TOKENISE, "PID-3",
+                 "AES-SIV of the patient identity when reversible tokens are on (else null); opened only by the audited reidentify command."),
+        declared("validation_score", pa.float64(), T.DERIVED, "message shape", "Share of required segments and fields present, in [0, 1]."),
+        declared("validation_issues", pa.list_(pa.string()), T.DERIVED, "message shape",
+                 "What failed validation (\"PV1 missing\", \"PID-7 empty\"), never a value."),
     ]
 )
 
 DEID_HL7_LAB_RESULTS = pa.schema(
     [
         *_RECORD_KEYS,
-        pa.field("universal_service_id", pa.string()),  # OBR-4.1: the test or panel ordered
-        pa.field("set_id", pa.string()),  # OBX-1
-        pa.field("value_type", pa.string()),  # OBX-2
-        pa.field("observation_code", pa.string()),  # OBX-3.1
-        pa.field("observation_name", pa.string()),  # OBX-3.2
-        pa.field("coding_system", pa.string()),  # OBX-3.3
-        pa.field("value", pa.string()),  # OBX-5 for numeric and coded types only; null for text
-        pa.field("numeric_value", pa.float64()),  # OBX-5 as a number (NM, SN)
-        pa.field("units", pa.string()),  # OBX-6.1
-        pa.field("reference_range", pa.string()),  # OBX-7
-        pa.field("abnormal_flag", pa.string()),  # OBX-8
-        pa.field("result_status", pa.string()),  # OBX-11
-        pa.field("observation_year", pa.int16()),  # OBX-14
-        pa.field("observation_datetime_shifted", pa.timestamp("us")),  # OBX-14 moved by the patient's offset
+        declared("universal_service_id", pa.string(), T.CODE, "OBR-4.1", "The test or panel ordered."),
+        declared("set_id", pa.string(), T.CODE, "OBX-1", "Position of the OBX in its group."),
+        declared("value_type", pa.string(), T.CODE, "OBX-2", "HL7 data type of the value (NM, CWE, ST, ...)."),
+        declared("observation_code", pa.string(), T.CODE, "OBX-3.1", "Observation code (e.g. LOINC)."),
+        declared("observation_name", pa.string(), T.VOCABULARY, "OBX-3.2", "Observation name as the sender wrote it."),
+        declared("coding_system", pa.string(), T.CODE, "OBX-3.3", "Coding system of the observation code."),
+        declared("value", pa.string(), T.VOCABULARY, "OBX-5",
+                 "Numbers as written (NM, SN); codes as code^text^system (CE/CWE/CNE) or code (ID/IS), kept when vocabulary; free text never."),
+        declared("numeric_value", pa.float64(), T.NUMBER, "OBX-5", "The value as a number (NM, SN) when it is one."),
+        declared("units", pa.string(), T.VOCABULARY, "OBX-6.1", "Units."),
+        declared("reference_range", pa.string(), T.VOCABULARY, "OBX-7", "Reference range as written."),
+        declared("abnormal_flag", pa.string(), T.CODE, "OBX-8", "Abnormal flag (H, L, N, ...)."),
+        declared("result_status", pa.string(), T.CODE, "OBX-11", "Result status (F final, P preliminary, ...)."),
+        *_date_pair("observation", "OBX-14", "the observation"),
     ]
 )
 
 DEID_HL7_PHARMACY_ORDERS = pa.schema(
     [
         *_RECORD_KEYS,
-        pa.field("message_type", pa.string()),  # e.g. RDE^O11
-        pa.field("order_control", pa.string()),  # ORC-1 (NW new, CA cancel, ...)
-        pa.field("give_code", pa.string()),  # RXE-2.1
-        pa.field("give_name", pa.string()),  # RXE-2.2
-        pa.field("give_coding_system", pa.string()),  # RXE-2.3
-        pa.field("give_amount_minimum", pa.float64()),  # RXE-3
-        pa.field("give_amount_maximum", pa.float64()),  # RXE-4
-        pa.field("give_units", pa.string()),  # RXE-5.1
-        pa.field("dosage_form", pa.string()),  # RXE-6.1
-        pa.field("route", pa.string()),  # RXR-1.1
-        pa.field("frequency", pa.string()),  # TQ1-3.1, else RXE-1.2
-        pa.field("start_year", pa.int16()),  # TQ1-7, else RXE-1.4
-        pa.field("start_datetime_shifted", pa.timestamp("us")),  # the start moved by the patient's offset
-        pa.field("end_year", pa.int16()),  # TQ1-8, else RXE-1.5
-        pa.field("end_datetime_shifted", pa.timestamp("us")),  # the end moved by the patient's offset
-        pa.field("dispense_amount", pa.float64()),  # RXE-10
-        pa.field("dispense_units", pa.string()),  # RXE-11.1
+        declared("message_type", pa.string(), T.CODE, "MSH-9", "Message type, e.g. RDE^O11."),
+        declared("order_control", pa.string(), T.CODE, "ORC-1", "Order control (NW new, CA cancel, ...)."),
+        declared("give_code", pa.string(), T.CODE, "RXE-2.1", "Medication code."),
+        declared("give_name", pa.string(), T.VOCABULARY, "RXE-2.2", "Medication name."),
+        declared("give_coding_system", pa.string(), T.CODE, "RXE-2.3", "Coding system of the medication code."),
+        declared("give_amount_minimum", pa.float64(), T.NUMBER, "RXE-3", "Give amount, minimum."),
+        declared("give_amount_maximum", pa.float64(), T.NUMBER, "RXE-4", "Give amount, maximum."),
+        declared("give_units", pa.string(), T.VOCABULARY, "RXE-5.1", "Give units."),
+        declared("dosage_form", pa.string(), T.VOCABULARY, "RXE-6.1", "Dosage form."),
+        declared("route", pa.string(), T.VOCABULARY, "RXR-1.1", "Route of administration."),
+        declared("frequency", pa.string(), T.VOCABULARY, "TQ1-3.1, else RXE-1.2", "Frequency."),
+        *_date_pair("start", "TQ1-7, else RXE-1.4", "the start"),
+        *_date_pair("end", "TQ1-8, else RXE-1.5", "the end"),
+        declared("dispense_amount", pa.float64(), T.NUMBER, "RXE-10", "Dispense amount."),
+        declared("dispense_units", pa.string(), T.VOCABULARY, "RXE-11.1", "Dispense units."),
     ]
 )
 
 DEID_HL7_ENCOUNTERS = pa.schema(
     [
         *_RECORD_KEYS,
-        pa.field("message_type", pa.string()),  # e.g. ADT^A01
-        pa.field("event_type", pa.string()),  # EVN-1, else MSH-9.2
-        pa.field("event_year", pa.int16()),  # EVN-2
-        pa.field("event_datetime_shifted", pa.timestamp("us")),  # EVN-2 moved by the patient's offset
-        pa.field("patient_class", pa.string()),  # PV1-2 (I inpatient, O outpatient, E emergency)
-        pa.field("point_of_care", pa.string()),  # PV1-3.1: a unit, not a room
-        pa.field("location_facility", pa.string()),  # PV1-3.4
-        pa.field("hospital_service", pa.string()),  # PV1-10
-        pa.field("admit_source", pa.string()),  # PV1-14
-        pa.field("discharge_disposition", pa.string()),  # PV1-36
-        pa.field("admit_year", pa.int16()),  # PV1-44
-        pa.field("admit_datetime_shifted", pa.timestamp("us")),  # PV1-44 moved by the patient's offset
-        pa.field("discharge_year", pa.int16()),  # PV1-45
-        pa.field("discharge_datetime_shifted", pa.timestamp("us")),  # PV1-45 moved by the patient's offset
-        pa.field("length_of_stay_days", pa.float64()),  # PV1-45 minus PV1-44 in days (2 decimals): a duration
+        declared("message_type", pa.string(), T.CODE, "MSH-9", "Message type, e.g. ADT^A01."),
+        declared("event_type", pa.string(), T.CODE, "EVN-1, else MSH-9.2", "Event type (A01 admission, A03 discharge, ...)."),
+        *_date_pair("event", "EVN-2", "the event"),
+        declared("patient_class", pa.string(), T.CODE, "PV1-2", "Patient class (I inpatient, O outpatient, E emergency)."),
+        declared("point_of_care", pa.string(), T.VOCABULARY, "PV1-3.1", "Unit (not room or bed)."),
+        declared("location_facility", pa.string(), T.VOCABULARY, "PV1-3.4", "Facility of the location."),
+        declared("hospital_service", pa.string(), T.CODE, "PV1-10", "Hospital service."),
+        declared("admit_source", pa.string(), T.CODE, "PV1-14", "Admit source."),
+        declared("discharge_disposition", pa.string(), T.CODE, "PV1-36", "Discharge disposition."),
+        *_date_pair("admit", "PV1-44", "admission"),
+        *_date_pair("discharge", "PV1-45", "discharge"),
+        declared("length_of_stay_days", pa.float64(), T.GENERALISE, "PV1-45 - PV1-44",
+                 "Whole days between admission and discharge; null when the stay crosses a year boundary (it would date both ends)."),
     ]
 )
 
 # The same tables (and names) as the PHI zone's, hl7_errors aside. A schema is also the list of
-# columns allowed out: a column not derived here is copied from the PHI column of its name.
+# columns allowed out, each with its declared treatment: a column not derived here is copied from
+# the PHI column of its name, and text columns then pass the vocabulary rule.
 DEID_HL7_TABLES: dict[str, pa.Schema] = {
     "hl7_messages": DEID_HL7_MESSAGES,
     "hl7_lab_results": DEID_HL7_LAB_RESULTS,
@@ -220,7 +239,11 @@ def deidentify_hl7_tables(
     pseudonymizer: Pseudonymizer,
     profile: str = SAFE_HARBOR,
     reversible: ReversibleTokens | None = None,
-    patients_over_89: Collection[str] = frozenset(),
+    patients_over_89: Mapping[str, int | None] | Collection[str] = frozenset(),
+    vocabulary_of: vocabulary.Vocabulary | None = None,
+    min_patients: int = 11,
+    scope: str = ISSUER_SCOPE,
+    withheld: dict[tuple[str, str, str], int] | None = None,
 ) -> dict[str, pa.Table]:
     """The four de-identified HL7 tables (`DEID_HL7_TABLES`) from PHI-zone tables.
 
@@ -229,60 +252,153 @@ def deidentify_hl7_tables(
     A missing table counts as empty; hl7_errors is not exported (its rows hold no clinical data).
     Rows keep their input order, one output row per input row.
 
-    A patient who is 90 or older at any message loses the birth date in every message. Those of
-    `tables` are found here; `patients_over_89` (`patients_over_89(...)` of every other batch of
-    the same output) names the rest, so that a batch does not show the birth year of a patient whom
-    another batch shows as 90+.
+    A patient is `patient_identities` of the message: the MRN with its assigning authority (or
+    the MRN alone under the `shared` scope).
+
+    A patient who is 90 or older at any event shows no numeric age and no birth year anywhere:
+    their ages read 90+ from the year of their first such event on, and are null before it.
+    Those of `tables` are found here; `patients_over_89` (identity -> that year, from
+    `census_of_ages` over every batch and the DICOM images) names the rest.
+
+    Text columns (declared CODE or VOCABULARY) keep a value only when it is in `vocabulary_of`
+    (`privacy.vocabulary`); when that is None, the vocabulary is that of `tables` themselves,
+    at `min_patients` distinct patients. Withheld values become `vocabulary.WITHHELD`, and their
+    number is added to `withheld` by (table, column, reason).
     """
     _check_profile(profile)
+    withheld = {} if withheld is None else withheld
     messages = _phi_table(tables, "hl7_messages")
-    patients = _Patients(messages, pseudonymizer, patients_over_89)
+    over_89 = _first_years_over_89(messages, scope, patients_over_89)
+    patients = _Patients(messages, pseudonymizer, scope, over_89)
+    inputs = {name: messages if name == "hl7_messages" else _phi_table(tables, name) for name in _DERIVED_COLUMNS}
+    if vocabulary_of is None:
+        found = vocabulary.merge([vocabulary_evidence(inputs, min_patients, scope)], min_patients)
+        vocabulary_of = vocabulary.without_identifiers(found)
     output = {}
     for name, derive in _DERIVED_COLUMNS.items():
-        table = messages if name == "hl7_messages" else _phi_table(tables, name)
+        table = inputs[name]
         rows = patients.message_rows_of(table)
         derived = (
             _record_keys(table, rows, patients, pseudonymizer)
             | _date_columns(table, patients.offsets_of(rows), profile)
-            | derive(table, patients, profile)
+            | derive(table, patients, profile, withheld)
         )
         if name == "hl7_messages" and reversible is not None:
             derived["patient_reversible_token"] = _per_distinct(
-                patients.ids, partial(reversible.seal, PATIENT_DOMAIN), pa.string()
+                patients.identities, partial(reversible.seal, PATIENT_DOMAIN), pa.string()
             )
-        output[name] = _assemble(DEID_HL7_TABLES[name], table, derived)
+        assembled = _assemble(DEID_HL7_TABLES[name], table, derived)
+        output[name] = _only_vocabulary(name, assembled, vocabulary_of, withheld)
     return output
 
 
-class _Patients:
-    """Each message's patient (PID-3), token and date offset: what child rows look up through their message."""
+def patient_identities(messages: pa.Table, scope: str = ISSUER_SCOPE) -> pa.Array:
+    """Each message's patient as `pseudonyms.patient_identity` makes it: PID-3.1 with its assigning
+    authority PID-3.4, else the sending facility MSH-4 (computed in Arrow, the same strings)."""
+    mrns = _blank_as_null(pc.utf8_trim_whitespace(_column(messages, "patient_id")))
+    if scope != ISSUER_SCOPE:
+        return mrns
+    issuers = _blank_as_null(pc.utf8_trim_whitespace(_column(messages, "patient_id_issuer")))
+    facilities = _blank_as_null(pc.utf8_trim_whitespace(_column(messages, "sending_facility")))
+    issuers = pc.utf8_upper(pc.coalesce(issuers, facilities))
+    joined = pc.binary_join_element_wise(issuers, mrns, "\x1e")
+    return pc.if_else(pc.is_null(issuers), mrns, joined)
 
-    def __init__(
-        self, messages: pa.Table, pseudonymizer: Pseudonymizer, over_89_elsewhere: Collection[str] = frozenset()
-    ):
-        self._pseudonymizer = pseudonymizer
-        self.over_89_elsewhere = over_89_elsewhere  # normalised patient IDs
-        self._messages = messages
+
+def vocabulary_evidence(tables: Mapping[str, pa.Table], min_patients: int, scope: str = ISSUER_SCOPE) -> pa.Table:
+    """What these PHI tables (one part group) know of the vocabulary of every text column of the
+    de-identified tables: the values as they would be published, each with its patients."""
+    messages = _phi_table(tables, "hl7_messages")
+    identities = patient_identities(messages, scope)
+    keys = _MessageKeys(messages)
+    parts = []
+    for name, schema in DEID_HL7_TABLES.items():
+        table = messages if name == "hl7_messages" else _phi_table(tables, name)
+        patients = identities.take(keys.rows_of(table, table is messages))
+        candidates = _candidate_texts(name, table)
+        for column in vocabulary_columns(schema):
+            if column in candidates:
+                parts.append(vocabulary.evidence(vocabulary.column_key(name, column), candidates[column], patients, min_patients))
+    return pa.concat_tables(parts) if parts else vocabulary.EVIDENCE_SCHEMA.empty_table()
+
+
+def _candidate_texts(name: str, table: pa.Table) -> dict[str, pa.Array]:
+    """The text columns of de-identified table `name` before the vocabulary rule: copied from the
+    PHI column of the same name, but for a lab value, which keeps only what its type allows."""
+    texts = {column: _column(table, column) for column in vocabulary_columns(DEID_HL7_TABLES[name]) if column in table.column_names}
+    if name == "hl7_lab_results":
+        texts["value"] = _observation_values(_column(table, "value_type"), _column(table, "value"))
+    return texts
+
+
+def _only_vocabulary(name: str, table: pa.Table, vocabulary_of: vocabulary.Vocabulary, withheld: dict) -> pa.Table:
+    """`table` with each value of its vocabulary columns that is not vocabulary withheld."""
+    original = table
+    for column in vocabulary_columns(table.schema):
+        if column == "value" and name == "hl7_lab_results":
+            # Numbers are not text: a lab value passes the vocabulary rule only when it is a code.
+            values = _column(table, column)
+            value_types = pc.utf8_upper(pc.utf8_trim_whitespace(_column(original, "value_type")))
+            numeric = pc.fill_null(pc.is_in(value_types, _NUMERIC_VALUE_TYPES), False)
+            coded = pc.if_else(numeric, pa.scalar(None, pa.string()), values)
+            kept, count = vocabulary.published(coded, vocabulary_of.get(vocabulary.column_key(name, column), ()))
+            kept = pc.if_else(numeric, values, kept)
+        else:
+            kept, count = vocabulary.published(
+                _column(table, column), vocabulary_of.get(vocabulary.column_key(name, column), ())
+            )
+        if count:
+            _add(withheld, name, column, NOT_VOCABULARY, count)
+            table = table.set_column(table.schema.get_field_index(column), table.schema.field(column), kept)
+    return table
+
+
+def _add(withheld: dict, table: str, column: str, reason: str, count: int) -> None:
+    if count:
+        withheld[table, column, reason] = withheld.get((table, column, reason), 0) + count
+
+
+def _blank_as_null(values: pa.Array) -> pa.Array:
+    return pc.if_else(pc.equal(values, ""), pa.scalar(None, pa.string()), values)
+
+
+class _MessageKeys:
+    """(source_file, message_index) of hl7_messages as one integer: the file's place among the
+    messages' files, then the index. Joined strings cost three times as much."""
+
+    def __init__(self, messages: pa.Table):
         self._files = pc.unique(_column(messages, "source_file"))
-        self._keys = self._message_keys(messages)
+        self._keys = self.keys_of(messages)
+
+    def keys_of(self, table: pa.Table) -> pa.Array:
+        files = pc.index_in(_column(table, "source_file"), value_set=self._files, skip_nulls=True).cast(pa.int64())
+        return pc.add(pc.multiply(files, 1 << 32), _column(table, "message_index").cast(pa.int64()))
+
+    def rows_of(self, table: pa.Table, is_messages: bool = False) -> pa.Array:
+        """For each row of `table`, the row of its message (null when it is not there)."""
+        if is_messages:
+            return pa.array(np.arange(len(table)))  # a message is its own row, even when its key repeats
+        return pc.index_in(self.keys_of(table), value_set=self._keys, skip_nulls=True)
+
+
+class _Patients:
+    """Each message's patient (identity), token and date offset: what child rows look up through their message."""
+
+    def __init__(self, messages: pa.Table, pseudonymizer: Pseudonymizer, scope: str, over_89: Mapping[str, int | None]):
+        self._pseudonymizer = pseudonymizer
+        self.over_89 = over_89  # identity -> first year at 90+ (None: unknown, so no numeric age at all)
+        self._messages = messages
+        self._keys = _MessageKeys(messages)
         self._message_tokens = _tokens(pseudonymizer, MESSAGE_DOMAIN, _column(messages, "message_control_id"))
-        self.ids = _column(messages, "patient_id")
-        self.tokens = _tokens(pseudonymizer, PATIENT_DOMAIN, self.ids)
-        self.offsets = _per_distinct(self.ids, pseudonymizer.date_offset_days, pa.int32())
+        self.identities = patient_identities(messages, scope)
+        self.tokens = _tokens(pseudonymizer, PATIENT_DOMAIN, self.identities)
+        self.offsets = _per_distinct(self.identities, pseudonymizer.date_offset_days, pa.int32())
         # Rows whose message is missing get the offset of an unknown patient: still secret, never zero.
         self._unknown_offset = pseudonymizer.date_offset_days(None)
 
     def message_rows_of(self, table: pa.Table) -> pa.Array:
         """For each row of `table`, the row of its message in hl7_messages (null when it is not there)."""
-        if table is self._messages:
-            return pa.array(np.arange(len(table)))  # a message is its own row, even when its key repeats
-        return pc.index_in(self._message_keys(table), value_set=self._keys, skip_nulls=True)
-
-    def _message_keys(self, table: pa.Table) -> pa.Array:
-        """(source_file, message_index) as one integer: the file's place among the messages' files, then
-        the index (null when the file has no message here). Joined strings cost three times as much."""
-        files = pc.index_in(_column(table, "source_file"), value_set=self._files, skip_nulls=True).cast(pa.int64())
-        return pc.add(pc.multiply(files, 1 << 32), _column(table, "message_index").cast(pa.int64()))
+        return self._keys.rows_of(table, table is self._messages)
 
     def offsets_of(self, rows: pa.Array) -> pa.Array:
         return self.offsets.take(rows).fill_null(self._unknown_offset)
@@ -303,43 +419,86 @@ def _record_keys(table: pa.Table, rows: pa.Array, patients: _Patients, pseudonym
     }
 
 
-def _message_columns(messages: pa.Table, patients: _Patients, profile: str) -> dict:
-    """ZIP3, the age at the message and its band, and the birth year or shifted birth date."""
+def _message_columns(messages: pa.Table, patients: _Patients, profile: str, withheld: dict) -> dict:
+    """ZIP3, the state, the age at the message and its band, and the birth year or shifted birth date."""
     birth_dates = _column(messages, "patient_birth_date").to_pylist()
     ages = _ages_at(birth_dates, _days_of(_column(messages, "message_datetime")))
-    withheld = _birth_withheld(patients.ids.to_pylist(), ages, patients.over_89_elsewhere)
+    years = pc.year(_column(messages, "message_datetime")).to_pylist()
+    ages = _ages_of_the_oldest(patients.identities.to_pylist(), ages, years, patients.over_89)
+    withheld_birth = [
+        age is None or age == safe_harbor.AGE_OVER_89 or patient in patients.over_89
+        for patient, age in zip(patients.identities.to_pylist(), ages)
+    ]
     if profile == SAFE_HARBOR:
         shifted = [None] * len(birth_dates)
-        years = [None if hidden else safe_harbor.year_of(born) for born, hidden in zip(birth_dates, withheld)]
+        birth_years = [None if hidden else safe_harbor.year_of(born) for born, hidden in zip(birth_dates, withheld_birth)]
     else:
-        shifted = _shifted_birth_dates(birth_dates, patients.offsets.to_pylist(), withheld)
-        years = [safe_harbor.year_of(born) for born in shifted]
+        shifted = _shifted_birth_dates(birth_dates, patients.offsets.to_pylist(), withheld_birth)
+        birth_years = [safe_harbor.year_of(born) for born in shifted]
+    states = _column(messages, "patient_state")
+    is_state = _per_distinct(states, is_us_state, pa.bool_())
+    _add(withheld, "hl7_messages", "patient_state", NOT_A_STATE, pc.sum(pc.invert(is_state).cast(pa.int64())).as_py() or 0)
+    not_null = pc.and_(pc.invert(is_state), pc.is_valid(states))
     return {
         "patient_zip3": _per_distinct(_column(messages, "patient_zip"), safe_harbor.zip3, pa.string()),
+        "patient_state": pc.if_else(not_null, pa.scalar(vocabulary.WITHHELD), pc.utf8_trim_whitespace(states)),
         "age_at_message": pa.array(ages, pa.string()),
         "age_band": pa.array([safe_harbor.age_band(age) for age in ages], pa.string()),
-        "birth_year": pa.array(years, pa.int16()),
+        "birth_year": pa.array(birth_years, pa.int16()),
         "birth_date_shifted": pa.array(shifted, pa.string()),
     }
 
 
-def _lab_result_columns(lab_results: pa.Table, patients: _Patients, profile: str) -> dict:
-    """The value, where its type rules out free text."""
-    return {"value": _observation_values(_column(lab_results, "value_type"), _column(lab_results, "value"))}
+def _ages_of_the_oldest(
+    patients: list[str | None], ages: list[str | None], years: list[int | None], over_89: Mapping[str, int | None]
+) -> list[str | None]:
+    """Ages with no number left for a patient who is 90+ at any event: 90+ from the year of their
+    first such event on (an event of that year at 89 too, or 89 and 90+ in one year would date
+    the birthday), null before it, so the birth year cannot be worked back from an age."""
+    result = []
+    for patient, age, year in zip(patients, ages, years):
+        if patient in over_89 and age != safe_harbor.AGE_OVER_89:
+            first_year = over_89[patient]
+            age = safe_harbor.AGE_OVER_89 if first_year is not None and year is not None and year >= first_year else None
+        result.append(age)
+    return result
 
 
-def _pharmacy_order_columns(orders: pa.Table, patients: _Patients, profile: str) -> dict:
-    """Nothing beyond the record keys and the dates: every other column is kept or dropped as it is."""
+def _lab_result_columns(lab_results: pa.Table, patients: _Patients, profile: str, withheld: dict) -> dict:
+    """The value and its number, where its type rules out free text and the number is one."""
+    value_types = pc.utf8_upper(pc.utf8_trim_whitespace(_column(lab_results, "value_type")))
+    raw = _column(lab_results, "value")
+    values = _observation_values(value_types, raw)
+    numeric_type = pc.fill_null(pc.is_in(value_types, _NUMERIC_VALUE_TYPES), False)
+    present = pc.is_valid(raw)
+    not_a_number = pc.and_(pc.and_(numeric_type, present), pc.is_null(values))
+    free_text = pc.and_(pc.and_(pc.invert(numeric_type), present), pc.is_null(values))
+    _add(withheld, "hl7_lab_results", "value", NOT_A_NUMBER, _true_count(not_a_number))
+    _add(withheld, "hl7_lab_results", "value", FREE_TEXT, _true_count(free_text))
+    # The parsed number goes with the value: none where the value was not a number, or read as a date.
+    numbers = pc.if_else(pc.and_(numeric_type, pc.is_valid(values)), _column(lab_results, "numeric_value"), pa.scalar(None, pa.float64()))
+    return {"value": values, "numeric_value": numbers}
+
+
+def _true_count(mask: pa.Array) -> int:
+    return pc.sum(mask.cast(pa.int64())).as_py() or 0
+
+
+def _pharmacy_order_columns(orders: pa.Table, patients: _Patients, profile: str, withheld: dict) -> dict:
+    """Nothing beyond the record keys and the dates: every other column is kept (as number or
+    vocabulary) or dropped as declared."""
     return {}
 
 
-def _encounter_columns(encounters: pa.Table, patients: _Patients, profile: str) -> dict:
-    """The length of stay, from the real dates (a shift would cancel out anyway)."""
+def _encounter_columns(encounters: pa.Table, patients: _Patients, profile: str, withheld: dict) -> dict:
+    """The length of stay in whole days, from the real dates (a shift would cancel out anyway);
+    null across a year boundary, where with the two years it would date both ends."""
     admitted, discharged = _column(encounters, "admit_datetime"), _column(encounters, "discharge_datetime")
-    return {"length_of_stay_days": _duration_days(admitted, discharged)}
+    same_year = pc.equal(pc.year(admitted), pc.year(discharged))
+    return {"length_of_stay_days": pc.if_else(same_year, _duration_days(admitted, discharged), pa.scalar(None, pa.float64()))}
 
 
-_DERIVED_COLUMNS: dict[str, Callable[[pa.Table, _Patients, str], dict]] = {
+_DERIVED_COLUMNS: dict[str, Callable[[pa.Table, _Patients, str, dict], dict]] = {
     "hl7_messages": _message_columns,
     "hl7_lab_results": _lab_result_columns,
     "hl7_pharmacy_orders": _pharmacy_order_columns,
@@ -367,29 +526,46 @@ def _days_of(moments: pa.Array) -> list[date | None]:
     return distinct[days.indices.to_numpy(zero_copy_only=False)].tolist()
 
 
-def _birth_withheld(
-    patient_ids: list[str | None], ages: list[str | None], over_89_elsewhere: Collection[str] = frozenset()
-) -> list[bool]:
-    """Whether a row's birth date must go: its age is unknown or 90+, or the patient is 90+ in another
-    row (here or in `over_89_elsewhere`), since the token would link this row's birth year to that
-    one and give the age away. Patients compare as their tokens do, after `normalise`."""
-    over_89 = safe_harbor.AGE_OVER_89
-    patients = [normalise(patient) for patient in patient_ids]
-    old_patients = {patient for patient, age in zip(patients, ages) if patient is not None and age == over_89}
-    return [
-        age is None or age == over_89 or patient in old_patients or patient in over_89_elsewhere
-        for patient, age in zip(patients, ages)
-    ]
+def _first_years_over_89(
+    messages: pa.Table, scope: str, elsewhere: Mapping[str, int | None] | Collection[str]
+) -> dict[str, int | None]:
+    """The patients 90+ at an event here or `elsewhere`, with the earliest year they are (None: unknown)."""
+    found = dict(census_of_ages(messages, scope))
+    items = elsewhere.items() if isinstance(elsewhere, Mapping) else ((patient, None) for patient in elsewhere)
+    for patient, year in items:
+        found[patient] = _earliest(found.get(patient, year), year) if patient in found else year
+    return found
 
 
-def patients_over_89(messages: pa.Table) -> set[str]:
-    """The patients (PID-3, normalised) who are 90 or older at one of these hl7_messages rows.
+def _earliest(first: int | None, second: int | None) -> int | None:
+    """The earlier year; unknown (None) wins, since it withholds every numeric age."""
+    if first is None or second is None:
+        return None
+    return min(first, second)
+
+
+def merge_ages(*censuses: Mapping[str, int | None]) -> dict[str, int | None]:
+    """Census results of several parts (or HL7 and DICOM) as one: the earliest year per patient."""
+    merged: dict[str, int | None] = {}
+    for census in censuses:
+        for patient, year in census.items():
+            merged[patient] = _earliest(merged[patient], year) if patient in merged else year
+    return merged
+
+
+def census_of_ages(messages: pa.Table, scope: str = ISSUER_SCOPE) -> dict[str, int | None]:
+    """The patients (identities) who are 90 or older at one of these hl7_messages rows, with the
+    earliest year of such a message.
 
     Only rows whose birth year is at least 90 before the message's year can be such; the exact
     Safe Harbor age is computed for those alone.
     """
-    if not {"patient_id", "patient_birth_date", "message_datetime"} <= set(messages.column_names):
-        return set()
+    needed = {"patient_id", "patient_birth_date", "message_datetime"}
+    if not needed <= set(messages.column_names):
+        return {}
+    for optional in ("patient_id_issuer", "sending_facility"):
+        if optional not in messages.column_names:
+            messages = messages.append_column(optional, pa.nulls(len(messages), pa.string()))
     born = pc.utf8_trim_whitespace(_column(messages, "patient_birth_date"))
     has_year = pc.fill_null(pc.match_substring_regex(born, r"^[0-9]{4}"), False)
     year_text = pc.if_else(has_year, pc.utf8_slice_codeunits(born, 0, 4), pa.scalar(None, pa.string()))
@@ -398,9 +574,12 @@ def patients_over_89(messages: pa.Table) -> set[str]:
     candidates = pc.fill_null(pc.less_equal(birth_year, pc.subtract(pc.year(moments), 90)), False)
     rows = messages.filter(candidates)
     ages = _ages_at(_column(rows, "patient_birth_date").to_pylist(), _days_of(_column(rows, "message_datetime")))
-    ids = _column(rows, "patient_id").to_pylist()
-    found = {normalise(patient) for patient, age in zip(ids, ages) if age == safe_harbor.AGE_OVER_89}
-    found.discard(None)
+    identities = patient_identities(rows, scope).to_pylist()
+    years = pc.year(_column(rows, "message_datetime")).to_pylist()
+    found: dict[str, int | None] = {}
+    for patient, age, year in zip(identities, ages, years):
+        if patient is not None and age == safe_harbor.AGE_OVER_89:
+            found[patient] = _earliest(found[patient], year) if patient in found else year
     return found
 
 
@@ -422,7 +601,10 @@ def _observation_values(value_types: pa.Array, values: pa.Array) -> pa.Array:
     """OBX-5 where its type rules out free text: numbers as written, codes as code^text^system; else null."""
     value_types = pc.utf8_upper(pc.utf8_trim_whitespace(value_types))
     components = pc.split_pattern(values, "^")
-    is_numeric = pc.and_(pc.is_in(value_types, _NUMERIC_VALUE_TYPES), pc.match_substring_regex(values, _NUMERIC_TEXT))
+    is_numeric = pc.and_(
+        pc.and_(pc.is_in(value_types, _NUMERIC_VALUE_TYPES), pc.match_substring_regex(values, _NUMERIC_TEXT)),
+        pc.invert(pc.match_substring_regex(values, _DATE_LIKE_NUMBER)),
+    )
     conditions = pc.make_struct(
         is_numeric.fill_null(False),
         pc.is_in(value_types, _CODED_VALUE_TYPES).fill_null(False),
@@ -437,8 +619,9 @@ def _observation_values(value_types: pa.Array, values: pa.Array) -> pa.Array:
 
 
 def _duration_days(start: pa.Array, end: pa.Array) -> pa.Array:
+    """Whole days: hours would date a short stay's ends to the hour within its year."""
     microseconds = pc.subtract(end.cast(pa.int64()), start.cast(pa.int64())).cast(pa.float64())
-    return pc.round(pc.divide(microseconds, _MICROSECONDS_PER_DAY), 2)
+    return pc.floor(pc.divide(microseconds, _MICROSECONDS_PER_DAY))
 
 
 def _date_columns(table: pa.Table, offsets: pa.Array, profile: str) -> dict:

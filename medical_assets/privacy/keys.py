@@ -7,6 +7,13 @@
 Each secret is at least 32 random bytes, written as base64/base64url or hex. The first key makes
 new tokens; older ones stay to resolve reversible tokens made before a rotation. Without the
 variable, a development key is created once under `<data>/secrets/` with owner-only permissions.
+A secret that is long enough but guessable (one repeated character, a repeated block, a counting
+run, too few different bytes, a typed phrase) is refused: the tokens are only as private as it.
+
+`MEDICAL_ASSETS_RELEASE_SCOPE` (off by default, so default tokens never change) names a release or
+recipient, e.g. `univ-x-2025-03`. It is mixed into every derived key, so two data sets made for two
+recipients carry different tokens, UIDs and date shifts and cannot be joined to each other; runs
+with the same scope still agree. Opening a reversible token of such a release needs the same scope.
 """
 
 from __future__ import annotations
@@ -18,7 +25,10 @@ import hmac
 import os
 import re
 import secrets
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field, replace
 
 from medical_assets.config import ConfigurationError
 
@@ -26,27 +36,61 @@ PSEUDONYM_KEY_VAR = "MEDICAL_ASSETS_PSEUDONYM_KEY"
 MIN_SECRET_BYTES = 32
 LOCAL_KEY_FILE = "pseudonym.key"
 _KEY_ID = re.compile(r"^[A-Za-z0-9_.-]{1,40}$")
-GENERATE_HINT = 'generate one with: python -c "import secrets; print(secrets.token_urlsafe(32))"'
+GENERATE_HINT = (
+    'generate one with: python -c "import secrets; print(secrets.token_hex(32))" '
+    "(or: python -m medical_assets.privacy new-key)"
+)
+RELEASE_SCOPE_VAR = "MEDICAL_ASSETS_RELEASE_SCOPE"
+MAX_RELEASE_SCOPE_LENGTH = 200
+# Thresholds a random secret misses by a wide margin (32 random bytes use about 30 different
+# values; a counting run of 8 bytes or 12 characters happens by chance about never), so no
+# generated key is refused, while every pattern a person types to "fill the field" is.
+MIN_DISTINCT_BYTES = 16
+MAX_SEQUENTIAL_BYTES = 8
+MAX_SEQUENTIAL_CHARACTERS = 12
 
 
 class KeySettingError(ConfigurationError):
     """The key setting is malformed; the message names the variable, never the secret."""
 
 
+class UnauditedReveal(PermissionError):
+    """A key that opens reversible tokens was asked for outside an audited reveal; nothing was opened."""
+
+
+# Set only while `medical_assets.privacy.reidentify` opens a token whose audit record is written.
+# It keeps a plain `ReversibleTokens(ring).reveal(...)` from opening anything unrecorded; it is no
+# barrier to code that reads the secret itself (that code could decrypt without this module).
+_reveal_audited: ContextVar[bool] = ContextVar("medical_assets_reveal_audited", default=False)
+
+
+@contextmanager
+def audited_reveal_scope() -> Iterator[None]:
+    """For the audited reveal functions only: within it, `KeyRing.by_id` hands out keys."""
+    marker = _reveal_audited.set(True)
+    try:
+        yield
+    finally:
+        _reveal_audited.reset(marker)
+
+
 @dataclass(frozen=True)
 class PseudonymKey:
     key_id: str  # public: stored with every output, so a token can be traced to its key
     secret: bytes = field(repr=False)
+    release_scope: str | None = None  # None: the default tokens; else tokens of that release only
 
     def derive(self, purpose: str, length: int = 32) -> bytes:
         """A separate key per purpose (HKDF-SHA256), so tokens, UIDs, date shifts and
-        reversible tokens never share key material."""
+        reversible tokens never share key material; per release scope too when one is set."""
         from cryptography.hazmat.primitives import hashes
         from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-        return HKDF(algorithm=hashes.SHA256(), length=length, salt=None, info=f"medical-assets/{purpose}".encode()).derive(
-            self.secret
-        )
+        info = f"medical-assets/{purpose}"
+        if self.release_scope is not None:
+            # \x1f is in no purpose name, so a scoped info can never equal an unscoped one.
+            info += f"\x1frelease\x1f{self.release_scope}"
+        return HKDF(algorithm=hashes.SHA256(), length=length, salt=None, info=info.encode()).derive(self.secret)
 
 
 @dataclass(frozen=True)
@@ -58,7 +102,25 @@ class KeyRing:
     def current(self) -> PseudonymKey:
         return self.keys[0]
 
+    @property
+    def release_scope(self) -> str | None:
+        return self.current.release_scope
+
+    def for_release(self, scope: str | None) -> KeyRing:
+        """The same keys, deriving tokens for one release or recipient (None: the default tokens).
+        Key ids stay: the secret is the same, only what is derived from it differs."""
+        scope = normalise_release_scope(scope)
+        return replace(self, keys=tuple(replace(key, release_scope=scope) for key in self.keys))
+
     def by_id(self, key_id: str) -> PseudonymKey:
+        """The key a reversible token names. Its only use is opening a token, so it is handed out
+        only inside an audited reveal (`medical_assets.privacy.reidentify`)."""
+        if not _reveal_audited.get():
+            raise UnauditedReveal(
+                "a reversible token is opened only with a purpose and an audit record: use "
+                "medical_assets.privacy.reidentify.reveal_token(ring, domain, token, purpose=..., audit=...) "
+                'or `python -m medical_assets.privacy reidentify TOKEN --purpose "why"`'
+            )
         for key in self.keys:
             if key.key_id == key_id:
                 return key
@@ -74,7 +136,20 @@ def derived_key_id(secret: bytes) -> str:
     return "k" + hmac.new(secret, b"medical-assets key id", hashlib.sha256).hexdigest()[:12]
 
 
-def parse_key_ring(value: str, source: str = "environment") -> KeyRing:
+def normalise_release_scope(scope: str | None) -> str | None:
+    """The scope as derivation uses it: trimmed; empty means no scope (the default tokens)."""
+    if scope is None or not scope.strip():
+        return None
+    scope = scope.strip()
+    if len(scope) > MAX_RELEASE_SCOPE_LENGTH or not scope.isprintable():
+        raise KeySettingError(
+            f"{RELEASE_SCOPE_VAR} must be printable text of at most {MAX_RELEASE_SCOPE_LENGTH} characters "
+            "(a release or recipient name, e.g. univ-x-2025-03)"
+        )
+    return scope
+
+
+def parse_key_ring(value: str, source: str = "environment", release_scope: str | None = None) -> KeyRing:
     entries = [entry.strip() for entry in value.split(",") if entry.strip()]
     if not entries:
         raise KeySettingError(f"{PSEUDONYM_KEY_VAR} is empty; {GENERATE_HINT}")
@@ -90,7 +165,7 @@ def parse_key_ring(value: str, source: str = "environment") -> KeyRing:
     ids = [k.key_id for k in keys]
     if len(set(ids)) != len(ids):
         raise KeySettingError(f"{PSEUDONYM_KEY_VAR}: two keys share the id {sorted(i for i in ids if ids.count(i) > 1)[0]!r}")
-    return KeyRing(tuple(keys), source)
+    return KeyRing(tuple(keys), source).for_release(release_scope)
 
 
 def _decode_secret(encoded: str, position: int) -> bytes:
@@ -107,26 +182,83 @@ def _decode_secret(encoded: str, position: int) -> bytes:
         except (binascii.Error, ValueError):
             continue
         if len(secret) >= MIN_SECRET_BYTES:
+            weakness = key_weakness(secret, encoded)
+            if weakness:
+                raise KeySettingError(
+                    f"{PSEUDONYM_KEY_VAR}: key {position} is weak ({weakness}); a key must be random, not typed: "
+                    f"{GENERATE_HINT}"
+                )
             return secret
     raise KeySettingError(
         f"{PSEUDONYM_KEY_VAR}: key {position} is not at least {MIN_SECRET_BYTES} bytes of base64 or hex; {GENERATE_HINT}"
     )
 
 
-def load_key_ring(value: str | None, secrets_dir: str | None) -> tuple[KeyRing, bool]:
+def key_weakness(secret: bytes, text: str = "") -> str | None:
+    """What makes a secret guessable, in words that never quote it; None for a random-looking one.
+
+    Both the decoded bytes and the text as typed are looked at: `0123456789abcdef...` is a
+    repeated block as bytes, `ABCDEFGHIJ...` is a counting run only as text.
+    """
+    forms = (("bytes", list(secret), MAX_SEQUENTIAL_BYTES), ("characters", [ord(c) for c in text], MAX_SEQUENTIAL_CHARACTERS))
+    for form, units, max_run in forms:
+        if not units:
+            continue
+        if len(set(units)) == 1:
+            return f"its {form} are one value repeated"
+        period = _shortest_period(units)
+        if period is not None:
+            return f"its {form} repeat a block of {period}"
+        if _longest_counting_run(units) > max_run:
+            return f"it holds a counting run (like 0123... or abcd...) in its {form}"
+    distinct = len(set(secret))
+    if distinct < MIN_DISTINCT_BYTES:
+        return f"it uses only {distinct} different byte values, where random bytes would differ almost everywhere"
+    if all(0x20 <= byte < 0x7F for byte in secret):
+        # 32 random bytes are all printable about once in 10^14 tries: this is an encoded phrase.
+        return "it decodes to readable text, so it is a phrase, not random bytes"
+    return None
+
+
+def _shortest_period(units: list[int]) -> int | None:
+    """The length of a block that, repeated, makes up the whole (at least twice), else None."""
+    for period in range(1, len(units) // 2 + 1):
+        if all(units[i] == units[i - period] for i in range(period, len(units))):
+            return period
+    return None
+
+
+def _longest_counting_run(units: list[int]) -> int:
+    """The longest stretch that goes up or down by one at every step (0123, dcba)."""
+    longest = run = 1
+    step = 0
+    for previous, current in zip(units, units[1:]):
+        difference = current - previous
+        if difference in (1, -1) and difference == step:
+            run += 1
+        elif difference in (1, -1):
+            run, step = 2, difference
+        else:
+            run, step = 1, 0
+        longest = max(longest, run)
+    return longest
+
+
+def load_key_ring(value: str | None, secrets_dir: str | None, release_scope: str | None = None) -> tuple[KeyRing, bool]:
     """The key ring from the setting, else the local development key (created on first use).
 
     Returns the ring and whether a development key was used, so the caller can warn.
     `secrets_dir` is None when the data folder is not on a local disk: there a key must be set.
+    `release_scope` (`MEDICAL_ASSETS_RELEASE_SCOPE`) makes tokens for one release only.
     """
     if value and value.strip():
-        return parse_key_ring(value), False
+        return parse_key_ring(value, release_scope=release_scope), False
     if secrets_dir is None:
         raise KeySettingError(
             f"{PSEUDONYM_KEY_VAR} is not set, and the data folder is not on a local disk where a development key "
             f"could be kept privately; set {PSEUDONYM_KEY_VAR} ({GENERATE_HINT})"
         )
-    return local_development_key(secrets_dir), True
+    return local_development_key(secrets_dir).for_release(release_scope), True
 
 
 def local_development_key(secrets_dir: str) -> KeyRing:

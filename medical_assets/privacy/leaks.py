@@ -2,8 +2,14 @@
 
 `collect_identifiers` gathers the values (and the forms real outputs could give them) from the
 PHI zone; `LeakScanner` finds all of them in one Aho-Corasick pass per text, case-insensitively,
-only where a match is a whole word. A `Finding` says where and what kind, never the value: it is
-shown outside the PHI zone.
+only where a match is a whole word, and runs every published text through the pattern detectors
+(`detectors`), which find phones, emails, dates... of anyone, parsed or not. A `Finding` says
+where and what kind, never the value: it is shown outside the PHI zone.
+
+Precision: a name, town or word (an identifier without digits) is no leak inside an occurrence of
+a published vocabulary value (shared by at least k patients, it cannot single one out: "White" in
+"White blood cells", "Springfield" in "Springfield General Hospital"), nor in text we wrote
+(schema field names, our metadata). A DICOM date in its year-only form (YYYY0101) is no birth date.
 """
 
 from __future__ import annotations
@@ -33,12 +39,20 @@ from pydicom.multival import MultiValue
 from pydicom.tag import Tag
 from pydicom.uid import DeflatedExplicitVRLittleEndian as DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN
 
+from medical_assets.privacy.detectors import find_structured_identifiers, structured_identifier_kinds
 from medical_assets.storage import Location
 
 DEFAULT_MIN_LENGTH = 4
 # A number of four or five digits turns up in any table (counts, years, codes): too common to test.
 DEFAULT_MIN_DIGITS = 6
 REDACTED = "[redacted]"
+# A pattern detector's kind as a finding names it, apart from the kinds of known identifiers.
+PATTERN_SUFFIX = " pattern"
+# Schema metadata keys our code writes (and pyarrow's own): text we wrote, not data.
+OWN_METADATA_PREFIXES = (b"deid.", b"medical_assets.", b"ARROW:", b"description", b"doc")
+# Columns named so hold dates moved by the date-shift profile, by contract: a date there is the
+# profile's output, not a leak (the known birth dates are still searched in them).
+SHIFTED_DATE_SUFFIX = "_shifted"
 
 
 @dataclass(frozen=True)
@@ -107,6 +121,8 @@ class LeakScanner:
         library_texts: Iterable[str] = (),
         aggregates: bool = False,
         measurements: Collection[str] = (),
+        vocabulary: Collection[str] = (),
+        patterns: bool = True,
     ):
         # Third-party code inlined in reports (plotly.js: megabytes of words and numbers) is not
         # data; it is cut out before a report is scanned, so it cannot fake a finding.
@@ -119,32 +135,53 @@ class LeakScanner:
         # contract (file sizes, pixel statistics, lab values): at 5,000,000 messages a 7-digit MRN
         # equalled a DICOM file's size. A number column not named here is still searched for all.
         self._measurements = frozenset(measurements)
+        # Whether every published text also goes through the pattern detectors.
+        self._patterns = patterns
         self._automaton = ahocorasick.Automaton()
         for value, kind in identifiers.items():
             key = _fold(str(value).strip())
             if key and not self._automaton.exists(key):
                 # Whether each end must sit at a word boundary: only when that end is alphanumeric,
-                # so "(555)..." still matches right after a letter.
-                self._automaton.add_word(key, (kind, len(key), key[0].isalnum(), key[-1].isalnum(), key.isdigit()))
+                # so "(555)..." still matches right after a letter. A key without digits is a
+                # word (name, town, street): only such keys may be excused as vocabulary or our text.
+                is_word = not any(char.isdigit() for char in key)
+                self._automaton.add_word(
+                    key, (kind, len(key), key[0].isalnum(), key[-1].isalnum(), key.isdigit(), is_word)
+                )
         self._empty = len(self._automaton) == 0
         if not self._empty:
             self._automaton.make_automaton()
+        self._vocabulary = _phrase_automaton(vocabulary)
 
     def scan_text(self, text: str) -> list[str]:
-        """The kinds of identifier in the text, sorted."""
-        return sorted(self._count(text))
+        """The kinds of identifier in the text, known identifiers and patterns, sorted."""
+        return sorted(self._count(text) | self._pattern_count(text))
 
     def scan_table(self, table: pa.Table, where: str) -> list[Finding]:
         """Every cell of every column (nested values too), and the schema: names and metadata."""
-        findings = self._findings(f"{where}: schema", self._count(_schema_text(table.schema)))
+        findings = self._findings(f"{where}: schema", self._schema_count(table.schema))
         for index, name in enumerate(table.column_names):
             counts: Counter[str] = Counter()
             numbers = (self._aggregates or name in self._measurements) and _is_number_type(table.schema.field(index).type)
             for chunk in table.column(index).chunks:
                 for texts in _cell_texts(chunk):
                     counts.update(self._count_cells(texts, skip_digit_only=numbers))
+                if self._patterns:
+                    skip = ("date",) if name.endswith(SHIFTED_DATE_SUFFIX) else ()
+                    for texts in _string_cells(chunk):
+                        counts.update(_pattern_kinds(structured_identifier_kinds(texts), skip))
             findings += self._findings(f"{where}: column {name}", counts)
         return findings
+
+    def _schema_count(self, schema: pa.Schema) -> Counter[str]:
+        """Field names and our metadata are text we wrote: only identifiers with digits are looked for
+        there (a patient called "Test" or "State" is no leak in a description). Any other metadata
+        is data: searched in full, patterns too."""
+        ours, theirs = _schema_texts(schema)
+        counts = self._count("\n".join(ours), skip_words=True)
+        counts.update(self._count("\n".join(theirs)))
+        counts.update(self._pattern_count("\n".join(theirs)))
+        return counts
 
     def scan_dicom(self, data: bytes, where: str) -> list[Finding]:
         """Every element value, through sequences, private tags and the file meta; then the raw bytes
@@ -155,13 +192,25 @@ class LeakScanner:
         if dataset is not None:
             meta, body = _split_inflated(data, dataset)
             raw = meta + _without_pixel_data(body, dataset)
+        year_only: Counter[str] = Counter()
+        if dataset is not None:
             try:
-                for label, text in _element_texts(dataset):
-                    findings += self._findings(f"{where}: {label}", self._count(text))
+                for label, text, vr in _element_texts(dataset):
+                    if vr in _DATE_VRS and _is_year_only(text, vr):
+                        # Safe Harbor's year-only date (a newborn of 1 January has it as birth date too).
+                        year_only[text] += 1
+                        continue
+                    counts = self._count(text)
+                    if self._patterns and _has_pattern_text(vr, text):
+                        counts.update(self._pattern_count(text))
+                    findings += self._findings(f"{where}: {label}", counts)
             except Exception:  # noqa: BLE001, S110 - a damaged item deep in a sequence: the raw bytes cover the rest
                 pass
         found = {finding.kind for finding in findings}
-        raw_counts = Counter({kind: n for kind, n in self._count(raw.decode("latin-1")).items() if kind not in found})
+        raw_text = raw.decode("latin-1")
+        for value, times in year_only.items():
+            raw_text = raw_text.replace(value, " " * len(value), times)
+        raw_counts = Counter({kind: n for kind, n in self._count(raw_text).items() if kind not in found})
         return findings + self._findings(f"{where}: raw bytes", raw_counts)
 
     def scan_file(self, location_or_path: Location | str, data: bytes) -> list[Finding]:
@@ -207,34 +256,54 @@ class LeakScanner:
         if suffix in _DICOM_SUFFIXES or data[128:132] == b"DICM":
             return findings + self.scan_dicom(data, where)
         if suffix == ".png" or data[:8] == _PNG_SIGNATURE:
-            return findings + self._findings(f"{where}: PNG text", self._count(_png_text(data)))
+            text = _png_text(data)
+            return findings + self._findings(f"{where}: PNG text", self._count(text) + self._pattern_count(text))
         text = data.decode("utf-8", errors="replace")
         for library in self._library_texts:
             text = text.replace(library, "")
         if suffix in _MARKUP_SUFFIXES:
             # Reports escape what they show ("O&#x27;Brien"); look at what a reader would see.
             text = html.unescape(text)
-        return findings + self._findings(f"{where}: text", self._count(text))
+        return findings + self._findings(f"{where}: text", self._count(text) + self._pattern_count(text))
+
+    def _pattern_count(self, text: str) -> Counter[str]:
+        """The pattern detectors' kinds in a text, one each (a text is one cell)."""
+        if not self._patterns or not text:
+            return Counter()
+        return Counter({kind + PATTERN_SUFFIX: 1 for kind in find_structured_identifiers(text)})
 
     def _count(
-        self, text: str, skip_digit_only: bool = False, cells: tuple[np.ndarray, np.ndarray] | None = None
+        self,
+        text: str,
+        skip_digit_only: bool = False,
+        cells: tuple[np.ndarray, np.ndarray] | None = None,
+        skip_words: bool = False,
     ) -> Counter[str]:
         """Whole-word matches by kind. With `cells` (each cell's first character in `text`, and how many
-        times the cell occurs), a match counts as many times as the cell it is in."""
+        times the cell occurs), a match counts as many times as the cell it is in. A word identifier
+        inside a vocabulary value is not counted, nor any with `skip_words` (text we wrote)."""
         found: Counter[str] = Counter()
         if self._empty or not text:
             return found
         folded = _fold(text)
         last = len(folded) - 1
         kinds, starts = [], []
-        for end, (kind, length, check_start, check_end, digit_only) in self._automaton.iter(folded):
+        vocabulary_spans = None
+        for end, (kind, length, check_start, check_end, digit_only, is_word) in self._automaton.iter(folded):
             if skip_digit_only and digit_only:
+                continue
+            if skip_words and is_word:
                 continue
             start = end - length + 1
             if check_start and start > 0 and folded[start - 1].isalnum():
                 continue
             if check_end and end < last and folded[end + 1].isalnum():
                 continue
+            if is_word and self._vocabulary is not None:
+                if vocabulary_spans is None:
+                    vocabulary_spans = _phrase_spans(self._vocabulary, folded)
+                if _within(vocabulary_spans, start, end):
+                    continue
             kinds.append(kind)
             starts.append(start)
         if cells is None:
@@ -520,13 +589,97 @@ def _whole_number_texts(array: pa.Array) -> pa.Array:
     return values.filter(whole).cast(pa.int64()).cast(pa.string())
 
 
-def _schema_text(schema: pa.Schema) -> str:
-    lines = []
+def _schema_texts(schema: pa.Schema) -> tuple[list[str], list[str]]:
+    """(text we wrote: field names and the keys and values of our metadata, any other metadata)."""
+    ours, theirs = [], []
     for field in _all_fields(schema):
-        lines.append(field.name)
-        lines += _metadata_lines(field.metadata)
-    lines += _metadata_lines(schema.metadata)
-    return "\n".join(lines)
+        ours.append(field.name)
+        _split_metadata(field.metadata, ours, theirs)
+    _split_metadata(schema.metadata, ours, theirs)
+    return ours, theirs
+
+
+def _split_metadata(metadata: Mapping[bytes, bytes] | None, ours: list[str], theirs: list[str]) -> None:
+    for key, value in (metadata or {}).items():
+        lines = ours if key.startswith(OWN_METADATA_PREFIXES) else theirs
+        lines += [text.decode("utf-8", errors="replace") for text in (key, value)]
+
+
+def _string_cells(array: pa.Array) -> list[pa.Array]:
+    """The string (and binary, read as latin-1) values of the array at any depth, nulls dropped.
+    Numbers, dates and timestamps are left out: the pattern detectors look for text, and a
+    timestamp column written as text would read as a date by its type, not by a leak."""
+    kind = array.type
+    if isinstance(kind, pa.BaseExtensionType):
+        return _string_cells(array.storage)
+    if pa.types.is_dictionary(kind):
+        return _string_cells(array.dictionary) if _is_text_type(kind.value_type) else []
+    if pa.types.is_map(kind):
+        return _string_cells(array.keys) + _string_cells(array.items)
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind):
+        return _string_cells(array.flatten())
+    if pa.types.is_struct(kind):
+        return [texts for child in array.flatten() for texts in _string_cells(child)]
+    if _is_text_type(kind):
+        return _cell_texts(array)
+    return []
+
+
+def _is_text_type(kind: pa.DataType) -> bool:
+    return any(
+        check(kind)
+        for check in (
+            pa.types.is_string,
+            pa.types.is_large_string,
+            pa.types.is_binary,
+            pa.types.is_large_binary,
+            pa.types.is_fixed_size_binary,
+        )
+    )
+
+
+def _pattern_kinds(counts: Mapping[str, int], skip: Collection[str] = ()) -> Counter[str]:
+    return Counter({kind + PATTERN_SUFFIX: n for kind, n in counts.items() if kind not in skip})
+
+
+def _phrase_automaton(phrases: Iterable[str]) -> ahocorasick.Automaton | None:
+    """An automaton of the folded phrases (None if there is none): vocabulary values."""
+    automaton = ahocorasick.Automaton()
+    for phrase in phrases:
+        key = _fold(str(phrase).strip())
+        if key and not automaton.exists(key):
+            automaton.add_word(key, (len(key), key[0].isalnum(), key[-1].isalnum()))
+    if len(automaton) == 0:
+        return None
+    automaton.make_automaton()
+    return automaton
+
+
+def _phrase_spans(automaton: ahocorasick.Automaton, folded: str) -> tuple[np.ndarray, np.ndarray]:
+    """(starts sorted, the farthest end of any span starting at or before each) of the whole-word
+    occurrences of the automaton's phrases in a folded text."""
+    last = len(folded) - 1
+    spans = []
+    for end, (length, check_start, check_end) in automaton.iter(folded):
+        start = end - length + 1
+        if check_start and start > 0 and folded[start - 1].isalnum():
+            continue
+        if check_end and end < last and folded[end + 1].isalnum():
+            continue
+        spans.append((start, end))
+    if not spans:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    spans.sort()
+    starts = np.array([start for start, _ in spans], np.int64)
+    farthest = np.maximum.accumulate(np.array([end for _, end in spans], np.int64))
+    return starts, farthest
+
+
+def _within(spans: tuple[np.ndarray, np.ndarray], start: int, end: int) -> bool:
+    """Whether [start, end] lies inside one of the spans."""
+    starts, farthest = spans
+    index = int(np.searchsorted(starts, start, side="right")) - 1
+    return index >= 0 and farthest[index] >= end
 
 
 def _all_fields(fields: Iterable[pa.Field]) -> Iterator[pa.Field]:
@@ -630,8 +783,8 @@ def _without_pixel_data(data: bytes, dataset: pydicom.Dataset) -> bytes:
     return b"".join(pieces)
 
 
-def _element_texts(dataset: pydicom.Dataset, prefix: str = "") -> Iterator[tuple[str, str]]:
-    """(label, text) for every element, the file meta first, then the data set through its sequences."""
+def _element_texts(dataset: pydicom.Dataset, prefix: str = "") -> Iterator[tuple[str, str, str]]:
+    """(label, text, VR) for every element, the file meta first, then the data set through its sequences."""
     file_meta = getattr(dataset, "file_meta", None)
     if file_meta is not None and not prefix:
         yield from _element_texts(file_meta, "file meta ")
@@ -644,13 +797,36 @@ def _element_texts(dataset: pydicom.Dataset, prefix: str = "") -> Iterator[tuple
                 warnings.simplefilter("ignore")
                 element = dataset[tag]
         except Exception:  # noqa: BLE001 - a value pydicom cannot convert: its stored bytes are still worth reading
-            yield label, _value_text(getattr(dataset.get_item(tag), "value", None))
+            raw = dataset.get_item(tag)
+            yield label, _value_text(getattr(raw, "value", None)), str(getattr(raw, "VR", None) or "UN")
             continue
         if element.VR == "SQ":
             for index, item in enumerate(element.value or []):
                 yield from _element_texts(item, f"{label}[{index}] > ")
         else:
-            yield label, _value_text(element.value)
+            yield label, _value_text(element.value), str(element.VR)
+
+
+_DATE_VRS = frozenset({"DA", "DT"})
+# Safe Harbor's DICOM keeps a year as YYYY0101 (DA) or YYYY0101000000 (DT).
+_YEAR_ONLY = {"DA": re.compile(r"\d{4}0101"), "DT": re.compile(r"\d{4}0101(?:000000(?:\.0{1,6})?)?(?:[+-]\d{4})?")}
+# Text a person or a device could write into. Dates and times are the profile's, checked against
+# the known birth dates; UIDs and numbers are digits and dots that the patterns would misread.
+_PATTERN_VRS = frozenset({"AE", "AS", "CS", "LO", "LT", "PN", "SH", "ST", "UC", "UR", "UT"})
+_UNKNOWN_VRS = frozenset({"UN", "OB"})
+
+
+def _is_year_only(text: str, vr: str) -> bool:
+    values = text.split("\\")
+    return bool(text) and all(_YEAR_ONLY[vr].fullmatch(value.strip()) for value in values)
+
+
+def _has_pattern_text(vr: str, text: str) -> bool:
+    """Whether the patterns are run on an element: text VRs, and unknown bytes that read as text
+    (a private tag's note), not random bytes where digits line up by chance."""
+    if vr in _PATTERN_VRS:
+        return True
+    return vr in _UNKNOWN_VRS and text.rstrip("\x00 ").isprintable()
 
 
 def _tag_label(tag: int) -> str:

@@ -38,6 +38,31 @@ def normalise(value: str | None) -> str | None:
     return value or None
 
 
+# Whose MRN it is. `issuer` (the default): a patient is the MRN together with its assigning
+# authority, so MRN 12345 of two hospitals are two patients. `shared`: for sites whose facilities
+# share one MRN space, the MRN alone (tokens as releases before the issuer was counted).
+ISSUER_SCOPE = "issuer"
+SHARED_SCOPE = "shared"
+PATIENT_ID_SCOPES = (ISSUER_SCOPE, SHARED_SCOPE)
+_ISSUER_SEPARATOR = "\x1e"  # ASCII record separator: in no HL7 or DICOM identifier
+
+
+def patient_identity(mrn: str | None, issuer: str | None, scope: str = ISSUER_SCOPE) -> str | None:
+    """The value a patient's token, date offset and per-patient rules are computed from.
+
+    `issuer` is the assigning authority as the caller found it (HL7: PID-3.4, else the sending
+    facility; DICOM: IssuerOfPatientID, else the institution). It compares trimmed and case-folded
+    (feeds write `HOSP_A` and `hosp_a`); an MRN without a known issuer stands alone.
+    """
+    if scope not in PATIENT_ID_SCOPES:
+        raise ValueError(f"unknown patient ID scope {scope!r}; choose one of {', '.join(PATIENT_ID_SCOPES)}")
+    mrn = normalise(mrn)
+    issuer = normalise(issuer)
+    if mrn is None or issuer is None or scope == SHARED_SCOPE:
+        return mrn
+    return f"{issuer.upper()}{_ISSUER_SEPARATOR}{mrn}"
+
+
 class Pseudonymizer:
     def __init__(self, key: PseudonymKey):
         self.key_id = key.key_id
@@ -128,4 +153,4 @@ class ReversibleTokens:
             raise ValueError(f"the token does not open with key {key_id} for domain {domain!r}") from None
 
 
-__all__ = ["PATIENT_DOMAIN", "KeySettingError", "Pseudonymizer", "ReversibleTokens", "normalise"]
+__all__ = ["PATIENT_DOMAIN", "PATIENT_ID_SCOPES", "patient_identity", "KeySettingError", "Pseudonymizer", "ReversibleTokens", "normalise"]

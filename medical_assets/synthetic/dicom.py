@@ -35,6 +35,11 @@ from medical_assets.synthetic.naming import NumberedFileNames
 from medical_assets.synthetic.hl7 import PATIENT_POOL_SIZE, synthetic_patient
 
 
+# Raised whenever a seed renders other bytes than before, so that a landing corpus of an older
+# version is told apart from the current one. 2: IssuerOfPatientID, as the HL7 feed names the issuer.
+GENERATOR_VERSION = 2
+
+
 @dataclass(frozen=True)
 class DicomCorpusSettings:
     """How many files the corpus holds, and the seed that fixes them (the HL7 corpus's, to share its patients)."""
@@ -65,11 +70,11 @@ def render_file(settings: DicomCorpusSettings, file_index: int) -> bytes:
 
     It depends only on the settings and the index, so any file renders alone, in any process, to
     the same bytes. Files come in studies of one or more series of several images, for patients
-    of the synthetic HL7 corpus's pool (same seed, same medical record numbers, names and birth
-    dates), at the patient's facility. Pixel data is drawn from smooth anatomical shapes and
-    seeded noise, stored as the modality stores it: CT as signed 16-bit with a rescale to HU, MR
-    and radiographs as 12 bits in 16, ultrasound as RGB with burned-in annotation. Series use
-    explicit or implicit VR little endian, deflated explicit VR, or RLE lossless.
+    of the synthetic HL7 corpus's pool (same seed, same medical record numbers and their issuers,
+    names and birth dates), at the patient's facility. Pixel data is drawn from smooth anatomical
+    shapes and seeded noise, stored as the modality stores it: CT as signed 16-bit with a rescale
+    to HU, MR and radiographs as 12 bits in 16, ultrasound as RGB with burned-in annotation.
+    Series use explicit or implicit VR little endian, deflated explicit VR, or RLE lossless.
     """
     layout = _layout(settings)
     if not 0 <= file_index < len(layout):
@@ -213,6 +218,7 @@ def _layout(settings: DicomCorpusSettings) -> tuple[_FilePlan, ...]:
 
 class _Study(NamedTuple):
     patient_id: str
+    patient_id_issuer: str  # IssuerOfPatientID: the HL7 feed's PID-3.4 for this patient; empty to leave it out
     patient_name: str
     birth_date: str
     sex: str
@@ -255,6 +261,9 @@ def _study(seed: int, study_number: int, protocol: _Protocol) -> _Study:
     manufacturer, model = rng.choice(_EQUIPMENT[protocol.modality])
     return _Study(
         patient_id=patient.medical_record_number,
+        # As the HL7 feed names the issuer, so that (issuer, MRN) joins; where the feed names none, the
+        # file names none either and both sides fall back to the facility (MSH-4, InstitutionName).
+        patient_id_issuer=patient.issuer or "",
         patient_name=name,
         birth_date=patient.birth_date,
         sex={"F": "F", "M": "M", "O": "O"}.get(patient.sex, ""),  # DICOM has no U: unknown is empty
@@ -325,6 +334,8 @@ def _dataset(seed: int, file_index: int, plan: _FilePlan, study: _Study) -> Data
     ds.ManufacturerModelName = study.model
     ds.PatientName = study.patient_name
     ds.PatientID = study.patient_id
+    if study.patient_id_issuer:
+        ds.IssuerOfPatientID = study.patient_id_issuer
     ds.PatientBirthDate = study.birth_date
     ds.PatientSex = study.sex
     ds.PatientAge = study.age

@@ -11,6 +11,11 @@ from typing import NamedTuple
 from medical_assets.synthetic.naming import NumberedFileNames
 
 
+# Raised whenever a seed renders other bytes than before, so that a landing corpus of an older
+# version is told apart from the current one. 2: PID-3.4 left out by one feed, a full HD in another.
+GENERATOR_VERSION = 2
+
+
 @dataclass(frozen=True)
 class HL7CorpusSettings:
     """How many messages the corpus holds, how many go in one file, and the seed that fixes them."""
@@ -106,7 +111,10 @@ class _Draws(random.Random):
 
 class _Facility(NamedTuple):
     name: str
-    assigning_authority: str  # PID-3.4 of the identifiers this facility issues
+    assigning_authority: str  # the facility's short code: its visit numbers' prefix, the namespace of its identifiers
+    # PID-3.4 as the feed writes it: the namespace, with its universal ID as HD subcomponents, or
+    # empty for a feed that leaves it out (a receiver then falls back to the sending facility, MSH-4)
+    identifier_issuer: str
     hl7_version: str
     character_set: str  # MSH-18 as sent; empty when the feed declares none
     patient_id_layout: str  # the order of PID-3's repetitions in this feed
@@ -116,13 +124,15 @@ class _Facility(NamedTuple):
 
 
 # Every feed is 2.4 or later: RDE^O11, one of the four message kinds, exists only from 2.4 on.
+# Most feeds name the issuer of their identifiers; the clinic's does not (a tenth of the messages).
+# 2.16.840.1.113883.19 is the OID HL7's own examples use, so it names no real organisation.
 _FACILITIES = (
-    _Facility("GENERAL_HOSPITAL", "GH", "2.5.1", "UNICODE UTF-8", "MR", "N", True, 3),
-    _Facility("MEDICAL_CENTER", "MC", "2.6", "", "VN~MR", "", False, 2),
-    _Facility("REGIONAL_CLINIC", "RC", "2.4", "", "MR", "N", False, 1),
-    _Facility("UNIVERSITY_HOSPITAL", "UH", "2.5", "UNICODE UTF-8", "MR~VN", "N", True, 2),
-    _Facility("COMMUNITY_HOSPITAL", "CH", "2.4", "", "VN~MR", "", False, 1),
-    _Facility("VALLEY_MEDICAL_CENTER", "VMC", "2.5.1", "", "MR", "N", True, 1),
+    _Facility("GENERAL_HOSPITAL", "GH", "GH", "2.5.1", "UNICODE UTF-8", "MR", "N", True, 3),
+    _Facility("MEDICAL_CENTER", "MC", "MC", "2.6", "", "VN~MR", "", False, 2),
+    _Facility("REGIONAL_CLINIC", "RC", "", "2.4", "", "MR", "N", False, 1),
+    _Facility("UNIVERSITY_HOSPITAL", "UH", "UH&2.16.840.1.113883.19.5&ISO", "2.5", "UNICODE UTF-8", "MR~VN", "N", True, 2),
+    _Facility("COMMUNITY_HOSPITAL", "CH", "CH", "2.4", "", "VN~MR", "", False, 1),
+    _Facility("VALLEY_MEDICAL_CENTER", "VMC", "VMC", "2.5.1", "", "MR", "N", True, 1),
 )
 _FACILITY_SHARES = _weighted({facility: facility.weight for facility in _FACILITIES})
 
@@ -626,8 +636,8 @@ def _encounter(seed: int, encounter_number: int, rng: _Draws) -> _Encounter:
     visit_number = f"{facility.assigning_authority}{encounter_number + 1:08d}"
     account_number = f"A{encounter_number + 1:09d}"
 
-    visit_identifier = f"{visit_number}^^^{facility.assigning_authority}^VN"
-    record_identifier = f"{patient.medical_record_number}^^^{facility.assigning_authority}^MR"
+    visit_identifier = f"{visit_number}^^^{facility.identifier_issuer}^VN"
+    record_identifier = f"{patient.medical_record_number}^^^{facility.identifier_issuer}^MR"
     patient_identifiers = {
         "MR": record_identifier,
         "VN~MR": f"{visit_identifier}~{record_identifier}",
@@ -843,7 +853,14 @@ class SyntheticPatient(NamedTuple):
     given_name: str
     birth_date: str  # YYYYMMDD
     sex: str  # PID-8: F, M, O or U
-    facility: str  # the facility that issues the record number, e.g. GENERAL_HOSPITAL
+    facility: str  # the facility that issues the record number, e.g. GENERAL_HOSPITAL (MSH-4 of its feed)
+    # The record number's issuer as the HL7 feed names it (PID-3.4.1, e.g. GH); None when the feed
+    # leaves PID-3.4 empty, so that a receiver's issuer is the facility itself
+    issuer: str | None
+
+
+def _issuer(facility: _Facility) -> str | None:
+    return facility.identifier_issuer.split("&")[0] or None
 
 
 PATIENT_POOL_SIZE = _PATIENT_POOL_SIZE
@@ -853,12 +870,18 @@ def synthetic_patient(seed: int, patient_number: int) -> SyntheticPatient:
     """Patient `patient_number` (0..PATIENT_POOL_SIZE-1) of the pool the HL7 corpus with `seed` draws from.
 
     Other synthetic corpora (DICOM) take their patients from here, so their records join the
-    HL7 feeds on medical record number, name and birth date.
+    HL7 feeds on medical record number and its issuer, name and birth date.
     """
     if not 0 <= patient_number < _PATIENT_POOL_SIZE:
         raise ValueError(f"patient_number must be in 0..{_PATIENT_POOL_SIZE - 1}, got {patient_number}")
     patient = _patient(seed, patient_number)
     family_name, given_name, _ = patient.name.split("^")
     return SyntheticPatient(
-        patient.medical_record_number, family_name, given_name, patient.birth_date, patient.gender, patient.facility.name
+        patient.medical_record_number,
+        family_name,
+        given_name,
+        patient.birth_date,
+        patient.gender,
+        patient.facility.name,
+        _issuer(patient.facility),
     )

@@ -133,7 +133,8 @@ def _pharmacy() -> pa.Table:
         ("00378-0018", "Furosemide", "PO", 301, 4),
         ("00378-0018", "Furosemide", "IV", 259, 4),
         ("00054-4297", "Ondansetron", "IV", 312, 5),
-        ("00054-4297", "Ondansetron", "PO", None, 5),
+        ("00054-4297", "Ondansetron", "PO", None, None),
+        ("50242-0134", "Onasemnogene abeparvovec", "IV", None, None),  # every count suppressed: never named
     ]
     return _table(
         tables.PHARMACY,
@@ -289,7 +290,7 @@ def test_charts_hold_the_real_numbers(page):
     assert dict(zip(quality["x"], quality["y"]))["CITY_GENERAL"] == pytest.approx(118 / 7166)
 
 
-def test_suppressed_cells_are_gaps_and_named_never_zero(page):
+def test_suppressed_cells_are_gaps_and_counted_never_zero_nor_named(page):
     admissions = {
         trace["name"]: trace["y"] for trace in chart_data(page, "chart-utilization") if trace["xaxis"] == "x2"
     }
@@ -298,19 +299,21 @@ def test_suppressed_cells_are_gaps_and_named_never_zero(page):
     }
     assert admissions["CITY_GENERAL"] == [141, None, 152]
     assert discharges["CITY_GENERAL"] == [137, 0, 149]  # a true zero stays zero
-    assert "Not drawn, suppressed (1-10): CITY_GENERAL 2024-02: Admissions (ADT^A01)" in page
+    assert "2 cells suppressed (counts from 1 to 10, and cells that would reveal them): not drawn." in page
+    assert "CITY_GENERAL 2024-02" not in page and "Admissions (ADT^A01)</" not in page
     demographics = {trace["name"]: trace["y"] for trace in chart_data(page, "chart-demographics")}
     assert demographics["Male"][-1] is None and demographics["Unknown"][1] == 0
     labs = chart_data(page, "chart-labs")[0]
-    assert "C reactive protein (mg/L)" not in labs["y"]
-    assert "C reactive protein (mg/L): results" in page
+    assert "C reactive protein" not in page  # every count of the test is suppressed: not even its name
+    pharmacy = chart_data(page, "chart-pharmacy")
+    assert "Onasemnogene" not in page and {trace["name"] for trace in pharmacy} == {"IV", "SC", "PO"}
     imaging = {trace["name"]: dict(zip(trace["x"], trace["y"])) for trace in chart_data(page, "chart-imaging")}
     assert imaging["Studies"]["US"] is None and imaging["Images"]["US"] == 14
 
 
 def test_threshold_in_the_labels_comes_from_the_metadata(analytics):
     page = build_dashboard_html(analytics, None, None, {**METADATA, "deid.suppression_threshold": "11"})
-    assert "suppressed (1-11)" in page and "suppressed (1-10)" not in page
+    assert "counts from 1 to 11," in page and "counts from 1 to 10," not in page
 
 
 class _Sources(HTMLParser):

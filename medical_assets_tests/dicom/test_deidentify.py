@@ -38,7 +38,7 @@ from medical_assets.dicom.deidentify import (
     deidentify_dicom_bytes,
 )
 from medical_assets.privacy.keys import parse_key_ring
-from medical_assets.privacy.pseudonyms import Pseudonymizer
+from medical_assets.privacy.pseudonyms import Pseudonymizer, patient_identity
 from medical_assets.synthetic.dicom import DicomCorpusSettings, render_file
 
 SAMPLE = DicomCorpusSettings(total_files=40)
@@ -54,6 +54,10 @@ MARKER = "PLANTED"
 UID_ROOT = "1.2.840.99999.20240131"
 STUDY_UID = f"{UID_ROOT}.1"
 SERIES_UID = f"{UID_ROOT}.1.2"
+INSTITUTION = f"{MARKER} GENERAL HOSPITAL"
+ISSUER = f"{MARKER}_MRN_AUTHORITY"
+# The patient the planted files name: their MRN with its assigning authority.
+PLANTED_IDENTITY = patient_identity(PATIENT_ID, ISSUER)
 
 
 def new_pseudonymizer() -> Pseudonymizer:
@@ -130,6 +134,7 @@ def plant_identifiers(data: bytes) -> bytes:
     dataset.file_meta.SourceApplicationEntityTitle = f"{MARKER}AE"
     dataset.PatientName = f"{MARKER}FAMILY^{MARKER}GIVEN"
     dataset.PatientID = PATIENT_ID
+    dataset.IssuerOfPatientID = ISSUER
     dataset.PatientBirthDate = BIRTH_DATE
     dataset.PatientAge = "095Y"
     dataset.OtherPatientIDs = f"OTHERID-{MARKER}-77"
@@ -139,7 +144,7 @@ def plant_identifiers(data: bytes) -> bytes:
     dataset.ReferringPhysicianName = f"REFDOC^{MARKER}"
     dataset.PerformingPhysicianName = f"PERFDOC^{MARKER}"
     dataset.OperatorsName = f"OPERATOR^{MARKER}"
-    dataset.InstitutionName = f"{MARKER} GENERAL HOSPITAL"
+    dataset.InstitutionName = INSTITUTION
     dataset.InstitutionAddress = f"12 {MARKER} STREET, SPRINGFIELD"
     dataset.InstitutionalDepartmentName = f"{MARKER} RADIOLOGY"
     dataset.StationName = f"{MARKER}STN"
@@ -277,7 +282,9 @@ def test_no_planted_identifier_survives_in_any_byte_or_element(source, profile, 
 def test_pixel_data_and_image_attributes_are_untouched(source, corpus, headers, pseudonymizer):
     data = source_file(source, corpus, headers)
     original = pydicom.dcmread(BytesIO(data))
-    output = deidentify_dicom_bytes(data, pseudonymizer, "safe_harbor")
+    # The body part is vocabulary-only text: kept here because the vocabulary allows the file's value.
+    vocabulary = {"BodyPartExamined": {original.get("BodyPartExamined")} - {None}}
+    output = deidentify_dicom_bytes(data, pseudonymizer, "safe_harbor", vocabulary=vocabulary)
     assert output[:128] == bytes(128) and output[128:132] == b"DICM"
     result = pydicom.dcmread(BytesIO(output))  # without force: a valid Part 10 file
     assert result.file_meta.TransferSyntaxUID == original.file_meta.TransferSyntaxUID
@@ -370,7 +377,7 @@ def test_references_to_other_instances_follow_their_new_uids(corpus, headers, ps
 def test_patient_id_and_name_become_the_hl7_patient_token(corpus, headers, pseudonymizer):
     data = plant_identifiers(source_file("US implicit VR", corpus, headers))
     result = pydicom.dcmread(BytesIO(deidentify_dicom_bytes(data, pseudonymizer)))
-    token = pseudonymizer.token("patient", PATIENT_ID)
+    token = pseudonymizer.token("patient", PLANTED_IDENTITY)
     assert result.PatientID == token
     assert str(result.PatientName) == token
     assert result.PatientBirthDate == ""
@@ -437,7 +444,7 @@ def test_safe_harbor_keeps_the_year_alone(pseudonymizer):
     assert dataset.AcquisitionDateTime == "20240101000000"
     assert dataset.StudyTime == ""
     assert dataset.PatientBirthDate == ""
-    assert list(dataset.SelectorDAValue) == ["20230101", "20240101"]  # each value of a multi-valued date
+    assert "SelectorDAValue" not in dataset  # a date the allow-list does not declare is removed, not generalised
 
 
 def test_date_shift_moves_every_date_of_a_patient_by_one_offset(pseudonymizer):
@@ -477,12 +484,12 @@ def _day(value: str):
 
 def test_nested_sequences_private_tags_and_overlays(corpus, headers, pseudonymizer):
     data = plant_identifiers(source_file("CT explicit VR", corpus, headers))
-    result = pydicom.dcmread(BytesIO(deidentify_dicom_bytes(data, pseudonymizer)))
-    assert annex_e_action(Tag("AnatomicRegionSequence")) is None  # so it is cleaned, not dropped
-    region = result.AnatomicRegionSequence[0]
+    result = pydicom.dcmread(BytesIO(deidentify_dicom_bytes(data, pseudonymizer, vocabulary={"CodeMeaning": {"Abdomen"}})))
+    region = result.AnatomicRegionSequence[0]  # a declared sequence: kept, its item cleaned
     assert (region.CodeValue, region.CodeMeaning) == ("T-D4000", "Abdomen")
     assert region.ReferencedSOPInstanceUID == pseudonymizer.uid(f"{UID_ROOT}.6")
-    assert region.PersonName == "ANONYMIZED"  # D: a dummy
+    assert "PersonName" not in region  # not declared: removed inside the item too
+    assert [element.tag for element in region if element.tag.is_private] == []
     for removed in ("RequestAttributesSequence", "ReferencedStudySequence", "OtherPatientIDsSequence", "ImageComments"):
         assert removed not in result
     private = [element.tag for element in result.iterall() if element.tag.is_private]
@@ -602,14 +609,15 @@ def test_the_image_row_matches_the_file_and_holds_no_identifier(profile, corpus,
     assert row["study_instance_uid"] == result.StudyInstanceUID
     assert row["series_instance_uid"] == result.SeriesInstanceUID
     assert row["deid_file"] == f"{result.StudyInstanceUID}/{result.SeriesInstanceUID}/{result.SOPInstanceUID}.dcm"
-    assert row["patient_token"] == result.PatientID == pseudonymizer.token("patient", PATIENT_ID)
+    assert row["patient_token"] == result.PatientID == pseudonymizer.token("patient", PLANTED_IDENTITY)
     if profile == "safe_harbor":
         assert (row["study_year"], row["study_date"]) == (2024, None)
     else:
         assert row["study_date"] == result.StudyDate != STUDY_DATE
         assert row["study_year"] == int(result.StudyDate[:4])
+    assert row["body_part_examined"] is None  # vocabulary-only, and no vocabulary was given
     for column in ("modality", "rows", "columns", "bits_stored", "pixel_spacing", "pixel_mean", "manufacturer",
-                   "manufacturer_model_name", "body_part_examined", "series_number", "instance_number",
+                   "manufacturer_model_name", "series_number", "instance_number",
                    "transfer_syntax_uid", "has_pixel_data"):  # fmt: skip
         assert row[column] == phi_row[column], column
     assert "deid_profile" not in row  # the profile and key id travel in the Parquet metadata

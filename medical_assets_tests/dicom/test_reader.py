@@ -187,6 +187,29 @@ def test_attributes_are_read_as_the_file_has_them(image_rows):
     assert row["sop_instance_uid"] == "1.3.6.1.4.1.5962.1.1.1.1.1.20040119072730.12322"
 
 
+def test_patient_identity_attributes_are_read_as_the_file_has_them(image_rows):
+    row = image_rows["CT_small.dcm"]
+    assert row["patient_id_issuer"] is None  # no IssuerOfPatientID: null, not InstitutionName
+    assert row["institution_name"] == "JFK IMAGING CENTER"
+    assert row["patient_age"] == "000Y"
+    assert image_rows["examples_overlay.dcm"]["patient_age"] == "058Y"
+    assert image_rows["JPEG2000.dcm"]["patient_age"] is None  # present but empty
+
+
+def test_issuer_of_patient_id_is_read_apart_from_the_institution():
+    """Two hospitals' PatientID RT0001: the issuer column is what tells them apart downstream."""
+    rows = []
+    for issuer, institution in (("HOSP_A ", "GENERAL HOSPITAL"), ("HOSP_B", "GENERAL HOSPITAL")):
+        dataset = synthetic_image()
+        dataset.IssuerOfPatientID = issuer  # a padded value, as LO allows
+        dataset.InstitutionName = institution
+        dataset.PatientAge = "089Y"
+        rows.append(image_row(read_dicom_file(file_bytes(dataset), "issuer.dcm")))
+    assert [(row["patient_id"], row["patient_id_issuer"]) for row in rows] == [("RT0001", "HOSP_A"), ("RT0001", "HOSP_B")]
+    assert {row["institution_name"] for row in rows} == {"GENERAL HOSPITAL"}
+    assert {row["patient_age"] for row in rows} == {"089Y"}
+
+
 def test_an_invalid_value_is_null_not_an_exception(image_rows):
     row = image_rows["badVR.dcm"]
     assert row["number_of_frames"] is None and row["rows"] == 10

@@ -77,6 +77,14 @@ CORPUS = {
         "PV1|1|I|4N\\S\\W^401^B^GHH&1.2&ISO||||1234^ATTEND^AARON~99^OTHER|||MED||||7|||||V-9^^^GHH"
         "|||||||||||||||||01",
     ),
+    "identifier issuers: escaped, with subcomponents, absent from the MR repetition": (
+        "MSH|^~\\&|ADT|GHH|EMR|WARD|20240121080000||ADT^A08|ADT-3|P|2.5",
+        "PID|1||A\\T\\1^^^GEN\\T\\HOSP&1.2.840.1&ISO^PI~0042^^^ST\\F\\MARY&2.16.1&ISO^MR~0043^^^OTHER^MR||DOE^JANE",
+    ),
+    "identifier issuers: MR repetition without one, the first with one": (
+        "MSH|^~\\&|ADT|GHH|EMR|WARD|20240121080500||ADT^A08|ADT-4|P|2.5",
+        "PID|1||S1^^^SSA^SS~0044^^^&2.16.1&ISO^MR||ROE^RICHARD",
+    ),
 }
 
 MESSAGE_COLUMNS = {
@@ -159,6 +167,7 @@ def test_message_columns_match_python_hl7(parsed, number):
     repetition = oracle.medical_record_repetition()
     assert ours["patient_id"] == oracle.get("PID", 3, repetition, 1, 1)
     assert ours["patient_id_type"] == oracle.get("PID", 3, repetition, 5, 1)
+    assert ours["patient_id_issuer"] == oracle.get("PID", 3, repetition, 4, 1)
 
 
 @pytest.mark.parametrize("number", range(len(CORPUS)), ids=list(CORPUS))
@@ -208,6 +217,8 @@ def test_the_corpus_exercises_what_it_claims(parsed):
     messages = parsed.messages.to_pylist()
     labs = parsed.lab_results.to_pylist()
     assert messages[0]["patient_id"] == "PATID5678"
+    assert messages[0]["patient_id_issuer"] == "ADT1"  # the MR repetition's, not the first's
+    assert [(row["patient_id"], row["patient_id_issuer"]) for row in messages[-2:]] == [("0042", "ST|MARY"), ("0044", None)]
     assert messages[1]["patient_family_name"] == "O^BRIEN"
     assert messages[1]["sending_facility"] == "NORTH | SOUTH"
     assert messages[2]["sending_application"] == "APP#X"

@@ -23,6 +23,14 @@ EDGE_CASES = {
         "PID|1||X\\T\\1^^^H^PI~X2^^^H^SS~X3^^^H^MR||O\\S\\BRIEN&O&BRIEN^MARY\\R\\ANN^C||19800229|F",
         "OBX|1|ST|NOTE^REMARK^L||high \\T\\ rising^see \\S\\ note&more~second|\\X6D67\\/dL|< 5|H\\F\\L|||C",
     ),
+    "issuers escaped, with subcomponents, absent from the mr repetition": (
+        "MSH|^~\\&|A|B|C|D|20240101||ADT^A08|I1|P|2.5",
+        "PID|1||A1^^^GEN\\T\\HOSP&1.2&ISO^PI~A2^^^ST\\F\\MARY&2.16&ISO^MR||DOE",
+        "MSH|^~\\&|A|B|C|D|20240101||ADT^A08|I2|P|2.5",
+        "PID|1||B1^^^SSA^SS~B2^^^&2.16&ISO^MR~B3^^^LATER^MR||ROE",
+        "MSH|^~\\&|A|B|C|D|20240101||ADT^A08|I3|P|2.5",
+        "PID|1||C1^^^^PI~C2^^^NOT_MR^XX||POE",
+    ),
     "mr type escaped": ("MSH|^~\\&|A|B|C|D|20240101||ADT^A08|E2|P|2.5", "PID|1||A1^^^H^\\X4D52\\~A2^^^H^MR||DOE"),
     "no pid, short segments, obx before any obr": (
         "MSH|^~\\&|A|B|C|D|2024||ORU^R01|S1|P|2.4",
@@ -131,6 +139,22 @@ def test_escaped_identifiers_in_files_without_any_repetition():
     )
     assert data.count(b"~") == 2  # MSH-2 only
     _assert_same_as_general(data)
+
+
+def test_issuers_in_files_without_any_repetition():
+    """PID-3 with one repetition is read by the vectorised lookup, not the repetition search: issuers alike."""
+    header = "MSH|^~\\&|A|B|C|D|20240101||ADT^A08|{}|P|2.5"
+    plain = _file(
+        (header.format("P1"), "PID|1||12345^^^HOSP_A&1.2.3&ISO^MR||DOE"),
+        (header.format("P2"), "PID|1||12345^^^^MR||ROE"),
+        (header.format("P3"), "PID|1||12345||POE"),
+    )
+    escaped = plain + _file((header.format("P4"), "PID|1||12345^^^ST\\T\\MARY^MR||DOE"))
+    for data in (plain, escaped):
+        assert data.count(b"~") == data.count(b"MSH")  # MSH-2 only
+        _assert_same_as_general(data)
+    issuers = fastpath.read_tables(escaped, "f.hl7")["hl7_messages"].column("patient_id_issuer").to_pylist()
+    assert issuers == ["HOSP_A", None, None, "ST&MARY"]
 
 
 def test_hand_written_messages_together_in_several_framings():

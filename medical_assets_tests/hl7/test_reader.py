@@ -64,6 +64,7 @@ def test_message_columns_come_from_their_fields():
         "hl7_version": "2.5.1",
         "character_set": "UNICODE UTF-8",
         "patient_id": "PATID1234",  # the MR repetition, although it comes second
+        "patient_id_issuer": "GHH",  # PID-3.4 of that repetition, not the first's SSA
         "patient_id_type": "MR",
         "patient_family_name": "EVERYWOMAN",
         "patient_given_name": "EVE",
@@ -143,6 +144,56 @@ def test_other_separators_still_give_caret_joined_values():
     (lab,) = parsed.lab_results.to_pylist()
     assert lab["value"] == ">^5$x"
     assert lab["numeric_value"] is None  # a comparator makes it a range, not a number
+
+
+def _identity(pid_3: str, sending_facility: str = "SENDING_FAC") -> tuple:
+    header = f"MSH|^~\\&|APP|{sending_facility}|RCV|RFAC|20240101||ADT^A08|C1|P|2.5"
+    data = _file((header, f"PID|1||{pid_3}||DOE^JANE"))
+    read = []
+    for parse in (parse_hl7_file, reader.parse_general):  # the fast path and its reference
+        (row,) = parse(data, "f.hl7").messages.to_pylist()
+        read.append((row["patient_id"], row["patient_id_issuer"], row["patient_id_type"]))
+    assert read[0] == read[1]
+    return read[0]
+
+
+@pytest.mark.parametrize(
+    "pid_3, expected",
+    [
+        ("12345^^^HOSP_A^MR", ("12345", "HOSP_A", "MR")),
+        # The issuer of the MR repetition, never another repetition's.
+        ("V1^^^VISITS^VN~12345^^^HOSP_A^MR", ("12345", "HOSP_A", "MR")),
+        ("S1^^^SSA^SS~12345^^^^MR", ("12345", None, "MR")),
+        # Without MR, the first repetition's.
+        ("A1^^^FIRST^PI~A2^^^SECOND^PI", ("A1", "FIRST", "PI")),
+        # HD: namespace ID & universal ID & its type; the namespace ID is the issuer.
+        ("12345^^^HOSP_A&1.2.840.114350&ISO^MR", ("12345", "HOSP_A", "MR")),
+        ("12345^^^&1.2.840.114350&ISO^MR", ("12345", None, "MR")),
+        ("12345^^^ST \\T\\ MARY\\S\\S^MR", ("12345", "ST & MARY^S", "MR")),
+        ("12345^^^^MR", ("12345", None, "MR")),
+        ("12345", ("12345", None, None)),
+    ],
+)
+def test_patient_id_issuer_is_pid_3_4_of_the_identifying_repetition(pid_3, expected):
+    assert _identity(pid_3) == expected
+
+
+def test_patient_id_issuer_is_not_filled_from_the_sending_facility():
+    """The PHI column is a faithful copy: falling back to MSH-4 is the de-identification's choice, not the parse's."""
+    assert _identity("12345^^^^MR", sending_facility="HOSP_A") == ("12345", None, "MR")
+    (row,) = parse_hl7_file(_file(ADT), "adt.hl7").messages.to_pylist()  # a bare PID-3
+    assert row["sending_facility"] == "GOOD HEALTH HOSPITAL" and row["patient_id_issuer"] is None
+
+
+def test_same_mrn_of_two_issuers_stays_two_rows_with_their_issuers():
+    """Two hospitals' MRN 12345: the issuer column is what tells them apart downstream."""
+    header = "MSH|^~\\&|APP|{}|RCV|RFAC|20240101||ADT^A08|{}|P|2.5"
+    data = _file(
+        (header.format("HOSP_A", "C1"), "PID|1||12345^^^HOSP_A^MR||DOE^JANE"),
+        (header.format("HOSP_B", "C2"), "PID|1||12345^^^HOSP_B^MR||ROE^RICHARD"),
+    )
+    rows = parse_hl7_file(data, "f.hl7").messages.to_pylist()
+    assert [(row["patient_id"], row["patient_id_issuer"]) for row in rows] == [("12345", "HOSP_A"), ("12345", "HOSP_B")]
 
 
 def test_a_broken_message_between_two_good_ones():

@@ -1,9 +1,9 @@
-"""The audit log: one create-only JSON object per record, private on a local disk, readable in time order."""
+"""The audit log: one create-only JSON object per record, private on a local disk, readable in the order written.
+The hash chain and who the actor is are tested in test_audit_chain.py."""
 
 import json
 import os
 import stat
-import uuid
 
 import pyarrow.fs as pafs
 import pytest
@@ -40,25 +40,28 @@ def test_a_record_is_one_private_json_file_in_the_phi_zone(tmp_path):
     assert log.records() == [record]
 
 
-def test_the_file_name_starts_with_the_utc_time_so_names_sort_in_time_order(tmp_path):
+def test_the_file_name_starts_with_the_record_number_then_the_utc_time(tmp_path):
     log = AuditLog(resolve_location(str(tmp_path)))
     written = log.append(_record(time="2025-03-04T05:06:07.000008Z"))
-    assert written.name.startswith("20250304T050607.000008Z-")
+    second = log.append(_record(time="2025-03-04T05:06:08Z"))
+    assert written.name.startswith("0000000001-20250304T050607.000008Z-")
+    assert second.name.startswith("0000000002-20250304T050608.000000Z-")
 
 
-def test_records_come_back_oldest_first(tmp_path):
+def test_records_come_back_in_the_order_written_whatever_their_clocks_say(tmp_path):
+    # Hosts' clocks disagree; the chain's order is the order the log took the records in.
     log = AuditLog(resolve_location(str(tmp_path)))
-    later = _record(time="2025-01-02T00:00:00+00:00", action="reidentify", outcome=DENIED)
+    later = _record(time="2025-01-02T00:00:00+00:00", action="reidentify", outcome=DENIED, purpose="")
     earlier = _record(time="2025-01-01T23:59:59.999999Z")
     log.append(later)
     log.append(earlier)
-    assert log.records() == [earlier, later]
+    assert log.records() == [later, earlier]
+    assert [record.sequence for record in log.records()] == [1, 2]
 
 
 def test_a_record_is_never_overwritten(tmp_path, monkeypatch):
     log = AuditLog(resolve_location(str(tmp_path)))
-    fixed = uuid.UUID(int=7)
-    monkeypatch.setattr(audit_module.uuid, "uuid4", lambda: fixed)
+    monkeypatch.setattr(audit_module, "_record_name", lambda record: "0000000001-fixed.json")
     first = _record(time="2025-01-01T00:00:00Z", purpose="first")
     log.append(first)
     with pytest.raises(FileExistsError):
@@ -73,18 +76,25 @@ def test_records_work_on_an_object_store():
     second = _record(time="2025-01-01T00:00:01Z", outcome=failure("no key with id 'k1'"))
     log.append(second)
     log.append(first)
-    assert log.records() == [first, second]
+    assert log.records() == [second, first]
+    assert log.verify().intact and log.verify().records == 2
 
 
 def test_an_empty_log_has_no_records(tmp_path):
     assert AuditLog(resolve_location(str(tmp_path / "nothing-yet"))).records() == []
 
 
-def test_the_actor_is_the_os_user_unless_declared(monkeypatch):
-    monkeypatch.setattr(audit_module.getpass, "getuser", lambda: "alice")
-    assert _record().actor == "alice"
+def test_a_declared_actor_is_kept_beside_the_os_user_never_instead(monkeypatch):
+    monkeypatch.setattr(audit_module.pwd, "getpwuid", lambda uid: type("Entry", (), {"pw_name": "alice"})())
+    assert (_record().actor, _record().declared_actor) == ("alice", None)
     monkeypatch.setenv(ACTOR_VAR, "dr.bob@hospital.example")
-    assert _record().actor == "dr.bob@hospital.example"
+    assert (_record().actor, _record().declared_actor) == ("alice", "dr.bob@hospital.example")
+
+
+def test_a_record_needs_a_purpose_unless_it_records_a_refusal_for_lacking_one():
+    with pytest.raises(ValueError, match="purpose"):
+        _record(purpose="  ")
+    assert _record(purpose="", outcome=DENIED).outcome == DENIED
 
 
 def test_time_and_host_are_filled_in():

@@ -19,11 +19,11 @@ from medical_assets.privacy.hl7_deid import (
     DEID_METADATA,
     PROFILES,
     compliance_metadata,
+    census_of_ages,
     deidentify_hl7_tables,
-    patients_over_89,
 )
 from medical_assets.privacy.keys import parse_key_ring
-from medical_assets.privacy.pseudonyms import Pseudonymizer
+from medical_assets.privacy.pseudonyms import Pseudonymizer, patient_identity
 from medical_assets.synthetic.hl7 import HL7CorpusSettings, render_file
 
 TEST_KEY = "e6c_RnVCBXidrmsWnAdfchXlFioZwR9OtTu1CNlJ-is"
@@ -32,6 +32,13 @@ CHILD_TABLES = ("hl7_lab_results", "hl7_pharmacy_orders", "hl7_encounters")
 PLANTED_FILE = "ward7_zebediah_feed.hl7"
 MRN = "MRNQX4417"
 OTHER_MRN = "MRNQX5000"
+
+
+def deidentify(*args, **kwargs):
+    """The tables of a few hand-written messages: every text value is vocabulary from one patient on,
+    so these tests see the other rules at work (the vocabulary rule has its own tests)."""
+    kwargs.setdefault("min_patients", 1)
+    return deidentify_hl7_tables(*args, **kwargs)
 
 
 def segment(name: str, fields: dict[int, str]) -> str:
@@ -227,13 +234,13 @@ def test_no_planted_identifier_appears_in_any_cell_of_any_table(pseudonymizer, p
         "PLACERQX1",
         "ward7",
     }
-    output = deidentify_hl7_tables(phi, pseudonymizer, profile)
+    output = deidentify(phi, pseudonymizer, profile)
     assert found(PLANTED, output) == []
     assert all(table.num_rows for table in output.values())
 
 
 def test_no_date_leaves_safe_harbor_beyond_its_year(pseudonymizer):
-    output = deidentify_hl7_tables(phi_tables(PLANTED_FEED), pseudonymizer)
+    output = deidentify(phi_tables(PLANTED_FEED), pseudonymizer)
     for name, table in output.items():
         for field in table.schema:
             if pa.types.is_timestamp(field.type) or field.name == "birth_date_shifted":
@@ -242,7 +249,7 @@ def test_no_date_leaves_safe_harbor_beyond_its_year(pseudonymizer):
 
 
 def test_date_shift_moves_every_full_date_away_from_the_real_one(pseudonymizer):
-    output = deidentify_hl7_tables(phi_tables(PLANTED_FEED), pseudonymizer, "date_shift")
+    output = deidentify(phi_tables(PLANTED_FEED), pseudonymizer, "date_shift")
     real_moments = [
         "2025-03-10 08:30:00",
         "2025-03-10 08:00:00",
@@ -260,7 +267,7 @@ def test_date_shift_moves_every_full_date_away_from_the_real_one(pseudonymizer):
 def test_every_message_gives_exactly_one_deid_message(pseudonymizer):
     settings = HL7CorpusSettings(total_messages=120, messages_per_file=50)
     phi = concatenated(*(phi_tables(render_file(settings, i), f"feed_{i}.hl7") for i in range(settings.file_count())))
-    messages = deidentify_hl7_tables(phi, pseudonymizer)["hl7_messages"]
+    messages = deidentify(phi, pseudonymizer)["hl7_messages"]
     assert messages.num_rows == phi["hl7_messages"].num_rows == 120
     keys = set(zip(messages.column("source_file_token").to_pylist(), messages.column("message_index").to_pylist()))
     assert len(keys) == 120
@@ -270,7 +277,7 @@ def test_every_message_gives_exactly_one_deid_message(pseudonymizer):
 
 @pytest.mark.parametrize("profile", PROFILES)
 def test_every_table_has_its_schema_and_errors_stay_behind(pseudonymizer, profile):
-    output = deidentify_hl7_tables(phi_tables(PLANTED_FEED), pseudonymizer, profile)
+    output = deidentify(phi_tables(PLANTED_FEED), pseudonymizer, profile)
     assert (
         list(output)
         == list(DEID_HL7_TABLES)
@@ -287,7 +294,7 @@ def test_empty_input_gives_empty_tables_with_their_schemas(pseudonymizer, profil
         tables = parse_hl7_file(b"", "empty.hl7").tables()
     elif tables == "messages only":
         tables = {"hl7_messages": parse_hl7_file(b"", "empty.hl7").tables()["hl7_messages"]}
-    output = deidentify_hl7_tables(tables, pseudonymizer, profile)
+    output = deidentify(tables, pseudonymizer, profile)
     assert set(output) == set(DEID_HL7_TABLES)
     for name, table in output.items():
         assert table.num_rows == 0
@@ -296,27 +303,28 @@ def test_empty_input_gives_empty_tables_with_their_schemas(pseudonymizer, profil
 
 def test_missing_child_tables_count_as_empty(pseudonymizer):
     phi = phi_tables(PLANTED_FEED)
-    output = deidentify_hl7_tables({"hl7_messages": phi["hl7_messages"]}, pseudonymizer)
+    output = deidentify({"hl7_messages": phi["hl7_messages"]}, pseudonymizer)
     assert output["hl7_messages"].num_rows == 5
     assert [output[name].num_rows for name in CHILD_TABLES] == [0, 0, 0]
 
 
 def test_the_patient_token_comes_from_the_mr_identifier_and_joins_dicom(pseudonymizer):
-    messages = deidentify_hl7_tables(phi_tables(PLANTED_FEED), pseudonymizer)["hl7_messages"]
+    messages = deidentify(phi_tables(PLANTED_FEED), pseudonymizer)["hl7_messages"]
     tokens = messages.column("patient_token").to_pylist()
-    # PID-3's MR repetition, not its first (a visit number): the token DICOM makes of PatientID.
-    assert tokens[:4] == [pseudonymizer.token("patient", MRN)] * 4
-    assert tokens[:4] != [pseudonymizer.token("patient", "VISITQX771")] * 4
-    assert tokens[4] == pseudonymizer.token("patient", OTHER_MRN) != tokens[0]
+    # PID-3's MR repetition, not its first (a visit number), with its assigning authority (PID-3.4):
+    # the token DICOM makes of PatientID with IssuerOfPatientID.
+    assert tokens[:4] == [pseudonymizer.token("patient", patient_identity(MRN, "GH"))] * 4
+    assert tokens[:4] != [pseudonymizer.token("patient", patient_identity("VISITQX771", "GH"))] * 4
+    assert tokens[4] == pseudonymizer.token("patient", patient_identity(OTHER_MRN, "GH")) != tokens[0]
     assert messages.column("patient_id_type").to_pylist() == ["MR"] * 5
 
 
 def test_one_patient_has_one_token_across_message_types_and_tables(pseudonymizer):
-    output = deidentify_hl7_tables(phi_tables(PLANTED_FEED), pseudonymizer)
+    output = deidentify(phi_tables(PLANTED_FEED), pseudonymizer)
     messages = output["hl7_messages"]
     planted_types = messages.column("message_type").to_pylist()[:4]
     assert planted_types == ["ADT^A01", "ORU^R01", "RDE^O11", "ADT^A03"]
-    token = pseudonymizer.token("patient", MRN)
+    token = pseudonymizer.token("patient", patient_identity(MRN, "GH"))
     for name in CHILD_TABLES:
         assert set(output[name].column("patient_token").to_pylist()) == {token}, name
 
@@ -324,7 +332,7 @@ def test_one_patient_has_one_token_across_message_types_and_tables(pseudonymizer
 def test_child_rows_join_their_deid_message_on_the_message_token(pseudonymizer):
     settings = HL7CorpusSettings(total_messages=200, messages_per_file=100)
     phi = concatenated(*(phi_tables(render_file(settings, i), f"feed_{i}.hl7") for i in range(2)))
-    output = deidentify_hl7_tables(phi, pseudonymizer)
+    output = deidentify(phi, pseudonymizer)
     patients_by_message = dict(
         zip(
             output["hl7_messages"].column("message_token").to_pylist(),
@@ -345,18 +353,18 @@ def test_child_rows_find_their_message_by_file_and_position_not_by_control_id(ps
     first = message("1", "ORU^R01^ORU_R01", "20250101120000", pid("MRNQXAAA^^^GH^MR", "19800615"), OBSERVATIONS[0])
     second = message("1", "ORU^R01^ORU_R01", "20250101130000", pid("MRNQXBBB^^^GH^MR", "19700615"), OBSERVATIONS[0])
     phi = concatenated(phi_tables(first, "a.hl7"), phi_tables(second, "b.hl7"))
-    labs = deidentify_hl7_tables(phi, pseudonymizer)["hl7_lab_results"]
+    labs = deidentify(phi, pseudonymizer)["hl7_lab_results"]
     assert labs.column("patient_token").to_pylist() == [
-        pseudonymizer.token("patient", "MRNQXAAA"),
-        pseudonymizer.token("patient", "MRNQXBBB"),
+        pseudonymizer.token("patient", patient_identity("MRNQXAAA", "GH")),
+        pseudonymizer.token("patient", patient_identity("MRNQXBBB", "GH")),
     ]
 
 
 def test_tokens_are_deterministic_per_key_and_differ_between_keys(pseudonymizer):
     phi = phi_tables(PLANTED_FEED)
-    first = deidentify_hl7_tables(phi, pseudonymizer)
-    same_key = deidentify_hl7_tables(phi, Pseudonymizer(parse_key_ring(TEST_KEY).current))
-    other_key = deidentify_hl7_tables(phi, Pseudonymizer(parse_key_ring(OTHER_KEY).current))
+    first = deidentify(phi, pseudonymizer)
+    same_key = deidentify(phi, Pseudonymizer(parse_key_ring(TEST_KEY).current))
+    other_key = deidentify(phi, Pseudonymizer(parse_key_ring(OTHER_KEY).current))
     token_columns = ("message_token", "source_file_token", "patient_token")
     for name in DEID_HL7_TABLES:
         assert first[name].equals(same_key[name]), name
@@ -369,8 +377,8 @@ def test_a_file_gives_the_same_rows_alone_or_in_a_batch(pseudonymizer):
     settings = HL7CorpusSettings(total_messages=40, messages_per_file=20)
     first, second = (phi_tables(render_file(settings, i), f"feed_{i}.hl7") for i in range(2))
     for profile in PROFILES:
-        alone = deidentify_hl7_tables(first, pseudonymizer, profile)
-        batch = deidentify_hl7_tables(concatenated(first, second), pseudonymizer, profile)
+        alone = deidentify(first, pseudonymizer, profile)
+        batch = deidentify(concatenated(first, second), pseudonymizer, profile)
         for name in ("hl7_lab_results", "hl7_pharmacy_orders", "hl7_encounters"):
             assert batch[name].slice(0, alone[name].num_rows).equals(alone[name]), (profile, name)
 
@@ -382,7 +390,7 @@ def test_zip3_comes_from_pid_11_component_5_not_the_street_line(pseudonymizer):
         "20250101120000",
         pid("MRNQXZIP^^^GH^MR", "19800615", "90210 SUNSET BLVD^SUITE 30210^BEVERLY HILLS^CA^10001-2345"),
     )
-    messages = deidentify_hl7_tables(phi_tables(feed), pseudonymizer)["hl7_messages"]
+    messages = deidentify(phi_tables(feed), pseudonymizer)["hl7_messages"]
     assert messages.column("patient_zip3").to_pylist() == ["100"]
     assert messages.column("patient_state").to_pylist() == ["CA"]
     assert found(["SUNSET", "BEVERLY", "90210", "10001"], {"m": messages}) == []
@@ -399,12 +407,12 @@ def test_every_restricted_zip3_is_written_000(pseudonymizer):
         )
         for n, p in enumerate(prefixes)
     )
-    zips = deidentify_hl7_tables(phi_tables(feed), pseudonymizer)["hl7_messages"].column("patient_zip3").to_pylist()
+    zips = deidentify(phi_tables(feed), pseudonymizer)["hl7_messages"].column("patient_zip3").to_pylist()
     assert zips == ["000"] * 17 + ["021"]
 
 
 def test_a_patient_born_1930_seen_in_2025_is_90_plus_without_a_birth_year(pseudonymizer):
-    messages = deidentify_hl7_tables(phi_tables(PLANTED_FEED), pseudonymizer)["hl7_messages"]
+    messages = deidentify(phi_tables(PLANTED_FEED), pseudonymizer)["hl7_messages"]
     planted = messages.slice(0, 4)
     assert planted.column("age_at_message").to_pylist() == ["90+"] * 4
     assert planted.column("age_band").to_pylist() == ["90+"] * 4
@@ -414,42 +422,49 @@ def test_a_patient_born_1930_seen_in_2025_is_90_plus_without_a_birth_year(pseudo
 
 def test_ages_are_computed_at_each_message_date_not_today(pseudonymizer):
     patient = pid("MRNQXAGE^^^GH^MR", "19800615")
+    twin = pid("MRNQXTWIN^^^GH^MR", "19800615")  # 90+ at the last message: a patient of their own
     feed = "".join(
-        message(f"A{n}", "ADT^A08^ADT_A08", sent, patient)
+        message(f"A{n}", "ADT^A08^ADT_A08", sent, patient if n < 3 else twin)
         for n, sent in enumerate(["20100614235959", "20100615000000", "20250101", "21700615"])
     )
-    messages = deidentify_hl7_tables(phi_tables(feed), pseudonymizer)["hl7_messages"]
+    messages = deidentify(phi_tables(feed), pseudonymizer)["hl7_messages"]
     assert messages.column("age_at_message").to_pylist() == ["29", "30", "44", "90+"]
     assert messages.column("age_band").to_pylist() == ["18-29", "30-44", "30-44", "90+"]
     assert messages.column("message_year").to_pylist() == [2010, 2010, 2025, 2170]
 
 
-def test_a_patient_turning_90_loses_the_birth_year_in_every_message(pseudonymizer):
-    # Linked by the token, a birth year shown at 89 would date the 90+ message too.
+def test_a_patient_turning_90_shows_no_numeric_age_and_no_birth_year(pseudonymizer):
+    """Attack: under one token, age 89 in one message and 90+ in another of the same year give the
+    birth year (year - 90), and a birth year shown at 89 dates the 90+ message too."""
     patient = pid("MRNQXOLD^^^GH^MR", "19351201")
-    feed = message("O1", "ADT^A08^ADT_A08", "20251130", patient) + message("O2", "ADT^A08^ADT_A08", "20251202", patient)
+    feed = message("O0", "ADT^A08^ADT_A08", "20201130", patient)  # 84: a year before the first 90+ one
+    feed += message("O1", "ADT^A08^ADT_A08", "20251130", patient) + message("O2", "ADT^A08^ADT_A08", "20251202", patient)
     feed += message("Y1", "ADT^A08^ADT_A08", "20251130", pid("MRNQXYOUNG^^^GH^MR", "19351202"))
-    messages = deidentify_hl7_tables(phi_tables(feed), pseudonymizer)["hl7_messages"]
-    assert messages.column("age_at_message").to_pylist() == ["89", "90+", "89"]
-    assert messages.column("birth_year").to_pylist() == [None, None, 1935]
+    messages = deidentify(phi_tables(feed), pseudonymizer)["hl7_messages"]
+    assert messages.column("age_at_message").to_pylist() == [None, "90+", "90+", "89"]
+    assert messages.column("age_band").to_pylist() == [None, "90+", "90+", "65-89"]
+    assert messages.column("birth_year").to_pylist() == [None, None, None, 1935]
+    old = [row for row in messages.to_pylist() if row["birth_year"] is None]
+    # What the attacker sees of the old patient: no number to subtract from a year.
+    assert not any(str(row["age_at_message"]).isdigit() for row in old)
 
 
-def test_a_patient_90_plus_in_another_batch_loses_the_birth_year_in_this_one(pseudonymizer):
+def test_a_patient_90_plus_in_another_batch_shows_no_age_in_this_one(pseudonymizer):
     # Two batches of one output (two part files, say): at 89 here, 90+ only in the other.
     patient = pid("MRNQXOLD^^^GH^MR", "19351201")
     here = phi_tables(message("O1", "ADT^A08^ADT_A08", "20251130", patient))
     there = phi_tables(message("O2", "ADT^A08^ADT_A08", "20251202", patient))
-    assert patients_over_89(here["hl7_messages"]) == set()
-    assert patients_over_89(there["hl7_messages"]) == {"MRNQXOLD"}
+    assert census_of_ages(here["hl7_messages"]) == {}
+    assert census_of_ages(there["hl7_messages"]) == {"GH\x1eMRNQXOLD": 2025}
 
-    alone = deidentify_hl7_tables(here, pseudonymizer)["hl7_messages"]
-    told = deidentify_hl7_tables(here, pseudonymizer, patients_over_89={"MRNQXOLD"})["hl7_messages"]
+    alone = deidentify(here, pseudonymizer)["hl7_messages"]
+    told = deidentify(here, pseudonymizer, patients_over_89={"GH\x1eMRNQXOLD": 2025})["hl7_messages"]
     assert alone.column("birth_year").to_pylist() == [1935]  # what a batch cannot know alone
-    assert told.column("age_at_message").to_pylist() == ["89"]
+    assert told.column("age_at_message").to_pylist() == ["90+"]  # same year as the first 90+ event
     assert told.column("birth_year").to_pylist() == [None]
 
 
-def test_patients_over_89_checks_exact_ages_not_only_years(pseudonymizer):
+def test_census_of_ages_checks_exact_ages_not_only_years(pseudonymizer):
     feed = (
         message("A", "ADT^A08^ADT_A08", "20251130", pid("MRNQX89^^^GH^MR", "19351201"))  # 89 and a day short of 90
         + message("B", "ADT^A08^ADT_A08", "20251201", pid(" MRNQX90 ^^^GH^MR", "19351201"))  # 90 that day
@@ -457,11 +472,11 @@ def test_patients_over_89_checks_exact_ages_not_only_years(pseudonymizer):
         + message("D", "ADT^A08^ADT_A08", "20251201", pid("MRNQXBAD^^^GH^MR", "19XX"))  # no age at all
         + message("E", "ADT^A08^ADT_A08", "20251201", pid("MRNQXYOUNG^^^GH^MR", "19800101"))
     )
-    assert patients_over_89(phi_tables(feed)["hl7_messages"]) == {"MRNQX90", "MRNQXYEAR"}
+    assert census_of_ages(phi_tables(feed)["hl7_messages"]) == {"GH\x1eMRNQX90": 2025, "GH\x1eMRNQXYEAR": 2025}
 
 
 def test_lab_values_are_kept_only_for_numbers_and_codes(pseudonymizer):
-    labs = deidentify_hl7_tables(phi_tables(PLANTED_FEED), pseudonymizer)["hl7_lab_results"]
+    labs = deidentify(phi_tables(PLANTED_FEED), pseudonymizer)["hl7_lab_results"]
     values = dict(zip(labs.column("set_id").to_pylist(), labs.column("value").to_pylist()))
     assert values == {
         "1": "105",
@@ -493,7 +508,7 @@ def test_lab_values_are_kept_only_for_numbers_and_codes(pseudonymizer):
 
 
 def test_clinical_and_administrative_codes_are_kept(pseudonymizer):
-    output = deidentify_hl7_tables(phi_tables(PLANTED_FEED), pseudonymizer)
+    output = deidentify(phi_tables(PLANTED_FEED), pseudonymizer)
     admission = output["hl7_messages"].to_pylist()[0]
     assert {
         k: admission[k]
@@ -538,14 +553,14 @@ def test_clinical_and_administrative_codes_are_kept(pseudonymizer):
         discharge["discharge_disposition"],
     ) == ("I", "CARD", "CAR", "1", "01")
     assert (discharge["admit_year"], discharge["discharge_year"], discharge["event_year"]) == (2025, 2025, 2025)
-    # 2025-03-10 08:00 to 2025-03-15 10:30: a duration, which Safe Harbor allows.
-    assert discharge["length_of_stay_days"] == pytest.approx(5.10, abs=0.005)
+    # 2025-03-10 08:00 to 2025-03-15 10:30: a duration in whole days, within one year.
+    assert discharge["length_of_stay_days"] == 5.0
 
 
 def test_date_shift_moves_all_of_a_patients_dates_by_one_keyed_offset(pseudonymizer):
     phi = phi_tables(PLANTED_FEED)
-    output = deidentify_hl7_tables(phi, pseudonymizer, "date_shift")
-    offset = timedelta(days=pseudonymizer.date_offset_days(MRN))
+    output = deidentify(phi, pseudonymizer, "date_shift")
+    offset = timedelta(days=pseudonymizer.date_offset_days(patient_identity(MRN, "GH")))
     assert offset != timedelta(0)
     pairs = [
         ("hl7_messages", "message_datetime"),
@@ -575,14 +590,14 @@ def test_date_shift_keeps_intervals_and_exact_ages_and_still_pools_90_plus(pseud
     )
     feed += PLANTED_FEED
     phi = phi_tables(feed)
-    shifted = deidentify_hl7_tables(phi, pseudonymizer, "date_shift")
-    harbor = deidentify_hl7_tables(phi, pseudonymizer, "safe_harbor")
+    shifted = deidentify(phi, pseudonymizer, "date_shift")
+    harbor = deidentify(phi, pseudonymizer, "safe_harbor")
     messages = shifted["hl7_messages"]
     moments = messages.column("message_datetime_shifted").to_pylist()
     assert moments[1] - moments[0] == datetime(2024, 3, 1) - datetime(2010, 6, 14, 23, 59, 59)
     assert messages.column("age_at_message").equals(harbor["hl7_messages"].column("age_at_message"))
     assert messages.column("age_at_message").to_pylist()[:6] == ["29", "43", "90+", "90+", "90+", "90+"]
-    offset = pseudonymizer.date_offset_days("MRNQXSHIFT")
+    offset = pseudonymizer.date_offset_days(patient_identity("MRNQXSHIFT", "GH"))
     expected_birth = (date(1980, 6, 15) + timedelta(days=offset)).strftime("%Y%m%d")
     assert messages.column("birth_date_shifted").to_pylist()[:2] == [expected_birth] * 2
     assert messages.column("birth_year").to_pylist()[:2] == [int(expected_birth[:4])] * 2
@@ -598,18 +613,18 @@ def test_date_shift_keeps_intervals_and_exact_ages_and_still_pools_90_plus(pseud
 def test_date_shift_uses_the_same_offset_as_every_other_record_of_the_patient(pseudonymizer):
     # The DICOM side shifts with date_offset_days(PatientID): the HL7 side must use the same patient key.
     feed = message("D1", "ADT^A08^ADT_A08", "20250101120000", pid(f"VISITQX9^^^GH^VN~{OTHER_MRN}^^^GH^MR", "19800615"))
-    messages = deidentify_hl7_tables(phi_tables(feed), pseudonymizer, "date_shift")["hl7_messages"]
+    messages = deidentify(phi_tables(feed), pseudonymizer, "date_shift")["hl7_messages"]
     shift = messages.column("message_datetime_shifted")[0].as_py() - datetime(2025, 1, 1, 12)
-    assert shift == timedelta(days=pseudonymizer.date_offset_days(OTHER_MRN))
+    assert shift == timedelta(days=pseudonymizer.date_offset_days(patient_identity(OTHER_MRN, "GH")))
 
 
 def test_safe_harbor_is_the_default_profile_and_an_unknown_one_is_refused(pseudonymizer):
     phi = phi_tables(PLANTED_FEED)
-    default = deidentify_hl7_tables(phi, pseudonymizer)
+    default = deidentify(phi, pseudonymizer)
     for name in DEID_HL7_TABLES:
-        assert default[name].equals(deidentify_hl7_tables(phi, pseudonymizer, "safe_harbor")[name])
+        assert default[name].equals(deidentify(phi, pseudonymizer, "safe_harbor")[name])
     with pytest.raises(ValueError, match="safe_harbor, date_shift"):
-        deidentify_hl7_tables(phi, pseudonymizer, "limited_data_set")
+        deidentify(phi, pseudonymizer, "limited_data_set")
 
 
 def test_compliance_metadata_names_the_profile_the_key_and_the_rule():
@@ -663,7 +678,7 @@ def test_the_synthetic_corpus_leaves_none_of_its_identifiers(pseudonymizer):
     }
     assert len(identifiers) > 500
     for profile in PROFILES:
-        output = deidentify_hl7_tables(phi, pseudonymizer, profile)
+        output = deidentify(phi, pseudonymizer, profile)
         cells = {str(value) for table in output.values() for column in table.columns for value in column.to_pylist()}
         assert identifiers & cells == set(), profile  # no cell is an identifier
         long_ones = [value for value in identifiers if len(value) >= 6]  # nor contains one long enough to be one
@@ -696,7 +711,7 @@ def test_fifty_thousand_messages_take_a_couple_of_seconds(pseudonymizer):
     assert phi["hl7_messages"].num_rows == 50_000
     for profile in PROFILES:
         started = time.perf_counter()
-        output = deidentify_hl7_tables(phi, pseudonymizer, profile)
+        output = deidentify(phi, pseudonymizer, profile)
         elapsed = time.perf_counter() - started
         assert output["hl7_messages"].num_rows == 50_000
         assert output["hl7_lab_results"].num_rows == phi["hl7_lab_results"].num_rows
@@ -715,8 +730,8 @@ def test_reversible_patient_tokens_only_when_asked_and_they_open_with_the_key():
     phi = parse_hl7_file(render_file(settings, 0), file_name(0)).tables()
     ring = parse_key_ring(_secrets.token_urlsafe(32))
     pseudonymizer = Pseudonymizer(ring.current)
-    plain = deidentify_hl7_tables(phi, pseudonymizer)["hl7_messages"]
+    plain = deidentify(phi, pseudonymizer)["hl7_messages"]
     assert plain["patient_reversible_token"].null_count == plain.num_rows
-    sealed = deidentify_hl7_tables(phi, pseudonymizer, reversible=ReversibleTokens(ring))["hl7_messages"]
+    sealed = deidentify(phi, pseudonymizer, reversible=ReversibleTokens(ring))["hl7_messages"]
     opened = [ReversibleTokens(ring).reveal(PATIENT_DOMAIN, t) for t in sealed["patient_reversible_token"].to_pylist()]
     assert opened == phi["hl7_messages"]["patient_id"].to_pylist()

@@ -179,7 +179,9 @@ def test_non_text_columns_are_read_as_text():
     ],
 )
 def test_matches_are_whole_words_in_any_case(text, kinds):
-    scanner = LeakScanner({"Ann": "patient_given_name", "1234": "patient_id", "(410)555-0181": "patient_phone"})
+    scanner = LeakScanner(
+        {"Ann": "patient_given_name", "1234": "patient_id", "(410)555-0181": "patient_phone"}, patterns=False
+    )
     assert scanner.scan_text(text) == kinds
 
 
@@ -218,7 +220,8 @@ def test_identifiers_in_every_column_kind_of_a_parquet_file_are_found(scanner):
         "patient_given_name",
     }
     assert _kinds_at(findings, f"{where}: column aliases") == {"patient_city"}
-    assert _kinds_at(findings, f"{where}: column contact") == {"patient_phone"}
+    # The phone is known, and has a phone's shape too.
+    assert _kinds_at(findings, f"{where}: column contact") == {"patient_phone", "phone pattern"}
     assert _kinds_at(findings, f"{where}: column mrn_as_number") == {"patient_id"}
     assert _kinds_at(findings, f"{where}: column visit") == {"patient_birth_date"}
     assert _kinds_at(findings, f"{where}: schema") == {"patient_ssn"}
@@ -366,6 +369,7 @@ def test_identifiers_in_an_html_report_are_found_even_when_escaped(scanner):
         "patient_given_name",
         "patient_birth_date",
         "patient_street",
+        "date pattern",
     }
     _assert_no_values(findings)
 
@@ -589,3 +593,170 @@ def test_a_report_may_show_the_counts_of_its_aggregates_but_no_other_numeric_id(
     assert kept["2895568"] == "patient_id" and kept["NELSON"] == "patient_family_name"
     report = "<div>messages: 4827691</div><div>patient 2895568</div>"
     assert LeakScanner(kept).scan_text(report) == ["patient_id"]
+
+
+# --- Precision: values that only look like a patient's, and leaks the known identifiers miss ---
+
+TRAP_PATIENTS = [
+    # A newborn of 1 January, a patient whose town names the hospital, surnames that are lab words.
+    {"patient_id": "7730418", "patient_family_name": "WHITE", "patient_given_name": "NORMAL",
+     "patient_birth_date": "20240101", "patient_city": "SPRINGFIELD"},
+    {"patient_id": "7730419", "patient_family_name": "BROWN", "patient_given_name": "TEST",
+     "patient_birth_date": "19800101", "patient_city": "GREENVILLE"},
+    {"patient_id": "7730420", "patient_family_name": "GREEN", "patient_given_name": "HARBOR",
+     "patient_birth_date": "19770312", "patient_city": "DOVER"},
+]
+# What the de-identification published as vocabulary: each value shared by at least k patients.
+VOCABULARY = ["Springfield General Hospital", "White blood cells", "Brown", "Green", "Normal", "Test"]
+
+
+@pytest.fixture(scope="module")
+def trap_scanner() -> LeakScanner:
+    tables = {"hl7_messages": pa.Table.from_pylist(TRAP_PATIENTS)}
+    return LeakScanner(collect_identifiers(tables), vocabulary=VOCABULARY)
+
+
+def _parquet_bytes(table: pa.Table) -> bytes:
+    sink = BytesIO()
+    pq.write_table(table, sink)
+    return sink.getvalue()
+
+
+def _published_lab_table() -> pa.Table:
+    description = pa.field("observation_name", pa.string(), metadata={b"description": b"OBX-3.2: Test name, White or Normal"})
+    schema = pa.schema([
+        pa.field("patient_token", pa.string()),
+        description,
+        pa.field("value", pa.string()),
+        pa.field("abnormal_flag", pa.string()),
+        pa.field("sending_facility", pa.string()),
+        pa.field("birth_date_shifted", pa.string()),
+        pa.field("observation_year", pa.int16()),
+    ]).with_metadata({
+        b"deid.standard": b"HIPAA Safe Harbor: Test data, Normal use",
+        b"medical_assets.created": b"2025-03-04T10:00:00+00:00",
+    })
+    return pa.table(
+        {
+            "patient_token": ["Q2WJ5R", "Z7K4NA", "K9PL2M"],
+            "observation_name": ["White blood cells", "Urine colour", "Urine colour"],
+            "value": ["7.2", "Brown", "Green"],
+            "abnormal_flag": ["Normal", "Test", None],
+            "sending_facility": ["Springfield General Hospital"] * 3,
+            "birth_date_shifted": ["20231120", None, "19770509"],
+            "observation_year": [2024, 2024, 2024],
+        },
+        schema=schema,
+    )
+
+
+def test_vocabulary_lab_words_and_our_schema_text_are_not_leaks(trap_scanner):
+    """Attack on precision: patients named White, Brown, Green, "Test", "Normal", "Harbor", one from
+    Springfield. Before, each failed the run: "White blood cells", urine colours, the hospital's name,
+    our own descriptions and metadata all matched whole words. Now none is a finding, and the
+    date-shifted column's dates are the profile's output, not a date leak."""
+    findings = trap_scanner.scan_file("deid/hl7_lab_results/part-0.parquet", _parquet_bytes(_published_lab_table()))
+
+    assert findings == []
+
+
+def test_the_same_words_outside_vocabulary_are_still_found(trap_scanner):
+    """The attack the vocabulary must not open: a note naming the patient, in a cell that no k
+    patients share, is found, and so is the full name. A word that is itself vocabulary ("Normal",
+    "Brown": k patients share it) is no leak alone, but with the family name it is a full name."""
+    table = pa.table({"note": ["seen by Dr White", "Normal White called", "Test Brown, Springfield"]})
+
+    findings = trap_scanner.scan_table(table, "t.parquet")
+
+    assert findings == [
+        Finding("t.parquet: column note", "patient_city", 1),
+        Finding("t.parquet: column note", "patient_family_name", 2),
+        Finding("t.parquet: column note", "patient_name", 2),
+    ]
+
+
+def _trap_dicom(study_date: str, comments: str | None = None) -> bytes:
+    dataset = _clean_dataset()
+    dataset.StudyDate = study_date
+    dataset.AcquisitionDateTime = f"{study_date}000000"
+    dataset.InstitutionName = "Springfield General Hospital"
+    if comments is not None:
+        item = Dataset()
+        item.ImageComments = comments
+        dataset.ReferencedStudySequence = Sequence([item])
+    return _dicom_bytes(dataset)
+
+
+def test_a_year_only_dicom_date_of_a_newborn_of_1_january_is_not_a_birth_date(trap_scanner):
+    """Attack on precision: a newborn born 2024-01-01; Safe Harbor writes the study's year as
+    20240101, which equals the birth date. Before, every such file failed the run (element and raw bytes)."""
+    assert trap_scanner.scan_file("deid/dicom/a.dcm", _trap_dicom("20240101")) == []
+
+
+def test_a_full_birth_date_in_a_dicom_date_is_still_found(trap_scanner):
+    """The leak: a study date equal to a birth date that is not the year-only form."""
+    findings = trap_scanner.scan_file("deid/dicom/b.dcm", _trap_dicom("19770312"))
+
+    assert {f.kind for f in findings} == {"patient_birth_date"}
+    assert any("StudyDate" in f.where for f in findings)
+
+
+def test_a_year_only_form_outside_a_date_element_is_still_a_birth_date(trap_scanner):
+    """The leak: "born 20240101" written into a comment is the birth date, not a year."""
+    findings = trap_scanner.scan_file("deid/dicom/c.dcm", _trap_dicom("20240101", comments="born 20240101"))
+
+    assert {(f.kind) for f in findings if "ImageComments" in f.where} == {"patient_birth_date", "date pattern"}
+
+
+def test_third_party_identifiers_in_nested_dicom_text_are_found(trap_scanner):
+    """The leak the known identifiers miss: a relative's phone, email and a URL in a comment deep
+    in a sequence. Before, none was found: nobody parsed them from the PHI tables."""
+    comment = "mother: 410-555-0199, mom@example.org, https://example.org/family/photos"
+
+    findings = trap_scanner.scan_file("deid/dicom/d.dcm", _trap_dicom("20240101", comments=comment))
+
+    assert {f.kind for f in findings} == {"phone pattern", "email pattern", "url pattern"}
+    assert all("ReferencedStudySequence[0] > (0020,4000) ImageComments" in f.where for f in findings)
+    for finding in findings:
+        assert "410" not in str(finding) and "example" not in str(finding)
+
+
+def test_third_party_identifiers_in_table_cells_and_metadata_are_found(trap_scanner):
+    """The leak: structured identifiers of anyone, in a published table's cells (even vocabulary
+    ones) and in metadata that is not ours."""
+    table = pa.table(
+        {
+            "note": ["call 410 555 0199", "SSN 219-09-9999", None, "seen 2023-07-14"],
+            "sending_facility": ["Springfield General Hospital"] * 4,
+            "visits": pa.array([["ok", "fax (410) 555-0100"], None, [], ["x"]]),
+        }
+    ).replace_schema_metadata({"exported_by": "jane.doe@example.org"})
+
+    findings = trap_scanner.scan_file("deid/x/part-0.parquet", _parquet_bytes(table))
+
+    where = "deid/x/part-0.parquet"
+    assert _kinds_at(findings, f"{where}: column note") == {"phone pattern", "ssn pattern", "date pattern"}
+    assert _kinds_at(findings, f"{where}: column visits") == {"phone pattern"}
+    assert _kinds_at(findings, f"{where}: schema") == {"email pattern"}
+    assert not _kinds_at(findings, f"{where}: column sending_facility")
+
+
+def test_a_shifted_date_column_still_reveals_a_known_birth_date(trap_scanner):
+    """The leak: the date-shift column exempt from the date pattern must still not carry the real birth date."""
+    table = pa.table({"birth_date_shifted": ["19770312"]})
+
+    assert {f.kind for f in trap_scanner.scan_table(table, "t.parquet")} == {"patient_birth_date"}
+
+
+def test_a_report_shows_vocabulary_but_not_a_date_or_a_patient(trap_scanner):
+    """Trap and leak in one HTML report: the hospital's name and lab words pass; a visit date and
+    a patient's full name are found."""
+    clean = b"<html><td>Springfield General Hospital</td><td>White blood cells</td><td>2024</td></html>"
+    leaky = b"<html><td>Springfield General Hospital</td><td>Harbor Green</td><td>visit 03/12/2024</td></html>"
+
+    assert trap_scanner.scan_file("reports/a.html", clean) == []
+    assert {f.kind for f in trap_scanner.scan_file("reports/b.html", leaky)} == {
+        "patient_name",
+        "patient_given_name",
+        "date pattern",
+    }

@@ -232,3 +232,109 @@ def test_audit_of_an_empty_log_prints_nothing(tmp_path):
     completed = _run(tmp_path, "audit")
     assert completed.returncode == 0, completed.stderr
     assert completed.stdout == ""
+
+
+# Opening a token from Python: the same rules as the command line.
+
+
+def _log(tmp_path: Path):
+    from medical_assets.privacy.audit import AuditLog
+    from medical_assets.storage import resolve_location
+
+    return AuditLog(resolve_location(str(tmp_path / "audit")))
+
+
+def test_a_direct_reveal_call_opens_nothing(tmp_path):
+    """Attack: code (a notebook, a helper script) calls `ReversibleTokens(ring).reveal(...)` and
+    gets the MRN with no purpose and no audit record. Before, it returned the value. Now the ring
+    hands out no opening key outside an audited reveal, and the refusal says what to use instead."""
+    from medical_assets.privacy.keys import UnauditedReveal
+
+    ring = parse_key_ring(secrets.token_urlsafe(32))
+    token = ReversibleTokens(ring).seal("patient", PATIENT_ID)
+
+    with pytest.raises(UnauditedReveal, match="reveal_token") as refused:
+        ReversibleTokens(ring).reveal("patient", token)
+    assert PATIENT_ID not in str(refused.value)
+
+
+@pytest.mark.parametrize("purpose", [None, "", "  \n"])
+def test_reveal_token_without_a_purpose_is_refused_and_recorded(tmp_path, purpose):
+    """Attack: a Python caller skips the purpose the command line asks for."""
+    from medical_assets.privacy.reidentify import ReidentificationDenied, reveal_token
+
+    ring = parse_key_ring(secrets.token_urlsafe(32))
+    token = ReversibleTokens(ring).seal("patient", PATIENT_ID)
+    log = _log(tmp_path)
+
+    with pytest.raises(ReidentificationDenied, match="purpose is required"):
+        reveal_token(ring, "patient", token, purpose=purpose, audit=log)
+    [record] = log.records()
+    assert (record.action, record.outcome, record.purpose) == ("reidentify", "denied", "")
+
+
+def test_reveal_token_with_a_purpose_is_audited(tmp_path, monkeypatch):
+    import pwd
+
+    from medical_assets.privacy.reidentify import reveal_token
+
+    monkeypatch.setenv("MEDICAL_ASSETS_ACTOR", "someone.else@hospital.example")
+    ring = parse_key_ring(secrets.token_urlsafe(32))
+    token = ReversibleTokens(ring).seal("patient", PATIENT_ID)
+    log = _log(tmp_path)
+
+    assert reveal_token(ring, "patient", token, purpose=PURPOSE, audit=log) == PATIENT_ID
+    [record] = log.records()
+    assert (record.outcome, record.purpose, record.key_id) == ("success", PURPOSE, ring.current.key_id)
+    assert record.details["token"] == token
+    assert record.actor == pwd.getpwuid(os.geteuid()).pw_name
+    assert record.declared_actor == "someone.else@hospital.example"
+    assert log.verify().intact
+    assert PATIENT_ID not in "".join(path.read_text() for path in (tmp_path / "audit").glob("*.json"))
+
+
+def test_reidentify_from_python_is_audited_in_the_data_folder(tmp_path):
+    from medical_assets.privacy.reidentify import reidentify
+
+    key = secrets.token_urlsafe(32)
+    env = _environment(tmp_path, key)
+
+    assert reidentify(_seal(key), PURPOSE, env=env) == PATIENT_ID
+    assert [record["outcome"] for record in _audit_records(tmp_path)] == ["success"]
+
+
+def test_nothing_is_revealed_when_the_audit_record_cannot_be_written(tmp_path):
+    """Fail closed: an audit folder that cannot be written (here its parent is a file) means no value."""
+    from medical_assets.privacy.audit import AuditLog, AuditLogError
+    from medical_assets.privacy.reidentify import reveal_token
+    from medical_assets.storage import resolve_location
+
+    (tmp_path / "not-a-folder").write_text("")
+    log = AuditLog(resolve_location(str(tmp_path / "not-a-folder" / "_audit")))
+    ring = parse_key_ring(secrets.token_urlsafe(32))
+    token = ReversibleTokens(ring).seal("patient", PATIENT_ID)
+
+    with pytest.raises(AuditLogError, match="nothing was revealed") as refused:
+        reveal_token(ring, "patient", token, purpose=PURPOSE, audit=log)
+    assert PATIENT_ID not in str(refused.value)
+
+
+def test_a_release_scoped_token_opens_only_with_its_scope(tmp_path):
+    """A token of a release made for one recipient is sealed with that release's derived key."""
+    from medical_assets.privacy.reidentify import ReidentificationFailed, reveal_token
+
+    key = secrets.token_urlsafe(32)
+    token = ReversibleTokens(parse_key_ring(key, release_scope="univ-x")).seal("patient", PATIENT_ID)
+    log = _log(tmp_path)
+
+    with pytest.raises(ReidentificationFailed, match="does not open"):
+        reveal_token(parse_key_ring(key), "patient", token, purpose=PURPOSE, audit=log)
+    assert reveal_token(parse_key_ring(key, release_scope="univ-x"), "patient", token, purpose=PURPOSE, audit=log) == PATIENT_ID
+    assert [(r.outcome.split(":")[0], r.details.get("release_scope")) for r in log.records()] == [
+        ("failure", None),
+        ("success", "univ-x"),
+    ]
+
+    completed = _run(tmp_path, "reidentify", token, "--purpose", PURPOSE, "--release-scope", "univ-x", key=key)
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.strip() == PATIENT_ID

@@ -18,6 +18,7 @@ from pydicom.uid import (
 )
 
 from medical_assets.dicom import read_dicom_file
+from medical_assets.privacy.pseudonyms import patient_identity
 from medical_assets.synthetic.dicom import DicomCorpusSettings, file_name, is_synthetic_file_name, render_file
 from medical_assets.synthetic.hl7 import PATIENT_POOL_SIZE, synthetic_patient
 
@@ -123,13 +124,13 @@ def test_multi_frame_rgb_cine(datasets, rows):
 def test_realistic_attributes_are_present(datasets, rows):
     for dataset, row in zip(datasets, rows):
         for column in (
-            "patient_id", "patient_name", "patient_birth_date", "patient_sex", "accession_number", "study_date",
+            "patient_id", "patient_name", "patient_birth_date", "patient_age", "patient_sex", "accession_number", "study_date",
             "study_description", "series_description", "body_part_examined", "institution_name", "manufacturer",
             "manufacturer_model_name", "photometric_interpretation", "bits_stored", "burned_in_annotation",
         ):  # fmt: skip
             assert row[column] not in (None, ""), (column, dataset.Modality)
         assert len(row["patient_birth_date"]) == 8 and row["patient_birth_date"] < row["study_date"]
-        assert dataset.PatientAge.endswith("Y")
+        assert dataset.PatientAge.endswith("Y") and row["patient_age"] == dataset.PatientAge
         if dataset.Modality != "US":  # ultrasound calibrates its regions instead
             assert len(row["pixel_spacing"]) == 2 and all(spacing > 0 for spacing in row["pixel_spacing"])
             assert row["window_center"] is not None and row["window_width"] > 0
@@ -179,6 +180,22 @@ def test_patients_are_the_hl7_corpus_patients(datasets):
         assert str(dataset.PatientName) == f"{patient.family_name}^{patient.given_name}"
         assert dataset.PatientBirthDate == patient.birth_date
         assert dataset.InstitutionName == patient.facility
+        assert dataset.get("IssuerOfPatientID") == patient.issuer  # absent where the HL7 feed names none
+
+
+def test_patient_identity_is_the_hl7_feeds_issuer_and_mrn(datasets, rows):
+    """The HL7-DICOM join holds on (issuer, MRN): each side's issuer, or its facility where it names none."""
+    pool = {patient.medical_record_number: patient for n in range(PATIENT_POOL_SIZE) if (
+        patient := synthetic_patient(SAMPLE.seed, n))}  # fmt: skip
+    issuers = Counter()
+    for dataset, row in zip(datasets, rows):
+        patient = pool[row["patient_id"]]
+        # What an HL7 message of this patient gives: PID-3.4, else MSH-4.
+        hl7_identity = patient_identity(patient.medical_record_number, patient.issuer or patient.facility)
+        dicom_identity = patient_identity(row["patient_id"], row["patient_id_issuer"] or row["institution_name"])
+        assert dicom_identity == hl7_identity
+        issuers[row["patient_id_issuer"] is not None] += 1
+    assert issuers[True] > issuers[False] > 0  # most files name the issuer, some leave it to the institution
 
 
 def test_file_names_sort_in_file_order_and_are_recognised():

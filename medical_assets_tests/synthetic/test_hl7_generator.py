@@ -11,7 +11,15 @@ from datetime import date
 import hl7
 import pytest
 
-from medical_assets.synthetic.hl7 import HL7CorpusSettings, file_name, render_file, render_message
+from medical_assets.hl7 import parse_hl7_file
+from medical_assets.synthetic.hl7 import (
+    PATIENT_POOL_SIZE,
+    HL7CorpusSettings,
+    file_name,
+    render_file,
+    render_message,
+    synthetic_patient,
+)
 
 SAMPLE = HL7CorpusSettings(total_messages=2_000, messages_per_file=500)
 SAFE_HARBOR_RESTRICTED_ZIP3 = {
@@ -178,7 +186,8 @@ def test_values_are_valid_er7(texts):
     for text in texts:
         for segment in text.rstrip("\r").split("\r"):
             body = segment.removeprefix("MSH|^~\\&|")
-            assert "&" not in body, segment
+            # A literal & is escaped; the only subcomponents are an issuer's HD in PID-3.4 (namespace&OID&ISO).
+            assert "&" not in re.sub(r"\^[A-Z]+&[0-9.]+&ISO\^(MR|VN)\b", "", body), segment
             if not segment.startswith("PID|"):
                 assert "~" not in body, segment
             assert "\\" not in re.sub(r"\\[TFSRE]\\", "", body), segment
@@ -257,6 +266,46 @@ def test_the_medical_record_number_is_not_always_first(messages):
     assert first_types["MR"] > 0 and first_types["VN"] > 0
     for message in messages:
         medical_record_number(message.segment("PID"))
+
+
+def medical_record_issuer(pid: hl7.Segment) -> str:
+    """PID-3.4.1 (the HD namespace ID) of the MR identifier."""
+    for repetition in range(len(pid[3])):
+        identifier = components(pid, 3, repetition)
+        if identifier[4] == "MR":
+            return identifier[3].split("&")[0]
+    raise AssertionError(f"no MR identifier in PID-3: {field(pid, 3)}")
+
+
+def test_most_messages_name_the_issuer_each_facility_always_the_same(messages):
+    issuers_by_facility = defaultdict(set)
+    for message in messages:
+        issuers_by_facility[field(message.segment("MSH"), 4)].add(medical_record_issuer(message.segment("PID")))
+    assert all(len(issuers) == 1 for issuers in issuers_by_facility.values()), issuers_by_facility
+    named = {facility: issuer for facility, (issuer,) in issuers_by_facility.items() if issuer}
+    assert len(set(named.values())) == len(named)  # no two facilities share an issuer
+    with_issuer = sum(1 for message in messages if medical_record_issuer(message.segment("PID")))
+    assert 0.6 * len(messages) < with_issuer < len(messages)
+    # Some feeds send the issuer as a full HD, its universal ID in subcomponents.
+    assert any("&ISO^MR" in field(message.segment("PID"), 3) for message in messages)
+
+
+def test_the_pool_knows_each_patients_issuer_and_facility(messages):
+    """DICOM takes its patients from the pool: the pool must say what the HL7 feeds say."""
+    pool = {patient.medical_record_number: patient for n in range(PATIENT_POOL_SIZE) if (
+        patient := synthetic_patient(SAMPLE.seed, n))}  # fmt: skip
+    for message in messages:
+        pid = message.segment("PID")
+        patient = pool[medical_record_number(pid)]
+        assert patient.facility == field(message.segment("MSH"), 4)
+        assert patient.issuer == (medical_record_issuer(pid) or None)
+
+
+def test_the_parsed_issuer_is_pid_3_4_as_sent(texts, messages):
+    parsed = parse_hl7_file("".join(texts[:400]).encode(), "sample.hl7").messages
+    assert parsed.column("patient_id_issuer").to_pylist() == [
+        medical_record_issuer(message.segment("PID")) or None for message in messages[:400]
+    ]
 
 
 def test_a_patient_is_the_same_person_wherever_they_appear(messages):
