@@ -26,10 +26,6 @@ defs = dg.Definitions(
         reports.dashboards,
     ],
     asset_checks=[
-        checks.hl7_deid_leak_check,
-        checks.dicom_deid_leak_check,
-        checks.analytics_leak_check,
-        checks.reports_leak_check,
         checks.contract_schemas,
         checks.hl7_error_rate,
         checks.zones_agree,

@@ -10,7 +10,8 @@
   to its whole would give the whole away).
 - Complementary suppression over every margin: `margins` lists the groupings of the rows whose
   group totals may be published (a two-way table such as facility x month has two: the facility
-  totals and the month totals; an empty grouping is the whole table, the column total). In every
+  totals and the month totals; the empty grouping, the whole table's column total, is always
+  added: it is the sum of any grouping's totals). In every
   group of every grouping, no count column has exactly one suppressed cell: when one cell alone is
   suppressed, one more non-zero published cell of the group is suppressed, so that a subtraction
   from the group's total yields only the sum of two or more cells. The complement is chosen so as
@@ -18,7 +19,7 @@
   group in another grouping (that group's total would give it away, and with it the cell it
   protects), then one whose groups in the other groupings already hold a suppressed cell (so it
   pairs there too instead of needing a complement of its own), then the smallest, then the first
-  row. Every grouping partitions the table, so the column total is protected as well.
+  row.
 - Dependents: a column listed under a count in `dependent` (a rate, a share, a mean, a quantile,
   or a count describing the same units, like frames of images) is nulled wherever that count is
   suppressed; a dependent count column then counts as suppressed in its own groups.
@@ -38,7 +39,8 @@ What it does not guarantee:
   (as tau-ARGUS does) is made.
 - A group whose only non-zero cell is suppressed has nothing to pair it with (zeros are never
   suppressed); its total is then that same count. For a primary cell that total is itself a small
-  count, safe wherever the total is suppressed by the same rule. A complement ends up alone so
+  count, safe wherever the totals are published suppressed by the same rule, complements
+  included (else the grand total minus the other groups' totals gives it). A complement ends up alone so
   only when every candidate of the group it protects is alone in another grouping: the table's
   shape leaves no safe choice, and that total must not be published.
 - Combinations of several groups in a two-way table (a cell pinned by the sum of several row
@@ -100,10 +102,13 @@ def _groupings(group_by: Sequence[str] | None, margins: Sequence[Sequence[str]] 
     if group_by is not None and margins is not None:
         raise ValueError("give either group_by or margins, not both: group_by is short for margins=[group_by]")
     if margins is None:
-        return [list(group_by or [])]
+        margins = [group_by or []]
     if isinstance(margins, str) or any(isinstance(grouping, str) for grouping in margins):
         raise ValueError("margins is a list of groupings, each a list of column names")
-    return [list(grouping) for grouping in margins] or [[]]
+    groupings = [list(grouping) for grouping in margins]
+    # The grand total always counts: it is the sum of any grouping's totals, so a group whose
+    # lone suppressed cell has no partner would otherwise be the grand total minus the others.
+    return groupings if [] in groupings else [[], *groupings]
 
 
 def _suppress_sub_counts(

@@ -12,6 +12,7 @@ import pyarrow.compute as pc
 from medical_assets.analytics.tables import ANALYTICS_TABLES
 from medical_assets.defs import groups
 from medical_assets.defs.audit import audited_phi_read
+from medical_assets.defs import leak_gate
 from medical_assets.defs.deidentified import compliance_stamp, deid_key, recovered_publication
 from medical_assets.defs.resources import PipelineConfig, PrivacyResource, RayResource
 from medical_assets.engine import analytics_jobs
@@ -32,6 +33,9 @@ _DESCRIPTIONS = {
 _PREVIEW_ROWS = 10
 
 
+ANALYTICS_LEAK_CHECK = "no_identifiers_leaked_analytics"
+
+
 def analytics_key(table: str) -> dg.AssetKey:
     return dg.AssetKey(["deid", ANALYTICS_FOLDER, table])
 
@@ -49,6 +53,7 @@ def analytics_key(table: str) -> dg.AssetKey:
         )
         for table in ANALYTICS_TABLES
     ],
+    check_specs=[leak_gate.check_spec(ANALYTICS_LEAK_CHECK, analytics_key(next(iter(ANALYTICS_TABLES))), "deid/analytics/")],
     pool=groups.RAY_POOL,
 )
 def analytics_tables(
@@ -71,11 +76,16 @@ def analytics_tables(
                 settings.zone("deid"), settings.zone("phi"), {t: publication.staged(t) for t in ANALYTICS_TABLES},
                 settings.export_format, stamp, key, settings.suppression_threshold,
             )
-            # Published as folders: a CSV or JSON Lines export has no Parquet part to check for.
-            publication.commit({}, folders=list(ANALYTICS_TABLES))
         except BaseException:
             publication.abandon()
             raise
+    yield from leak_gate.publish_if_clean(
+        context, settings, publication, ANALYTICS_LEAK_CHECK, analytics_key(next(iter(ANALYTICS_TABLES))),
+        list(ANALYTICS_TABLES),
+        # Published as folders: a CSV or JSON Lines export has no Parquet part to check for.
+        lambda: publication.commit({}, folders=list(ANALYTICS_TABLES)),
+        aggregates=True,
+    )
     context.log.info(f"analytics: {len(counts)} tables published as {settings.export_format}")
     for table, schema in ANALYTICS_TABLES.items():
         location = folder.child(table)

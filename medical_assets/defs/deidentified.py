@@ -10,16 +10,19 @@ from importlib.metadata import version
 import dagster as dg
 import pyarrow as pa
 
-from medical_assets.defs import groups
+from medical_assets.defs import groups, leak_gate
 from medical_assets.defs.audit import audited_phi_read
 from medical_assets.defs.metadata import count_preview, table_metadata
 from medical_assets.defs.resources import PipelineConfig, PrivacyResource, RayResource
 from medical_assets.dicom.export import EXPORT_TABLES as DICOM_EXPORT_TABLES
 from medical_assets.engine import deid_jobs
 from medical_assets.privacy.hl7_deid import DEID_HL7_TABLES, compliance_metadata
-from medical_assets.storage import Location, TablePublication, restrict_to_owner
+from medical_assets.storage import Location, TablePublication, read_table, restrict_to_owner
 
 DEID_FILES = "dicom"  # <data>/deid/dicom/: the de-identified DICOM files
+HL7_LEAK_CHECK = "no_identifiers_leaked_hl7"
+DICOM_LEAK_CHECK = "no_identifiers_leaked_dicom"
+PRIVACY_FOLDER = "privacy"  # <manifests>/privacy/<step>.json: counts for the privacy report, never a value
 _DESCRIPTIONS = {
     "hl7_messages": "One row per parsed message, de-identified: patient token, ZIP3, year, age band; no names or IDs.",
     "hl7_lab_results": "One row per OBX, de-identified: codes, numeric and coded values, year; free text removed.",
@@ -45,10 +48,10 @@ def deid_key(table: str) -> dg.AssetKey:
     return dg.AssetKey(["deid", table])
 
 
-def compliance_stamp(profile: str, key_id: str, run_id: str, **extra: str) -> dict[str, str]:
+def compliance_stamp(profile: str, key_id: str, run_id: str, reversible: bool = False, **extra: str) -> dict[str, str]:
     """What every file of deid/ says of how it was made: profile, key id, code version, run, time."""
     return {
-        **{key.decode(): value.decode() for key, value in compliance_metadata(profile, key_id).items()},
+        **{key.decode(): value.decode() for key, value in compliance_metadata(profile, key_id, reversible).items()},
         **{f"deid.{name}": value for name, value in extra.items()},
         "medical_assets.run_id": run_id,
         "medical_assets.created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -56,9 +59,11 @@ def compliance_stamp(profile: str, key_id: str, run_id: str, **extra: str) -> di
     }
 
 
-def stamped(schemas: dict[str, pa.Schema], profile: str, key_id: str, run_id: str) -> dict[str, pa.Schema]:
+def stamped(
+    schemas: dict[str, pa.Schema], profile: str, key_id: str, run_id: str, reversible: bool = False
+) -> dict[str, pa.Schema]:
     """Every Parquet file of deid/ says how it was made (schema metadata, not repeated columns)."""
-    stamp = {key.encode(): value.encode() for key, value in compliance_stamp(profile, key_id, run_id).items()}
+    stamp = {key.encode(): value.encode() for key, value in compliance_stamp(profile, key_id, run_id, reversible).items()}
     return {name: schema.with_metadata({**(schema.metadata or {}), **stamp}) for name, schema in schemas.items()}
 
 
@@ -75,6 +80,7 @@ def stamped(schemas: dict[str, pa.Schema], profile: str, key_id: str, run_id: st
         )
         for table in DEID_HL7_TABLES
     ],
+    check_specs=[leak_gate.check_spec(HL7_LEAK_CHECK, deid_key("hl7_messages"), "deid/hl7_*")],
     pool=groups.RAY_POOL,
 )
 def hl7_deidentified_tables(
@@ -84,7 +90,7 @@ def hl7_deidentified_tables(
     ring = privacy.key_ring(settings, context.log)
     key = ring.current
     deid = settings.zone("deid")
-    schemas = stamped(DEID_HL7_TABLES, settings.deid_profile, key.key_id, context.run.run_id)
+    schemas = stamped(DEID_HL7_TABLES, settings.deid_profile, key.key_id, context.run.run_id, settings.reversible_tokens)
     publication = recovered_publication(context, deid)
     with (
         audited_phi_read(context, settings, "HL7 tables to the de-identified zone", key.key_id),
@@ -92,16 +98,45 @@ def hl7_deidentified_tables(
     ):
         try:
             ray_engine.ensure_started()
+            # What every part's de-identification must know of all the data: old patients, vocabulary.
+            census = deid_jobs.take_census(settings.zone("phi"), settings.vocabulary_min_patients, settings.patient_id_scope)
             counts = deid_jobs.deidentify_hl7(
                 settings.zone("phi"), {t: publication.staged(t) for t in schemas}, schemas, ring, settings.deid_profile,
-                settings.reversible_tokens, progress_logger(context, "HL7 de-identification"),
+                settings.reversible_tokens, progress_logger(context, "HL7 de-identification"), census,
+                settings.vocabulary_min_patients, settings.patient_id_scope,
             )
-            publication.commit(schemas)
         except BaseException:
             publication.abandon()
             raise
+    leak_gate.save_vocabulary(settings, census.vocabulary)
+    withheld = deid_jobs.withheld_counts(counts)
+    record_privacy(settings, "hl7", {"withheld": withheld})
+    yield from leak_gate.publish_if_clean(
+        context, settings, publication, HL7_LEAK_CHECK, deid_key("hl7_messages"), list(schemas),
+        lambda: publication.commit(schemas),
+    )
     for table, schema in schemas.items():
-        yield _materialized(deid_key(table), deid.child(table), schema, counts.get(table, 0), _PREVIEW_COLUMN[table], key.key_id, settings)
+        rows = [row for row in withheld if row["table"] == table]
+        yield _materialized(
+            deid_key(table), deid.child(table), schema, counts.get(table, 0), _PREVIEW_COLUMN[table], key.key_id, settings,
+            {"values withheld": dg.MetadataValue.md(withheld_markdown(rows))},
+        )
+
+
+def withheld_markdown(rows: list[dict]) -> str:
+    """Values withheld per column and reason: counts only."""
+    if not rows:
+        return "none"
+    lines = ["| column | reason | values withheld |", "| --- | --- | ---: |"]
+    lines += [f"| {row['column']} | {row['reason']} | {row['values']:,} |" for row in rows]
+    return "\n".join(lines)
+
+
+def record_privacy(settings, step: str, summary: dict) -> None:
+    """What a step withheld or kept out, as counts, for `deid/reports/privacy.html`."""
+    import json
+
+    settings.manifests.child(PRIVACY_FOLDER, f"{step}.json").write_bytes_atomically(json.dumps(summary).encode())
 
 
 @dg.multi_asset(
@@ -117,6 +152,7 @@ def hl7_deidentified_tables(
         dg.AssetSpec("dicom_deid_excluded", deps=["dicom_images"], group_name=groups.PHI, kinds={"ray", "parquet", "dicom"},
                      description=_DESCRIPTIONS["dicom_deid_excluded"], tags={"zone": "phi"}),
     ],
+    check_specs=[leak_gate.check_spec(DICOM_LEAK_CHECK, deid_key("dicom_images"), "deid/dicom_* and deid/dicom/")],
     pool=groups.RAY_POOL,
 )
 def dicom_deidentified_export(
@@ -138,17 +174,24 @@ def dicom_deidentified_export(
             ray_engine.ensure_started()
             files = deid_publication.staged(DEID_FILES)
             files.makedirs()
+            # The HL7 side's old patients and vocabulary too: the patient token joins the two.
+            census = deid_jobs.take_census(phi, settings.vocabulary_min_patients, settings.patient_id_scope)
             counts = deid_jobs.export_dicom(
                 phi, settings.dicom_source.filesystem, files, targets, schemas, key, settings.deid_profile,
-                progress_logger(context, "DICOM export"),
+                progress_logger(context, "DICOM export"), census, settings.patient_id_scope,
             )
             phi_publication.commit({"dicom_deid_excluded": schemas["dicom_deid_excluded"]})
-            deid_publication.commit(deid_tables, folders=[DEID_FILES])
         except BaseException:
             deid_publication.abandon()
             phi_publication.abandon()
             raise
     restrict_to_owner(phi)
+    excluded_reasons = count_values(phi.child("dicom_deid_excluded"), "reason")
+    record_privacy(settings, "dicom", {"excluded_images": [{"reason": r, "images": n} for r, n in excluded_reasons.items()]})
+    yield from leak_gate.publish_if_clean(
+        context, settings, deid_publication, DICOM_LEAK_CHECK, deid_key("dicom_images"), [*deid_tables, DEID_FILES],
+        lambda: deid_publication.commit(deid_tables, folders=[DEID_FILES]),
+    )
     for table, schema in deid_tables.items():
         yield _materialized(deid_key(table), deid.child(table), schema, counts.get(table, 0), _PREVIEW_COLUMN[table], key.key_id, settings)
     yield dg.MaterializeResult(
@@ -165,6 +208,15 @@ def dicom_deidentified_export(
     )
 
 
+def count_values(location: Location, column: str) -> dict[str, int]:
+    """How many rows hold each value of `column` (for reasons and other values our code wrote)."""
+    if not location.exists():
+        return {}
+    table = read_table(location, columns=[column])
+    counts = table.group_by(column).aggregate([(column, "count")])
+    return dict(zip(counts.column(column).to_pylist(), counts.column(f"{column}_count").to_pylist()))
+
+
 def recovered_publication(context: dg.AssetExecutionContext, zone: Location) -> TablePublication:
     for action in TablePublication.recover(zone):
         context.log.warning(f"{zone.name} zone: {action} left by an interrupted run")
@@ -178,10 +230,11 @@ def progress_logger(context: dg.AssetExecutionContext, what: str):
     return report
 
 
-def _materialized(asset_key, location, schema, rows, preview_column, key_id, settings) -> dg.MaterializeResult:
+def _materialized(asset_key, location, schema, rows, preview_column, key_id, settings, extra=None) -> dg.MaterializeResult:
     return dg.MaterializeResult(
         asset_key=asset_key,
         metadata={
+            **(extra or {}),
             **table_metadata(location, schema, rows),
             "preview": count_preview(location, preview_column),
             "de-identification profile": settings.deid_profile,

@@ -8,12 +8,14 @@ Each figure is an asset of its own, whose materialization shows the figure in th
 import base64
 
 import dagster as dg
+import pyarrow.compute as pc
 
 from medical_assets.analytics.figures import DASHBOARD_FILE, PNG_SIZES
+from medical_assets.analytics.privacy_report import render_privacy_report
 from medical_assets.analytics.tables import ANALYTICS_TABLES
-from medical_assets.defs import groups
+from medical_assets.defs import groups, leak_gate
 from medical_assets.defs.analytics import analytics_key
-from medical_assets.defs.deidentified import compliance_stamp, deid_key, recovered_publication
+from medical_assets.defs.deidentified import PRIVACY_FOLDER, compliance_stamp, deid_key, recovered_publication
 from medical_assets.defs.resources import PipelineConfig, PrivacyResource, RayResource
 from medical_assets.engine import analytics_jobs
 
@@ -27,6 +29,45 @@ _DESCRIPTIONS = {
     "imaging": "Imaging workload, pixel statistics and transfer syntaxes per modality (PNG).",
     "dicom_preview": "Exported (de-identified, no burned-in text) images with intensity histograms (PNG).",
 }
+
+
+REPORTS_LEAK_CHECK = "no_identifiers_leaked_reports"
+PRIVACY_REPORT_FILE = "privacy.html"
+
+
+def write_privacy_report(settings, folder, run_id: str, key_id: str) -> None:
+    """`privacy.html` beside the dashboards: what the de-identification withheld and kept out, the
+    suppression, and the leak checks' detectors; counts and column names only, never a value."""
+    summary = privacy_summary(settings, run_id, key_id)
+    folder.child(PRIVACY_REPORT_FILE).write_bytes_atomically(render_privacy_report(summary).encode())
+
+
+def privacy_summary(settings, run_id: str, key_id: str) -> dict:
+    import json
+
+    steps = {}
+    for step in ("hl7", "dicom"):
+        location = settings.manifests.child(PRIVACY_FOLDER, f"{step}.json")
+        steps[step] = json.loads(location.read_bytes()) if location.exists() else {}
+    analytics = settings.zone("deid").child("analytics")
+    suppressed = []
+    for name, schema in ANALYTICS_TABLES.items():
+        table = analytics_jobs.read_input(analytics_jobs.Input(analytics.child(name), None, settings.export_format, schema))
+        if table is not None and "suppressed_cells" in table.column_names:
+            suppressed.append({"table": name, "cells": int(pc.sum(table["suppressed_cells"]).as_py() or 0)})
+    checks = ["no_identifiers_leaked_hl7", "no_identifiers_leaked_dicom", "no_identifiers_leaked_analytics", REPORTS_LEAK_CHECK]
+    return {
+        "run_id": run_id,
+        "profile": settings.deid_profile,
+        "key_id": key_id,
+        "withheld": steps["hl7"].get("withheld", []),
+        "excluded_images": steps["dicom"].get("excluded_images", []),
+        "suppressed_cells": suppressed,
+        # Every published output passed its check: one that fails is never published (publish on pass).
+        "leak_checks": [{"check": name, "detectors": leak_gate.DETECTORS, "findings": 0, "passed": True} for name in checks],
+        "vocabulary_threshold": settings.vocabulary_min_patients,
+        "suppression_threshold": settings.suppression_threshold,
+    }
 
 
 def report_key(name: str) -> dg.AssetKey:
@@ -46,6 +87,7 @@ def report_key(name: str) -> dg.AssetKey:
         )
         for name in ["dashboard", *REPORT_FIGURES]
     ],
+    check_specs=[leak_gate.check_spec(REPORTS_LEAK_CHECK, report_key("dashboard"), "deid/reports/")],
     pool=groups.RAY_POOL,
 )
 def dashboards(context: dg.AssetExecutionContext, pipeline: PipelineConfig, ray_engine: RayResource, privacy: PrivacyResource):
@@ -63,10 +105,15 @@ def dashboards(context: dg.AssetExecutionContext, pipeline: PipelineConfig, ray_
                 deid.child("analytics"), settings.export_format, deid, publication.staged(REPORTS_FOLDER),
                 stamp, settings.suppression_threshold,
             )
-            publication.commit({}, folders=[REPORTS_FOLDER])
+            write_privacy_report(settings, publication.staged(REPORTS_FOLDER), context.run.run_id, key.key_id)
         except BaseException:
             publication.abandon()
             raise
+    yield from leak_gate.publish_if_clean(
+        context, settings, publication, REPORTS_LEAK_CHECK, report_key("dashboard"), [REPORTS_FOLDER],
+        lambda: publication.commit({}, folders=[REPORTS_FOLDER]),
+        library_texts=[leak_gate.plotly_js()], drawn_from_analytics=True,
+    )
     folder = deid.child(REPORTS_FOLDER)
     context.log.info(f"reports: {', '.join(files)} published")
     dashboard = folder.child(DASHBOARD_FILE)

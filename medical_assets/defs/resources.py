@@ -18,7 +18,7 @@ from medical_assets.config import (
 )
 from medical_assets.engine.runtime import RayRuntime, is_transient
 from medical_assets.locking import DataFolderLock
-from medical_assets.privacy.keys import PSEUDONYM_KEY_VAR, KeyRing, load_key_ring, parse_key_ring
+from medical_assets.privacy.keys import RELEASE_SCOPE_VAR, PSEUDONYM_KEY_VAR, KeyRing, load_key_ring, parse_key_ring
 
 # Step retries after a transient failure, and the wait before each.
 TRANSIENT_RETRIES = 2
@@ -140,7 +140,9 @@ class PrivacyResource(dg.ConfigurableResource):
 
     def key_ring(self, settings: PipelineSettings, log) -> KeyRing:
         with configuration_failure():
-            ring, development_key = load_key_ring(self.pseudonym_key, settings.local_secrets_dir)
+            # A release scope makes every token specific to one recipient or release (off by default).
+            scope = os.environ.get(RELEASE_SCOPE_VAR) or None
+            ring, development_key = load_key_ring(self.pseudonym_key, settings.local_secrets_dir, release_scope=scope)
         if development_key:
             log.warning(
                 f"{PSEUDONYM_KEY_VAR} is not set: using the development key in {ring.source}. Tokens made with it "

@@ -93,9 +93,8 @@ def burned_in_risk(
     """
     values: dict[str, object] = dict(attributes or {})
     values.update(Modality=modality, BurnedInAnnotation=burned_in_annotation)
-    for keyword, value in (("SOPClassUID", sop_class_uid), ("ImageType", image_type), ("ConversionType", conversion_type)):
-        if value is not None:
-            values[keyword] = value
+    given = {"SOPClassUID": sop_class_uid, "ImageType": image_type, "ConversionType": conversion_type}
+    values.update({keyword: value for keyword, value in given.items() if value is not None})
     return _risk(values)
 
 
@@ -338,7 +337,8 @@ _COPIED_COLUMNS = tuple(
     name
     for name in DEID_DICOM_IMAGES.names
     if name in DICOM_IMAGES.names
-    and name not in ("sop_instance_uid", "study_instance_uid", "series_instance_uid", "study_date", "body_part_examined")
+    and name
+    not in ("sop_instance_uid", "study_instance_uid", "series_instance_uid", "study_date", "body_part_examined")
 )
 
 
@@ -510,7 +510,8 @@ _TEMPORAL_VRS = frozenset({"DA", "DT", "TM"})
 
 
 def _keep_code(element: DataElement, context: _Context) -> bool:
-    return element.VR in _STRING_CODE_VRS and all(_CODE_SYNTAX.fullmatch(text.strip()) for text in _texts(element.value))
+    texts = _texts(element.value)
+    return element.VR in _STRING_CODE_VRS and all(_CODE_SYNTAX.fullmatch(text.strip()) for text in texts)
 
 
 def _keep_number(element: DataElement, context: _Context) -> bool:

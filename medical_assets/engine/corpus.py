@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -32,7 +33,9 @@ class SyntheticCorpus:
         return f"_synthetic_{self.kind}_corpus.json"
 
     def fingerprint(self) -> dict:
-        return {"generator": self.render_file.__module__, **asdict(self.settings)}
+        # The generator's version too: a corpus written by an older generator is written again.
+        version = getattr(sys.modules[self.render_file.__module__], "GENERATOR_VERSION", 1)
+        return {"generator": self.render_file.__module__, "generator_version": version, **asdict(self.settings)}
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,7 @@ from medical_assets.privacy.hl7_deid import (
     merge_ages,
     vocabulary_evidence,
 )
-from medical_assets.privacy.patients import dicom_census_of_ages
+from medical_assets.privacy.patients import dicom_census_of_ages, dicom_patient_identity
 from medical_assets.privacy.keys import KeyRing, PseudonymKey
 from medical_assets.privacy.pseudonyms import Pseudonymizer, ReversibleTokens
 from medical_assets.storage import Location, read_whole_file
@@ -132,6 +132,7 @@ def _census_batch(batch: pa.Table, phi: Location, min_patients: int, scope: str)
         if kind == "dicom_images":
             images = pq.read_table(path, filesystem=phi.filesystem)
             ages = merge_ages(ages, dicom_census_of_ages(images, scope))
+            evidence.append(_dicom_vocabulary_evidence(images, min_patients, scope))
             continue
         name = path  # an HL7 part name: read that part of every HL7 table
         tables = {
@@ -157,6 +158,19 @@ def _census_batch(batch: pa.Table, phi: Location, min_patients: int, scope: str)
             "column": found.column("column"), "value": found.column("value"), "patient": found.column("patient"),
         }, schema=_CENSUS)])
     return rows
+
+
+def _dicom_vocabulary_evidence(images: pa.Table, min_patients: int, scope: str) -> pa.Table:
+    columns = {name: images.column(name).to_pylist() for name in ("patient_id", "patient_id_issuer", "institution_name")}
+    patients = pa.array(
+        [dicom_patient_identity(*row, scope) for row in zip(*columns.values())], pa.string()
+    )
+    parts = [
+        vocabulary.evidence(f"dicom_images.{column}", images.column(column).combine_chunks(), patients, min_patients)
+        for column in DICOM_VOCABULARY_COLUMNS
+        if column in images.column_names
+    ]
+    return pa.concat_tables(parts) if parts else vocabulary.EVIDENCE_SCHEMA.empty_table()
 
 
 def _evidence_of(table: pa.Table) -> pa.Table:
@@ -218,11 +232,16 @@ def export_dicom(
     key: PseudonymKey,
     profile: str,
     report: ProgressReport,
+    census: Census | None = None,
+    scope: str = "issuer",
 ) -> dict[str, int]:
-    """De-identified DICOM files under `deid_files`, and the tables of `dicom.export.EXPORT_TABLES`."""
+    """De-identified DICOM files under `deid_files`, and the tables of `dicom.export.EXPORT_TABLES`.
+    `census` names the patients 90+ at any HL7 or DICOM event (their PatientAge goes) and the vocabulary."""
     groups = phi_part_groups(phi, ["dicom_images", "dicom_thumbnails"], DICOM_TABLES)
+    census = census or Census({}, {})
     transform = functools.partial(
-        _export_dicom_group, key=key, profile=profile, source_filesystem=source_filesystem, deid_files=deid_files
+        _export_dicom_group, key=key, profile=profile, source_filesystem=source_filesystem, deid_files=deid_files,
+        over_89=frozenset(census.over_89), vocabulary=census.vocabulary, scope=scope,
     )
     return run_group_job(groups, DICOM_TABLES, transform, targets, schemas, report)
 
@@ -366,7 +385,8 @@ def _deidentify_hl7_group(
 
 
 def _export_dicom_group(
-    tables: dict[str, pa.Table], key: PseudonymKey, profile: str, source_filesystem: pafs.FileSystem, deid_files: Location
+    tables: dict[str, pa.Table], key: PseudonymKey, profile: str, source_filesystem: pafs.FileSystem, deid_files: Location,
+    over_89: frozenset[str] = frozenset(), vocabulary: Mapping[str, frozenset[str]] | None = None, scope: str = "issuer",
 ) -> dict[str, pa.Table]:
     def read_source(path: str) -> bytes:
         return read_whole_file(source_filesystem, path)
@@ -375,8 +395,27 @@ def _export_dicom_group(
         deid_files.child(relative_path).write_bytes_atomically(data)
 
     return export_deidentified(
-        tables["dicom_images"], tables["dicom_thumbnails"], read_source, write_output, Pseudonymizer(key), profile
+        tables["dicom_images"], tables["dicom_thumbnails"], read_source, write_output, Pseudonymizer(key), profile,
+        vocabulary=dicom_vocabulary(vocabulary or {}), patients_over_89=over_89, patient_id_scope=scope,
     )
+
+
+def dicom_vocabulary(vocabulary: Mapping[str, frozenset[str]]) -> dict[str, frozenset[str]]:
+    """The census's vocabulary of dicom_images columns, by the DICOM keyword each column reads."""
+    return {
+        keyword: vocabulary[f"dicom_images.{column}"]
+        for column, keyword in DICOM_VOCABULARY_COLUMNS.items()
+        if f"dicom_images.{column}" in vocabulary
+    }
+
+
+# PHI dicom_images columns whose values a de-identified DICOM file may keep only as vocabulary.
+DICOM_VOCABULARY_COLUMNS = {
+    "study_description": "StudyDescription",
+    "series_description": "SeriesDescription",
+    "body_part_examined": "BodyPartExamined",
+    "institution_name": "InstitutionName",
+}
 
 
 __all__ = ["DEID_HL7_TABLES", "DICOM_EXPORT_TABLES", "deidentify_hl7", "export_dicom", "phi_part_groups"]

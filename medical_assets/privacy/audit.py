@@ -265,10 +265,11 @@ def verify_chain(log: AuditLog) -> ChainReport:
             return broken(expected, f"record {expected} ({posixpath.basename(path)}) cannot be read")
         name_number = int(_CHAINED_NAME.match(posixpath.basename(path)).group(1))
         if record.sequence != name_number:
-            return broken(expected, f"record {expected} ({posixpath.basename(path)}) was renamed or replaced: "
-                          f"its file says {name_number}, its content {record.sequence}")
+            problem = f"its file is numbered {name_number}, its content {record.sequence}: renamed or replaced"
+            return broken(expected, f"record {expected} ({posixpath.basename(path)}): {problem}")
         if record.sequence < expected:
-            return broken(expected, f"record {expected} appears twice (two writers, or a copy)")
+            problem = "two writers on an object store took one number, or a record was copied in"
+            return broken(expected, f"record {record.sequence} appears twice, found where record {expected} belongs ({problem})")
         if record.sequence > expected:
             gone = expected if record.sequence == expected + 1 else f"{expected} to {record.sequence - 1}"
             return broken(expected, f"record {gone} is missing (deleted): the log jumps to record {record.sequence}")

@@ -224,13 +224,20 @@ _DATE_COLUMNS = {
 }
 
 
-def compliance_metadata(profile: str, key_id: str) -> dict[bytes, bytes]:
+# With reversible tokens on, the key holder can re-identify: the output is pseudonymised, whatever the profile.
+PSEUDONYMISED = (
+    "Pseudonymised, not de-identified: reversible patient tokens (AES-SIV) let the key holder re-identify; "
+    "handle as PHI under the data use agreement"
+)
+
+
+def compliance_metadata(profile: str, key_id: str, reversible: bool = False) -> dict[bytes, bytes]:
     """Parquet schema metadata saying which profile made a table, with which key, and what it complies with."""
     _check_profile(profile)
     return {
         b"deid.profile": profile.encode(),
         b"deid.key_id": key_id.encode(),
-        b"deid.standard": DEID_METADATA[profile].encode(),
+        b"deid.standard": (PSEUDONYMISED if reversible else DEID_METADATA[profile]).encode(),
     }
 
 

@@ -36,6 +36,7 @@ from medical_assets.dicom.deidentify import (
     deid_relative_path,
     deidentify_dataset,
     deidentify_dicom_bytes,
+    patient_is_over_89,
 )
 from medical_assets.privacy.keys import parse_key_ring
 from medical_assets.privacy.pseudonyms import Pseudonymizer, patient_identity
@@ -427,6 +428,46 @@ def test_ages_over_89_become_090y(age, expected, pseudonymizer):
     assert dataset.PatientAge == expected
 
 
+def test_an_age_of_89_is_removed_for_a_patient_hl7_shows_as_90_or_older(pseudonymizer):
+    """Attack: HL7 publishes the patient as 90+ (no birth year) while the image says 089Y, so the two
+    zones joined on the token give the birth year away. Told the patient is over 89, the age goes."""
+    identity = patient_identity(PATIENT_ID, ISSUER)
+    told = _minimal_dataset(PatientAge="089Y", IssuerOfPatientID=ISSUER)
+    deidentify_dataset(told, pseudonymizer, patients_over_89={identity})
+    assert "PatientAge" not in told
+    another_patient = _minimal_dataset(PatientAge="089Y", IssuerOfPatientID="OTHER_AUTHORITY")
+    deidentify_dataset(another_patient, pseudonymizer, patients_over_89={identity})
+    assert another_patient.PatientAge == "089Y"  # the same MRN of another issuer is another patient
+
+
+@pytest.mark.parametrize(
+    ("age", "over"), [("090Y", True), ("095Y", True), ("089Y", False), ("100Y", True), ("900D", False), (None, False)]
+)
+def test_patient_is_over_89(age, over):
+    assert patient_is_over_89(age) is over
+    assert patient_is_over_89(_minimal_dataset(**({"PatientAge": age} if age else {}))) is over
+
+
+def test_patient_tokens_differ_for_one_patient_id_of_two_issuers(pseudonymizer):
+    """Attack: MRN 12345 of hospital A and MRN 12345 of hospital B are two people; one token would merge them."""
+    first, second = (_minimal_dataset(IssuerOfPatientID=issuer) for issuer in ("HOSP_A", "HOSP_B"))
+    by_institution = _minimal_dataset(InstitutionName="hosp_a")  # no issuer: the institution stands in
+    for dataset in (first, second, by_institution):
+        deidentify_dataset(dataset, pseudonymizer)
+    assert first.PatientID != second.PatientID
+    hospital_a = pseudonymizer.token("patient", patient_identity(PATIENT_ID, "HOSP_A"))
+    assert first.PatientID == by_institution.PatientID == hospital_a
+    shared = [_minimal_dataset(IssuerOfPatientID=issuer) for issuer in ("HOSP_A", "HOSP_B")]
+    for dataset in shared:
+        deidentify_dataset(dataset, pseudonymizer, patient_id_scope="shared")
+    assert shared[0].PatientID == shared[1].PatientID == pseudonymizer.token("patient", PATIENT_ID)
+    rows = [
+        deid_image_row({"patient_id": PATIENT_ID, "patient_id_issuer": issuer}, pseudonymizer)
+        for issuer in ("HOSP_A", "HOSP_B")
+    ]
+    assert [row["patient_token"] for row in rows] == [first.PatientID, second.PatientID]
+
+
 @pytest.mark.filterwarnings("ignore:Invalid value for VR AS")
 def test_an_age_that_is_not_an_age_string_is_removed(pseudonymizer):
     dataset = _minimal_dataset(PatientAge="95 years")
@@ -484,7 +525,8 @@ def _day(value: str):
 
 def test_nested_sequences_private_tags_and_overlays(corpus, headers, pseudonymizer):
     data = plant_identifiers(source_file("CT explicit VR", corpus, headers))
-    result = pydicom.dcmread(BytesIO(deidentify_dicom_bytes(data, pseudonymizer, vocabulary={"CodeMeaning": {"Abdomen"}})))
+    output = deidentify_dicom_bytes(data, pseudonymizer, vocabulary={"CodeMeaning": {"Abdomen"}})
+    result = pydicom.dcmread(BytesIO(output))
     region = result.AnatomicRegionSequence[0]  # a declared sequence: kept, its item cleaned
     assert (region.CodeValue, region.CodeMeaning) == ("T-D4000", "Abdomen")
     assert region.ReferencedSOPInstanceUID == pseudonymizer.uid(f"{UID_ROOT}.6")

@@ -196,3 +196,11 @@ def test_the_os_user_is_recorded_whatever_the_environment_claims(tmp_path, monke
         assert record.actor == OS_USER
         assert record.declared_actor == "dr.house"
     assert log.verify().intact
+
+
+def test_a_writer_killed_mid_record_leaves_no_half_record_in_the_chain(tmp_path):
+    # What a SIGKILL between writing and linking leaves: a hidden staging file, never a named record.
+    log, files = _log_with(tmp_path, 2)
+    (files[0].parent / ".staging-0123.json").write_text('{"time": "2025-')
+    log.append(_record(3))
+    assert (log.verify().intact, log.verify().records) == (True, 3)

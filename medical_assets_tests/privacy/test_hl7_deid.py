@@ -718,7 +718,7 @@ def test_fifty_thousand_messages_take_a_couple_of_seconds(pseudonymizer):
         assert elapsed < 10, f"{profile}: {elapsed:.1f} s for 50,000 messages"
 
 
-def test_reversible_patient_tokens_only_when_asked_and_they_open_with_the_key():
+def test_reversible_patient_tokens_only_when_asked_and_they_open_with_the_key(tmp_path):
     import secrets as _secrets
 
     from medical_assets.hl7 import parse_hl7_file
@@ -733,5 +733,15 @@ def test_reversible_patient_tokens_only_when_asked_and_they_open_with_the_key():
     plain = deidentify(phi, pseudonymizer)["hl7_messages"]
     assert plain["patient_reversible_token"].null_count == plain.num_rows
     sealed = deidentify(phi, pseudonymizer, reversible=ReversibleTokens(ring))["hl7_messages"]
-    opened = [ReversibleTokens(ring).reveal(PATIENT_DOMAIN, t) for t in sealed["patient_reversible_token"].to_pylist()]
-    assert opened == phi["hl7_messages"]["patient_id"].to_pylist()
+    from medical_assets.privacy.audit import AuditLog
+    from medical_assets.privacy.hl7_deid import patient_identities
+    from medical_assets.privacy.reidentify import reveal_token
+    from medical_assets.storage import resolve_location
+
+    log = AuditLog(resolve_location(str(tmp_path / "audit")))
+    opened = [
+        reveal_token(ring, PATIENT_DOMAIN, t, purpose="test: tokens open with the key", audit=log)
+        for t in sealed["patient_reversible_token"].to_pylist()
+    ]
+    # What a token seals is the patient: the MRN with its assigning authority.
+    assert opened == patient_identities(phi["hl7_messages"]).to_pylist()
