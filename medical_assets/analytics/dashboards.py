@@ -181,10 +181,11 @@ def _suppressed_cells(rows: Sequence[dict], columns: Iterable[str]) -> int:
 
 
 def _published(rows: Sequence[dict], columns: Iterable[str]) -> list[dict]:
-    """The rows with at least one of `columns` published: a row whose every count is suppressed
-    gives no label (facility, medication, month) to a chart."""
+    """The rows with at least one of `columns` published and not zero: a row whose every count is
+    suppressed gives no label (facility, medication, month) to a chart, nor does one whose only
+    published counts are zeros beside suppressed ones (a facility with 3 messages, 0 lab results)."""
     columns = list(columns)
-    return [row for row in rows if any(row.get(column) is not None for column in columns)]
+    return [row for row in rows if any(row.get(column) not in (None, 0) for column in columns)]
 
 
 def _pivot(
@@ -195,12 +196,17 @@ def _pivot(
     value: str,
 ) -> dict[str, list]:
     """For each series in first-seen order, its values along `index`; None where suppressed or absent.
-    Only rows with `value` published make a series: no legend entry names a suppressed cell."""
+    Only a series with a published count other than zero is drawn: no legend entry or hover text
+    names a category whose counts are all suppressed (or zeros beside suppressed ones)."""
     series: dict[str, dict[str, object]] = {}
     for row in rows:
         if row.get(value) is not None:
             series.setdefault(series_of(row), {})[index_of(row)] = row[value]
-    return {name: [cells.get(position) for position in index] for name, cells in series.items()}
+    return {
+        name: [cells.get(position) for position in index]
+        for name, cells in series.items()
+        if any(cells.get(position) for position in index)
+    }
 
 
 def _text(value: object, missing: str = "not recorded") -> str:

@@ -112,7 +112,8 @@ def dashboards(context: dg.AssetExecutionContext, pipeline: PipelineConfig, ray_
     yield from leak_gate.publish_if_clean(
         context, settings, publication, REPORTS_LEAK_CHECK, report_key("dashboard"), [REPORTS_FOLDER],
         lambda: publication.commit({}, folders=[REPORTS_FOLDER]),
-        library_texts=[leak_gate.plotly_js()], drawn_from_analytics=True,
+        # Library code and the stamp we wrote (run id, creation time, version) are not data.
+        library_texts=[leak_gate.plotly_js(), *stamp.values()], drawn_from_analytics=True,
     )
     folder = deid.child(REPORTS_FOLDER)
     context.log.info(f"reports: {', '.join(files)} published")

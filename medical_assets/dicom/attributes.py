@@ -8,7 +8,7 @@ walked with the same list, so a kept sequence cannot smuggle an item attribute t
 name (a Text Value, a Code Meaning, a comment).
 
 The burned-in rules are data too: SOP classes, Image Type values, Conversion Type, modalities, and
-the header criteria of the pydicom/deid rule set `deid/data/deid.dicom` (MIT licence, copyright
+the header criteria of the pydicom/deid rule set (its default "dicom" recipe; MIT licence, copyright
 Vanessa Sochat; its graylist and blacklist take the CTP DicomPixelAnonymizer script's criteria).
 The graylist's vendor rules give pixel regions to blank; nothing here blanks pixels, so an image
 one of them matches is kept out of the export, and the rules are written without the vendor and
@@ -235,7 +235,7 @@ def _contains(keyword: str, *terms: str) -> Criterion:
 _CT_OR_MR = _contains("Modality", "CT", "MR")
 _CT = _contains("Modality", "CT")
 
-# pydicom/deid `deid/data/deid.dicom`, "%filter blacklist" (each "||" alternative its own rule), and
+# The pydicom/deid rule set, "%filter blacklist" (each "||" alternative its own rule), and
 # the manufacturer-independent part of its "%filter graylist" rules (from the CTP script).
 DEID_RULES: tuple[BurnedInRule, ...] = (
     BurnedInRule("deid blacklist: Any Scanned Document or Secondary Save",
