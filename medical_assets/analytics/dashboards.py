@@ -620,7 +620,8 @@ def _pharmacy_html(analytics: Mapping[str, pa.Table], suppressed: str) -> str:
         return _empty_html("No pharmacy orders yet: the pharmacy table is empty.")
     medications = _top_medications(rows)
     if not medications:
-        return _empty_html("Every pharmacy count is suppressed.") + _note_html(_suppressed_cells(rows, ["orders"]), suppressed)
+        note = _note_html(_suppressed_cells(rows, ["orders"]), suppressed)
+        return _empty_html("Every pharmacy count is suppressed.") + note
     series = _pivot(rows, medications, lambda row: _text(row.get("route"), "no route"), _medication, "orders")
     figure = go.Figure(
         [go.Bar(y=medications[::-1], x=values[::-1], name=route, orientation="h") for route, values in series.items()]

@@ -22,3 +22,37 @@ def materialize_all(data_dir, key: str, selection=None, messages: int = 400, dic
         },
         raise_on_error=False,
     )
+
+
+def materialize_planted_leak(data_dir, key: str, table: str, planted):
+    """An asset that stages `planted` (an Arrow table) as deid/`table` and publishes it through the
+    real leak gate: what a de-identification that let an identifier through would do."""
+    import pyarrow.parquet as pq
+
+    from medical_assets.defs import leak_gate
+    from medical_assets.storage import TablePublication
+
+    check = leak_gate.check_spec("planted_leak_check", dg.AssetKey("planted"), f"deid/{table}")
+
+    @dg.asset(name="planted", check_specs=[check])
+    def planted_asset(context: dg.AssetExecutionContext, pipeline: PipelineConfig, ray_engine: RayResource):
+        settings = pipeline.settings()
+        ray_engine.ensure_started()
+        publication = TablePublication(settings.zone("deid"), run_id=context.run.run_id)
+        staged = publication.staged(table)
+        staged.makedirs()
+        pq.write_table(planted, staged.child("part-99999.parquet").path, filesystem=staged.filesystem)
+        yield from leak_gate.publish_if_clean(
+            context, settings, publication, "planted_leak_check", dg.AssetKey("planted"), [table],
+            lambda: publication.commit({}, folders=[table]),
+        )
+        yield dg.MaterializeResult()
+
+    return dg.materialize(
+        [planted_asset],
+        resources={
+            "pipeline": PipelineConfig(data_dir=str(data_dir)),
+            "ray_engine": RayResource(num_cpus=2),
+        },
+        raise_on_error=False,
+    )

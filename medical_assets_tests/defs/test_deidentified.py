@@ -12,12 +12,11 @@ import pyarrow.parquet as pq
 import pydicom
 import pytest
 
-from medical_assets.defs import checks
 from medical_assets.privacy.audit import AuditLog
 from medical_assets.privacy.keys import parse_key_ring
 from medical_assets.privacy.pseudonyms import Pseudonymizer
 from medical_assets.storage import resolve_location
-from medical_assets_tests.defs.pipeline import materialize_all
+from medical_assets_tests.defs.pipeline import materialize_all, materialize_planted_leak
 
 pytestmark = pytest.mark.slow
 
@@ -66,20 +65,23 @@ def test_every_record_reaches_the_deid_zone_and_the_leak_checks_pass(first_run):
 
 
 def test_patient_tokens_join_hl7_and_dicom(first_run):
-    """Both sides turn the same medical record number into the same token, so they join."""
+    """Both sides turn the same patient (the MRN with its assigning authority) into the same token,
+    so a patient's messages and exported images join; and the corpus has such patients."""
+    from medical_assets.privacy.hl7_deid import patient_identities
+    from medical_assets.privacy.patients import dicom_patient_identity
+
     data, _ = first_run
     pseudonymizer = Pseudonymizer(parse_key_ring(KEY).current)
-    for modality in ("hl7_messages", "dicom_images"):
-        phi_ids = _table(data, "phi", modality)["patient_id"].to_pylist()
-        expected = {pseudonymizer.token("patient", mrn) for mrn in phi_ids}
-        assert set(_table(data, "deid", modality)["patient_token"].to_pylist()) <= expected, modality
-    hl7_ids = set(_table(data, "phi", "hl7_messages")["patient_id"].to_pylist())
-    dicom_ids = set(_table(data, "phi", "dicom_images")["patient_id"].to_pylist())
-    shared = hl7_ids & dicom_ids
+    hl7 = set(patient_identities(_table(data, "phi", "hl7_messages")).to_pylist())
+    images = _table(data, "phi", "dicom_images").to_pylist()
+    dicom = {dicom_patient_identity(r["patient_id"], r["patient_id_issuer"], r["institution_name"]) for r in images}
     hl7_tokens = set(_table(data, "deid", "hl7_messages")["patient_token"].to_pylist())
     dicom_tokens = set(_table(data, "deid", "dicom_images")["patient_token"].to_pylist())
-    assert {pseudonymizer.token("patient", mrn) for mrn in shared} <= hl7_tokens
-    assert len(hl7_tokens & dicom_tokens) >= len({pseudonymizer.token("patient", m) for m in shared} & dicom_tokens)
+    assert hl7_tokens == {pseudonymizer.token("patient", patient) for patient in hl7}
+    assert dicom_tokens <= {pseudonymizer.token("patient", patient) for patient in dicom}
+    shared = {pseudonymizer.token("patient", patient) for patient in hl7 & dicom} & dicom_tokens
+    assert shared, "the corpus must share exported patients between HL7 and DICOM for this test to mean anything"
+    assert shared <= hl7_tokens & dicom_tokens
 
 
 def test_compliance_metadata_is_stamped_in_every_deid_parquet_file(first_run):
@@ -135,17 +137,22 @@ def test_same_key_same_tokens_other_key_other_tokens_reversible_tokens_and_date_
     ] == b"date_shift"
 
 
-def test_the_leak_check_fails_when_an_identifier_is_injected(first_run):
+def test_a_leak_is_never_published_and_waits_in_quarantine(first_run):
+    """Publish on pass: an output with an identifier (a patient's name, a phone number anyone's)
+    stays out of deid/, which keeps its previous version; the output waits in phi/quarantine/."""
     data, _ = first_run
     phi = _table(data, "phi", "hl7_messages")
     name = next(n for n in phi["patient_family_name"].to_pylist() if n and len(n) >= 5)
-    leaked = pa.table({"comment": [f"seen by {name} yesterday"]})
-    pq.write_table(leaked, data / "deid" / "hl7_messages" / "part-99999.parquet")
-    try:
-        result = _materialize(data, selection=dg.AssetSelection.checks(checks.hl7_deid_leak_check))
-        evaluations = result.get_asset_check_evaluations()
-        assert [(e.check_name, e.passed) for e in evaluations] == [("no_identifiers_leaked_hl7", False)]
-        shown = str(evaluations[0].metadata)
-        assert "part-99999.parquet" in shown and name not in shown
-    finally:
-        os.remove(data / "deid" / "hl7_messages" / "part-99999.parquet")
+    before = sorted(os.listdir(data / "deid" / "hl7_messages"))
+    leaked = pa.table({"comment": [f"seen by {name} yesterday", "call 617-555-0142"]})
+    result = materialize_planted_leak(data, KEY, "hl7_messages", leaked)
+    assert not result.success
+    evaluations = result.get_asset_check_evaluations()
+    assert [(e.check_name, e.passed) for e in evaluations] == [("planted_leak_check", False)]
+    shown = str(evaluations[0].metadata)
+    assert "part-99999.parquet" in shown and "phone pattern" in shown and name not in shown and "0142" not in shown
+    assert sorted(os.listdir(data / "deid" / "hl7_messages")) == before  # the previous version, untouched
+    quarantine = data / "phi" / "quarantine" / "planted_leak_check"
+    (run,) = os.listdir(quarantine)
+    assert os.listdir(quarantine / run / "hl7_messages") == ["part-99999.parquet"]
+    assert not (data / "deid" / ".staging" / run).exists()

@@ -13,9 +13,9 @@ import pyarrow.parquet as pq
 import pydicom
 import pytest
 
-from medical_assets.defs import checks
 from medical_assets.privacy.audit import AuditLog
 from medical_assets.storage import resolve_location
+from medical_assets_tests.defs.pipeline import materialize_planted_leak
 from medical_assets_tests.scaleout.servers import (
     failures,
     free_port,
@@ -158,18 +158,16 @@ def test_whole_graph_on_object_storage_then_an_idempotent_rerun(s3_endpoint, tmp
     assert not [name for name in after if "/.staging/" in f"/{name}"], "staging objects left behind"
     assert sorted(name for name in after if not name.startswith("phi/_audit/")) == objects_before
 
-    # The leak check really walks the bucket: an identifier put into the de-identified zone is found.
+    # The leak gate really walks the bucket's staging: an identifier in a staged output is found, nothing
+    # is published, and the output is copied into the PHI zone's quarantine.
     names = pq.read_table(f"{BUCKET}/{PREFIX}/phi/hl7_messages", filesystem=_s3())["patient_family_name"].to_pylist()
     name = next(n for n in names if n and len(n) >= 5)
-    leaked = f"{BUCKET}/{PREFIX}/deid/hl7_messages/part-99999.parquet"
-    pq.write_table(pa.table({"comment": [f"seen by {name} yesterday"]}), leaked, filesystem=_s3())
-    try:
-        check = materialize_graph(data_dir, KEY, selection=dg.AssetSelection.checks(checks.hl7_deid_leak_check))
-    finally:
-        _s3().delete_file(leaked)
+    check = materialize_planted_leak(data_dir, KEY, "hl7_messages", pa.table({"comment": [f"seen by {name} yesterday"]}))
     evaluations = check.get_asset_check_evaluations()
-    assert [(e.check_name, e.passed) for e in evaluations] == [("no_identifiers_leaked_hl7", False)]
+    assert [(e.check_name, e.passed) for e in evaluations] == [("planted_leak_check", False)]
     assert "part-99999.parquet" in str(evaluations[0].metadata) and name not in str(evaluations[0].metadata)
+    assert not [n for n in _objects("deid/hl7_messages") if "99999" in n], "a rejected output was published"
+    assert [n for n in _objects("phi/quarantine") if n.endswith("part-99999.parquet")]
 
     assert not (tmp_path / "data").exists(), "nothing may be written to a local ./data"
     assert not os.listdir(tmp_path)
