@@ -70,7 +70,9 @@ class PipelineSettings:
 
     @property
     def vocabulary_min_patients(self) -> int:
-        threshold = self.suppression_threshold if self.vocabulary_threshold is None else self.vocabulary_threshold
+        """Distinct patients a text value needs to be published: more than the suppression threshold,
+        unless MEDICAL_ASSETS_VOCABULARY_THRESHOLD says otherwise."""
+        threshold = self.suppression_threshold + 1 if self.vocabulary_threshold is None else self.vocabulary_threshold
         return max(threshold, 1)
 
     def zone(self, name: str) -> Location:

@@ -72,7 +72,8 @@ def stamped(
     specs=[
         dg.AssetSpec(
             deid_key(table),
-            deps=sorted({table, "hl7_messages"}),
+            # dicom_images too: a PatientAge of 090Y makes the patient 90+ in HL7 as well.
+            deps=sorted({table, "hl7_messages", "dicom_images"}),
             group_name=groups.DEID,
             kinds={"ray", "parquet", "hl7"},
             description=_DESCRIPTIONS[table],
@@ -142,7 +143,8 @@ def record_privacy(settings, step: str, summary: dict) -> None:
 @dg.multi_asset(
     name="dicom_deidentified_export",
     specs=[
-        dg.AssetSpec(deid_key(t), deps=["dicom_images", "dicom_thumbnails"], group_name=groups.DEID,
+        # hl7_messages too: a patient 90+ in HL7 loses the PatientAge of their images.
+        dg.AssetSpec(deid_key(t), deps=["dicom_images", "dicom_thumbnails", "hl7_messages"], group_name=groups.DEID,
                      kinds={"ray", "parquet", "dicom"}, description=_DESCRIPTIONS[t], tags={"zone": "deid"})
         for t in ("dicom_images", "dicom_thumbnails")
     ]

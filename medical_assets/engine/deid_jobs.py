@@ -108,7 +108,7 @@ def take_census(phi: Location, min_patients: int, scope: str) -> Census:
         kinds = table.column("kind").to_pylist()
         for kind, payload in zip(kinds, table.column("payload").to_pylist()):
             if kind == "ages":
-                ages = merge_ages(ages, {patient: year for patient, year in payload})
+                ages = merge_ages(ages, {entry["patient"]: entry["year"] for entry in payload})
         evidence.append(_evidence_of(table))
     merged = vocabulary.merge(evidence, min_patients)
     return Census(ages, vocabulary.without_identifiers(merged))
