@@ -103,8 +103,8 @@ def publish_if_clean(
     raise dg.Failure(
         description=(
             f"{check_name}: {len(findings)} finding(s) in the staged output, so nothing was published: deid/ keeps its "
-            f"previous version, and the rejected output is in {quarantine.uri} (PHI zone). The check's metadata names "
-            "each place and kind."
+            f"previous version, and the rejected output is in {quarantine.uri} (PHI zone). First findings (place and "
+            f"kind, never the value): {'; '.join(f'{f.where}: {f.kind}' for f in findings[:5])}"
         ),
         metadata={"quarantine": quarantine.uri, "findings": len(findings)},
     )
@@ -214,7 +214,7 @@ class _ColumnsOnDemand:
 _scanner_cache: dict[tuple, LeakScanner] = {}
 
 
-def _scanner(run_id, profile, identifiers, library_texts, aggregates, vocabulary) -> LeakScanner:
+def _scanner(run_id, profile, identifiers, library_texts, aggregates, vocabulary=frozenset()) -> LeakScanner:
     key = (run_id, next(iter(_identifier_cache), None), profile, tuple(hash(t) for t in library_texts), aggregates,
            hash(vocabulary))
     if key not in _scanner_cache:

@@ -11,7 +11,7 @@ import dagster as dg
 import pyarrow.compute as pc
 
 from medical_assets.analytics.figures import DASHBOARD_FILE, PNG_SIZES
-from medical_assets.analytics.privacy_report import render_privacy_report
+from medical_assets.analytics.privacy_report import privacy_report_markdown, render_privacy_report
 from medical_assets.analytics.tables import ANALYTICS_TABLES
 from medical_assets.defs import groups, leak_gate
 from medical_assets.defs.analytics import analytics_key
@@ -125,6 +125,9 @@ def dashboards(context: dg.AssetExecutionContext, pipeline: PipelineConfig, ray_
             "open": dg.MetadataValue.url(dashboard.uri),
             "size (bytes)": len(dashboard.read_bytes()),
             "suppression threshold": settings.suppression_threshold,
+            "privacy report": dg.MetadataValue.md(
+                privacy_report_markdown(privacy_summary(settings, context.run.run_id, key.key_id))
+            ),
         },
     )
     for name, file_name in REPORT_FIGURES.items():

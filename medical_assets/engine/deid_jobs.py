@@ -186,14 +186,15 @@ def deidentify_hl7(
     profile: str,
     reversible_tokens: bool,
     report: ProgressReport,
-    census: Census,
-    min_patients: int,
-    scope: str,
+    census: Census | None = None,
+    min_patients: int = 11,
+    scope: str = "issuer",
 ) -> dict[str, int]:
     """The de-identified HL7 tables, staged under `targets` with `schemas` (which carry the compliance
     metadata). Besides the rows per table, the counts hold `withheld_key(table, column, reason)`
     entries: the values withheld."""
     groups = phi_part_groups(phi, list(HL7_TABLES), HL7_TABLES)
+    census = census if census is not None else take_census(phi, min_patients, scope)
     transform = functools.partial(
         _deidentify_hl7_group,
         ring=ring,

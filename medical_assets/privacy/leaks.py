@@ -53,6 +53,9 @@ OWN_METADATA_PREFIXES = (b"deid.", b"medical_assets.", b"ARROW:", b"description"
 # Columns named so hold dates moved by the date-shift profile, by contract: a date there is the
 # profile's output, not a leak (the known birth dates are still searched in them).
 SHIFTED_DATE_SUFFIX = "_shifted"
+# Columns that hold a date moved by the patient's secret offset under the date-shift profile (and
+# are null under Safe Harbor) without the suffix: the de-identified dicom_images' study_date.
+SHIFTED_DATE_COLUMNS = frozenset({"study_date"})
 
 
 @dataclass(frozen=True)
@@ -167,7 +170,7 @@ class LeakScanner:
                 for texts in _cell_texts(chunk):
                     counts.update(self._count_cells(texts, skip_digit_only=numbers))
                 if self._patterns:
-                    skip = ("date",) if name.endswith(SHIFTED_DATE_SUFFIX) else ()
+                    skip = ("date",) if name.endswith(SHIFTED_DATE_SUFFIX) or name in SHIFTED_DATE_COLUMNS else ()
                     for texts in _string_cells(chunk):
                         counts.update(_pattern_kinds(structured_identifier_kinds(texts), skip))
             findings += self._findings(f"{where}: column {name}", counts)

@@ -69,7 +69,7 @@ def test_the_whole_pipeline_materializes_and_every_check_passes(run):
     assert {"no_identifiers_leaked_analytics", "no_identifiers_leaked_reports", "zones_agree"} <= names
     for table in ANALYTICS_TABLES:
         assert (data / "deid" / "analytics" / table).is_dir(), table
-    assert sorted(os.listdir(data / "deid" / "reports")) == sorted(["dashboard.html", *PNG_SIZES])
+    assert sorted(os.listdir(data / "deid" / "reports")) == sorted(["dashboard.html", "privacy.html", *PNG_SIZES])
 
 
 def test_message_types_recomputed_from_the_parsed_messages(run):

@@ -2,7 +2,7 @@
 
 import pyarrow as pa
 
-from medical_assets.defs import checks
+from medical_assets.defs import leak_gate
 from medical_assets.hl7.tables import HL7_MESSAGES
 from medical_assets.storage import resolve_location, write_table_atomically
 
@@ -17,24 +17,24 @@ def test_identifiers_are_read_once_per_run_and_version_of_the_phi_tables(tmp_pat
     part = phi.child("hl7_messages", "part-00000.parquet")
     write_table_atomically(_messages(["Okonkwo"]), part)
     reads = []  # one entry per collection of the identifiers
-    collect = checks.collect_identifiers
-    monkeypatch.setattr(checks, "collect_identifiers", lambda tables: reads.append(tables) or collect(tables))
+    collect = leak_gate.collect_identifiers
+    monkeypatch.setattr(leak_gate, "collect_identifiers", lambda tables: reads.append(tables) or collect(tables))
 
-    first = checks._phi_identifiers("run-1", phi)
-    again = checks._phi_identifiers("run-1", phi)
+    first = leak_gate._phi_identifiers("run-1", phi)
+    again = leak_gate._phi_identifiers("run-1", phi)
 
     assert first["Okonkwo"] == "patient_family_name" and again is first
     assert len(reads) == 1
 
     # A new version of the table (a re-run's publication): read again, the new name is in.
     write_table_atomically(_messages(["Okonkwo", "Vasquez-Thornbury"]), part)
-    changed = checks._phi_identifiers("run-1", phi)
+    changed = leak_gate._phi_identifiers("run-1", phi)
 
     assert changed["Vasquez-Thornbury"] == "patient_family_name"
     assert len(reads) == 2
 
     # Another run reads afresh, whatever the files look like.
-    checks._phi_identifiers("run-2", phi)
+    leak_gate._phi_identifiers("run-2", phi)
     assert len(reads) == 3
 
 
@@ -42,17 +42,17 @@ def test_a_scanner_is_shared_only_by_checks_that_look_for_the_same_identifiers_t
     phi = resolve_location(str(tmp_path / "phi"))
     part = phi.child("hl7_messages", "part-00000.parquet")
     write_table_atomically(_messages(["Okonkwo"]), part)
-    identifiers = checks._phi_identifiers("run-1", phi)
+    identifiers = leak_gate._phi_identifiers("run-1", phi)
 
-    hl7 = checks._scanner("run-1", "safe_harbor", identifiers, [], aggregates=False)
-    assert checks._scanner("run-1", "safe_harbor", identifiers, [], aggregates=False) is hl7
-    assert checks._scanner("run-1", "safe_harbor", identifiers, ["<script>"], aggregates=False) is not hl7
-    assert checks._scanner("run-1", "safe_harbor", identifiers, [], aggregates=True) is not hl7
+    hl7 = leak_gate._scanner("run-1", "safe_harbor", identifiers, [], aggregates=False)
+    assert leak_gate._scanner("run-1", "safe_harbor", identifiers, [], aggregates=False) is hl7
+    assert leak_gate._scanner("run-1", "safe_harbor", identifiers, ["<script>"], aggregates=False) is not hl7
+    assert leak_gate._scanner("run-1", "safe_harbor", identifiers, [], aggregates=True) is not hl7
 
     # The PHI tables change: the scanner built for them is not reused, and finds the new name.
     write_table_atomically(_messages(["Okonkwo", "Vasquez-Thornbury"]), part)
-    changed = checks._phi_identifiers("run-1", phi)
-    scanner = checks._scanner("run-1", "safe_harbor", changed, [], aggregates=False)
+    changed = leak_gate._phi_identifiers("run-1", phi)
+    scanner = leak_gate._scanner("run-1", "safe_harbor", changed, [], aggregates=False)
     assert scanner is not hl7
     assert scanner.scan_text("seen: Vasquez-Thornbury") == ["patient_family_name"]
 
@@ -61,12 +61,12 @@ def test_the_phi_tables_are_read_one_identifier_column_at_a_time(tmp_path, monke
     phi = resolve_location(str(tmp_path / "phi"))
     write_table_atomically(_messages(["Okonkwo", "Vasquez-Thornbury"]), phi.child("hl7_messages", "part-00000.parquet"))
     columns_read = []
-    read_table = checks.read_table
+    read_table = leak_gate.read_table
     monkeypatch.setattr(
-        checks, "read_table", lambda *args, **kwargs: columns_read.append(kwargs["columns"]) or read_table(*args, **kwargs)
+        leak_gate, "read_table", lambda *args, **kwargs: columns_read.append(kwargs["columns"]) or read_table(*args, **kwargs)
     )
 
-    identifiers = checks._phi_identifiers("run-1", phi)
+    identifiers = leak_gate._phi_identifiers("run-1", phi)
 
     assert identifiers["Vasquez-Thornbury"] == "patient_family_name"
     assert identifiers["MRN0000001"] == "patient_id"

@@ -166,7 +166,7 @@ def test_deidentification_withholds_the_birth_year_of_a_patient_90_plus_in_anoth
     from medical_assets.engine import deid_jobs
     from medical_assets.privacy.hl7_deid import DEID_HL7_TABLES
     from medical_assets.privacy.keys import parse_key_ring
-    from medical_assets.privacy.pseudonyms import Pseudonymizer
+    from medical_assets.privacy.pseudonyms import Pseudonymizer, patient_identity
 
     zone = resolve_location(str(tmp_path / "phi"))
     settings = HL7CorpusSettings(total_messages=400, messages_per_file=40)
@@ -186,10 +186,11 @@ def test_deidentification_withholds_the_birth_year_of_a_patient_90_plus_in_anoth
 
     messages = read_table(targets["hl7_messages"])
     assert counts["hl7_messages"] == messages.num_rows == 402
-    token = Pseudonymizer(ring.current).token("patient", "MRNQXOLD")
+    token = Pseudonymizer(ring.current).token("patient", patient_identity("MRNQXOLD", "GH"))
     old = [row for row in messages.to_pylist() if row["patient_token"] == token]
-    assert [row["age_at_message"] for row in old] == ["89", "90+"]
-    assert [row["birth_year"] for row in old] == [None, None]  # the 89-year-old's row too, in the other part
+    # The 89-year-old's row in the other part too: 90+ from the year of the first 90+ event, no birth year.
+    assert [row["age_at_message"] for row in old] == ["90+", "90+"]
+    assert [row["birth_year"] for row in old] == [None, None]
 
 
 def test_analytics_job_summarizes_each_part_group_and_equals_the_tables_of_the_whole(ray_runtime, tmp_path):
