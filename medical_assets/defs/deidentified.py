@@ -177,7 +177,9 @@ def dicom_deidentified_export(
             files = deid_publication.staged(DEID_FILES)
             files.makedirs()
             # The HL7 side's old patients and vocabulary too: the patient token joins the two.
-            census = deid_jobs.take_census(phi, settings.vocabulary_min_patients, settings.patient_id_scope)
+            census = deid_jobs.take_census(
+                phi, settings.vocabulary_min_patients, settings.patient_id_scope, hl7_vocabulary=False
+            )
             counts = deid_jobs.export_dicom(
                 phi, settings.dicom_source.filesystem, files, targets, schemas, key, settings.deid_profile,
                 progress_logger(context, "DICOM export"), census, settings.patient_id_scope,
@@ -194,8 +196,12 @@ def dicom_deidentified_export(
         context, settings, deid_publication, DICOM_LEAK_CHECK, deid_key("dicom_images"), [*deid_tables, DEID_FILES],
         lambda: deid_publication.commit(deid_tables, folders=[DEID_FILES]),
     )
+    kept_out = ["| reason | images |", "| --- | ---: |"] + [f"| {r} | {n:,} |" for r, n in sorted(excluded_reasons.items())]
     for table, schema in deid_tables.items():
-        yield _materialized(deid_key(table), deid.child(table), schema, counts.get(table, 0), _PREVIEW_COLUMN[table], key.key_id, settings)
+        yield _materialized(
+            deid_key(table), deid.child(table), schema, counts.get(table, 0), _PREVIEW_COLUMN[table], key.key_id, settings,
+            {"images kept out": dg.MetadataValue.md("\n".join(kept_out) if excluded_reasons else "none")},
+        )
     yield dg.MaterializeResult(
         asset_key=deid_key("dicom_files"),
         metadata={"files": counts.get("dicom_images", 0), "dagster/uri": deid.child(DEID_FILES).uri, "key id": key.key_id},

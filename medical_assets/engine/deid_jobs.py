@@ -81,7 +81,7 @@ class Census:
     vocabulary: dict[str, frozenset[str]]
 
 
-def take_census(phi: Location, min_patients: int, scope: str) -> Census:
+def take_census(phi: Location, min_patients: int, scope: str, hl7_vocabulary: bool = True) -> Census:
     """One Ray job over every PHI part: ages (HL7 messages and DICOM images) and vocabulary
     evidence, combined in the driver. What passes through the driver and the object store is
     PHI (patient identities of old patients; at most min_patients - 1 identities per rare value),
@@ -97,7 +97,7 @@ def take_census(phi: Location, min_patients: int, scope: str) -> Census:
     found = ray.data.from_items(items, override_num_blocks=min(len(items), cluster_cpus()))
     found = found.map_batches(
         _census_batch,
-        fn_kwargs={"phi": phi, "min_patients": min_patients, "scope": scope},
+        fn_kwargs={"phi": phi, "min_patients": min_patients, "scope": scope, "hl7_vocabulary": hl7_vocabulary},
         batch_format="pyarrow",
         batch_size=None,
     )
@@ -114,6 +114,9 @@ def take_census(phi: Location, min_patients: int, scope: str) -> Census:
     return Census(ages, vocabulary.without_identifiers(merged))
 
 
+# What the 90+ census reads of hl7_messages.
+_AGE_COLUMNS = ["patient_id", "patient_id_issuer", "sending_facility", "patient_birth_date", "message_datetime"]
+
 _CENSUS = pa.schema(
     [
         pa.field("kind", pa.string()),  # "ages" (payload: (identity, year) pairs) or "evidence" (the columns below)
@@ -125,7 +128,7 @@ _CENSUS = pa.schema(
 )
 
 
-def _census_batch(batch: pa.Table, phi: Location, min_patients: int, scope: str) -> pa.Table:
+def _census_batch(batch: pa.Table, phi: Location, min_patients: int, scope: str, hl7_vocabulary: bool) -> pa.Table:
     ages: dict[str, int | None] = {}
     evidence = []
     for kind, path in zip(batch.column("kind").to_pylist(), batch.column("path").to_pylist()):
@@ -135,6 +138,10 @@ def _census_batch(batch: pa.Table, phi: Location, min_patients: int, scope: str)
             evidence.append(_dicom_vocabulary_evidence(images, min_patients, scope))
             continue
         name = path  # an HL7 part name: read that part of every HL7 table
+        if not hl7_vocabulary:  # the DICOM export needs only who is 90+
+            messages = pq.read_table(phi.child("hl7_messages", name).path, filesystem=phi.filesystem, columns=_AGE_COLUMNS)
+            ages = merge_ages(ages, census_of_ages(messages, scope))
+            continue
         tables = {
             table: pq.read_table(phi.child(table, name).path, filesystem=phi.filesystem, schema=schema)
             for table, schema in HL7_TABLES.items()

@@ -48,6 +48,8 @@ def scan_trees(scanner: LeakScanner, roots: Sequence[Location]) -> list[Finding]
     # into every read task (5,000,000 messages of diverse patients: 11.7M identifiers, 762 MiB per
     # task, and the run's process ran out of memory). One task per CPU: each worker loads the
     # scanner once, streams its share of the files through it, and drops it when the task ends.
+    # The scanner's identifiers are numpy arrays of hashes (17 bytes an identifier): Ray stores them
+    # out of band and every worker of a node maps that one copy, read-only, instead of unpickling its own.
     scan = _ScanFiles(ray.put(scanner), owners)
     dataset = ray.data.read_datasource(
         LandingFilesDatasource(files, roots[0].filesystem, scan, _FINDINGS),

@@ -18,6 +18,7 @@ import pyarrow as pa
 
 from medical_assets.config import ConfigurationError, load_settings
 from medical_assets.privacy.audit import AuditLog, AuditLogError, ChainReport
+from medical_assets.privacy.pseudonyms import ISSUER_SEPARATOR
 from medical_assets.privacy.keys import MIN_SECRET_BYTES, PSEUDONYM_KEY_VAR, RELEASE_SCOPE_VAR
 from medical_assets.privacy.reidentify import (
     DEFAULT_DOMAIN,
@@ -29,6 +30,13 @@ from medical_assets.privacy.reidentify import (
 EXIT_FAILED = 1
 EXIT_DENIED = 2  # as argparse uses for a request that is incomplete
 EXIT_BROKEN_CHAIN = 3  # the audit log was tampered with (or damaged): distinct, for the scripts that sign it
+
+
+def readable_identity(value: str) -> str:
+    """A patient token seals the MRN with its assigning authority (`pseudonyms.patient_identity`):
+    shown as `MRN<TAB>issuer`, since the separator between them does not print."""
+    issuer, separator, mrn = value.partition(ISSUER_SEPARATOR)
+    return f"{mrn}\t{issuer}" if separator else value
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -86,7 +94,7 @@ def _reidentify(arguments: argparse.Namespace) -> int:
     purpose = arguments.purpose
     if purpose is None:
         purpose = _ask_purpose() if sys.stdin.isatty() else ""
-    print(reidentify(arguments.token, purpose, arguments.domain, release_scope=arguments.release_scope))
+    print(readable_identity(reidentify(arguments.token, purpose, arguments.domain, release_scope=arguments.release_scope)))
     return 0
 
 

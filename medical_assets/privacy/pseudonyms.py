@@ -44,7 +44,7 @@ def normalise(value: str | None) -> str | None:
 ISSUER_SCOPE = "issuer"
 SHARED_SCOPE = "shared"
 PATIENT_ID_SCOPES = (ISSUER_SCOPE, SHARED_SCOPE)
-_ISSUER_SEPARATOR = "\x1e"  # ASCII record separator: in no HL7 or DICOM identifier
+ISSUER_SEPARATOR = "\x1e"  # ASCII record separator: in no HL7 or DICOM identifier
 
 
 def patient_identity(mrn: str | None, issuer: str | None, scope: str = ISSUER_SCOPE) -> str | None:
@@ -60,7 +60,7 @@ def patient_identity(mrn: str | None, issuer: str | None, scope: str = ISSUER_SC
     issuer = normalise(issuer)
     if mrn is None or issuer is None or scope == SHARED_SCOPE:
         return mrn
-    return f"{issuer.upper()}{_ISSUER_SEPARATOR}{mrn}"
+    return f"{issuer.upper()}{ISSUER_SEPARATOR}{mrn}"
 
 
 class Pseudonymizer:
