@@ -58,7 +58,9 @@ REDACTED = "[redacted]"
 # A pattern detector's kind as a finding names it, apart from the kinds of known identifiers.
 PATTERN_SUFFIX = " pattern"
 # Schema metadata keys our code writes (and pyarrow's own): text we wrote, not data.
-OWN_METADATA_PREFIXES = (b"deid.", b"medical_assets.", b"ARROW:", b"description", b"doc")
+# Metadata we write: the compliance stamp, Arrow's own, and each declared column's treatment,
+# source field and description (`privacy.declarations`).
+OWN_METADATA_PREFIXES = (b"deid.", b"medical_assets.", b"ARROW:", b"description", b"doc", b"treatment", b"source")
 # Columns named so hold dates moved by the date-shift profile, by contract: a date there is the
 # profile's output, not a leak (the known birth dates are still searched in them).
 SHIFTED_DATE_SUFFIX = "_shifted"

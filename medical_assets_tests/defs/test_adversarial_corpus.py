@@ -61,8 +61,10 @@ def pid(mrn: str, family: str, given: str, born: str, city: str = "Springfield",
 def ward_feed() -> str:
     """The hospital's everyday traffic: 24 patients with the same tests, colours and units. Among
     them the traps: a surname White (White blood cells), Brown and Green (urine colours), a test
-    patient named like common words, a newborn born on 1 January."""
-    names = [("WHITE", "ADA"), ("BROWN", "BEA"), ("GREEN", "CY"), ("TEST", "NORMAL"), ("NEWBORN", "BABY")]
+    patient named like common words, a patient named like words of our schema, a newborn born on 1 January."""
+    # YEAR and SHAPE: words of our own schema's column descriptions and declared sources.
+    names = [("WHITE", "ADA"), ("BROWN", "BEA"), ("GREEN", "CY"), ("TEST", "NORMAL"), ("NEWBORN", "BABY"),
+             ("YEAR", "SHAPE")]
     names += [(f"FAMILY{chr(65 + n)}QX", f"GIVEN{chr(65 + n)}QX") for n in range(WARD - len(names))]
     messages = []
     for n, (family, given) in enumerate(names):

@@ -152,7 +152,7 @@ def test_the_leak_scan_ships_its_scanner_through_the_object_store_not_in_each_re
     files = [LandingFile(f"/nowhere/{index}.parquet", f"{index}.parquet", 1_000, None) for index in range(8)]
     tasks = LandingFilesDatasource(files, None, scan, _FINDINGS).get_read_tasks(4)
     scanner_bytes, task_bytes = len(ray.cloudpickle.dumps(scanner)), len(ray.cloudpickle.dumps(tasks[0]))
-    assert scanner_bytes > 2_000_000
+    assert scanner_bytes > 1_000_000  # 100,000 identifiers as 128-bit hashes: 17 bytes each
     assert task_bytes < 50_000, task_bytes
 
 
