@@ -64,6 +64,8 @@ from medical_assets.dicom.attributes import (
 )
 from medical_assets.dicom.reader import file_problem
 from medical_assets.dicom.tables import DICOM_IMAGES
+from medical_assets.privacy.declarations import Treatment as ColumnTreatment
+from medical_assets.privacy.declarations import declared
 from medical_assets.privacy.pseudonyms import ISSUER_SCOPE, PATIENT_DOMAIN, Pseudonymizer, patient_identity
 
 PROFILES = ("safe_harbor", "date_shift")
@@ -283,36 +285,65 @@ def deid_relative_path(new_study: str, new_series: str, new_sop: str) -> str:
 _UID_SYNTAX = re.compile(r"[0-9]+(\.[0-9]+)*")
 
 
-def _copied(*names: str) -> list[pa.Field]:
-    return [DICOM_IMAGES.field(name) for name in names]
+def _copied(treatment: ColumnTreatment, *names: str) -> list[pa.Field]:
+    """PHI dicom_images columns published under `treatment`, with the attribute each reads."""
+    return [_declared_as_phi(name, treatment) for name in names]
 
 
+def _declared_as_phi(name: str, treatment: ColumnTreatment, description: str = "") -> pa.Field:
+    field = DICOM_IMAGES.field(name)
+    return declared(name, field.type, treatment, _ATTRIBUTE_OF.get(name, name), description)
+
+
+# The DICOM attribute behind each copied column (the PHI table's comments say the same).
+_ATTRIBUTE_OF = {
+    "sop_class_uid": "(0008,0016) SOPClassUID", "series_number": "(0020,0011) SeriesNumber",
+    "instance_number": "(0020,0013) InstanceNumber", "modality": "(0008,0060) Modality",
+    "body_part_examined": "(0018,0015) BodyPartExamined", "manufacturer": "(0008,0070) Manufacturer",
+    "manufacturer_model_name": "(0008,1090) ManufacturerModelName", "rows": "(0028,0010) Rows",
+    "columns": "(0028,0011) Columns", "number_of_frames": "(0028,0008) NumberOfFrames",
+    "samples_per_pixel": "(0028,0002) SamplesPerPixel", "photometric_interpretation": "(0028,0004) PhotometricInterpretation",
+    "bits_allocated": "(0028,0100) BitsAllocated", "bits_stored": "(0028,0101) BitsStored",
+    "pixel_representation": "(0028,0103) PixelRepresentation", "pixel_spacing": "(0028,0030) PixelSpacing",
+    "slice_thickness": "(0018,0050) SliceThickness", "window_center": "(0028,1050) WindowCenter",
+    "window_width": "(0028,1051) WindowWidth", "rescale_slope": "(0028,1053) RescaleSlope",
+    "rescale_intercept": "(0028,1052) RescaleIntercept", "burned_in_annotation": "(0028,0301) BurnedInAnnotation",
+    "transfer_syntax_uid": "(0002,0010) TransferSyntaxUID", "has_pixel_data": "(7FE0,0010) PixelData",
+    "pixel_mean": "(7FE0,0010) PixelData", "pixel_std": "(7FE0,0010) PixelData", "pixel_min": "(7FE0,0010) PixelData",
+    "pixel_max": "(7FE0,0010) PixelData", "pixel_error": "pixel decoding",
+}  # fmt: skip
+
+# Each column declared with its treatment, as the HL7 tables' are (`privacy.declarations`).
+T = ColumnTreatment
 DEID_DICOM_IMAGES = pa.schema(
     [
-        # deid_relative_path of the three new UIDs; null when one of them is missing
-        pa.field("deid_file", pa.string()),
+        declared("deid_file", pa.string(), T.TOKENISE, "new UIDs", "deid/dicom/<study>/<series>/<sop>.dcm of the exported file."),
         # The UIDs of the de-identified file: keyed replacements (Pseudonymizer.uid) of the originals
-        pa.field("sop_instance_uid", pa.string()),
-        pa.field("study_instance_uid", pa.string()),
-        pa.field("series_instance_uid", pa.string()),
-        *_copied("sop_class_uid", "series_number", "instance_number"),
+        declared("sop_instance_uid", pa.string(), T.TOKENISE, "(0008,0018) SOPInstanceUID", "Keyed 2.25. replacement."),
+        declared("study_instance_uid", pa.string(), T.TOKENISE, "(0020,000D) StudyInstanceUID", "Keyed 2.25. replacement."),
+        declared("series_instance_uid", pa.string(), T.TOKENISE, "(0020,000E) SeriesInstanceUID", "Keyed 2.25. replacement."),
+        *_copied(T.CODE, "sop_class_uid"),
+        *_copied(T.NUMBER, "series_number", "instance_number"),
         # Pseudonymizer.token("patient", patient_identity(PatientID, issuer)): the HL7 tables' token of PID-3
-        pa.field("patient_token", pa.string()),
-        *_copied("modality"),
+        declared("patient_token", pa.string(), T.TOKENISE, "(0010,0020) PatientID + (0010,0021) IssuerOfPatientID",
+                 "Keyed token of the patient (MRN with its issuer), the same as the HL7 tables'."),
+        *_copied(T.CODE, "modality"),
         # The study's year; under date_shift the shifted date's, so it cannot narrow the shift
-        pa.field("study_year", pa.int32()),
+        declared("study_year", pa.int32(), T.YEAR, "(0008,0020) StudyDate", "Year of the study."),
         # date_shift only: StudyDate moved by the patient's offset, YYYYMMDD; null under safe_harbor
-        pa.field("study_date", pa.string()),
-        # vocabulary-only: null unless the caller's vocabulary allows the value
-        *_copied("body_part_examined"),
+        declared("study_date", pa.string(), T.SHIFT, "(0008,0020) StudyDate", "Shifted study date (date_shift only)."),
+        # vocabulary-only: null unless the census's vocabulary allows the value
+        *_copied(T.VOCABULARY, "body_part_examined", "manufacturer", "manufacturer_model_name"),
         *_copied(
-            "manufacturer",
-            "manufacturer_model_name",
+            T.NUMBER,
             "rows",
             "columns",
             "number_of_frames",
             "samples_per_pixel",
-            "photometric_interpretation",
+        ),
+        *_copied(T.CODE, "photometric_interpretation"),
+        *_copied(
+            T.NUMBER,
             "bits_allocated",
             "bits_stored",
             "pixel_representation",
@@ -322,13 +353,14 @@ DEID_DICOM_IMAGES = pa.schema(
             "window_width",
             "rescale_slope",
             "rescale_intercept",
-            "burned_in_annotation",
         ),
+        *_copied(T.CODE, "burned_in_annotation"),
         # burned_in_risk's reason to keep the file out of the export; null when it may go
-        pa.field("burned_in_risk", pa.string()),
-        *_copied("transfer_syntax_uid"),
-        pa.field("file_size_bytes", pa.int64()),  # of the source file
-        *_copied("has_pixel_data", "pixel_mean", "pixel_std", "pixel_min", "pixel_max", "pixel_error"),
+        declared("burned_in_risk", pa.string(), T.DERIVED, "SOP class, ImageType, modality, flag", "Why the image may carry text in its pixels."),
+        *_copied(T.CODE, "transfer_syntax_uid"),
+        declared("file_size_bytes", pa.int64(), T.NUMBER, "source file", "Size of the source file."),
+        *_copied(T.NUMBER, "has_pixel_data", "pixel_mean", "pixel_std", "pixel_min", "pixel_max"),
+        *_copied(T.DERIVED, "pixel_error"),
     ]
 )
 
@@ -378,11 +410,19 @@ def deid_image_row(
         study_year=int(study_date[:4]) if study_date else None,
         study_date=study_date if profile == "date_shift" else None,
         body_part_examined=body_part if body_part in (vocabulary or {}).get("BodyPartExamined", ()) else None,
+        manufacturer=_vocabulary_value(phi_row.get("manufacturer"), vocabulary, "Manufacturer"),
+        manufacturer_model_name=_vocabulary_value(phi_row.get("manufacturer_model_name"), vocabulary, "ManufacturerModelName"),
         burned_in_risk=burned_in_risk(
             phi_row.get("modality"), phi_row.get("burned_in_annotation"), sop_class_uid=phi_row.get("sop_class_uid")
         ),
     )
     return {name: row[name] for name in DEID_DICOM_IMAGES.names}
+
+
+def _vocabulary_value(value, vocabulary: Vocabulary | None, keyword: str) -> str | None:
+    """The value when the vocabulary allows it for `keyword`, else None (text leaves only as vocabulary)."""
+    text = _text(value)
+    return text if text in (vocabulary or {}).get(keyword, ()) else None
 
 
 def _study_date(value: str | None, context: _Context) -> str | None:

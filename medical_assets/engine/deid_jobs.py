@@ -423,6 +423,8 @@ DICOM_VOCABULARY_COLUMNS = {
     "series_description": "SeriesDescription",
     "body_part_examined": "BodyPartExamined",
     "institution_name": "InstitutionName",
+    "manufacturer": "Manufacturer",
+    "manufacturer_model_name": "ManufacturerModelName",
 }
 
 

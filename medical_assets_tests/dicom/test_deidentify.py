@@ -657,10 +657,15 @@ def test_the_image_row_matches_the_file_and_holds_no_identifier(profile, corpus,
     else:
         assert row["study_date"] == result.StudyDate != STUDY_DATE
         assert row["study_year"] == int(result.StudyDate[:4])
-    assert row["body_part_examined"] is None  # vocabulary-only, and no vocabulary was given
-    for column in ("modality", "rows", "columns", "bits_stored", "pixel_spacing", "pixel_mean", "manufacturer",
-                   "manufacturer_model_name", "series_number", "instance_number",
-                   "transfer_syntax_uid", "has_pixel_data"):  # fmt: skip
+    # Vocabulary-only text, and no vocabulary was given.
+    assert (row["body_part_examined"], row["manufacturer"], row["manufacturer_model_name"]) == (None, None, None)
+    vocabulary = {"Manufacturer": {phi_row["manufacturer"]}, "ManufacturerModelName": {phi_row["manufacturer_model_name"]}}
+    allowed = deid_image_row(phi_row, pseudonymizer, profile, vocabulary=vocabulary)
+    assert (allowed["manufacturer"], allowed["manufacturer_model_name"]) == (
+        phi_row["manufacturer"], phi_row["manufacturer_model_name"]
+    )
+    for column in ("modality", "rows", "columns", "bits_stored", "pixel_spacing", "pixel_mean",
+                   "series_number", "instance_number", "transfer_syntax_uid", "has_pixel_data"):  # fmt: skip
         assert row[column] == phi_row[column], column
     assert "deid_profile" not in row  # the profile and key id travel in the Parquet metadata
     text = repr(row)
