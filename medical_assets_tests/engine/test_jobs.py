@@ -19,16 +19,6 @@ from medical_assets_tests import hl7_samples
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def ray_runtime():
-    from medical_assets.engine.runtime import RayRuntime
-
-    runtime = RayRuntime(num_cpus=2)
-    runtime.ensure_started()
-    yield runtime
-    runtime.stop()
-
-
 def _digests(folder):
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
 

@@ -6,16 +6,6 @@ import ray
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def ray_runtime():
-    from medical_assets.engine.runtime import RayRuntime
-
-    runtime = RayRuntime(num_cpus=2)
-    runtime.ensure_started()
-    yield runtime
-    runtime.stop()
-
-
 @ray.remote(num_cpus=1)
 def _loaded_in_a_worker(refs: list) -> dict:
     import os
