@@ -138,7 +138,10 @@ def scan_for_leaks(
         # patient's real birth date: the shift, not this check, protects them.
         identifiers = {value: kind for value, kind in identifiers.items() if kind != "patient_birth_date"}
     if drawn_from_analytics:
-        identifiers = without_numbers_of(identifiers, _published_analytics(settings))
+        analytics = _published_analytics(settings)
+        identifiers = without_numbers_of(identifiers, analytics)
+        # The reports print the analytics tables' stamp (run id, creation time): ours, not data.
+        library_texts = [*library_texts, *_stamp_values(settings, analytics)]
         # Every label a report draws comes from the published analytics, whose own check searched each
         # cell for every name; the rest of a report is our own words ("Results per test", plotly's
         # "normal"), which one-word names (TEST, NORMAL) match by chance. Full names, IDs and every
@@ -238,6 +241,31 @@ def _published_analytics(settings: PipelineSettings) -> list[pa.Table]:
         Input(analytics.child(name), None, settings.export_format, schema) for name, schema in ANALYTICS_TABLES.items()
     ]
     return [table for table in map(read_input, inputs) if table is not None]
+
+
+def _stamp_values(settings: PipelineSettings, tables: list[pa.Table]) -> list[str]:
+    """The values of the compliance stamps the published analytics carry (Parquet metadata, or
+    `_compliance.json` beside a CSV or JSON Lines export)."""
+    import json
+
+    values = set()
+    for table in tables:
+        for key, value in (table.schema.metadata or {}).items():
+            if key.startswith((b"deid.", b"medical_assets.")):
+                values.add(value.decode("utf-8", errors="replace"))
+    analytics = settings.zone("deid").child("analytics")
+    for name in ANALYTICS_TABLES:
+        folder = analytics.child(name)
+        stamp = folder.child("_compliance.json")
+        if stamp.exists():
+            values |= {str(value) for value in json.loads(stamp.read_bytes()).values()}
+        selector = pafs.FileSelector(folder.path, allow_not_found=True)
+        for info in folder.filesystem.get_file_info(selector):
+            if info.path.endswith(".parquet"):
+                metadata = pq.read_schema(info.path, filesystem=folder.filesystem).metadata or {}
+                values |= {v.decode("utf-8", errors="replace") for k, v in metadata.items()
+                           if k.startswith((b"deid.", b"medical_assets."))}
+    return sorted(value for value in values if value)
 
 
 def _findings_table(findings: list[Finding]) -> str:
