@@ -22,6 +22,7 @@ of a node: what the check holds grows with the patients, not with the patients t
 from __future__ import annotations
 
 import html
+import json
 import posixpath
 import re
 import secrets
@@ -144,6 +145,22 @@ PHI_COLUMNS_NOT_SEARCHED = {
 }
 
 
+def _is_our_stamp(data: bytes) -> bool:
+    """A JSON object whose every key is one of our metadata keys (`_compliance.json`)."""
+    if not data.lstrip().startswith(b"{") or len(data) > 65_536:
+        return False
+    try:
+        stamp = json.loads(data)
+    except ValueError:
+        return False
+    return (
+        isinstance(stamp, dict)
+        and bool(stamp)
+        and all(key.encode().startswith(OWN_METADATA_PREFIXES) for key in stamp)
+        and all(isinstance(value, str) for value in stamp.values())
+    )
+
+
 def identifier_columns(table_name: str) -> list[str]:
     """The columns of a PHI table that `collect_identifiers` reads (none for another table)."""
     columns = dict.fromkeys(_IDENTIFIER_COLUMNS.get(table_name, {}))
@@ -194,7 +211,9 @@ class LeakScanner:
             for chunk in table.column(index).chunks:
                 for texts in _cell_texts(chunk):
                     counts.update(self._count_cells(texts, skip_digit_only=numbers))
-                if self._patterns:
+                # A column named like our stamp (`_compliance.json` beside a CSV export, read as a
+                # table) holds our run id and creation time: not data, so no pattern applies.
+                if self._patterns and not name.encode().startswith(OWN_METADATA_PREFIXES):
                     skip = ("date",) if name.endswith(SHIFTED_DATE_SUFFIX) or name in SHIFTED_DATE_COLUMNS else ()
                     for texts in _string_cells(chunk):
                         counts.update(_pattern_kinds(structured_identifier_kinds(texts), skip))
@@ -289,6 +308,9 @@ class LeakScanner:
         if suffix == ".png" or data[:8] == _PNG_SIGNATURE:
             text = _png_text(data)
             return findings + self._findings(f"{where}: PNG text", self._count(text) + self._pattern_count(text))
+        if _is_our_stamp(data):
+            # Our compliance stamp beside a CSV or JSON Lines export: text we wrote, like our metadata.
+            return findings + self._findings(f"{where}: stamp", self._count(data.decode("utf-8", errors="replace"), skip_words=True))
         text = data.decode("utf-8", errors="replace")
         for library in self._library_texts:
             text = text.replace(library, "")

@@ -760,3 +760,18 @@ def test_a_report_shows_vocabulary_but_not_a_date_or_a_patient(trap_scanner):
         "patient_given_name",
         "date pattern",
     }
+
+
+def test_our_compliance_stamp_beside_a_csv_export_is_not_taken_for_a_date():
+    """`_compliance.json` (our run id and creation time) is read as a one-row table: its columns are
+    named like our metadata keys, and a creation time there is ours, not a patient's date."""
+    import json
+
+    stamp = {"medical_assets.run_id": "8bd06b1d", "medical_assets.created": "2026-12-06T21:00:50+00:00"}
+    scanner = LeakScanner({"MRN4417": "patient_id"}, [])
+    assert scanner.scan_file("analytics/x/_compliance.json", json.dumps(stamp, indent=2).encode()) == []
+    # Shaped like our stamp, but carrying an identifier with digits: still found.
+    planted = json.dumps({**stamp, "medical_assets.note": "MRN4417"}).encode()
+    assert [f.kind for f in scanner.scan_file("analytics/x/_compliance.json", planted)] == ["patient_id"]
+    leaked = json.dumps({"comment": "seen 2024-03-07 at 617-555-0142"}).encode()
+    assert {f.kind for f in scanner.scan_file("analytics/x/notes.json", leaked)} >= {"phone pattern"}
