@@ -145,6 +145,15 @@ PHI_COLUMNS_NOT_SEARCHED = {
 }
 
 
+def _is_token_column(field: pa.Field) -> bool:
+    """A column of our keyed tokens (declared `tokenise`, or named `*_token`): hex digests we made,
+    which no pattern can read as a phone or a date (a digit run inside hex has letters on both
+    sides), and which cost most of the pattern scan (a million distinct message tokens). The known
+    identifiers are still searched there."""
+    declared = (field.metadata or {}).get(b"treatment")
+    return declared == b"tokenise" or field.name.endswith("_token")
+
+
 def _is_our_stamp(data: bytes) -> bool:
     """A JSON object whose every key is one of our metadata keys (`_compliance.json`)."""
     if not data.lstrip().startswith(b"{") or len(data) > 65_536:
@@ -213,7 +222,9 @@ class LeakScanner:
                     counts.update(self._count_cells(texts, skip_digit_only=numbers))
                 # A column named like our stamp (`_compliance.json` beside a CSV export, read as a
                 # table) holds our run id and creation time: not data, so no pattern applies.
-                if self._patterns and not name.encode().startswith(OWN_METADATA_PREFIXES):
+                if self._patterns and not name.encode().startswith(OWN_METADATA_PREFIXES) and not _is_token_column(
+                    table.schema.field(index)
+                ):
                     skip = ("date",) if name.endswith(SHIFTED_DATE_SUFFIX) or name in SHIFTED_DATE_COLUMNS else ()
                     for texts in _string_cells(chunk):
                         counts.update(_pattern_kinds(structured_identifier_kinds(texts), skip))
