@@ -177,9 +177,11 @@ def dicom_deidentified_export(
             files = deid_publication.staged(DEID_FILES)
             files.makedirs()
             # The HL7 side's old patients and vocabulary too: the patient token joins the two.
-            census = deid_jobs.take_census(
-                phi, settings.vocabulary_min_patients, settings.patient_id_scope, hl7_vocabulary=False
-            )
+            census = deid_jobs.Census({}, {})  # no image, nothing to ask (a site without DICOM)
+            if deid_jobs.phi_part_groups(phi, ["dicom_images"], {}):
+                census = deid_jobs.take_census(
+                    phi, settings.vocabulary_min_patients, settings.patient_id_scope, hl7_vocabulary=False
+                )
             counts = deid_jobs.export_dicom(
                 phi, settings.dicom_source.filesystem, files, targets, schemas, key, settings.deid_profile,
                 progress_logger(context, "DICOM export"), census, settings.patient_id_scope,
