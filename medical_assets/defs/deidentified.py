@@ -5,6 +5,7 @@ Parquet file with its compliance metadata, and leaves an audit record of the PHI
 """
 
 import datetime as dt
+import json
 from importlib.metadata import version
 
 import dagster as dg
@@ -110,6 +111,7 @@ def hl7_deidentified_tables(
             publication.abandon()
             raise
     leak_gate.save_vocabulary(settings, census.vocabulary)
+    restrict_to_owner(settings.zone("phi"))
     withheld = deid_jobs.withheld_counts(counts)
     record_privacy(settings, "hl7", {"withheld": withheld})
     yield from leak_gate.publish_if_clean(
@@ -135,8 +137,6 @@ def withheld_markdown(rows: list[dict]) -> str:
 
 def record_privacy(settings, step: str, summary: dict) -> None:
     """What a step withheld or kept out, as counts, for `deid/reports/privacy.html`."""
-    import json
-
     settings.manifests.child(PRIVACY_FOLDER, f"{step}.json").write_bytes_atomically(json.dumps(summary).encode())
 
 

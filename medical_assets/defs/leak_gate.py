@@ -12,6 +12,7 @@ Findings name the file and column or tag and the kind of identifier, never the v
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import dagster as dg
@@ -29,10 +30,12 @@ from medical_assets.engine.analytics_jobs import Input, read_input
 from medical_assets.engine.memory import release_memory
 from medical_assets.privacy.hl7_deid import DEID_HL7_TABLES
 from medical_assets.privacy.leaks import Finding, Identifiers, LeakScanner, collect_identifiers, identifier_columns, without_numbers_of
-from medical_assets.storage import Location, TablePublication, read_table, write_table_atomically
+from medical_assets.storage import Location, TablePublication, read_table, restrict_to_owner, write_table_atomically
 
 QUARANTINE = "quarantine"  # phi/quarantine/<check>/<run>/: outputs a leak check rejected
-VOCABULARY_FILE = "vocabulary.parquet"  # under the manifests: the vocabulary the last de-identification used
+# phi/_census/vocabulary.parquet: the vocabulary the last de-identification published, for the later
+# steps' leak checks. Values shared by many patients, but drawn from the PHI zone: kept there.
+VOCABULARY_FILE = ("_census", "vocabulary.parquet")
 DETECTORS = ["known PHI identifiers (names, IDs, phones, SSNs, addresses, birth dates, UIDs)",
              "phone", "ssn", "email", "url", "ip_address", "date", "zip_code", "record_number"]
 
@@ -116,9 +119,14 @@ def quarantine_staged(settings: PipelineSettings, publication: TablePublication,
     target.makedirs()
     for name in staged:
         source = publication.staged(name)
-        if source.exists():
-            publication.zone.filesystem.move(source.path, target.child(name).path) if _renames(source) else _copy_tree(source, target.child(name))
+        if not source.exists():
+            continue
+        if _renames(source):
+            source.filesystem.move(source.path, target.child(name).path)
+        else:
+            _copy_tree(source, target.child(name))
     publication.abandon()
+    restrict_to_owner(settings.zone("phi"))  # the rejected output is PHI now
     return target
 
 
@@ -169,11 +177,11 @@ def save_vocabulary(settings: PipelineSettings, vocabulary: dict[str, frozenset[
     identifier inside a value shared by many patients (a town in the hospital's name) singles no one out."""
     rows = [(column, value) for column, values in sorted(vocabulary.items()) for value in sorted(values)]
     table = pa.table({"column": [c for c, _ in rows], "value": [v for _, v in rows]}, schema=_VOCABULARY_SCHEMA)
-    write_table_atomically(table, settings.manifests.child(VOCABULARY_FILE))
+    write_table_atomically(table, settings.zone("phi").child(*VOCABULARY_FILE))
 
 
 def load_vocabulary(settings: PipelineSettings) -> frozenset[str]:
-    location = settings.manifests.child(VOCABULARY_FILE)
+    location = settings.zone("phi").child(*VOCABULARY_FILE)
     if not location.exists():
         return frozenset()
     table = pq.read_table(location.path, filesystem=location.filesystem, schema=_VOCABULARY_SCHEMA)
@@ -246,8 +254,6 @@ def _published_analytics(settings: PipelineSettings) -> list[pa.Table]:
 def _stamp_values(settings: PipelineSettings, tables: list[pa.Table]) -> list[str]:
     """The values of the compliance stamps the published analytics carry (Parquet metadata, or
     `_compliance.json` beside a CSV or JSON Lines export)."""
-    import json
-
     values = set()
     for table in tables:
         for key, value in (table.schema.metadata or {}).items():

@@ -6,6 +6,7 @@ Each figure is an asset of its own, whose materialization shows the figure in th
 """
 
 import base64
+import json
 
 import dagster as dg
 import pyarrow.compute as pc
@@ -43,8 +44,6 @@ def write_privacy_report(settings, folder, run_id: str, key_id: str) -> None:
 
 
 def privacy_summary(settings, run_id: str, key_id: str) -> dict:
-    import json
-
     steps = {}
     for step in ("hl7", "dicom"):
         location = settings.manifests.child(PRIVACY_FOLDER, f"{step}.json")

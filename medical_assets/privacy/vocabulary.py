@@ -23,6 +23,8 @@ from collections.abc import Iterable, Mapping
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from medical_assets.privacy.detectors import structured_identifier_mask
+
 WITHHELD = "[withheld]"  # what a withheld text value becomes: readable, and never a real value
 
 EVIDENCE_SCHEMA = pa.schema(
