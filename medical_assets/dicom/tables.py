@@ -1,4 +1,4 @@
-"""Arrow schemas of the DICOM tables in the PHI zone (DESIGN.md, Contract 3).
+"""Arrow schemas of the DICOM tables in the PHI zone (README: The asset graph).
 
 Each reader result carries one of these schemas explicitly, so a block whose rows all lack a
 value never infers `null` columns. Attribute names are DICOM keywords with their tags; text is

@@ -350,7 +350,8 @@ class _GroupOutput:
                 )
             written[name] = table.num_rows
         if self.progress is not None:
-            self.progress.report.remote(number, written)
+            # `files`: this group, done (the progress line counts groups, as the job's totals do).
+            self.progress.report.remote(number, {**written, "files": 1})
         return pa.table(
             {"group": [number] * len(written), "table": list(written), "rows": list(written.values())}, schema=_WRITTEN
         )

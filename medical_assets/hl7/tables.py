@@ -1,4 +1,4 @@
-"""Arrow schemas of the HL7 tables in the PHI zone (DESIGN.md, Contract 3).
+"""Arrow schemas of the HL7 tables in the PHI zone (README: The asset graph).
 
 Every block the parser yields carries one of these schemas explicitly, so an
 empty block (a file without OBX segments, say) never infers `list<null>`.
