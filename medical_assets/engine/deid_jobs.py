@@ -35,10 +35,9 @@ from medical_assets.privacy.hl7_deid import (
     DEID_HL7_TABLES,
     census_of_ages,
     deidentify_hl7_tables,
-    merge_ages,
     vocabulary_evidence,
 )
-from medical_assets.privacy.patients import dicom_census_of_ages, dicom_patient_identity
+from medical_assets.privacy.patients import dicom_census_of_ages, dicom_patient_identity, earliest_years, merge_ages
 from medical_assets.privacy.keys import KeyRing, PseudonymKey
 from medical_assets.privacy.pseudonyms import Pseudonymizer, ReversibleTokens
 from medical_assets.storage import Location, read_whole_file
@@ -101,29 +100,26 @@ def take_census(phi: Location, min_patients: int, scope: str, hl7_vocabulary: bo
         batch_format="pyarrow",
         batch_size=None,
     )
-    tables = ray.get(found.to_arrow_refs())
-    ages: dict[str, int | None] = {}
-    evidence = []
-    for table in tables:
-        kinds = table.column("kind").to_pylist()
-        for kind, payload in zip(kinds, table.column("payload").to_pylist()):
-            if kind == "ages":
-                ages = merge_ages(ages, {entry["patient"]: entry["year"] for entry in payload})
-        evidence.append(_evidence_of(table))
-    merged = vocabulary.merge(evidence, min_patients)
-    return Census(ages, vocabulary.without_identifiers(merged))
+    found = pa.concat_tables([_CENSUS.empty_table(), *ray.get(found.to_arrow_refs())])
+    is_age = pc.equal(found.column("kind"), "age")
+    ages = found.filter(is_age)
+    over_89 = earliest_years(zip(ages.column("patient").to_pylist(), ages.column("year").to_pylist()))
+    evidence = found.filter(pc.invert(is_age)).select(vocabulary.EVIDENCE_SCHEMA.names)
+    return Census(over_89, vocabulary.without_identifiers(vocabulary.merge([evidence], min_patients)))
 
 
 # What the 90+ census reads of hl7_messages.
 _AGE_COLUMNS = ["patient_id", "patient_id_issuer", "sending_facility", "patient_birth_date", "message_datetime"]
 
+# What a census task returns: its old patients (kind "age": patient, year) and its vocabulary
+# evidence (kind "evidence": column, value, patient; `privacy.vocabulary.evidence`).
 _CENSUS = pa.schema(
     [
-        pa.field("kind", pa.string()),  # "ages" (payload: (identity, year) pairs) or "evidence" (the columns below)
-        pa.field("payload", pa.list_(pa.struct([pa.field("patient", pa.string()), pa.field("year", pa.int32())]))),
+        pa.field("kind", pa.string()),
         pa.field("column", pa.string()),
         pa.field("value", pa.string()),
         pa.field("patient", pa.string()),
+        pa.field("year", pa.int32()),
     ]
 )
 
@@ -151,20 +147,24 @@ def _census_batch(batch: pa.Table, phi: Location, min_patients: int, scope: str,
             continue
         ages = merge_ages(ages, census_of_ages(tables["hl7_messages"], scope))
         evidence.append(vocabulary_evidence(tables, min_patients, scope))
-    age_row = {
-        "kind": "ages",
-        "payload": [{"patient": patient, "year": year} for patient, year in ages.items()],
-        "column": None, "value": None, "patient": None,
-    }
-    rows = pa.Table.from_pylist([age_row], schema=_CENSUS)
-    if evidence:
-        found = pa.concat_tables(evidence)
-        rows = pa.concat_tables([rows, pa.table({
-            "kind": pa.array(["evidence"] * found.num_rows, pa.string()),
-            "payload": pa.nulls(found.num_rows, _CENSUS.field("payload").type),
-            "column": found.column("column"), "value": found.column("value"), "patient": found.column("patient"),
-        }, schema=_CENSUS)])
-    return rows
+    age_rows = pa.table(
+        {
+            "kind": pa.array(["age"] * len(ages), pa.string()),
+            "column": pa.nulls(len(ages), pa.string()),
+            "value": pa.nulls(len(ages), pa.string()),
+            "patient": pa.array(list(ages), pa.string()),
+            "year": pa.array(list(ages.values()), pa.int32()),
+        },
+        schema=_CENSUS,
+    )
+    evidence_rows = [
+        part.append_column("year", pa.nulls(part.num_rows, pa.int32()))
+        .add_column(0, "kind", pa.array(["evidence"] * part.num_rows, pa.string()))
+        .select(_CENSUS.names)
+        .cast(_CENSUS)
+        for part in evidence
+    ]
+    return pa.concat_tables([age_rows, *evidence_rows])
 
 
 def _dicom_vocabulary_evidence(images: pa.Table, min_patients: int, scope: str) -> pa.Table:
@@ -178,11 +178,6 @@ def _dicom_vocabulary_evidence(images: pa.Table, min_patients: int, scope: str) 
         if column in images.column_names
     ]
     return pa.concat_tables(parts) if parts else vocabulary.EVIDENCE_SCHEMA.empty_table()
-
-
-def _evidence_of(table: pa.Table) -> pa.Table:
-    rows = table.filter(pc.equal(table.column("kind"), "evidence"))
-    return rows.select(vocabulary.EVIDENCE_SCHEMA.names)
 
 
 def deidentify_hl7(
@@ -214,19 +209,20 @@ def deidentify_hl7(
     return run_group_job(groups, HL7_TABLES, transform, targets, schemas, report)
 
 
-WITHHELD_PREFIX = "withheld\x1f"
+# Counts of withheld values travel beside the rows per table, keyed `withheld<US>table<US>column<US>reason`.
+_WITHHELD_PREFIX = "withheld\x1f"
 
 
 def withheld_key(table: str, column: str, reason: str) -> str:
-    return "\x1f".join([WITHHELD_PREFIX.rstrip("\x1f"), table, column, reason])
+    return _WITHHELD_PREFIX + "\x1f".join([table, column, reason])
 
 
 def withheld_counts(counts: Mapping[str, int]) -> list[dict]:
     """The withheld entries of a group job's counts, as rows of the privacy report."""
     rows = []
     for key, values in sorted(counts.items()):
-        if key.startswith(WITHHELD_PREFIX):
-            _, table, column, reason = key.split("\x1f")
+        if key.startswith(_WITHHELD_PREFIX):
+            table, column, reason = key.removeprefix(_WITHHELD_PREFIX).split("\x1f")
             rows.append({"table": table, "column": column, "reason": reason, "values": values})
     return rows
 

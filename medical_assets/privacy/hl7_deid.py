@@ -42,6 +42,7 @@ import pyarrow.compute as pc
 from medical_assets.hl7 import tables as phi
 from medical_assets.privacy import safe_harbor, vocabulary
 from medical_assets.privacy.declarations import Treatment, declared, vocabulary_columns
+from medical_assets.privacy.patients import earliest_years, merge_ages
 from medical_assets.privacy.pseudonyms import ISSUER_SCOPE, PATIENT_DOMAIN, Pseudonymizer, ReversibleTokens
 from medical_assets.privacy.us_states import is_us_state
 
@@ -537,27 +538,9 @@ def _first_years_over_89(
     messages: pa.Table, scope: str, elsewhere: Mapping[str, int | None] | Collection[str]
 ) -> dict[str, int | None]:
     """The patients 90+ at an event here or `elsewhere`, with the earliest year they are (None: unknown)."""
-    found = dict(census_of_ages(messages, scope))
-    items = elsewhere.items() if isinstance(elsewhere, Mapping) else ((patient, None) for patient in elsewhere)
-    for patient, year in items:
-        found[patient] = _earliest(found.get(patient, year), year) if patient in found else year
-    return found
-
-
-def _earliest(first: int | None, second: int | None) -> int | None:
-    """The earlier year; unknown (None) wins, since it withholds every numeric age."""
-    if first is None or second is None:
-        return None
-    return min(first, second)
-
-
-def merge_ages(*censuses: Mapping[str, int | None]) -> dict[str, int | None]:
-    """Census results of several parts (or HL7 and DICOM) as one: the earliest year per patient."""
-    merged: dict[str, int | None] = {}
-    for census in censuses:
-        for patient, year in census.items():
-            merged[patient] = _earliest(merged[patient], year) if patient in merged else year
-    return merged
+    if not isinstance(elsewhere, Mapping):
+        elsewhere = dict.fromkeys(elsewhere)
+    return merge_ages(census_of_ages(messages, scope), elsewhere)
 
 
 def census_of_ages(messages: pa.Table, scope: str = ISSUER_SCOPE) -> dict[str, int | None]:
@@ -583,11 +566,11 @@ def census_of_ages(messages: pa.Table, scope: str = ISSUER_SCOPE) -> dict[str, i
     ages = _ages_at(_column(rows, "patient_birth_date").to_pylist(), _days_of(_column(rows, "message_datetime")))
     identities = patient_identities(rows, scope).to_pylist()
     years = pc.year(_column(rows, "message_datetime")).to_pylist()
-    found: dict[str, int | None] = {}
-    for patient, age, year in zip(identities, ages, years):
-        if patient is not None and age == safe_harbor.AGE_OVER_89:
-            found[patient] = _earliest(found[patient], year) if patient in found else year
-    return found
+    return earliest_years(
+        (patient, year)
+        for patient, age, year in zip(identities, ages, years)
+        if patient is not None and age == safe_harbor.AGE_OVER_89
+    )
 
 
 def _shifted_birth_dates(birth_dates: list[str | None], offsets: list[int], withheld: list[bool]) -> list[str | None]:

@@ -8,6 +8,7 @@ year, no numeric age), and an HL7 message at 90+ removes the PatientAge of the p
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Mapping
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -40,20 +41,35 @@ def dicom_census_of_ages(images: pa.Table, scope: str = ISSUER_SCOPE) -> dict[st
     if not {"patient_id", "patient_age"} <= set(images.column_names):
         return {}
     old = images.filter(pc.fill_null(pc.match_substring_regex(images.column("patient_age"), r"^\s*[0-9]"), False))
-    found: dict[str, int | None] = {}
     columns = {name: old.column(name).to_pylist() if name in old.column_names else [None] * old.num_rows
                for name in ("patient_id", "patient_id_issuer", "institution_name", "patient_age", "study_date")}
-    for patient_id, issuer, institution, age, study_date in zip(*columns.values()):
-        if not age_is_over_89(age):
-            continue
-        patient = dicom_patient_identity(patient_id, issuer, institution, scope)
-        if patient is None:
-            continue
-        year = int(study_date[:4]) if study_date and study_date[:4].isdigit() else None
-        if patient in found:
-            year = None if found[patient] is None or year is None else min(found[patient], year)
-        found[patient] = year
+    pairs = (
+        (dicom_patient_identity(patient_id, issuer, institution, scope), _year_of(study_date))
+        for patient_id, issuer, institution, age, study_date in zip(*columns.values())
+        if age_is_over_89(age)
+    )
+    return earliest_years((patient, year) for patient, year in pairs if patient is not None)
+
+
+def earliest_years(pairs: Iterable[tuple[str, int | None]]) -> dict[str, int | None]:
+    """Each patient's earliest year among (patient, year) pairs; an unknown year (None) wins, since
+    it withholds every numeric age of the patient."""
+    found: dict[str, int | None] = {}
+    for patient, year in pairs:
+        if patient in found and (found[patient] is None or year is None):
+            found[patient] = None
+        else:
+            found[patient] = min(found[patient], year) if patient in found else year
     return found
 
 
-__all__ = ["age_is_over_89", "dicom_census_of_ages", "dicom_patient_identity"]
+def merge_ages(*censuses: Mapping[str, int | None]) -> dict[str, int | None]:
+    """Census results of several parts (or HL7 and DICOM) as one: the earliest year per patient."""
+    return earliest_years(pair for census in censuses for pair in census.items())
+
+
+def _year_of(study_date: str | None) -> int | None:
+    return int(study_date[:4]) if study_date and study_date[:4].isdigit() else None
+
+
+__all__ = ["age_is_over_89", "dicom_census_of_ages", "dicom_patient_identity", "earliest_years", "merge_ages"]
