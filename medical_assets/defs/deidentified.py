@@ -13,12 +13,12 @@ import pyarrow as pa
 
 from medical_assets.defs import groups, leak_gate
 from medical_assets.defs.audit import audited_phi_read
-from medical_assets.defs.metadata import count_preview, table_metadata
+from medical_assets.defs.metadata import count_preview, table_metadata, value_counts
 from medical_assets.defs.resources import PipelineConfig, PrivacyResource, RayResource
 from medical_assets.dicom.export import EXPORT_TABLES as DICOM_EXPORT_TABLES
 from medical_assets.engine import deid_jobs
 from medical_assets.privacy.hl7_deid import DEID_HL7_TABLES, compliance_metadata
-from medical_assets.storage import Location, TablePublication, read_table, restrict_to_owner
+from medical_assets.storage import Location, TablePublication, restrict_to_owner
 
 DEID_FILES = "dicom"  # <data>/deid/dicom/: the de-identified DICOM files
 HL7_LEAK_CHECK = "no_identifiers_leaked_hl7"
@@ -192,23 +192,23 @@ def dicom_deidentified_export(
             phi_publication.abandon()
             raise
     restrict_to_owner(phi)
-    excluded_reasons = count_values(phi.child("dicom_deid_excluded"), "reason")
+    excluded = phi.child("dicom_deid_excluded")
+    excluded_reasons = value_counts(excluded, "reason") if excluded.exists() else {}
     record_privacy(settings, "dicom", {"excluded_images": [{"reason": r, "images": n} for r, n in excluded_reasons.items()]})
     yield from leak_gate.publish_if_clean(
         context, settings, deid_publication, DICOM_LEAK_CHECK, deid_key("dicom_images"), [*deid_tables, DEID_FILES],
         lambda: deid_publication.commit(deid_tables, folders=[DEID_FILES]),
     )
-    kept_out = ["| reason | images |", "| --- | ---: |"] + [f"| {r} | {n:,} |" for r, n in sorted(excluded_reasons.items())]
+    kept_out = count_preview(excluded, "reason") if excluded_reasons else dg.MetadataValue.md("none")
     for table, schema in deid_tables.items():
         yield _materialized(
             deid_key(table), deid.child(table), schema, counts.get(table, 0), _PREVIEW_COLUMN[table], key.key_id, settings,
-            {"images kept out": dg.MetadataValue.md("\n".join(kept_out) if excluded_reasons else "none")},
+            {"images kept out": kept_out},
         )
     yield dg.MaterializeResult(
         asset_key=deid_key("dicom_files"),
         metadata={"files": counts.get("dicom_images", 0), "dagster/uri": deid.child(DEID_FILES).uri, "key id": key.key_id},
     )
-    excluded = phi.child("dicom_deid_excluded")
     yield dg.MaterializeResult(
         asset_key="dicom_deid_excluded",
         metadata={
@@ -216,15 +216,6 @@ def dicom_deidentified_export(
             "preview": count_preview(excluded, "reason"),
         },
     )
-
-
-def count_values(location: Location, column: str) -> dict[str, int]:
-    """How many rows hold each value of `column` (for reasons and other values our code wrote)."""
-    if not location.exists():
-        return {}
-    table = read_table(location, columns=[column])
-    counts = table.group_by(column).aggregate([(column, "count")])
-    return dict(zip(counts.column(column).to_pylist(), counts.column(f"{column}_count").to_pylist()))
 
 
 def recovered_publication(context: dg.AssetExecutionContext, zone: Location) -> TablePublication:

@@ -28,6 +28,7 @@ from medical_assets.dicom.deidentify import DEID_DICOM_IMAGES
 from medical_assets.engine import leak_jobs
 from medical_assets.engine.analytics_jobs import Input, read_input
 from medical_assets.engine.memory import release_memory
+from medical_assets.privacy.detectors import KINDS as detector_kinds
 from medical_assets.privacy.hl7_deid import DEID_HL7_TABLES
 from medical_assets.privacy.leaks import Finding, Identifiers, LeakScanner, collect_identifiers, identifier_columns, without_numbers_of
 from medical_assets.storage import Location, TablePublication, read_table, restrict_to_owner, write_table_atomically
@@ -36,8 +37,7 @@ QUARANTINE = "quarantine"  # phi/quarantine/<check>/<run>/: outputs a leak check
 # phi/_census/vocabulary.parquet: the vocabulary the last de-identification published, for the later
 # steps' leak checks. Values shared by many patients, but drawn from the PHI zone: kept there.
 VOCABULARY_FILE = ("_census", "vocabulary.parquet")
-DETECTORS = ["known PHI identifiers (names, IDs, phones, SSNs, addresses, birth dates, UIDs)",
-             "phone", "ssn", "email", "url", "ip_address", "date", "zip_code", "record_number"]
+DETECTORS = ["known PHI identifiers (names, IDs, phones, SSNs, addresses, birth dates, UIDs)", *detector_kinds]
 
 # The number columns of the de-identified contract: counts, positions, sizes, years and measurements.
 # None holds an identifier (identifiers leave the PHI zone only as tokens), and a digit-only MRN can

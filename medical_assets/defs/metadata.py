@@ -19,14 +19,19 @@ def table_metadata(location: Location, schema: pa.Schema, row_count: int) -> dic
     }
 
 
-def count_preview(location: Location, column: str, limit: int = 20) -> dg.MetadataValue:
-    """A markdown table of row counts per value of a column that identifies no patient (type, facility, error)."""
+def value_counts(location: Location, column: str) -> Counter:
+    """Rows per value of a column that identifies no patient (type, facility, error); "(empty)" for null."""
     values = read_table(location, columns=[column]).column(column)  # that column alone: tables run to GBs
     counted = pc.value_counts(values.cast(pa.string()) if not pa.types.is_string(values.type) else values)
-    counts = Counter(
+    return Counter(
         {"(empty)" if value is None else value: count
          for value, count in zip(counted.field("values").to_pylist(), counted.field("counts").to_pylist())}
     )  # fmt: skip
+
+
+def count_preview(location: Location, column: str, limit: int = 20) -> dg.MetadataValue:
+    """A markdown table of row counts per value of a column that identifies no patient (type, facility, error)."""
+    counts = value_counts(location, column)
     lines = [f"| {column} | rows |", "| --- | ---: |"]
     lines += [f"| {value} | {count:,} |" for value, count in counts.most_common(limit)]
     if len(counts) > limit:

@@ -15,8 +15,15 @@ from medical_assets.analytics.figures import DASHBOARD_FILE, PNG_SIZES
 from medical_assets.analytics.privacy_report import privacy_report_markdown, render_privacy_report
 from medical_assets.analytics.tables import ANALYTICS_TABLES
 from medical_assets.defs import groups, leak_gate
-from medical_assets.defs.analytics import analytics_key
-from medical_assets.defs.deidentified import PRIVACY_FOLDER, compliance_stamp, deid_key, recovered_publication
+from medical_assets.defs.analytics import ANALYTICS_LEAK_CHECK, analytics_key
+from medical_assets.defs.deidentified import (
+    DICOM_LEAK_CHECK,
+    HL7_LEAK_CHECK,
+    PRIVACY_FOLDER,
+    compliance_stamp,
+    deid_key,
+    recovered_publication,
+)
 from medical_assets.defs.resources import PipelineConfig, PrivacyResource, RayResource
 from medical_assets.engine import analytics_jobs
 
@@ -36,11 +43,13 @@ REPORTS_LEAK_CHECK = "no_identifiers_leaked_reports"
 PRIVACY_REPORT_FILE = "privacy.html"
 
 
-def write_privacy_report(settings, folder, run_id: str, key_id: str) -> None:
+def write_privacy_report(settings, folder, run_id: str, key_id: str) -> dict:
     """`privacy.html` beside the dashboards: what the de-identification withheld and kept out, the
-    suppression, and the leak checks' detectors; counts and column names only, never a value."""
+    suppression, and the leak checks' detectors; counts and column names only, never a value.
+    Returns the summary it shows, for the asset's metadata."""
     summary = privacy_summary(settings, run_id, key_id)
     folder.child(PRIVACY_REPORT_FILE).write_bytes_atomically(render_privacy_report(summary).encode())
+    return summary
 
 
 def privacy_summary(settings, run_id: str, key_id: str) -> dict:
@@ -54,7 +63,7 @@ def privacy_summary(settings, run_id: str, key_id: str) -> dict:
         table = analytics_jobs.read_input(analytics_jobs.Input(analytics.child(name), None, settings.export_format, schema))
         if table is not None and "suppressed_cells" in table.column_names:
             suppressed.append({"table": name, "cells": int(pc.sum(table["suppressed_cells"]).as_py() or 0)})
-    checks = ["no_identifiers_leaked_hl7", "no_identifiers_leaked_dicom", "no_identifiers_leaked_analytics", REPORTS_LEAK_CHECK]
+    checks = [HL7_LEAK_CHECK, DICOM_LEAK_CHECK, ANALYTICS_LEAK_CHECK, REPORTS_LEAK_CHECK]
     return {
         "run_id": run_id,
         "profile": settings.deid_profile,
@@ -104,7 +113,7 @@ def dashboards(context: dg.AssetExecutionContext, pipeline: PipelineConfig, ray_
                 deid.child("analytics"), settings.export_format, deid, publication.staged(REPORTS_FOLDER),
                 stamp, settings.suppression_threshold,
             )
-            write_privacy_report(settings, publication.staged(REPORTS_FOLDER), context.run.run_id, key.key_id)
+            privacy_report = write_privacy_report(settings, publication.staged(REPORTS_FOLDER), context.run.run_id, key.key_id)
         except BaseException:
             publication.abandon()
             raise
@@ -125,7 +134,7 @@ def dashboards(context: dg.AssetExecutionContext, pipeline: PipelineConfig, ray_
             "size (bytes)": len(dashboard.read_bytes()),
             "suppression threshold": settings.suppression_threshold,
             "privacy report": dg.MetadataValue.md(
-                privacy_report_markdown(privacy_summary(settings, context.run.run_id, key.key_id))
+                privacy_report_markdown(privacy_report)
             ),
         },
     )

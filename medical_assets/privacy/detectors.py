@@ -31,6 +31,7 @@ IP_ADDRESS = "ip_address"
 DATE = "date"
 ZIP_CODE = "zip_code"
 RECORD_NUMBER = "record_number"  # MRN, account, encounter or order number named as such
+KINDS = (PHONE, SSN, EMAIL, URL, IP_ADDRESS, DATE, ZIP_CODE, RECORD_NUMBER)
 
 # Not a digit, letter or a dot followed by a digit on either side: "555-123-4567" inside a UID
 # (1.2.840.555.123.4567) or a longer number is not a phone.
