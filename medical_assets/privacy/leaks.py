@@ -65,6 +65,7 @@ OWN_METADATA_PREFIXES = (b"deid.", b"medical_assets.", b"ARROW:", b"description"
 # Columns named so hold dates moved by the date-shift profile, by contract: a date there is the
 # profile's output, not a leak (the known birth dates are still searched in them).
 SHIFTED_DATE_SUFFIX = "_shifted"
+MIN_LIBRARY_TEXT = 8  # characters: shorter library texts are not cut out (LeakScanner)
 # Columns that hold a date moved by the patient's secret offset under the date-shift profile (and
 # are null under Safe Harbor) without the suffix: the de-identified dicom_images' study_date.
 SHIFTED_DATE_COLUMNS = frozenset({"study_date"})
@@ -192,7 +193,10 @@ class LeakScanner:
     ):
         # Third-party code inlined in reports (plotly.js: megabytes of words and numbers) is not
         # data; it is cut out before a report is scanned, so it cannot fake a finding.
-        self._library_texts = [text for text in library_texts if text]
+        # Cut out whole, longest first, and only texts long enough to be a text: cutting a short
+        # one ("5", a version "0.1.0") out of everything would break up other values (a stamp's
+        # time, a phone number) and could hide the very identifier the check is for.
+        self._library_texts = sorted((text for text in library_texts if len(text) >= MIN_LIBRARY_TEXT), key=len, reverse=True)
         # In aggregate tables (analytics) a number column holds counts and measures: an ID made
         # only of digits cannot be told from a count that equals it, and at a million messages
         # one always does. Row-level tables keep the search, where an ID read as a number leaks.

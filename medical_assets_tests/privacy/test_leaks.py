@@ -788,3 +788,12 @@ def test_token_columns_are_searched_for_identifiers_but_not_read_by_the_patterns
     assert ("column message_token", "patient_id") in kinds
     assert ("column comment", "phone pattern") in kinds
     assert ("column message_token", "phone pattern") not in kinds
+
+
+def test_a_short_library_text_cuts_nothing_out():
+    """A stamp carries short values (a threshold "5", a version "0.1.0"): cut out of everything they
+    would break a creation time into something else and hide a phone number (617-555-0142 without
+    its 5s is no phone). Only texts long enough to be texts are cut, longest first."""
+    page = "<dd>2026-12-06T22:08:05+00:00</dd> call 617-555-0142".encode()
+    scanner = LeakScanner({}, ["5", "0.1.0", "2026-12-06T22:08:05+00:00"])
+    assert [f.kind for f in scanner.scan_file("reports/page.html", page)] == ["phone pattern"]
