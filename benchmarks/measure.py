@@ -109,7 +109,7 @@ def ours_ray_job(files, output):
     from medical_assets.engine import jobs
     from medical_assets.engine.runtime import RayRuntime
     from medical_assets.hl7.tables import TABLES
-    from medical_assets.landing import LandingFile
+    from medical_assets.sources.folder import LandingFile
     from medical_assets.storage import TablePublication, resolve_location
 
     runtime = RayRuntime()

@@ -39,9 +39,6 @@ EXPORT_FORMATS = ("parquet", "csv", "jsonl")
 DEFAULT_MAX_ERROR_RATE = 0.05
 DEFAULT_LOCK_TIMEOUT_S = 3600  # how long a run waits for another run writing to the same data folder
 
-HL7_EXTENSIONS = (".hl7", ".txt", ".msg", ".er7")
-DICOM_EXTENSIONS = (".dcm", ".dicom")  # and extension-less files with the DICM preamble
-
 
 class ConfigurationError(Exception):
     """A setting is wrong; the message names the setting and how to fix it."""

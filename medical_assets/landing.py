@@ -1,69 +1,27 @@
-"""The landing zone: which files are there, recognised by extension, and their manifest rows."""
+"""What the pipeline does with the files that arrived: their manifest, the parse plan, and its ledger."""
 
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from importlib import resources
 from importlib.metadata import version
-from collections.abc import Callable
-from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.fs as pafs
 
-from medical_assets.storage import Location
+from medical_assets.columns import column
+from medical_assets.sources.folder import LandingFile
 
 MANIFEST_SCHEMA = pa.schema(
     [
-        pa.field("path", pa.string()),  # full path (or object key) of the file
-        pa.field("relative_path", pa.string()),  # path below the source folder
-        pa.field("size_bytes", pa.int64()),
-        pa.field("modified_time", pa.timestamp("us", tz="UTC")),
-        pa.field("sha256", pa.string()),
+        column("path", pa.string(), "landing folder", "Full path (or object key) of the file."),
+        column("relative_path", pa.string(), "landing folder", "Path below the source folder."),
+        column("size_bytes", pa.int64(), "file system", "Size of the file in bytes."),
+        column("modified_time", pa.timestamp("us", tz="UTC"), "file system", "Last modification time of the file."),
+        column("sha256", pa.string(), "derived", "SHA-256 of the file's bytes, hex."),
     ]
 )
-
-
-@dataclass(frozen=True)
-class LandingFile:
-    path: str
-    relative_path: str
-    size_bytes: int
-    modified_time_ns: int | None
-
-
-def list_landing_files(
-    source: Location,
-    extensions: tuple[str, ...],
-    accept_without_extension: Callable[[str, bytes], bool] | None = None,
-    head_bytes: int = 132,
-) -> list[LandingFile]:
-    """Every file below `source` with one of `extensions`, sorted; hidden and `_`-prefixed names are ours, not data.
-
-    Any other file is taken when `accept_without_extension(name, first bytes)` says so (DICOM
-    files often have no extension, or a UID for a name, and only the DICM preamble says what they are).
-    """
-    selector = pafs.FileSelector(source.path, recursive=True, allow_not_found=False)
-    prefix = source.path.rstrip("/") + "/"
-    files = []
-    for info in source.filesystem.get_file_info(selector):
-        if info.type != pafs.FileType.File:
-            continue
-        relative = info.path[len(prefix) :] if info.path.startswith(prefix) else info.base_name
-        if any(part.startswith((".", "_")) for part in relative.split("/")):
-            continue
-        if not info.base_name.lower().endswith(extensions):
-            if accept_without_extension is None:
-                continue
-            if not accept_without_extension(info.base_name, _head(source, info.path, head_bytes)):
-                continue
-        files.append(LandingFile(info.path, relative, info.size, info.mtime_ns))
-    return sorted(files, key=lambda f: f.relative_path)
-
-
-def _head(source: Location, path: str, size: int) -> bytes:
-    with source.filesystem.open_input_stream(path) as stream:
-        return stream.read(size)
 
 
 def sha256_of(filesystem: pafs.FileSystem, path: str, chunk_size: int = 1 << 20) -> str:
@@ -135,9 +93,10 @@ def run_key_for(kind: str, files: list[LandingFile]) -> str:
 # It is published with the tables it describes, so the two never disagree.
 LEDGER_SCHEMA = pa.schema(
     [
-        pa.field("path", pa.string()),
-        pa.field("sha256", pa.string()),
-        pa.field("build", pa.string()),  # code version and output options; a new build re-parses everything
+        column("path", pa.string(), "landing manifest", "Full path of a file the published tables hold rows of."),
+        column("sha256", pa.string(), "landing manifest", "SHA-256 of the file version parsed."),
+        column("build", pa.string(), "derived",
+               "Code version and output options of the parse; a new build re-parses everything."),
     ]
 )
 

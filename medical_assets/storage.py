@@ -62,19 +62,27 @@ class Location:
     def read_bytes(self) -> bytes:
         return read_whole_file(self.filesystem, self.path)
 
-    def write_bytes_atomically(self, data: bytes) -> None:
-        """Write a file so that readers see either the old or the new content, never a torn one."""
+    def write_bytes_atomically(self, data: bytes, durable: bool = False) -> None:
+        """Write a file so that readers see either the old or the new content, never a torn one.
+
+        `durable`: on a local disk, the content and then the new name are flushed to the disk
+        before this returns, so that what a caller acknowledges survives a power loss."""
         parent = Location(self.filesystem, posixpath.dirname(self.path))
         parent.makedirs()
         if not _supports_rename(self.filesystem):
-            # Object stores publish a PUT atomically anyway.
+            # Object stores publish a PUT atomically (and durably, once it returns) anyway.
             with self.filesystem.open_output_stream(self.path) as out:
                 out.write(data)
             return
         temporary = parent.child(f".{self.name}.{uuid.uuid4().hex}.tmp")
-        with self.filesystem.open_output_stream(temporary.path) as out:
-            out.write(data)
+        if durable:
+            _write_and_sync(temporary.path, data)
+        else:
+            with self.filesystem.open_output_stream(temporary.path) as out:
+                out.write(data)
         self.filesystem.move(temporary.path, self.path)
+        if durable:
+            _sync_folder(parent.path)
 
 
 def restrict_to_owner(location: Location) -> None:
@@ -288,6 +296,22 @@ def _delete_dir(fs: pafs.FileSystem, path: str) -> None:
 
 def _supports_rename(fs: pafs.FileSystem) -> bool:
     return isinstance(fs, pafs.LocalFileSystem)
+
+
+def _write_and_sync(path: str, data: bytes) -> None:
+    with open(path, "wb") as local_file:
+        local_file.write(data)
+        local_file.flush()
+        os.fsync(local_file.fileno())
+
+
+def _sync_folder(path: str) -> None:
+    """Flush a folder's entries: a rename is on the disk only once its folder is."""
+    descriptor = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 def _has_parquet_files(location: Location) -> bool:

@@ -48,9 +48,9 @@ from medical_assets.analytics import summaries, tables
 from medical_assets.analytics.summaries import MESSAGE_KEY, QUANTILES, SourceFileToken
 from medical_assets.analytics.summaries import to_analytics_table as _to_table
 from medical_assets.analytics.suppression import DEFAULT_THRESHOLD, suppress
-from medical_assets.dicom.deidentify import DEID_DICOM_IMAGES
+from medical_assets.dicom.tables import DEID_DICOM_IMAGES
 from medical_assets.hl7 import tables as phi_tables
-from medical_assets.privacy.hl7_deid import DEID_HL7_TABLES
+from medical_assets.privacy.hl7_deid_tables import DEID_HL7_TABLES
 
 # The columns of each de-identified table the builders read (the validation score included): the
 # analytics job reads only these, a third of hl7_messages' width.

@@ -9,10 +9,10 @@ import pyarrow.dataset as pads
 
 from medical_assets.defs.deidentified import deid_key
 from medical_assets.defs.resources import PipelineConfig
-from medical_assets.dicom.deidentify import DEID_DICOM_IMAGES
+from medical_assets.dicom.tables import DEID_DICOM_IMAGES
 from medical_assets.dicom.tables import TABLES as DICOM_TABLES
 from medical_assets.hl7.tables import TABLES as HL7_TABLES
-from medical_assets.privacy.hl7_deid import DEID_HL7_TABLES
+from medical_assets.privacy.hl7_deid_tables import DEID_HL7_TABLES
 from medical_assets.storage import count_rows
 
 # Contract tables and the schema each must have, per zone.

@@ -17,7 +17,9 @@ from medical_assets.defs.metadata import count_preview, table_metadata, value_co
 from medical_assets.defs.resources import PipelineConfig, PrivacyResource, RayResource
 from medical_assets.dicom.export import EXPORT_TABLES as DICOM_EXPORT_TABLES
 from medical_assets.engine import deid_jobs
-from medical_assets.privacy.hl7_deid import DEID_HL7_TABLES, compliance_metadata
+from medical_assets.engine.part_groups import phi_part_groups
+from medical_assets.privacy.hl7_deid import compliance_metadata
+from medical_assets.privacy.hl7_deid_tables import DEID_HL7_TABLES
 from medical_assets.storage import Location, TablePublication, restrict_to_owner
 
 DEID_FILES = "dicom"  # <data>/deid/dicom/: the de-identified DICOM files
@@ -178,7 +180,7 @@ def dicom_deidentified_export(
             files.makedirs()
             # The HL7 side's old patients and vocabulary too: the patient token joins the two.
             census = deid_jobs.Census({}, {})  # no image, nothing to ask (a site without DICOM)
-            if deid_jobs.phi_part_groups(phi, ["dicom_images"], {}):
+            if phi_part_groups(phi, ["dicom_images"], {}):
                 census = deid_jobs.take_census(
                     phi, settings.vocabulary_min_patients, settings.patient_id_scope, hl7_vocabulary=False
                 )

@@ -24,13 +24,14 @@ import pyarrow.parquet as pq
 from medical_assets.analytics.tables import ANALYTICS_TABLES
 from medical_assets.config import PipelineSettings
 from medical_assets.defs.audit import audited_phi_read
-from medical_assets.dicom.deidentify import DEID_DICOM_IMAGES
+from medical_assets.dicom.tables import DEID_DICOM_IMAGES
 from medical_assets.engine import leak_jobs
 from medical_assets.engine.analytics_jobs import Input, read_input
 from medical_assets.engine.memory import release_memory
 from medical_assets.privacy.detectors import KINDS as detector_kinds
-from medical_assets.privacy.hl7_deid import DEID_HL7_TABLES
-from medical_assets.privacy.leaks import Finding, Identifiers, LeakScanner, collect_identifiers, identifier_columns, without_numbers_of
+from medical_assets.privacy.hl7_deid_tables import DEID_HL7_TABLES
+from medical_assets.privacy.identifier_forms import Identifiers, collect_identifiers, identifier_columns, without_numbers_of
+from medical_assets.privacy.leak_scanner import Finding, LeakScanner
 from medical_assets.storage import Location, TablePublication, read_table, restrict_to_owner, write_table_atomically
 
 QUARANTINE = "quarantine"  # phi/quarantine/<check>/<run>/: outputs a leak check rejected

@@ -2,12 +2,13 @@
 
 import dagster as dg
 
-from medical_assets.config import DICOM_EXTENSIONS, DICOM_SOURCE_VAR, HL7_EXTENSIONS, HL7_SOURCE_VAR
+from medical_assets.config import DICOM_SOURCE_VAR, HL7_SOURCE_VAR
 from medical_assets.defs import groups
 from medical_assets.defs.resources import PipelineConfig, RayResource
 from medical_assets.dicom import is_dicom_candidate
 from medical_assets.engine import jobs
-from medical_assets.landing import LandingFile, changed_files, known_checksums, list_landing_files, manifest_table
+from medical_assets.landing import changed_files, known_checksums, manifest_table
+from medical_assets.sources.folder import DICOM_EXTENSIONS, HL7_EXTENSIONS, LandingFile, list_landing_files
 from medical_assets.storage import Location, read_table, write_table_atomically
 from medical_assets.synthetic.dicom import DicomCorpusSettings
 from medical_assets.synthetic.hl7 import HL7CorpusSettings

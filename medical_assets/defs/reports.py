@@ -11,7 +11,7 @@ import json
 import dagster as dg
 import pyarrow.compute as pc
 
-from medical_assets.analytics.figures import DASHBOARD_FILE, PNG_SIZES
+from medical_assets.analytics.chart_data import DASHBOARD_FILE, PNG_SIZES
 from medical_assets.analytics.privacy_report import privacy_report_markdown, render_privacy_report
 from medical_assets.analytics.tables import ANALYTICS_TABLES
 from medical_assets.defs import groups, leak_gate

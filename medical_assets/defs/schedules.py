@@ -2,11 +2,11 @@
 
 import dagster as dg
 
-from medical_assets.config import DICOM_EXTENSIONS, HL7_EXTENSIONS
 from medical_assets.defs.raw import DICOM_MANIFEST, HL7_MANIFEST
 from medical_assets.defs.resources import PipelineConfig
 from medical_assets.dicom import is_dicom_candidate
-from medical_assets.landing import changed_files, list_landing_files, run_key_for
+from medical_assets.landing import changed_files, run_key_for
+from medical_assets.sources.folder import DICOM_EXTENSIONS, HL7_EXTENSIONS, list_landing_files
 from medical_assets.storage import read_table
 
 NIGHTLY_CRON = "0 2 * * *"

@@ -148,8 +148,6 @@ def treatment_of(tag: int) -> Treatment | None:
     return ALLOWED_TAGS.get(int(tag))
 
 
-# ---- Burned-in text ---------------------------------------------------------------------------
-
 _STORAGE = "1.2.840.10008.5.1.4.1.1."
 
 # SOP classes whose instances are pictures of screens, documents, reports or scenes, in which text

@@ -12,15 +12,9 @@ from io import BytesIO
 import pyarrow as pa
 import pydicom
 
-from medical_assets.dicom.deidentify import (
-    DEID_DICOM_IMAGES,
-    Vocabulary,
-    burned_in_risk,
-    deid_image_row,
-    deidentify_dicom_bytes,
-    export_risk,
-)
-from medical_assets.dicom.tables import DEID_DICOM_THUMBNAILS, DICOM_DEID_EXCLUDED
+from medical_assets.dicom.burned_in import burned_in_risk, export_risk
+from medical_assets.dicom.deidentify import Vocabulary, deid_image_row, deidentify_dicom_bytes
+from medical_assets.dicom.tables import DEID_DICOM_IMAGES, DEID_DICOM_THUMBNAILS, DICOM_DEID_EXCLUDED
 from medical_assets.privacy.pseudonyms import ISSUER_SCOPE, Pseudonymizer
 
 ReadSource = Callable[[str], bytes]  # source_file -> its bytes

@@ -18,19 +18,17 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import ray
-from ray.data.block import BlockMetadata
-from ray.data.datasource import Datasource, ReadTask
 
 from medical_assets.analytics.aggregates import DEID_COLUMNS_READ, combine_all, publish_combined, summarize_group
 from medical_assets.analytics.summaries import SUMMARY_SCHEMAS
-from medical_assets.analytics.figures import DASHBOARD_FILE, REPORT_GROUPS
+from medical_assets.analytics.chart_data import DASHBOARD_FILE, REPORT_GROUPS
 from medical_assets.analytics.tables import ANALYTICS_TABLES
-from medical_assets.dicom.deidentify import DEID_DICOM_IMAGES
+from medical_assets.dicom.tables import DEID_DICOM_IMAGES
 from medical_assets.engine import multitable
-from medical_assets.engine.deid_jobs import part_groups_by_name
 from medical_assets.engine.exports import ExportTablesDatasink
-from medical_assets.engine.jobs import TASK_OPTIONS, cluster_cpus
 from medical_assets.engine.memory import WORKER_RELEASE_ABOVE, release_memory
+from medical_assets.engine.part_groups import part_groups_by_name
+from medical_assets.engine.tasks import TASK_OPTIONS, map_in_workers
 from medical_assets.privacy.hl7_deid import SOURCE_FILE_DOMAIN
 from medical_assets.privacy.keys import PseudonymKey
 from medical_assets.privacy.pseudonyms import Pseudonymizer
@@ -82,7 +80,7 @@ _SUMMARY_PACKED = multitable.packed_schema(SUMMARY_SCHEMAS)
 
 def analytics_part_groups(deid: Location, phi: Location) -> list[PartInputs]:
     """The analytics inputs by part name: a de-identified part holds the same files as the PHI part of
-    its name (see `deid_jobs.run_group_job`), so each group's messages find their months there."""
+    its name (see `part_groups.run_group_job`), so each group's messages find their months there."""
     zones = {
         "deid/": (part_groups_by_name(deid, _GROUPED_DEID_TABLES), ANALYTICS_DEID_INPUTS),
         "phi/": (part_groups_by_name(phi, list(ANALYTICS_PHI_INPUTS)), ANALYTICS_PHI_INPUTS),
@@ -106,10 +104,8 @@ def summarize_part_groups(groups: Sequence[PartInputs], key: PseudonymKey) -> li
     (one row per group, `source_file` holding the part name)."""
     if not groups:
         return []
-    dataset = ray.data.read_datasource(
-        PartSummariesDatasource(list(groups), key),
-        override_num_blocks=min(len(groups), cluster_cpus()),
-        ray_remote_args=TASK_OPTIONS,
+    dataset = map_in_workers(
+        [{"group": number} for number in range(len(groups))], _summarized, {"groups": list(groups), "key": key}
     )
     return dataset.to_arrow_refs()
 
@@ -124,37 +120,11 @@ def _combined_analytics(
     return publish_combined(combine_all(summary, images if images is not None else DEID_DICOM_IMAGES.empty_table()), threshold)
 
 
-class PartSummariesDatasource(Datasource):
-    """Read tasks that each summarize a bucket of part groups in the worker, one block per group."""
-
-    def __init__(self, groups: list[PartInputs], key: PseudonymKey):
-        super().__init__()
-        self._groups = groups
-        self._key = key
-
-    def get_name(self) -> str:
-        return "AnalyticsSummaries"
-
-    def estimate_inmemory_data_size(self) -> int | None:
-        return None
-
-    def get_read_tasks(self, parallelism: int, per_task_row_limit: int | None = None, data_context=None) -> list[ReadTask]:
-        count = max(1, min(parallelism, len(self._groups)))
-        metadata = BlockMetadata(num_rows=None, size_bytes=None, input_files=None, exec_stats=None)
-        return [
-            ReadTask(
-                functools.partial(_summarized, self._groups[start::count], self._key),
-                metadata,
-                schema=_SUMMARY_PACKED,
-                per_task_row_limit=per_task_row_limit,
-            )
-            for start in range(count)
-        ]
-
-
-def _summarized(groups: list[PartInputs], key: PseudonymKey) -> Iterable[pa.Table]:
+def _summarized(batch: pa.Table, groups: list[PartInputs], key: PseudonymKey) -> Iterable[pa.Table]:
+    """The summaries of the groups numbered in `batch`, a block each."""
     source_file_token = functools.partial(Pseudonymizer(key).token, SOURCE_FILE_DOMAIN)
-    for name, inputs in groups:
+    for number in batch.column("group").to_pylist():
+        name, inputs = groups[number]
         tables = {input_name: read_input(table) for input_name, table in inputs.items()}
         summary = summarize_group(_zone(tables, "deid/"), _zone(tables, "phi/"), None, source_file_token)
         del tables
@@ -192,7 +162,8 @@ def _report_files(
     tables: dict[str, pa.Table | None], names: Sequence[str], metadata: dict[str, str], threshold: int
 ) -> dict[str, bytes]:
     # Imported here: plotly and matplotlib take a second to load, and only these workers need them.
-    from medical_assets.analytics.dashboards import build_dashboard_html, build_png_figures
+    from medical_assets.analytics.dashboard_html import build_dashboard_html
+    from medical_assets.analytics.figures_png import build_png_figures
 
     analytics = _zone(tables, "analytics/")
     thumbnails, images = tables.get("deid/dicom_thumbnails"), tables.get("deid/dicom_images")
@@ -218,10 +189,7 @@ def export_computed_tables(
     stamp: Mapping[str, str],
 ) -> dict[str, int]:
     """`compute(inputs)` in one worker, its tables written by the export datasink; rows per table."""
-    packed_schema = multitable.packed_schema(schemas)
-    dataset = ray.data.read_datasource(
-        ComputeDatasource(dict(inputs), [compute], packed_schema), override_num_blocks=1, ray_remote_args=TASK_OPTIONS
-    )
+    dataset = computed_in_workers(inputs, [compute], multitable.packed_schema(schemas))
     sink = ExportTablesDatasink(targets, schemas, file_format, stamp)
     dataset.write_datasink(sink, ray_remote_args=TASK_OPTIONS)
     return dict(sink.totals)
@@ -244,49 +212,28 @@ def build_files(
 
         return build_and_write
 
-    dataset = ray.data.read_datasource(
-        ComputeDatasource(dict(inputs), [writing(build) for build in builds], schema),
-        override_num_blocks=len(builds),
-        ray_remote_args=TASK_OPTIONS,
-    )
+    dataset = computed_in_workers(inputs, [writing(build) for build in builds], schema)
     written = pa.concat_tables(ray.get(dataset.to_arrow_refs()))
     return sorted(written["name"].to_pylist())
 
 
-class ComputeDatasource(Datasource):
-    """One read task per function of `computes`: each reads the inputs in its worker and yields
-    what its function makes of them."""
+def computed_in_workers(inputs: Inputs, computes: Sequence[Callable], schema: pa.Schema) -> ray.data.Dataset:
+    """Each function of `computes` in a worker task of its own, on the inputs read there: a table
+    it returns as it is, tables by name packed in one row (`multitable`) with `schema`."""
+    return map_in_workers(
+        [{"compute": number} for number in range(len(computes))],
+        _compute,
+        {"inputs": dict(inputs), "computes": list(computes), "schema": schema},
+        tasks=len(computes),
+    )
 
-    def __init__(self, inputs: dict, computes: Sequence[Callable], schema: pa.Schema):
-        super().__init__()
-        self._inputs = inputs
-        self._computes = list(computes)
-        self._schema = schema
 
-    def get_name(self) -> str:
-        return "ComputeInWorker"
-
-    def estimate_inmemory_data_size(self) -> int | None:
-        return None
-
-    def get_read_tasks(self, parallelism: int, per_task_row_limit: int | None = None, data_context=None) -> list[ReadTask]:
-        metadata = BlockMetadata(num_rows=None, size_bytes=None, input_files=None, exec_stats=None)
-        return [
-            ReadTask(self._reader(compute), metadata, schema=self._schema, per_task_row_limit=per_task_row_limit)
-            for compute in self._computes
-        ]
-
-    def _reader(self, compute: Callable) -> Callable[[], Iterable[pa.Table]]:
-        inputs, schema = self._inputs, self._schema
-
-        def read() -> Iterable[pa.Table]:
-            result = compute({name: read_input(table) for name, table in inputs.items()})
-            if isinstance(result, pa.Table):
-                yield result
-            else:
-                yield multitable.pack("computed", result, schema)
-
-        return read
+def _compute(
+    batch: pa.Table, inputs: dict[str, Input], computes: list[Callable], schema: pa.Schema
+) -> Iterable[pa.Table]:
+    for number in batch.column("compute").to_pylist():
+        result = computes[number]({name: read_input(table) for name, table in inputs.items()})
+        yield result if isinstance(result, pa.Table) else multitable.pack("computed", result, schema)
 
 
 def read_input(table: Input) -> pa.Table | None:

@@ -3,39 +3,17 @@
 from __future__ import annotations
 
 import json
-import sys
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.fs as pafs
 import ray
 
+from medical_assets.sources.folder import deliver
+from medical_assets.sources.synthetic import SyntheticCorpus
 from medical_assets.storage import Location
 
 _WRITTEN_SCHEMA = pa.schema([("file", pa.string()), ("bytes", pa.int64())])
-
-
-@dataclass(frozen=True)
-class SyntheticCorpus:
-    """A generator as the job sees it: picklable settings and module-level functions."""
-
-    kind: str  # "hl7", "dicom": names the marker file
-    settings: Any  # a frozen dataclass; its fields identify the corpus
-    file_count: int
-    file_name: Callable[[int], str]
-    render_file: Callable[[Any, int], bytes]
-    is_synthetic_file_name: Callable[[str], bool]
-
-    @property
-    def marker_name(self) -> str:
-        return f"_synthetic_{self.kind}_corpus.json"
-
-    def fingerprint(self) -> dict:
-        # The generator's version too: a corpus written by an older generator is written again.
-        version = getattr(sys.modules[self.render_file.__module__], "GENERATOR_VERSION", 1)
-        return {"generator": self.render_file.__module__, "generator_version": version, **asdict(self.settings)}
 
 
 @dataclass(frozen=True)
@@ -73,7 +51,7 @@ def _write_files(batch: pa.Table, corpus: SyntheticCorpus, landing: Location) ->
     for file_index in batch["id"].to_pylist():
         data = corpus.render_file(corpus.settings, file_index)
         name = corpus.file_name(file_index)
-        landing.child(name).write_bytes_atomically(data)
+        deliver(landing, name, data)
         names.append(name)
         sizes.append(len(data))
     return pa.table({"file": names, "bytes": sizes}, schema=_WRITTEN_SCHEMA)

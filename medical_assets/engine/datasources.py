@@ -10,7 +10,7 @@ import pyarrow.fs as pafs
 from ray.data.block import BlockMetadata
 from ray.data.datasource import Datasource, ReadTask
 
-from medical_assets.landing import LandingFile
+from medical_assets.sources.folder import LandingFile
 from medical_assets.storage import read_whole_file
 
 # Turns files, each (bytes, path), into an Arrow table of one row per file, in order; must be picklable.

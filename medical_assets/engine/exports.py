@@ -8,22 +8,23 @@ table folder gets a `_compliance.json` beside its files (written by the driver o
 from __future__ import annotations
 
 import json
-from collections import Counter
 from collections.abc import Iterable, Mapping
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
-from ray.data.datasource import Datasink, WriteResult
+from ray.data.datasource import WriteResult
 
 from medical_assets.config import EXPORT_FORMATS
 from medical_assets.engine import multitable
 from medical_assets.engine.memory import WORKER_RELEASE_ABOVE, release_memory
+from medical_assets.engine.sinks import TablesDatasink
 from medical_assets.storage import Location
+
 COMPLIANCE_FILE = "_compliance.json"
 
 
-class ExportTablesDatasink(Datasink[dict]):
+class ExportTablesDatasink(TablesDatasink):
     """Each write task writes its rows of every table into one file per table, named by task, in
     `file_format`. A retried task rewrites the same names, so retries never double rows."""
 
@@ -36,19 +37,15 @@ class ExportTablesDatasink(Datasink[dict]):
     ):
         if file_format not in EXPORT_FORMATS:
             raise ValueError(f"export format must be one of {', '.join(EXPORT_FORMATS)}, got {file_format!r}")
-        self._targets = dict(targets)
         self._format = file_format
         self._stamp = dict(stamp)
         encoded = {key.encode(): value.encode() for key, value in self._stamp.items()}
-        self._schemas = {name: schema.with_metadata({**(schema.metadata or {}), **encoded}) for name, schema in schemas.items()}
-        self.totals: Counter = Counter()
+        super().__init__(
+            targets, {name: schema.with_metadata({**(schema.metadata or {}), **encoded}) for name, schema in schemas.items()}
+        )
 
     def get_name(self) -> str:
         return "ExportTables"
-
-    def on_write_start(self, schema=None) -> None:
-        for target in self._targets.values():
-            target.makedirs()
 
     def write(self, blocks: Iterable[pa.Table], ctx) -> dict:
         tables: dict[str, list[pa.Table]] = {name: [] for name in self._schemas}
@@ -66,8 +63,7 @@ class ExportTablesDatasink(Datasink[dict]):
         return rows
 
     def on_write_complete(self, write_result: WriteResult[dict]) -> None:
-        for task_rows in write_result.write_returns:
-            self.totals.update(task_rows)
+        super().on_write_complete(write_result)
         for name, target in self._targets.items():
             if self.totals.get(name, 0) == 0:  # an empty table still says what it would hold
                 self._write_file(target.child(f"part-empty.{self._format}"), self._schemas[name].empty_table())

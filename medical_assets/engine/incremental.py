@@ -18,8 +18,8 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from medical_assets.engine.deid_jobs import PartGroup, phi_part_groups, run_group_job
-from medical_assets.engine.jobs import ProgressReport
+from medical_assets.engine.part_groups import PartGroup, phi_part_groups, run_group_job
+from medical_assets.engine.progress import ProgressReport
 from medical_assets.storage import Location, TablePublication
 
 

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import functools
-import warnings
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
 import pyarrow as pa
 import ray
@@ -14,12 +13,15 @@ from medical_assets import hl7
 from medical_assets.dicom import read_dicom_file
 from medical_assets.dicom.tables import TABLES as DICOM_TABLES
 from medical_assets.engine import multitable
-from medical_assets.engine.corpus import CorpusResult, SyntheticCorpus, generate_synthetic_corpus
+from medical_assets.engine.corpus import CorpusResult, generate_synthetic_corpus
 from medical_assets.engine.datasources import BLOCK_INPUT_BYTES, FileReader, LandingFilesDatasource
-from medical_assets.engine.progress import progress_counter, run_with_progress
+from medical_assets.engine.progress import ProgressReport, progress_counter, run_with_progress
 from medical_assets.engine.sinks import StagedTablesDatasink
+from medical_assets.engine.tasks import TASK_OPTIONS, cluster_cpus, map_in_workers, read_in_workers
 from medical_assets.hl7.tables import TABLES as HL7_TABLES
-from medical_assets.landing import LandingFile, sha256_of
+from medical_assets.landing import sha256_of
+from medical_assets.sources.folder import LandingFile
+from medical_assets.sources.synthetic import SYNTHETIC_DICOM, SYNTHETIC_HL7
 from medical_assets.storage import Location, TablePublication
 from medical_assets.synthetic import dicom as synthetic_dicom
 from medical_assets.synthetic import hl7 as synthetic_hl7
@@ -39,22 +41,6 @@ HL7_BYTES_PER_TASK = 64 << 20
 # costing Ray Data and the sink a few milliseconds).
 DICOM_BLOCK_INPUT_BYTES = 128 << 20
 
-ProgressReport = Callable[[dict, float], None]
-
-
-# Attempts of a task whose worker died (Ray Data's default is to retry without end, so a file
-# that kills its worker every time would hang the job). The same arguments on the read and the
-# write keep the two fused in one task.
-# Ray 2.60 deprecates `ray_remote_args` on readers in favour of named parameters, but has no named
-# one for max_retries yet: the deprecation warning is silenced for this use alone.
-TASK_RETRIES = 3
-TASK_OPTIONS = {"max_retries": TASK_RETRIES}
-warnings.filterwarnings("ignore", message=r"`ray_remote_args` is deprecated", category=DeprecationWarning)
-
-
-def cluster_cpus() -> int:
-    return max(1, int(ray.cluster_resources().get("CPU", 1)))
-
 
 def read_task_count(total_bytes: int, file_count: int, cpus: int, max_bytes_per_task: int = MAX_BYTES_PER_TASK) -> int:
     """A multiple of the CPU count, so that every round of tasks keeps every CPU busy; one task per
@@ -64,29 +50,23 @@ def read_task_count(total_bytes: int, file_count: int, cpus: int, max_bytes_per_
 
 
 def generate_synthetic_hl7(settings: synthetic_hl7.HL7CorpusSettings, landing: Location) -> CorpusResult:
-    corpus = SyntheticCorpus(
-        "hl7", settings, settings.file_count(), synthetic_hl7.file_name, synthetic_hl7.render_file,
-        synthetic_hl7.is_synthetic_file_name,
-    )
-    return generate_synthetic_corpus(corpus, landing, cluster_cpus())
+    return generate_synthetic_corpus(SYNTHETIC_HL7.corpus(settings), landing, cluster_cpus())
 
 
 def generate_synthetic_dicom(settings: synthetic_dicom.DicomCorpusSettings, landing: Location) -> CorpusResult:
-    corpus = SyntheticCorpus(
-        "dicom", settings, settings.total_files, synthetic_dicom.file_name, synthetic_dicom.render_file,
-        synthetic_dicom.is_synthetic_file_name,
-    )
-    return generate_synthetic_corpus(corpus, landing, cluster_cpus())
+    return generate_synthetic_corpus(SYNTHETIC_DICOM.corpus(settings), landing, cluster_cpus())
 
 
 def checksum_files(files: list[LandingFile], filesystem) -> dict[str, str]:
     """SHA-256 of every file, computed in the workers that read them."""
     if not files:
         return {}
-    dataset = ray.data.from_items(
+    dataset = map_in_workers(
         [{"path": f.path} for f in files],
-        override_num_blocks=read_task_count(sum(f.size_bytes for f in files), len(files), cluster_cpus()),
-    ).map_batches(_checksum_batch, fn_kwargs={"filesystem": filesystem}, batch_format="pyarrow", batch_size=None)
+        _checksum_batch,
+        {"filesystem": filesystem},
+        read_task_count(sum(f.size_bytes for f in files), len(files), cluster_cpus()),
+    )
     table = pa.concat_tables(ray.get(dataset.to_arrow_refs()))
     return dict(zip(table["path"].to_pylist(), table["sha256"].to_pylist()))
 
@@ -102,12 +82,8 @@ def parse_hl7_files(
 
 
 def parse_dicom_files(
-    files: list[LandingFile],
-    filesystem,
-    publication: TablePublication,
-    report: ProgressReport,
-    with_thumbnails: bool = True,
-    first_part: int = 0,
+    files: list[LandingFile], filesystem, publication: TablePublication, report: ProgressReport,
+    with_thumbnails: bool = True, first_part: int = 0,
 ) -> dict[str, int]:
     """Read DICOM headers, pixel statistics and thumbnails into the staged DICOM tables of `publication`."""
     read_file = functools.partial(_read_dicom_packed, with_thumbnail=with_thumbnails)
@@ -138,11 +114,7 @@ def parse_landing_files(
         return {"files": 0}  # Ray Data refuses to read zero files; the caller publishes empty tables
     datasource = LandingFilesDatasource(files, filesystem, read_file, packed_schema, block_input_bytes)
     total_bytes = sum(f.size_bytes for f in files)
-    dataset = ray.data.read_datasource(
-        datasource,
-        override_num_blocks=read_task_count(total_bytes, len(files), cluster_cpus(), max_bytes_per_task),
-        ray_remote_args=TASK_OPTIONS,
-    )
+    dataset = read_in_workers(datasource, read_task_count(total_bytes, len(files), cluster_cpus(), max_bytes_per_task))
     counter = progress_counter()
     sink = StagedTablesDatasink({name: publication.staged(name) for name in schemas}, schemas, counter, first_part)
     run_with_progress(lambda: dataset.write_datasink(sink, ray_remote_args=TASK_OPTIONS), counter, report)

@@ -15,10 +15,11 @@ import pyarrow.compute as pc
 import ray
 
 from medical_assets.engine.datasources import LandingFilesDatasource
-from medical_assets.engine.jobs import TASK_OPTIONS, cluster_cpus
 from medical_assets.engine.memory import WORKER_RELEASE_ABOVE, release_memory
-from medical_assets.landing import LandingFile
-from medical_assets.privacy.leaks import Finding, LeakScanner, tree_files
+from medical_assets.engine.tasks import cluster_cpus, read_in_workers
+from medical_assets.privacy.leak_readers import tree_files
+from medical_assets.privacy.leak_scanner import Finding, LeakScanner
+from medical_assets.sources.folder import LandingFile
 from medical_assets.storage import Location
 
 _FINDINGS = pa.schema(
@@ -51,11 +52,7 @@ def scan_trees(scanner: LeakScanner, roots: Sequence[Location]) -> list[Finding]
     # The scanner's identifiers are numpy arrays of hashes (17 bytes an identifier): Ray stores them
     # out of band and every worker of a node maps that one copy, read-only, instead of unpickling its own.
     scan = _ScanFiles(ray.put(scanner), owners)
-    dataset = ray.data.read_datasource(
-        LandingFilesDatasource(files, roots[0].filesystem, scan, _FINDINGS),
-        override_num_blocks=cluster_cpus(),
-        ray_remote_args=TASK_OPTIONS,
-    )
+    dataset = read_in_workers(LandingFilesDatasource(files, roots[0].filesystem, scan, _FINDINGS), cluster_cpus())
     refs = dataset.to_arrow_refs()
     found = pa.concat_tables([_FINDINGS.empty_table(), *ray.get(refs)])
     # Stable: a file's findings keep the order the scanner gave them.

@@ -9,6 +9,9 @@ from collections.abc import Callable
 
 import ray
 
+# Called with the counts done so far and the seconds elapsed.
+ProgressReport = Callable[[dict, float], None]
+
 
 @ray.remote(num_cpus=0)
 class ProgressCounter:
@@ -49,7 +52,7 @@ def progress_counter():
 _counter: dict = {}
 
 
-def run_with_progress(job: Callable[[], object], counter, report: Callable[[dict, float], None], interval_s: float = 5.0):
+def run_with_progress(job: Callable[[], object], counter, report: ProgressReport, interval_s: float = 5.0):
     """Run `job` in a thread; every `interval_s` pass the counter's snapshot and the elapsed time to `report`."""
     outcome: dict = {}
 

@@ -1,4 +1,4 @@
-"""A Ray Data datasink that writes several Parquet tables from one packed dataset into staging folders."""
+"""Ray Data datasinks that write several tables from one packed dataset (`multitable`), a folder each."""
 
 from __future__ import annotations
 
@@ -14,7 +14,25 @@ from medical_assets.engine.memory import WORKER_RELEASE_ABOVE, release_memory
 from medical_assets.storage import Location
 
 
-class StagedTablesDatasink(Datasink[dict]):
+class TablesDatasink(Datasink[dict]):
+    """A folder per table, made before the first write task; each task returns the rows it wrote
+    per table, summed in `totals` once the job has ended."""
+
+    def __init__(self, targets: Mapping[str, Location], schemas: Mapping[str, pa.Schema]):
+        self._targets = dict(targets)
+        self._schemas = dict(schemas)
+        self.totals: Counter = Counter()
+
+    def on_write_start(self, schema=None) -> None:
+        for target in self._targets.values():
+            target.makedirs()
+
+    def on_write_complete(self, write_result: WriteResult[dict]) -> None:
+        for task_rows in write_result.write_returns:
+            self.totals.update(task_rows)
+
+
+class StagedTablesDatasink(TablesDatasink):
     """Each write task streams its blocks into one Parquet file per table, named by task.
 
     A retried task rewrites the same file names, so retries never double rows; the
@@ -22,18 +40,12 @@ class StagedTablesDatasink(Datasink[dict]):
     """
 
     def __init__(self, targets: Mapping[str, Location], schemas: Mapping[str, pa.Schema], progress=None, first_part: int = 0):
-        self._targets = dict(targets)
+        super().__init__(targets, schemas)
         self._first_part = first_part  # parts kept from an earlier run hold the numbers below it
-        self._schemas = dict(schemas)
         self._progress = progress  # a ProgressCounter actor handle, or None
-        self.totals: Counter = Counter()
 
     def get_name(self) -> str:
         return "StagedTables"
-
-    def on_write_start(self, schema=None) -> None:
-        for target in self._targets.values():
-            target.makedirs()
 
     def write(self, blocks: Iterable[pa.Table], ctx) -> dict:
         writers: dict[str, pq.ParquetWriter] = {}
@@ -68,7 +80,3 @@ class StagedTablesDatasink(Datasink[dict]):
             if self._progress is not None:
                 self._progress.report.remote(ctx.task_idx, dict(rows))
         return rows
-
-    def on_write_complete(self, write_result: WriteResult[dict]) -> None:
-        for task_rows in write_result.write_returns:
-            self.totals.update(task_rows)

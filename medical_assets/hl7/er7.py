@@ -3,35 +3,14 @@
 from __future__ import annotations
 
 import functools
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import NamedTuple
+
+from medical_assets.hl7.encoding import Separators, codec_for_charset, decode, unescape
 
 # Batch and file envelopes wrap messages; they carry no message content.
 ENVELOPE_SEGMENTS = frozenset({"FHS", "BHS", "BTS", "FTS"})
-
-# MSH-18 values of HL7 table 0211 that have a Python codec.
-CHARSET_CODECS = {
-    "ASCII": "ascii",
-    "UNICODE": "utf-8",
-    "UNICODE UTF-8": "utf-8",
-    "8859/1": "latin-1",
-    "8859/2": "iso8859-2",
-    "8859/3": "iso8859-3",
-    "8859/4": "iso8859-4",
-    "8859/5": "iso8859-5",
-    "8859/6": "iso8859-6",
-    "8859/7": "iso8859-7",
-    "8859/8": "iso8859-8",
-    "8859/9": "iso8859-9",
-    "8859/15": "iso8859-15",
-}
-
-# Undeclared or unknown charsets: UTF-8 first (v2.8's preference), then the Windows and ISO
-# Western codepages; latin-1 maps every byte, so decoding never fails.
-FALLBACK_CODECS = ("utf-8", "cp1252", "latin-1")
 
 _BYTE_ORDER_MARK = b"\xef\xbb\xbf"
 # MLLP start (0x0B) and end (0x1C) bytes and line feeds all become segment ends. A byte-for-byte
@@ -40,10 +19,6 @@ _TO_SEGMENT_END = bytes.maketrans(b"\x0b\x1c\n", b"\r\r\r")
 _ENVELOPE_PREFIXES = tuple(name.encode() for name in sorted(ENVELOPE_SEGMENTS))
 # `|^~\&|` and the like, validated once: the MSH prefix that almost every message shares.
 _COMMON_SEPARATORS: dict[str, Separators] = {}
-# SN is <comparator> ^ <num1> ^ <separator/suffix> ^ <num2>; with no comparator or "=" and nothing
-# after num1 it is a plain number.
-_PLAIN_COMPARATORS = frozenset({"", "="})
-_HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
 _ENCODING_CHARACTER_ROLES = (
     "component separator",
     "repetition separator",
@@ -131,43 +106,6 @@ def read_separators(header: str) -> Separators:
     return _separators(field_separator, header[4:] if end == -1 else header[4:end])
 
 
-def codec_for_charset(charset: str | None) -> str | None:
-    """The Python codec of an MSH-18 value, or None when undeclared or unknown (decoding then falls back)."""
-    if not charset:
-        return None
-    return CHARSET_CODECS.get(charset.strip().upper())
-
-
-def decode(data: bytes, codec: str | None) -> tuple[str, str]:
-    """The text of `data` and the codec that decoded it: `codec` first, then the fallbacks; never raises."""
-    for candidate in (codec, *FALLBACK_CODECS) if codec else FALLBACK_CODECS:
-        try:
-            return data.decode(candidate), candidate
-        except UnicodeDecodeError:
-            continue
-    return data.decode("latin-1"), "latin-1"
-
-
-def unescape(value: str, separators: Separators, codec: str | None = None) -> str:
-    r"""Replace the escape sequences of one leaf value: \F\ \S\ \T\ \R\ \E\ \Xhh..\ \.br\ \H\ \N\ \Cxxyy\ \Mxxyyzz\."""
-    escape = separators.escape
-    if not escape or escape not in value:
-        return value
-    # Splitting on the escape character alternates text and sequences: text, seq, text, seq, ...
-    pieces = value.split(escape)
-    last = len(pieces) - 1
-    decoded = [pieces[0]]
-    position = 1
-    while position <= last:
-        if position == last:
-            decoded.append(escape + pieces[position])  # unterminated: kept as written
-            break
-        decoded.append(_escape_sequence(pieces[position], separators, codec))
-        decoded.append(pieces[position + 1])
-        position += 2
-    return "".join(decoded)
-
-
 def leaf_components(value: str, separators: Separators, codec: str | None = None, repetition: int = 1) -> list[str]:
     """The components of one repetition of a field, each cut to its first subcomponent and unescaped."""
     if separators.repetition in value:
@@ -214,93 +152,6 @@ def whole_components(value: str, separators: Separators, codec: str | None = Non
     if escape and escape in value:
         components = [unescape(component, separators, codec) for component in components]
     return components
-
-
-def parse_datetime(value: str | None, component_separator: str = "^") -> datetime | None:
-    """An HL7 DTM/TS `YYYY[MM[DD[HH[MM[SS[.S[S[S[S]]]]]]]]][+/-ZZZZ]` as naive wall-clock time; None when invalid.
-
-    The offset is checked but not applied: the tables keep the time as the sender wrote it.
-    """
-    if not value:
-        return None
-    # A TS may carry its degree of precision as component 2; the time is component 1.
-    if component_separator in value:
-        value = value.partition(component_separator)[0]
-    if not (len(value) == 14 and value.isdigit()):
-        return _parse_datetime_with_precision(value)
-    try:
-        # ISO 8601 basic format, parsed in C: several times faster than slicing into int().
-        return datetime.fromisoformat(f"{value[:8]}T{value[8:]}")
-    except ValueError:
-        return None
-
-
-def parse_number(text: str) -> float | None:
-    """An HL7 NM as a float; None when empty, not a number, or not finite."""
-    if not text:
-        return None
-    try:
-        number = float(text)
-    except ValueError:
-        return None
-    # float() also reads "nan", "inf" and "1_000", none of which is an HL7 NM.
-    return number if math.isfinite(number) and "_" not in text else None
-
-
-def parse_numeric_value(components: Sequence[str]) -> float | None:
-    """An NM or SN value's number from its components; for an SN written by the standard (`^182`, `=^182`), num1."""
-    number = parse_number(components[0])
-    if number is None and len(components) > 1 and components[0] in _PLAIN_COMPARATORS and not any(components[2:]):
-        number = parse_number(components[1])
-    return number
-
-
-class Separators:
-    """A message's delimiters from MSH-1 and MSH-2; escape, subcomponent and truncation are None when omitted."""
-
-    __slots__ = (
-        "field",
-        "component",
-        "repetition",
-        "escape",
-        "subcomponent",
-        "truncation",
-        "encoding_characters",
-        "replacements",
-        "beyond_components",
-    )
-
-    def __init__(self, field: str, encoding_characters: str) -> None:
-        self.field = field
-        self.encoding_characters = encoding_characters
-        self.component = encoding_characters[0]
-        self.repetition = encoding_characters[1]
-        self.escape = encoding_characters[2] if len(encoding_characters) > 2 else None
-        self.subcomponent = encoding_characters[3] if len(encoding_characters) > 3 else None
-        self.truncation = encoding_characters[4] if len(encoding_characters) > 4 else None
-        # Escape sequences with a fixed meaning; highlighting (H, N) has none in plain text.
-        self.replacements = {"F": field, "S": self.component, "R": self.repetition, ".br": "\n", "H": "", "N": ""}
-        if self.escape:
-            self.replacements["E"] = self.escape
-        if self.subcomponent:
-            self.replacements["T"] = self.subcomponent
-        # The characters that make a value more than components, for `in` tests without None checks:
-        # a carriage return stands in for an omitted one, as no segment contains it.
-        self.beyond_components = (self.repetition, self.subcomponent or "\r", self.escape or "\r")
-
-    def describe(self) -> str:
-        roles = (
-            ("field", self.field),
-            ("component", self.component),
-            ("repetition", self.repetition),
-            ("escape", self.escape),
-            ("subcomponent", self.subcomponent),
-            ("truncation", self.truncation),
-        )
-        return " ".join(f"{role} {character!r}" for role, character in roles if character)
-
-    def __repr__(self) -> str:
-        return f"Separators({self.field!r}, {self.encoding_characters!r})"
 
 
 class Message:
@@ -429,58 +280,12 @@ class Segment:
         return f"Segment({self.name!r}, {len(self.fields) - 1} fields)"
 
 
-def _parse_datetime_with_precision(value: str) -> datetime | None:
-    """`parse_datetime` for anything but the plain 14-digit form: lower precision, fractions, offsets."""
-    for sign in "+-":
-        position = value.find(sign)
-        if position != -1:
-            offset = value[position + 1 :]
-            if len(offset) != 4 or not (offset.isascii() and offset.isdigit()):
-                return None
-            value = value[:position]
-            break
-    whole, dot, fraction = value.partition(".")
-    if not (whole.isascii() and whole.isdigit()):
-        return None
-    # The standard allows four fractional digits; up to six (microseconds) are read too.
-    if dot and (len(whole) != 14 or not 1 <= len(fraction) <= 6 or not (fraction.isascii() and fraction.isdigit())):
-        return None
-    if len(whole) == 4:
-        text = f"{whole}0101"
-    elif len(whole) == 6:
-        text = f"{whole}01"
-    elif len(whole) == 8:
-        text = whole
-    elif len(whole) in (10, 12, 14):
-        text = f"{whole[:8]}T{whole[8:]}{dot}{fraction}"
-    else:
-        return None
-    try:
-        return datetime.fromisoformat(text)
-    except ValueError:
-        return None
-
-
 def _part(value: str, separator: str, number: int) -> str:
     """The 1-based `number`th piece of `value` split on `separator`; '' when there are fewer pieces."""
     if separator not in value:
         return value if number == 1 else ""
     pieces = value.split(separator)
     return pieces[number - 1] if number <= len(pieces) else ""
-
-
-def _escape_sequence(sequence: str, separators: Separators, codec: str | None) -> str:
-    replacement = separators.replacements.get(sequence)
-    if replacement is not None:
-        return replacement
-    kind, digits = sequence[:1], sequence[1:]
-    if digits and all(digit in _HEX_DIGITS for digit in digits):
-        if kind == "X" and len(digits) % 2 == 0:
-            return decode(bytes.fromhex(digits), codec)[0]
-        # Switching character sets in-line (ISO 2022 escapes) changes no text that is kept.
-        if (kind == "C" and len(digits) == 4) or (kind == "M" and len(digits) in (4, 6)):
-            return ""
-    return separators.escape + sequence + separators.escape
 
 
 def _declared_charset(data: bytes) -> str | None:

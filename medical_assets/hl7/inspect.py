@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterator
 
-from medical_assets.hl7 import er7
+from medical_assets.hl7 import encoding, er7
 from medical_assets.hl7.reader import file_problem, parse_hl7_file
 
 
@@ -45,7 +45,7 @@ def inspect_file(data: bytes, source_file: str, values: bool = False) -> Iterato
 def _describe(message: er7.Message, raw: er7.RawMessage, values: bool) -> Iterator[str]:
     yield f"  separators: {message.separators.describe()}"
     declared = message.charset or "not declared"
-    decoded_as = "ascii (no byte above 0x7F)" if raw.data.isascii() else er7.decode(raw.data, message.codec)[1]
+    decoded_as = "ascii (no byte above 0x7F)" if raw.data.isascii() else encoding.decode(raw.data, message.codec)[1]
     yield f"  charset: {declared}; decoded as {decoded_as}"
     message_type = "^".join(part for part in (message.get("MSH", 9, 1, 1), message.get("MSH", 9, 1, 2)) if part)
     yield f"  type: {message_type or '(empty)'}  control id: {message.get('MSH', 10) or '(empty)'}"

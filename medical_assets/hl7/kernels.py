@@ -86,7 +86,7 @@ def value_ranges(
 ):
     """Byte range of element `elements[i]`, component `components[i]` (its first repetition and subcomponent) of `segments[i]`.
 
-    The lookups are `fastpath._File`'s, padded so that no index needs a bounds check: segment -1 is
+    The lookups are `located_file.LocatedFile`'s, padded so that no index needs a bounds check: segment -1 is
     a last, empty segment; `carets` starts with -1; `tildes` and `ampersands` end past the text. Fields
     are cut at a `~` or a `&` only where the text has them beyond MSH-2.
     A range is empty where the segment, field or component is absent.

@@ -6,8 +6,9 @@ columns pass the vocabulary rule), the leak check (which columns hold vocabulary
 column descriptions are all read from these declarations. A PHI column that no declaration names
 never leaves the PHI zone: a new HL7 field parsed tomorrow stays there until someone declares it.
 
-The treatment travels in each Arrow field's metadata (`treatment`, `source`), so any reader of a
-published schema can tell how each column was made.
+The treatment travels in each Arrow field's metadata, next to the source and description every
+column carries (`columns.column`), so any reader of a published schema can tell how each column
+was made.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from collections.abc import Iterable
 from enum import Enum
 
 import pyarrow as pa
+
+from medical_assets.columns import TREATMENT_KEY, column
 
 
 class Treatment(str, Enum):
@@ -35,34 +38,19 @@ class Treatment(str, Enum):
 # Treatments whose values are text a sender typed or chose: published only as vocabulary.
 VOCABULARY_TREATMENTS = frozenset({Treatment.CODE, Treatment.VOCABULARY})
 
-_TREATMENT_KEY = b"treatment"
-_SOURCE_KEY = b"source"
-_DESCRIPTION_KEY = b"description"
-
-
 def declared(name: str, type: pa.DataType, treatment: Treatment, source: str, description: str = "") -> pa.Field:
     """A published column: its name, type, treatment, the field it comes from (`PID-8`, `MSH-10`,
     `(0008,0060) Modality`) and a description for the catalog."""
-    metadata = {_TREATMENT_KEY: treatment.value.encode(), _SOURCE_KEY: source.encode()}
-    if description:
-        metadata[_DESCRIPTION_KEY] = description.encode()
-    return pa.field(name, type, metadata=metadata)
+    field = column(name, type, source, description)
+    return field.with_metadata({**field.metadata, TREATMENT_KEY: treatment.value.encode()})
 
 
 def treatment_of(field: pa.Field) -> Treatment:
     """The declared treatment of a published field; a field without one is a programming error."""
-    raw = (field.metadata or {}).get(_TREATMENT_KEY)
+    raw = (field.metadata or {}).get(TREATMENT_KEY)
     if raw is None:
         raise ValueError(f"column {field.name!r} has no declared treatment: declare it with privacy.declarations.declared")
     return Treatment(raw.decode())
-
-
-def source_of(field: pa.Field) -> str:
-    return (field.metadata or {}).get(_SOURCE_KEY, b"").decode()
-
-
-def description_of(field: pa.Field) -> str:
-    return (field.metadata or {}).get(_DESCRIPTION_KEY, b"").decode()
 
 
 def columns_treated(schema: pa.Schema, treatments: Iterable[Treatment]) -> list[str]:
@@ -78,4 +66,4 @@ def vocabulary_columns(schema: pa.Schema) -> list[str]:
 
 def undeclared(schema: pa.Schema) -> list[str]:
     """Columns of `schema` without a treatment: none may be published."""
-    return [field.name for field in schema if _TREATMENT_KEY not in (field.metadata or {})]
+    return [field.name for field in schema if TREATMENT_KEY not in (field.metadata or {})]

@@ -32,7 +32,6 @@ The profile and key are recorded in the Parquet schema metadata (`compliance_met
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping
-from datetime import date
 from functools import partial
 
 import numpy as np
@@ -41,8 +40,16 @@ import pyarrow.compute as pc
 
 from medical_assets.hl7 import tables as phi
 from medical_assets.privacy import safe_harbor, vocabulary
-from medical_assets.privacy.declarations import Treatment, declared, vocabulary_columns
-from medical_assets.privacy.patients import earliest_years, merge_ages
+from medical_assets.privacy.declarations import vocabulary_columns
+from medical_assets.privacy.hl7_deid_tables import DEID_HL7_TABLES
+from medical_assets.privacy.hl7_patients import (
+    ages_at,
+    ages_of_the_oldest,
+    days_of,
+    first_years_over_89,
+    patient_identities,
+)
+from medical_assets.privacy.lab_values import NUMERIC_VALUE_TYPES, observation_values
 from medical_assets.privacy.pseudonyms import ISSUER_SCOPE, PATIENT_DOMAIN, Pseudonymizer, ReversibleTokens
 from medical_assets.privacy.us_states import is_us_state
 
@@ -65,150 +72,12 @@ MESSAGE_DOMAIN = "message"
 SOURCE_FILE_DOMAIN = "source_file"
 
 _MICROSECONDS_PER_DAY = 86_400_000_000
-# OBX-2 types whose value cannot carry free text: numbers, and codes (of which only code^text^system
-# is kept, since CWE goes on to alternate and original text, what a person typed).
-_NUMERIC_VALUE_TYPES = pa.array(["NM", "SN", "NA"])
-_CODED_VALUE_TYPES = pa.array(["CE", "CWE", "CNE"])
-_CODE_VALUE_TYPES = pa.array(["ID", "IS"])
-_CODED_COMPONENTS_KEPT = 3
-# NM is one decimal number; SN a comparator and a number, or two numbers joined by a separator
-# (`<^10`, `^1^:^128`, `^10^-^20`); NA numbers joined by ^. Digits and dashes alone would let an
-# SSN (123-45-6789) or a date (2024-03-07) through as a "number".
-_NUMBER = r"[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)"
-_NUMERIC_TEXT = (
-    rf"^\s*(?:{_NUMBER}"
-    rf"|(?:<|>|<=|>=|=|<>)?\^?{_NUMBER}(?:\^(?:-|\+|/|\.|:)\^{_NUMBER})?"
-    rf"|{_NUMBER}(?:\^{_NUMBER})+)\s*$"
-)
-# A number that reads as a calendar date (YYYYMMDD) is a date in a numeric field, not a result.
-_DATE_LIKE_NUMBER = r"^\s*(?:18|19|20)[0-9]{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12][0-9]|3[01])\s*$"
 
 # Why a value was withheld, as the privacy report shows it.
 NOT_VOCABULARY = "not vocabulary (fewer distinct patients than the threshold, or a structured identifier)"
 NOT_A_STATE = "not a US state or territory"
 NOT_A_NUMBER = "typed as a number but not one"
 FREE_TEXT = "free-text value type"
-
-
-T = Treatment
-_RECORD_KEYS = [
-    declared("message_token", pa.string(), T.TOKENISE, "MSH-10", "Keyed token of the message control ID; joins the child tables to hl7_messages."),
-    declared("source_file_token", pa.string(), T.TOKENISE, "file name", "Keyed token of the landing file, for data-quality grouping."),
-    declared("message_index", pa.int32(), T.DERIVED, "position in file", "Position of the message in its file; with source_file_token, the message's key."),
-    declared("patient_token", pa.string(), T.TOKENISE, "PID-3.1 + PID-3.4", "Keyed token of the patient (MRN with its assigning authority), the same as the DICOM images'."),
-]
-# Every date is a pair: its year, and (date_shift only, null under safe_harbor) the shifted value.
-# Under date_shift the year is the shifted date's, since a true year would narrow the secret offset.
-
-
-def _date_pair(stem: str, source: str, what: str) -> list[pa.Field]:
-    return [
-        declared(f"{stem}_year", pa.int16(), T.YEAR, source, f"Year of {what}."),
-        declared(f"{stem}_datetime_shifted", pa.timestamp("us"), T.SHIFT, source,
-                 f"{what[0].upper()}{what[1:]} moved by the patient's secret offset (date_shift profile only; null under Safe Harbor)."),
-    ]
-
-
-DEID_HL7_MESSAGES = pa.schema(
-    [
-        *_RECORD_KEYS,
-        declared("patient_id_type", pa.string(), T.CODE, "PID-3.5", "Identifier type of the MRN tokenised (MR, PI, ...)."),
-        declared("message_type", pa.string(), T.CODE, "MSH-9.1^MSH-9.2", "Message type and trigger event, e.g. ADT^A01."),
-        declared("message_structure", pa.string(), T.CODE, "MSH-9.3", "Abstract message structure, e.g. ADT_A01."),
-        *_date_pair("message", "MSH-7", "the message"),
-        declared("sending_application", pa.string(), T.VOCABULARY, "MSH-3.1", "Sending system (a system, not a person)."),
-        declared("sending_facility", pa.string(), T.VOCABULARY, "MSH-4.1", "Sending facility."),
-        declared("receiving_application", pa.string(), T.VOCABULARY, "MSH-5.1", "Receiving system."),
-        declared("receiving_facility", pa.string(), T.VOCABULARY, "MSH-6.1", "Receiving facility."),
-        declared("processing_id", pa.string(), T.CODE, "MSH-11.1", "P production, T training, D debugging."),
-        declared("hl7_version", pa.string(), T.CODE, "MSH-12.1", "HL7 version of the message."),
-        declared("character_set", pa.string(), T.CODE, "MSH-18", "Character set as declared."),
-        declared("segment_count", pa.int32(), T.DERIVED, "segments", "Number of segments in the message."),
-        declared("patient_gender", pa.string(), T.CODE, "PID-8", "Administrative sex."),
-        declared("patient_state", pa.string(), T.STATE, "PID-11.4", "US state or territory (USPS code as sent, or name); anything else withheld."),
-        declared("patient_zip3", pa.string(), T.GENERALISE, "PID-11.5", "First three ZIP digits; 000 for areas under 20,000 people."),
-        declared("age_at_message", pa.string(), T.GENERALISE, "PID-7 at MSH-7",
-                 "Age at the message, 0 to 89; 90+ for a patient 90 or older at any event (from the year they first are), else null."),
-        declared("age_band", pa.string(), T.GENERALISE, "PID-7 at MSH-7", "0-17, 18-29, 30-44, 45-64, 65-89 or 90+, by the same rule."),
-        declared("birth_year", pa.int16(), T.YEAR, "PID-7", "Year of birth; null for a patient who is 90 or older at any event, HL7 or DICOM."),
-        declared("birth_date_shifted", pa.string(), T.SHIFT, "PID-7", "Birth date shifted with its precision (date_shift only), with the same exception."),
-        declared("patient_reversible_token", pa.string(), T.TOKENISE, "PID-3",
-                 "AES-SIV of the patient identity when reversible tokens are on (else null); opened only by the audited reidentify command."),
-        declared("validation_score", pa.float64(), T.DERIVED, "message shape", "Share of required segments and fields present, in [0, 1]."),
-        declared("validation_issues", pa.list_(pa.string()), T.DERIVED, "message shape",
-                 "What failed validation (\"PV1 missing\", \"PID-7 empty\"), never a value."),
-    ]
-)
-
-DEID_HL7_LAB_RESULTS = pa.schema(
-    [
-        *_RECORD_KEYS,
-        declared("universal_service_id", pa.string(), T.CODE, "OBR-4.1", "The test or panel ordered."),
-        declared("set_id", pa.string(), T.CODE, "OBX-1", "Position of the OBX in its group."),
-        declared("value_type", pa.string(), T.CODE, "OBX-2", "HL7 data type of the value (NM, CWE, ST, ...)."),
-        declared("observation_code", pa.string(), T.CODE, "OBX-3.1", "Observation code (e.g. LOINC)."),
-        declared("observation_name", pa.string(), T.VOCABULARY, "OBX-3.2", "Observation name as the sender wrote it."),
-        declared("coding_system", pa.string(), T.CODE, "OBX-3.3", "Coding system of the observation code."),
-        declared("value", pa.string(), T.VOCABULARY, "OBX-5",
-                 "Numbers as written (NM, SN); codes as code^text^system (CE/CWE/CNE) or code (ID/IS), kept when vocabulary; free text never."),
-        declared("numeric_value", pa.float64(), T.NUMBER, "OBX-5", "The value as a number (NM, SN) when it is one."),
-        declared("units", pa.string(), T.VOCABULARY, "OBX-6.1", "Units."),
-        declared("reference_range", pa.string(), T.VOCABULARY, "OBX-7", "Reference range as written."),
-        declared("abnormal_flag", pa.string(), T.CODE, "OBX-8", "Abnormal flag (H, L, N, ...)."),
-        declared("result_status", pa.string(), T.CODE, "OBX-11", "Result status (F final, P preliminary, ...)."),
-        *_date_pair("observation", "OBX-14", "the observation"),
-    ]
-)
-
-DEID_HL7_PHARMACY_ORDERS = pa.schema(
-    [
-        *_RECORD_KEYS,
-        declared("message_type", pa.string(), T.CODE, "MSH-9", "Message type, e.g. RDE^O11."),
-        declared("order_control", pa.string(), T.CODE, "ORC-1", "Order control (NW new, CA cancel, ...)."),
-        declared("give_code", pa.string(), T.CODE, "RXE-2.1", "Medication code."),
-        declared("give_name", pa.string(), T.VOCABULARY, "RXE-2.2", "Medication name."),
-        declared("give_coding_system", pa.string(), T.CODE, "RXE-2.3", "Coding system of the medication code."),
-        declared("give_amount_minimum", pa.float64(), T.NUMBER, "RXE-3", "Give amount, minimum."),
-        declared("give_amount_maximum", pa.float64(), T.NUMBER, "RXE-4", "Give amount, maximum."),
-        declared("give_units", pa.string(), T.VOCABULARY, "RXE-5.1", "Give units."),
-        declared("dosage_form", pa.string(), T.VOCABULARY, "RXE-6.1", "Dosage form."),
-        declared("route", pa.string(), T.VOCABULARY, "RXR-1.1", "Route of administration."),
-        declared("frequency", pa.string(), T.VOCABULARY, "TQ1-3.1, else RXE-1.2", "Frequency."),
-        *_date_pair("start", "TQ1-7, else RXE-1.4", "the start"),
-        *_date_pair("end", "TQ1-8, else RXE-1.5", "the end"),
-        declared("dispense_amount", pa.float64(), T.NUMBER, "RXE-10", "Dispense amount."),
-        declared("dispense_units", pa.string(), T.VOCABULARY, "RXE-11.1", "Dispense units."),
-    ]
-)
-
-DEID_HL7_ENCOUNTERS = pa.schema(
-    [
-        *_RECORD_KEYS,
-        declared("message_type", pa.string(), T.CODE, "MSH-9", "Message type, e.g. ADT^A01."),
-        declared("event_type", pa.string(), T.CODE, "EVN-1, else MSH-9.2", "Event type (A01 admission, A03 discharge, ...)."),
-        *_date_pair("event", "EVN-2", "the event"),
-        declared("patient_class", pa.string(), T.CODE, "PV1-2", "Patient class (I inpatient, O outpatient, E emergency)."),
-        declared("point_of_care", pa.string(), T.VOCABULARY, "PV1-3.1", "Unit (not room or bed)."),
-        declared("location_facility", pa.string(), T.VOCABULARY, "PV1-3.4", "Facility of the location."),
-        declared("hospital_service", pa.string(), T.CODE, "PV1-10", "Hospital service."),
-        declared("admit_source", pa.string(), T.CODE, "PV1-14", "Admit source."),
-        declared("discharge_disposition", pa.string(), T.CODE, "PV1-36", "Discharge disposition."),
-        *_date_pair("admit", "PV1-44", "admission"),
-        *_date_pair("discharge", "PV1-45", "discharge"),
-        declared("length_of_stay_days", pa.float64(), T.GENERALISE, "PV1-45 - PV1-44",
-                 "Whole days between admission and discharge; null when the stay crosses a year boundary (it would date both ends)."),
-    ]
-)
-
-# The same tables (and names) as the PHI zone's, hl7_errors aside. A schema is also the list of
-# columns allowed out, each with its declared treatment: a column not derived here is copied from
-# the PHI column of its name, and text columns then pass the vocabulary rule.
-DEID_HL7_TABLES: dict[str, pa.Schema] = {
-    "hl7_messages": DEID_HL7_MESSAGES,
-    "hl7_lab_results": DEID_HL7_LAB_RESULTS,
-    "hl7_pharmacy_orders": DEID_HL7_PHARMACY_ORDERS,
-    "hl7_encounters": DEID_HL7_ENCOUNTERS,
-}
 
 # PHI timestamp column -> its year column and its shifted column.
 _DATE_COLUMNS = {
@@ -276,7 +145,7 @@ def deidentify_hl7_tables(
     _check_profile(profile)
     withheld = {} if withheld is None else withheld
     messages = _phi_table(tables, "hl7_messages")
-    over_89 = _first_years_over_89(messages, scope, patients_over_89)
+    over_89 = first_years_over_89(messages, scope, patients_over_89)
     patients = _Patients(messages, pseudonymizer, scope, over_89)
     inputs = {name: messages if name == "hl7_messages" else _phi_table(tables, name) for name in _DERIVED_COLUMNS}
     if vocabulary_of is None:
@@ -298,19 +167,6 @@ def deidentify_hl7_tables(
         assembled = _assemble(DEID_HL7_TABLES[name], table, derived)
         output[name] = _only_vocabulary(name, assembled, vocabulary_of, withheld)
     return output
-
-
-def patient_identities(messages: pa.Table, scope: str = ISSUER_SCOPE) -> pa.Array:
-    """Each message's patient as `pseudonyms.patient_identity` makes it: PID-3.1 with its assigning
-    authority PID-3.4, else the sending facility MSH-4 (computed in Arrow, the same strings)."""
-    mrns = _blank_as_null(pc.utf8_trim_whitespace(_column(messages, "patient_id")))
-    if scope != ISSUER_SCOPE:
-        return mrns
-    issuers = _blank_as_null(pc.utf8_trim_whitespace(_column(messages, "patient_id_issuer")))
-    facilities = _blank_as_null(pc.utf8_trim_whitespace(_column(messages, "sending_facility")))
-    issuers = pc.utf8_upper(pc.coalesce(issuers, facilities))
-    joined = pc.binary_join_element_wise(issuers, mrns, "\x1e")
-    return pc.if_else(pc.is_null(issuers), mrns, joined)
 
 
 def vocabulary_evidence(tables: Mapping[str, pa.Table], min_patients: int, scope: str = ISSUER_SCOPE) -> pa.Table:
@@ -335,7 +191,7 @@ def _candidate_texts(name: str, table: pa.Table) -> dict[str, pa.Array]:
     PHI column of the same name, but for a lab value, which keeps only what its type allows."""
     texts = {column: _column(table, column) for column in vocabulary_columns(DEID_HL7_TABLES[name]) if column in table.column_names}
     if name == "hl7_lab_results":
-        texts["value"] = _observation_values(_column(table, "value_type"), _column(table, "value"))
+        texts["value"] = observation_values(_column(table, "value_type"), _column(table, "value"))
     return texts
 
 
@@ -347,7 +203,7 @@ def _only_vocabulary(name: str, table: pa.Table, vocabulary_of: vocabulary.Vocab
             # Numbers are not text: a lab value passes the vocabulary rule only when it is a code.
             values = _column(table, column)
             value_types = pc.utf8_upper(pc.utf8_trim_whitespace(_column(original, "value_type")))
-            numeric = pc.fill_null(pc.is_in(value_types, _NUMERIC_VALUE_TYPES), False)
+            numeric = pc.fill_null(pc.is_in(value_types, NUMERIC_VALUE_TYPES), False)
             coded = pc.if_else(numeric, pa.scalar(None, pa.string()), values)
             kept, count = vocabulary.published(coded, vocabulary_of.get(vocabulary.column_key(name, column), ()))
             kept = pc.if_else(numeric, values, kept)
@@ -364,10 +220,6 @@ def _only_vocabulary(name: str, table: pa.Table, vocabulary_of: vocabulary.Vocab
 def _add(withheld: dict, table: str, column: str, reason: str, count: int) -> None:
     if count:
         withheld[table, column, reason] = withheld.get((table, column, reason), 0) + count
-
-
-def _blank_as_null(values: pa.Array) -> pa.Array:
-    return pc.if_else(pc.equal(values, ""), pa.scalar(None, pa.string()), values)
 
 
 class _MessageKeys:
@@ -430,9 +282,9 @@ def _record_keys(table: pa.Table, rows: pa.Array, patients: _Patients, pseudonym
 def _message_columns(messages: pa.Table, patients: _Patients, profile: str, withheld: dict) -> dict:
     """ZIP3, the state, the age at the message and its band, and the birth year or shifted birth date."""
     birth_dates = _column(messages, "patient_birth_date").to_pylist()
-    ages = _ages_at(birth_dates, _days_of(_column(messages, "message_datetime")))
+    ages = ages_at(birth_dates, days_of(_column(messages, "message_datetime")))
     years = pc.year(_column(messages, "message_datetime")).to_pylist()
-    ages = _ages_of_the_oldest(patients.identities.to_pylist(), ages, years, patients.over_89)
+    ages = ages_of_the_oldest(patients.identities.to_pylist(), ages, years, patients.over_89)
     withheld_birth = [
         age is None or age == safe_harbor.AGE_OVER_89 or patient in patients.over_89
         for patient, age in zip(patients.identities.to_pylist(), ages)
@@ -457,27 +309,12 @@ def _message_columns(messages: pa.Table, patients: _Patients, profile: str, with
     }
 
 
-def _ages_of_the_oldest(
-    patients: list[str | None], ages: list[str | None], years: list[int | None], over_89: Mapping[str, int | None]
-) -> list[str | None]:
-    """Ages with no number left for a patient who is 90+ at any event: 90+ from the year of their
-    first such event on (an event of that year at 89 too, or 89 and 90+ in one year would date
-    the birthday), null before it, so the birth year cannot be worked back from an age."""
-    result = []
-    for patient, age, year in zip(patients, ages, years):
-        if patient in over_89 and age != safe_harbor.AGE_OVER_89:
-            first_year = over_89[patient]
-            age = safe_harbor.AGE_OVER_89 if first_year is not None and year is not None and year >= first_year else None
-        result.append(age)
-    return result
-
-
 def _lab_result_columns(lab_results: pa.Table, patients: _Patients, profile: str, withheld: dict) -> dict:
     """The value and its number, where its type rules out free text and the number is one."""
     value_types = pc.utf8_upper(pc.utf8_trim_whitespace(_column(lab_results, "value_type")))
     raw = _column(lab_results, "value")
-    values = _observation_values(value_types, raw)
-    numeric_type = pc.fill_null(pc.is_in(value_types, _NUMERIC_VALUE_TYPES), False)
+    values = observation_values(value_types, raw)
+    numeric_type = pc.fill_null(pc.is_in(value_types, NUMERIC_VALUE_TYPES), False)
     present = pc.is_valid(raw)
     not_a_number = pc.and_(pc.and_(numeric_type, present), pc.is_null(values))
     free_text = pc.and_(pc.and_(pc.invert(numeric_type), present), pc.is_null(values))
@@ -514,65 +351,6 @@ _DERIVED_COLUMNS: dict[str, Callable[[pa.Table, _Patients, str, dict], dict]] = 
 }
 
 
-def _ages_at(birth_dates: list[str | None], days: list[date | None]) -> list[str | None]:
-    """Safe Harbor ages at each message's own date; a patient recurs, so a (birth, day) pair is computed once."""
-    cache: dict[tuple, str | None] = {}
-    ages = []
-    for key in zip(birth_dates, days):
-        if key not in cache:
-            cache[key] = safe_harbor.safe_harbor_age(*key)
-        ages.append(cache[key])
-    return ages
-
-
-def _days_of(moments: pa.Array) -> list[date | None]:
-    """The date of each timestamp. Messages share few days: a Python date is made once per day, where
-    one datetime per message took 0.2 s for 250,000 of them."""
-    days = pc.dictionary_encode(pc.floor_temporal(moments, unit="day"), null_encoding="encode")
-    distinct = [None if moment is None else moment.date() for moment in days.dictionary.to_pylist()]
-    distinct = np.array(distinct, dtype=object)
-    return distinct[days.indices.to_numpy(zero_copy_only=False)].tolist()
-
-
-def _first_years_over_89(
-    messages: pa.Table, scope: str, elsewhere: Mapping[str, int | None] | Collection[str]
-) -> dict[str, int | None]:
-    """The patients 90+ at an event here or `elsewhere`, with the earliest year they are (None: unknown)."""
-    if not isinstance(elsewhere, Mapping):
-        elsewhere = dict.fromkeys(elsewhere)
-    return merge_ages(census_of_ages(messages, scope), elsewhere)
-
-
-def census_of_ages(messages: pa.Table, scope: str = ISSUER_SCOPE) -> dict[str, int | None]:
-    """The patients (identities) who are 90 or older at one of these hl7_messages rows, with the
-    earliest year of such a message.
-
-    Only rows whose birth year is at least 90 before the message's year can be such; the exact
-    Safe Harbor age is computed for those alone.
-    """
-    needed = {"patient_id", "patient_birth_date", "message_datetime"}
-    if not needed <= set(messages.column_names):
-        return {}
-    for optional in ("patient_id_issuer", "sending_facility"):
-        if optional not in messages.column_names:
-            messages = messages.append_column(optional, pa.nulls(len(messages), pa.string()))
-    born = pc.utf8_trim_whitespace(_column(messages, "patient_birth_date"))
-    has_year = pc.fill_null(pc.match_substring_regex(born, r"^[0-9]{4}"), False)
-    year_text = pc.if_else(has_year, pc.utf8_slice_codeunits(born, 0, 4), pa.scalar(None, pa.string()))
-    birth_year = year_text.cast(pa.int32())
-    moments = _column(messages, "message_datetime")
-    candidates = pc.fill_null(pc.less_equal(birth_year, pc.subtract(pc.year(moments), 90)), False)
-    rows = messages.filter(candidates)
-    ages = _ages_at(_column(rows, "patient_birth_date").to_pylist(), _days_of(_column(rows, "message_datetime")))
-    identities = patient_identities(rows, scope).to_pylist()
-    years = pc.year(_column(rows, "message_datetime")).to_pylist()
-    return earliest_years(
-        (patient, year)
-        for patient, age, year in zip(identities, ages, years)
-        if patient is not None and age == safe_harbor.AGE_OVER_89
-    )
-
-
 def _shifted_birth_dates(birth_dates: list[str | None], offsets: list[int], withheld: list[bool]) -> list[str | None]:
     """Each birth date moved by its patient's offset; a patient recurs, so each pair is shifted once."""
     cache: dict[tuple, str | None] = {}
@@ -585,27 +363,6 @@ def _shifted_birth_dates(birth_dates: list[str | None], offsets: list[int], with
             cache[born, offset] = safe_harbor.shift_hl7_date(born, offset)
         shifted.append(cache[born, offset])
     return shifted
-
-
-def _observation_values(value_types: pa.Array, values: pa.Array) -> pa.Array:
-    """OBX-5 where its type rules out free text: numbers as written, codes as code^text^system; else null."""
-    value_types = pc.utf8_upper(pc.utf8_trim_whitespace(value_types))
-    components = pc.split_pattern(values, "^")
-    is_numeric = pc.and_(
-        pc.and_(pc.is_in(value_types, _NUMERIC_VALUE_TYPES), pc.match_substring_regex(values, _NUMERIC_TEXT)),
-        pc.invert(pc.match_substring_regex(values, _DATE_LIKE_NUMBER)),
-    )
-    conditions = pc.make_struct(
-        is_numeric.fill_null(False),
-        pc.is_in(value_types, _CODED_VALUE_TYPES).fill_null(False),
-        pc.is_in(value_types, _CODE_VALUE_TYPES).fill_null(False),
-    )
-    return pc.case_when(
-        conditions,
-        values,
-        pc.binary_join(pc.list_slice(components, 0, _CODED_COMPONENTS_KEPT), "^"),
-        pc.binary_join(pc.list_slice(components, 0, 1), "^"),
-    )
 
 
 def _duration_days(start: pa.Array, end: pa.Array) -> pa.Array:

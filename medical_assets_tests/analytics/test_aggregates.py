@@ -14,10 +14,12 @@ from pydicom.uid import UID
 from medical_assets.analytics import aggregates, summaries, validation
 from medical_assets.analytics.tables import ANALYTICS_TABLES, MESSAGE_VALIDATION
 from medical_assets.dicom import read_dicom_file
-from medical_assets.dicom.deidentify import DEID_DICOM_IMAGES, deid_image_row
+from medical_assets.dicom.deidentify import deid_image_row
+from medical_assets.dicom.tables import DEID_DICOM_IMAGES
 from medical_assets.hl7 import parse_hl7_file
 from medical_assets.hl7 import tables as phi_tables
-from medical_assets.privacy.hl7_deid import DEID_HL7_TABLES, MESSAGE_DOMAIN, SOURCE_FILE_DOMAIN, deidentify_hl7_tables
+from medical_assets.privacy.hl7_deid import MESSAGE_DOMAIN, SOURCE_FILE_DOMAIN, deidentify_hl7_tables
+from medical_assets.privacy.hl7_deid_tables import DEID_HL7_TABLES
 from medical_assets.privacy.keys import parse_key_ring
 from medical_assets.privacy.pseudonyms import Pseudonymizer
 from medical_assets.synthetic import dicom as synthetic_dicom

@@ -20,12 +20,12 @@ import pyarrow as pa
 import pytest
 
 from medical_assets.analytics import aggregates
-from medical_assets.analytics.dashboards import build_dashboard_html
+from medical_assets.analytics.dashboard_html import build_dashboard_html
 from medical_assets.analytics.suppression import suppress
 from medical_assets.analytics.tables import ANALYTICS_TABLES
-from medical_assets.dicom.deidentify import DEID_DICOM_IMAGES
+from medical_assets.dicom.tables import DEID_DICOM_IMAGES
 from medical_assets.hl7 import tables as phi_tables
-from medical_assets.privacy.hl7_deid import DEID_HL7_TABLES
+from medical_assets.privacy.hl7_deid_tables import DEID_HL7_TABLES
 
 THRESHOLD = 10
 

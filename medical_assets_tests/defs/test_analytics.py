@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from medical_assets.analytics.figures import PNG_SIZES
+from medical_assets.analytics.chart_data import PNG_SIZES
 from medical_assets.analytics.tables import ANALYTICS_TABLES
 from medical_assets.defs.analytics import analytics_key
 from medical_assets.defs.reports import report_key

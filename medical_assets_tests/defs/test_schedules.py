@@ -4,7 +4,8 @@ import dagster as dg
 
 from medical_assets.defs import schedules
 from medical_assets.defs.resources import PipelineConfig
-from medical_assets.landing import LandingFile, changed_files, list_landing_files, manifest_table, run_key_for
+from medical_assets.landing import changed_files, manifest_table, run_key_for
+from medical_assets.sources.folder import LandingFile, list_landing_files
 from medical_assets.storage import resolve_location, write_table_atomically
 from medical_assets_tests import hl7_samples
 

@@ -14,7 +14,7 @@ from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
 
 from medical_assets.dicom import read_dicom_file
-from medical_assets.dicom.deidentify import burned_in_risk, export_risk
+from medical_assets.dicom.burned_in import burned_in_risk, export_risk
 from medical_assets.dicom.export import export_deidentified
 from medical_assets.dicom.tables import DICOM_THUMBNAILS
 from medical_assets.privacy.keys import parse_key_ring

@@ -26,18 +26,17 @@ from pydicom.uid import (
 )
 
 from medical_assets.dicom import read_dicom_file
+from medical_assets.dicom.annex_e import ANNEX_E_RELEASE, annex_e_action
+from medical_assets.dicom.burned_in import burned_in_risk
 from medical_assets.dicom.deidentify import (
-    ANNEX_E_RELEASE,
-    DEID_DICOM_IMAGES,
     PROFILES,
-    annex_e_action,
-    burned_in_risk,
     deid_image_row,
     deid_relative_path,
     deidentify_dataset,
     deidentify_dicom_bytes,
     patient_is_over_89,
 )
+from medical_assets.dicom.tables import DEID_DICOM_IMAGES
 from medical_assets.privacy.keys import parse_key_ring
 from medical_assets.privacy.pseudonyms import Pseudonymizer, patient_identity
 from medical_assets.synthetic.dicom import DicomCorpusSettings, render_file

@@ -14,7 +14,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, MPEG2MPML, SecondaryCaptureImageStorage, generate_uid
 
 from medical_assets.dicom import ParsedDicomFile, is_dicom_candidate, read_dicom_file, tables
-from medical_assets.dicom.reader import _decode_12_bit_jpeg_with_gdcm
+from medical_assets.dicom.pixels import _decode_12_bit_jpeg_with_gdcm
 
 # The files the pydicom wheel ships. get_testdata_files("*") lists the same ones offline, but
 # first spends about 15 s failing to download the pydicom-data files it also names.

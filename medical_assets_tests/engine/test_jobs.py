@@ -11,7 +11,7 @@ import ray
 from medical_assets.engine import jobs
 from medical_assets.hl7 import parse_hl7_file
 from medical_assets.hl7.tables import TABLES
-from medical_assets.landing import list_landing_files
+from medical_assets.sources.folder import list_landing_files
 from medical_assets.storage import TablePublication, read_table, resolve_location
 from medical_assets.synthetic.hl7 import HL7CorpusSettings, file_name, render_file
 from medical_assets_tests import hl7_samples
@@ -108,7 +108,7 @@ def test_dicom_job_equals_the_reader_run_without_ray(ray_runtime, tmp_path):
 
 def test_the_leak_scan_in_workers_finds_what_the_scanner_finds_alone(ray_runtime, tmp_path):
     from medical_assets.engine.leak_jobs import scan_trees
-    from medical_assets.privacy.leaks import LeakScanner
+    from medical_assets.privacy.leak_scanner import LeakScanner
     from medical_assets.storage import write_table_atomically
 
     scanner = LeakScanner({"Okonkwo": "patient_family_name", "MRN0048213": "patient_id"})
@@ -133,8 +133,8 @@ def test_the_leak_scan_ships_its_scanner_through_the_object_store_not_in_each_re
     the run's process out of memory. The read function carries a reference, and no loaded scanner."""
     from medical_assets.engine.datasources import LandingFilesDatasource
     from medical_assets.engine.leak_jobs import _FINDINGS, _ScanFiles
-    from medical_assets.landing import LandingFile
-    from medical_assets.privacy.leaks import LeakScanner
+    from medical_assets.privacy.leak_scanner import LeakScanner
+    from medical_assets.sources.folder import LandingFile
 
     scanner = LeakScanner({f"MRN{index:08d}": "patient_id" for index in range(100_000)})
     scan = _ScanFiles(ray.put(scanner), {})
@@ -154,7 +154,7 @@ def _old_patient_message(control_id: str, sent: str) -> str:
 
 def test_deidentification_withholds_the_birth_year_of_a_patient_90_plus_in_another_part(ray_runtime, tmp_path):
     from medical_assets.engine import deid_jobs
-    from medical_assets.privacy.hl7_deid import DEID_HL7_TABLES
+    from medical_assets.privacy.hl7_deid_tables import DEID_HL7_TABLES
     from medical_assets.privacy.keys import parse_key_ring
     from medical_assets.privacy.pseudonyms import Pseudonymizer, patient_identity
 
@@ -189,7 +189,8 @@ def test_analytics_job_summarizes_each_part_group_and_equals_the_tables_of_the_w
     from medical_assets.analytics.aggregates import publish_all
     from medical_assets.analytics.tables import ANALYTICS_TABLES
     from medical_assets.engine import analytics_jobs, deid_jobs
-    from medical_assets.privacy.hl7_deid import DEID_HL7_TABLES, SOURCE_FILE_DOMAIN
+    from medical_assets.privacy.hl7_deid import SOURCE_FILE_DOMAIN
+    from medical_assets.privacy.hl7_deid_tables import DEID_HL7_TABLES
     from medical_assets.privacy.keys import parse_key_ring
     from medical_assets.privacy.pseudonyms import Pseudonymizer
 
@@ -224,3 +225,73 @@ def test_analytics_job_summarizes_each_part_group_and_equals_the_tables_of_the_w
     months = pq.read_table(str(tmp_path / "analytics" / "hospital_utilization")).column("month")
     assert months.null_count < len(months)  # every part found its PHI months
     assert pq.read_table(str(tmp_path / "analytics" / "data_quality_files")).num_rows == len(files)
+
+
+def _table_builds():
+    """Two builds of the kind the reports use, each writing its own files from the inputs."""
+
+    def summary(tables):
+        return {"rows.txt": str(tables["numbers"].num_rows).encode()}
+
+    def absent(tables):
+        return {"absent.txt": b"none" if tables["never_published"] is None else b"some"}
+
+    return [summary, absent]
+
+
+def test_each_build_writes_its_files_in_a_worker_task_of_its_own(ray_runtime, tmp_path):
+    from medical_assets.engine.analytics_jobs import Input, build_files
+
+    numbers = resolve_location(str(tmp_path / "numbers"))
+    numbers.makedirs()
+    pq.write_table(pa.table({"n": list(range(7))}), numbers.child("part-00000.parquet").path)
+    inputs = {"numbers": Input(numbers), "never_published": Input(resolve_location(str(tmp_path / "missing")))}
+    target = resolve_location(str(tmp_path / "reports"))
+
+    names = build_files(inputs, _table_builds(), target)
+
+    assert names == ["absent.txt", "rows.txt"]
+    assert (tmp_path / "reports" / "rows.txt").read_bytes() == b"7"
+    assert (tmp_path / "reports" / "absent.txt").read_bytes() == b"none"
+
+
+def test_computed_tables_are_exported_and_an_empty_one_still_gets_a_file(ray_runtime, tmp_path):
+    from medical_assets.engine.analytics_jobs import Input, export_computed_tables
+
+    numbers = resolve_location(str(tmp_path / "numbers"))
+    numbers.makedirs()
+    pq.write_table(pa.table({"n": list(range(5))}), numbers.child("part-00000.parquet").path)
+    schemas = {"evens": pa.schema([("n", pa.int64())]), "none": pa.schema([("n", pa.int64())])}
+    targets = {name: resolve_location(str(tmp_path / "out" / name)) for name in schemas}
+
+    def compute(tables):
+        evens = [n for n in tables["numbers"]["n"].to_pylist() if n % 2 == 0]
+        return {"evens": pa.table({"n": evens}, schema=schemas["evens"]), "none": schemas["none"].empty_table()}
+
+    counts = export_computed_tables({"numbers": Input(numbers)}, compute, targets, schemas, "parquet", {"stamp": "yes"})
+
+    assert counts == {"evens": 3, "none": 0}
+    evens = pq.read_table(str(tmp_path / "out" / "evens"))
+    assert evens["n"].to_pylist() == [0, 2, 4] and evens.schema.metadata[b"stamp"] == b"yes"
+    assert os.listdir(tmp_path / "out" / "none") == ["part-empty.parquet"]
+
+
+def test_no_ray_remote_args_warning_is_filtered_for_the_whole_process_nor_escapes_a_job(ray_runtime, tmp_path):
+    """The engine passes max_retries through `ray_remote_args` (Ray 2.60 has no named parameter
+    for it): its deprecation is silenced around those calls only, so other code still sees it."""
+    import warnings
+
+    from medical_assets.engine import analytics_jobs, deid_jobs, incremental, leak_jobs  # noqa: F401
+
+    assert not any(pattern is not None and "ray_remote_args" in pattern.pattern for _, pattern, *_ in warnings.filters)
+    (tmp_path / "a.txt").write_bytes(b"a")
+    source = resolve_location(str(tmp_path))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        checksums = jobs.checksum_files(list_landing_files(source, (".txt",)), source.filesystem)
+        ray.data.range(2).map_batches(lambda batch: batch, max_retries=1).take_all()
+
+    assert list(checksums.values()) == [hashlib.sha256(b"a").hexdigest()]
+    deprecations = [w for w in caught if "ray_remote_args" in str(w.message)]
+    # Only the call made here, outside the engine, is warned about.
+    assert len(deprecations) == 1 and deprecations[0].filename == __file__

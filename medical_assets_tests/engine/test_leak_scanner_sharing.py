@@ -27,7 +27,7 @@ def _loaded_in_a_worker(refs: list) -> dict:
 def test_two_workers_read_the_scanner_hashes_zero_copy_from_the_object_store(ray_runtime):
     """At 5,000,000 patients each scanning worker unpickled its own 1.4 GB scanner. Now the hashes
     are numpy arrays: put once, every worker of the node maps the same memory."""
-    from medical_assets.privacy.leaks import LeakScanner
+    from medical_assets.privacy.leak_scanner import LeakScanner
 
     scanner = LeakScanner({f"MRN{index:08d}": "patient_id" for index in range(200_000)}, patterns=False)
     ref = ray.put(scanner)

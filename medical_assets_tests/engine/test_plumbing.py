@@ -6,7 +6,7 @@ import pyarrow.fs as pafs
 from medical_assets.engine import multitable
 from medical_assets.engine.datasources import LandingFilesDatasource, balanced_groups
 from medical_assets.engine.jobs import read_task_count
-from medical_assets.landing import LandingFile
+from medical_assets.sources.folder import LandingFile
 from medical_assets.storage import read_whole_file
 
 

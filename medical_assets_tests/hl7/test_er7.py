@@ -4,7 +4,7 @@ from datetime import datetime
 
 import pytest
 
-from medical_assets.hl7 import er7
+from medical_assets.hl7 import datatypes, encoding, er7
 
 ADT = (
     "MSH|^~\\&|ADT1|GOOD HEALTH HOSPITAL|LAB|GHH|20240115093000||ADT^A01^ADT_A01|MSG00001|P|2.5.1",
@@ -162,7 +162,7 @@ def test_unusable_separators_are_rejected(header, reason):
 )
 def test_escape_sequences(escaped, plain):
     separators = er7.read_separators("MSH|^~\\&|")
-    assert er7.unescape(escaped, separators) == plain
+    assert encoding.unescape(escaped, separators) == plain
 
 
 def test_escapes_are_decoded_after_splitting():
@@ -292,8 +292,8 @@ def test_versions(version):
     ],
 )
 def test_parse_datetime(value, expected):
-    assert er7.parse_datetime(value) == expected
+    assert datatypes.parse_datetime(value) == expected
 
 
 def test_parse_datetime_uses_the_message_component_separator():
-    assert er7.parse_datetime("20240315093015$S", "$") == datetime(2024, 3, 15, 9, 30, 15)
+    assert datatypes.parse_datetime("20240315093015$S", "$") == datetime(2024, 3, 15, 9, 30, 15)

@@ -5,7 +5,7 @@ import random
 import pytest
 
 from benchmarks.tutorial import tutorial_message
-from medical_assets.hl7 import er7, fastpath, parse_hl7_file, reader, tables
+from medical_assets.hl7 import datatypes, fastpath, parse_hl7_file, reader, tables
 from medical_assets.synthetic.hl7 import HL7CorpusSettings, render_file
 from medical_assets_tests.hl7.test_differential import CORPUS
 from medical_assets_tests.hl7.test_orders_and_encounters import (
@@ -260,4 +260,4 @@ def test_fourteen_digit_times_read_as_parse_datetime_reads_them():
     header = "MSH|^~\\&|A|B|C|D|{}||ADT^A01|{}|P|2.5"
     data = _file(*[(header.format(time, number),) for number, time in enumerate(times)])
     read = fastpath.read_tables(data, "f.hl7")["hl7_messages"].column("message_datetime").to_pylist()
-    assert read == [er7.parse_datetime(time) for time in times]
+    assert read == [datatypes.parse_datetime(time) for time in times]

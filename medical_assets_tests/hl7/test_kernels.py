@@ -31,13 +31,13 @@ def test_gather_strings_copies_ranges_in_their_order_and_empties_inverted_ones()
 
 
 def test_value_ranges_reads_fields_and_components_as_the_standard_numbers_them():
-    from medical_assets.hl7 import fastpath
+    from medical_assets.hl7.located_file import LocatedFile, ValueRequest
 
     text = b"MSH|^~\\&|APP|FAC\rPID|1||ID1^^^H^MR||DOE^JANE||19800101"
-    file = fastpath._File.of(text, np.zeros(1, np.int32), ["f.hl7"])
+    file = LocatedFile.of(text, np.zeros(1, np.int32), ["f.hl7"])
     pid = file.positions("PID")
     requests = {
-        ("PID", name): fastpath._Request("PID", pid, field, component, np.zeros(1, np.int64))
+        ("PID", name): ValueRequest("PID", pid, field, component, np.zeros(1, np.int64))
         for name, field, component in (
             ("id", 3, 1), ("kind", 3, 5), ("family", 5, 1), ("given", 5, 2), ("none", 5, 3), ("birth", 7, 1), ("past", 30, 1)
         )

@@ -4,7 +4,7 @@ from datetime import datetime
 
 import pytest
 
-from medical_assets.hl7 import parse_hl7_file, reader, tables
+from medical_assets.hl7 import message_rows, parse_hl7_file, reader, tables
 from medical_assets.synthetic.hl7 import HL7CorpusSettings, render_file
 
 RDE_WITH_TQ1 = (
@@ -180,7 +180,7 @@ def test_a_message_in_errors_has_no_rows_anywhere_else(monkeypatch):
     def failing(message, message_row, source_file):
         raise ValueError("bug")
 
-    monkeypatch.setattr(reader, "_encounter_row", failing)
+    monkeypatch.setattr(message_rows, "encounter_row", failing)
     oru_visit_rde = (
         "MSH|^~\\&|PHARM|GHH|EMR|WARD|20240303||RDE^O11|RX-4|P|2.5",
         "PV1|1|I",

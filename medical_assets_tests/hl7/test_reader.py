@@ -5,7 +5,7 @@ from datetime import datetime
 
 import pytest
 
-from medical_assets.hl7 import ParsedHL7File, parse_hl7_file, reader, tables
+from medical_assets.hl7 import ParsedHL7File, datatypes, message_rows, parse_hl7_file, reader, tables
 
 ORU = (
     "MSH|^~\\&|GHH LAB|ELAB-3|GHH OE|BLDG4|20240215093000||ORU^R01^ORU_R01|CNTRL-3456|P|2.5.1||||||UNICODE UTF-8",
@@ -243,14 +243,14 @@ def test_non_ascii_message_with_empty_encoding_characters():
 
 
 def test_unexpected_failure_in_one_message_is_reported_by_type_only(monkeypatch):
-    original = reader._patient
+    original = message_rows._patient
 
     def failing_on_secret(fields, message):
         if BROKEN_NAME in fields[5]:
             raise ValueError(f"could not handle {fields[5]}")
         return original(fields, message)
 
-    monkeypatch.setattr(reader, "_patient", failing_on_secret)
+    monkeypatch.setattr(message_rows, "_patient", failing_on_secret)
     header = "MSH|^~\\&|A|B|C|D|20240101||ADT^A01|X1|P|2.5"
     parsed = reader.parse_general(_file(ADT, _broken(header), ORU), "f.hl7")
     assert parsed.messages.column("message_index").to_pylist() == [0, 2]
@@ -260,7 +260,7 @@ def test_unexpected_failure_in_one_message_is_reported_by_type_only(monkeypatch)
 
 
 def test_failure_after_some_lab_rows_leaves_none_of_them(monkeypatch):
-    monkeypatch.setattr(reader.er7, "parse_numeric_value", lambda components: 1 / 0)
+    monkeypatch.setattr(datatypes, "parse_numeric_value", lambda components: 1 / 0)
     parsed = reader.parse_general(_file(ORU, ADT), "f.hl7")
     assert parsed.messages.column("message_index").to_pylist() == [1]
     assert parsed.lab_results.num_rows == 0

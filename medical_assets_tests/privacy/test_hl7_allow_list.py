@@ -17,14 +17,14 @@ from medical_assets.hl7.tables import TABLES as PHI_TABLES
 from medical_assets.privacy import vocabulary
 from medical_assets.privacy.declarations import Treatment, treatment_of, undeclared
 from medical_assets.privacy.hl7_deid import (
-    DEID_HL7_TABLES,
     NOT_A_NUMBER,
     NOT_A_STATE,
     NOT_VOCABULARY,
     deidentify_hl7_tables,
-    patient_identities,
     vocabulary_evidence,
 )
+from medical_assets.privacy.hl7_deid_tables import DEID_HL7_TABLES
+from medical_assets.privacy.hl7_patients import patient_identities
 from medical_assets.privacy.keys import parse_key_ring
 from medical_assets.privacy.pseudonyms import Pseudonymizer, patient_identity
 
@@ -241,9 +241,9 @@ def test_every_phi_column_is_published_by_declaration_searched_or_explained():
     """Nothing is published because nothing said it must not be, and nothing is left unsearched
     because nobody thought of it: each PHI column is declared out by name, searched by the leak
     check, or named with the reason it is neither."""
-    from medical_assets.dicom.deidentify import DEID_DICOM_IMAGES
+    from medical_assets.dicom.tables import DEID_DICOM_IMAGES
     from medical_assets.dicom.tables import TABLES as DICOM_PHI_TABLES
-    from medical_assets.privacy.leaks import PHI_COLUMNS_NOT_SEARCHED, identifier_columns
+    from medical_assets.privacy.identifier_forms import PHI_COLUMNS_NOT_SEARCHED, identifier_columns
 
     published = {**DEID_HL7_TABLES, "dicom_images": DEID_DICOM_IMAGES}
     for table, schema in {**PHI_TABLES, **DICOM_PHI_TABLES}.items():

@@ -14,14 +14,9 @@ import pytest
 
 from medical_assets.hl7 import parse_hl7_file
 from medical_assets.privacy import safe_harbor
-from medical_assets.privacy.hl7_deid import (
-    DEID_HL7_TABLES,
-    DEID_METADATA,
-    PROFILES,
-    compliance_metadata,
-    census_of_ages,
-    deidentify_hl7_tables,
-)
+from medical_assets.privacy.hl7_deid import DEID_METADATA, PROFILES, compliance_metadata, deidentify_hl7_tables
+from medical_assets.privacy.hl7_deid_tables import DEID_HL7_TABLES
+from medical_assets.privacy.hl7_patients import census_of_ages
 from medical_assets.privacy.keys import parse_key_ring
 from medical_assets.privacy.pseudonyms import Pseudonymizer, patient_identity
 from medical_assets.synthetic.hl7 import HL7CorpusSettings, render_file
@@ -734,7 +729,7 @@ def test_reversible_patient_tokens_only_when_asked_and_they_open_with_the_key(tm
     assert plain["patient_reversible_token"].null_count == plain.num_rows
     sealed = deidentify(phi, pseudonymizer, reversible=ReversibleTokens(ring))["hl7_messages"]
     from medical_assets.privacy.audit import AuditLog
-    from medical_assets.privacy.hl7_deid import patient_identities
+    from medical_assets.privacy.hl7_patients import patient_identities
     from medical_assets.privacy.reidentify import reveal_token
     from medical_assets.storage import resolve_location
 

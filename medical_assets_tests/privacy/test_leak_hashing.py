@@ -10,8 +10,9 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from medical_assets.privacy import leaks
-from medical_assets.privacy.leaks import LeakScanner, _fold
+from medical_assets.privacy import identifier_index
+from medical_assets.privacy.identifier_index import fold
+from medical_assets.privacy.leak_scanner import Finding, LeakScanner
 
 # Letters, digits and signs of every class the word rule cares about: ASCII, accented, a
 # letter whose lower case is longer (İ), a non-ASCII digit (٣), an underscore (no word character).
@@ -21,10 +22,10 @@ ALPHABET = "ab1 2-(.)^,_İßΩé٣\t/"
 def _reference(identifiers: dict[str, str], text: str) -> Counter:
     """The old scanner's rule, written plainly: every occurrence of a folded identifier whose
     letters or digits at either end are not part of a longer word, first kind given wins."""
-    folded = _fold(text)
+    folded = fold(text)
     kinds: dict[str, str] = {}
     for value, kind in identifiers.items():
-        key = _fold(value.strip())
+        key = fold(value.strip())
         if key:
             kinds.setdefault(key, kind)
     found: Counter = Counter()
@@ -59,12 +60,12 @@ def _scanned_counts(scanner: LeakScanner, texts: list[str]) -> Counter:
     return Counter({finding.kind: finding.count for finding in findings if finding.where == "t: column c"})
 
 
-@pytest.mark.parametrize("block_chars", [leaks._BLOCK_CHARS, 7])
+@pytest.mark.parametrize("block_chars", [identifier_index._BLOCK_CHARS, 7])
 def test_hashed_matching_equals_the_plain_whole_word_search_on_random_texts(monkeypatch, block_chars):
     """Hashes of word runs must find exactly the whole-word occurrences: identifiers that start or
     end with a sign ("(410)..."), span several words, hold non-ASCII letters and digits, or have no
     letter at all; texts cut into pieces (block_chars=7) must lose no match at a cut."""
-    monkeypatch.setattr(leaks, "_BLOCK_CHARS", block_chars)
+    monkeypatch.setattr(identifier_index, "_BLOCK_CHARS", block_chars)
     rng = random.Random(18)
     for _ in range(400):
         identifiers, texts = _random_case(rng)
@@ -85,8 +86,8 @@ def test_a_cell_boundary_never_joins_two_cells_into_one_identifier():
 
     assert scanner.scan_table(pa.table({"c": ["seen NELSON", "CAROL called", "x-", "(y"]}), "t") == []
     assert scanner.scan_table(pa.table({"c": ["seen NELSON\nCAROL", "x-\n(y"]}), "t") == [
-        leaks.Finding("t: column c", "odd_identifier", 2),
-        leaks.Finding("t: column c", "patient_name", 1),
+        Finding("t: column c", "odd_identifier", 2),
+        Finding("t: column c", "patient_name", 1),
     ]
 
 

@@ -12,13 +12,8 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
 
-from medical_assets.privacy.leaks import (
-    Finding,
-    Identifiers,
-    LeakScanner,
-    collect_identifiers,
-    without_numbers_of,
-)
+from medical_assets.privacy.identifier_forms import Identifiers, collect_identifiers, without_numbers_of
+from medical_assets.privacy.leak_scanner import Finding, LeakScanner
 from medical_assets.storage import resolve_location
 
 PATIENT = {

@@ -377,8 +377,8 @@ def test_every_damaged_file_is_one_row_and_its_reason_names_no_patient(kind, swe
 # Cases of the sweep above that once failed, checked by the tests below.
 
 # pylibjpeg-rle's Rust decoder panics on a damaged RLE segment; pyo3 raises PanicException, which
-# derives from BaseException, so reader._pixel_statistics' `except Exception` (dicom/reader.py,
-# around line 319) lets it out of read_dicom_file: in a Ray job the read task fails with an
+# derives from BaseException, so pixel_statistics' `except Exception` (medical_assets/dicom/pixels.py)
+# lets it out of read_dicom_file: in a Ray job the read task fails with an
 # application error, which Ray Data does not retry, and the whole DICOM parse fails for one file.
 KNOWN_PANICS = {
     "MR_small_RLE.dcm pixel data bytes flipped at [1886, 1941, 1949, 2155, 2181, 2353, 2410, 2655]… (64)",
@@ -392,7 +392,7 @@ KNOWN_PANICS = {
 }
 # pydicom's GDCM plugin (tried first for JPEG baseline) makes GDCM throw a C++ gdcm::Exception
 # ("gdcmJPEGBITSCodec.hxx:782: An invalid logic behavior occurred") that nothing catches: the
-# process aborts (SIGABRT) inside dataset.pixel_array (reader._pixel_array, dicom/reader.py line 331).
+# process aborts (SIGABRT) inside dataset.pixel_array (_pixel_array, medical_assets/dicom/pixels.py).
 # A Ray worker dies the same way, and Ray Data retries its task without end (see test_ray_faults).
 KNOWN_ABORTS = {
     "SC_rgb_jpeg_dcmtk.dcm insert 2 bytes at 1753",

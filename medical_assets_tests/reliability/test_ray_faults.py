@@ -31,7 +31,7 @@ from medical_assets.dicom.tables import TABLES as DICOM_TABLES
 from medical_assets.engine import jobs, multitable
 from medical_assets.hl7 import parse_hl7_file
 from medical_assets.hl7.tables import TABLES as HL7_TABLES
-from medical_assets.landing import list_landing_files
+from medical_assets.sources.folder import list_landing_files
 from medical_assets.storage import Location, TablePublication, read_table, resolve_location
 from medical_assets.synthetic import dicom as synthetic_dicom
 from medical_assets.synthetic import hl7 as synthetic_hl7

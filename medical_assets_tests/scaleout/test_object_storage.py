@@ -51,7 +51,7 @@ def s3_endpoint(tmp_path_factory):
                 patch.delenv(name, raising=False)
             patch.setenv("AWS_ENDPOINT_URL_S3", endpoint)
             patch.setenv("AWS_ENDPOINT_URL", endpoint)
-            # Dummy credentials: without any, writes to moto were stored corrupted (PITFALLS).
+            # Dummy credentials: without any, writes to moto were stored corrupted (docs/engine-pitfalls.md).
             patch.setenv("AWS_ACCESS_KEY_ID", "testing")
             patch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
             patch.setenv("AWS_DEFAULT_REGION", "us-east-1")

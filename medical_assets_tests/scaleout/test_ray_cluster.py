@@ -80,7 +80,7 @@ def ray_cluster():
     env.update(
         HOME=home,
         RAY_AUTH_MODE="token",  # `ray start` leaves authentication off unless told
-        RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0",  # every Ray socket on 127.0.0.1 (PITFALLS)
+        RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0",  # every Ray socket on 127.0.0.1 (docs/engine-pitfalls.md)
         RAY_USAGE_STATS_ENABLED="0",
         RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S="0",  # SIGTERM stops it at once instead of draining for 30 s
     )

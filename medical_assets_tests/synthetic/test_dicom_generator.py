@@ -20,7 +20,7 @@ from pydicom.uid import (
 from medical_assets.dicom import read_dicom_file
 from medical_assets.privacy.pseudonyms import patient_identity
 from medical_assets.synthetic.dicom import DicomCorpusSettings, file_name, is_synthetic_file_name, render_file
-from medical_assets.synthetic.hl7 import PATIENT_POOL_SIZE, synthetic_patient
+from medical_assets.synthetic.hl7_patients import PATIENT_POOL_SIZE, synthetic_patient
 
 SAMPLE = DicomCorpusSettings(total_files=60)
 

@@ -12,14 +12,8 @@ import hl7
 import pytest
 
 from medical_assets.hl7 import parse_hl7_file
-from medical_assets.synthetic.hl7 import (
-    PATIENT_POOL_SIZE,
-    HL7CorpusSettings,
-    file_name,
-    render_file,
-    render_message,
-    synthetic_patient,
-)
+from medical_assets.synthetic.hl7 import HL7CorpusSettings, file_name, render_file, render_message
+from medical_assets.synthetic.hl7_patients import PATIENT_POOL_SIZE, synthetic_patient
 
 SAMPLE = HL7CorpusSettings(total_messages=2_000, messages_per_file=500)
 SAFE_HARBOR_RESTRICTED_ZIP3 = {

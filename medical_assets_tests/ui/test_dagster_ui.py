@@ -132,7 +132,7 @@ def dagster_dev(tmp_path: Path, tmp_dir: Path) -> Iterator[DagsterDev]:
         yield dev
     finally:
         # SIGTERM to the group (dagster dev treats it as Ctrl-C; it takes ~2-5 s here), then SIGKILL
-        # after 30 s: a code server can outlive a SIGTERM for a minute (PITFALLS).
+        # after 30 s: a code server can outlive a SIGTERM for a minute (docs/engine-pitfalls.md).
         stop_group(process, timeout_s=30, first_signal=signal.SIGTERM)
 
 

@@ -1,0 +1,294 @@
+"""The identifiers as keyed hashes, and where they occur in a text as whole words.
+
+Memory: the index keeps no identifier text, only a keyed 128-bit hash of each (two sorted numpy
+uint64 arrays and a kind code: 17 bytes an identifier). A text is cut into words (runs of letters
+and digits); every run of consecutive words that could be an identifier (as many words, as long,
+with as many signs before and after as some identifier has) is hashed and looked up with
+`np.searchsorted`. Put once into Ray's object store, the arrays are read zero-copy by every worker
+of a node: what the check holds grows with the patients, not with the patients times the workers.
+
+Each identifier is kept as a keyed 128-bit polynomial hash of its folded text: two uint64 halves,
+each sum(mix_k(character_j) * base_k ** j) modulo 2**64 with a secret odd base and a secret
+bijective mix of the code points. Arithmetic modulo 2**64 is numpy's own (uint64 wraps), and an
+odd base is invertible, so the hash of any slice of a text comes from two prefix sums.
+Collisions: at 10**7 identifiers against 10**8 word runs a run (10**15 pairs), an ideal 64-bit
+hash would give a false finding about once in 10**4 runs, and a false finding fails a run. With
+128 bits it is about 10**-23 a run; hashing modulo 2**64 loses some bits on specially structured
+pairs of texts (about 20 at worst for texts under 64 characters), still far below 10**-10 a run,
+and the secret keys keep anyone from choosing a colliding text. A hit is therefore not confirmed
+against the identifier's text, which the index does not keep.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator, Mapping
+from itertools import islice
+
+import numpy as np
+
+_BLOCK_CHARS = 1 << 20  # a text is hashed in pieces of this many characters: bounded memory
+_IDENTIFIER_BATCH = 200_000  # identifiers folded and hashed at a time while the index is built
+_ASCII_ALNUM = np.array([chr(code).isalnum() for code in range(128)])
+_MIX_1, _MIX_2 = 0xBF58476D1CE4E5B9, 0x94D049BB133111EB  # splitmix64's finaliser
+
+
+class IdentifierIndex:
+    """The identifiers' hashes (sorted, with their kinds), and what a match can look like: for each
+    number of words, of signs before the first word and after the last (the "(" of "(410)555-0181"),
+    the lengths identifiers of that shape have. Every big part is a numpy array, so that Ray's object
+    store shares one copy with every worker of a node."""
+
+    def __init__(self, identifiers: Mapping[str, str]):
+        self._keys = tuple(secrets.randbits(64) for _ in range(2))
+        self._bases = tuple(secrets.randbits(64) | 1 for _ in range(2))
+        kinds: dict[str, int] = {}
+        firsts, seconds, codes, shapes, symbols = [], [], [], [], {}
+        items = iter(identifiers.items())
+        while batch := list(islice(items, _IDENTIFIER_BATCH)):
+            keys, batch_codes = [], []
+            for value, kind in batch:
+                key = fold(str(value).strip())
+                if key:
+                    keys.append(key)
+                    batch_codes.append(kinds.setdefault(kind, len(kinds)))
+            if not keys:
+                continue
+            first, second, shape = self._hash_keys(keys)
+            firsts.append(first)
+            seconds.append(second)
+            codes.append(np.array(batch_codes, np.int64))
+            shapes.append(np.unique(shape, axis=0))
+            for index in np.flatnonzero(shape[:, 0] == 0).tolist():
+                # No letter or digit at all ("----"): too rare to hash by words, found by `str.find`.
+                symbols.setdefault(keys[index], batch_codes[index])
+        self._kind_names = list(kinds)
+        self._first, self._second, self._kinds = _sorted_distinct(firsts, seconds, codes, len(kinds))
+        self._symbols = tuple((key, self._kind_names[code]) for key, code in symbols.items())
+        self._shapes, self._shape_lengths, self._lengths = _shapes(shapes)
+
+    @property
+    def empty(self) -> bool:
+        return len(self._first) == 0
+
+    def __len__(self) -> int:
+        return len(self._first)
+
+    def whole_word_matches(self, folded: str, cell_starts: np.ndarray | None = None) -> Iterator[tuple[int, int, str]]:
+        """(start, stop, kind) of every identifier in the folded text whose letters and digits at
+        either end are not part of a longer word; with `cell_starts`, within one cell."""
+        for key, kind in self._symbols:
+            position = folded.find(key)
+            while position >= 0:
+                if cell_starts is None or _same_cell(cell_starts, position, position + len(key)):
+                    yield position, position + len(key), kind
+                position = folded.find(key, position + 1)
+        if not len(self._shapes):
+            return
+        longest = self._shape_lengths.shape[1] - 1
+        for own_start in range(0, len(folded), _BLOCK_CHARS):
+            own_stop = min(own_start + _BLOCK_CHARS, len(folded))
+            # One character before (is the first word's start a word's start?) and enough after
+            # for the longest identifier and the character after it.
+            offset = max(0, own_start - 1)
+            piece = folded[offset : min(len(folded), own_stop + longest + 1)]
+            yield from self._piece_matches(piece, offset, own_start - offset, own_stop - offset, cell_starts)
+
+    def occurrences(self, folded: str) -> list[tuple[int, int]]:
+        """(start, stop) of every identifier in a short folded text, word boundaries or not."""
+        codes = _code_points(folded)
+        hashes = self._prefix_hashes(codes)
+        spans = []
+        for length in self._lengths.tolist():
+            if length > len(codes):
+                break
+            starts = np.arange(len(codes) - length + 1)
+            found = self._lookup(*(prefix.of(starts, starts + length) for prefix in hashes))
+            spans += [(start, start + length) for start in starts[found >= 0].tolist()]
+        return spans
+
+    def _piece_matches(
+        self, piece: str, offset: int, own_start: int, own_stop: int, cell_starts: np.ndarray | None
+    ) -> Iterator[tuple[int, int, str]]:
+        """Matches starting in piece[own_start:own_stop], at their place in the whole text."""
+        codes = _code_points(piece)
+        word_starts, word_stops = _words(_alnum_mask(codes))
+        if not len(word_starts):
+            return
+        # Where the word before each word ends, and where the one after it starts: the signs taken
+        # before and after a run of words must hold no letter or digit, or the run would be read as
+        # fewer words than it has (and "^1/b" matched in "^1/b3" as a word and three signs).
+        previous_stops = np.concatenate(([0], word_stops[:-1]))
+        next_starts = np.concatenate((word_starts[1:], [len(piece)]))
+        hashes = None
+        for words, before, after, lengths in self._shape_rows():
+            runs = len(word_starts) - words + 1
+            if runs <= 0:
+                continue
+            starts = word_starts[:runs] - before
+            stops = word_stops[words - 1 :] + after
+            spans = stops - starts
+            keep = (starts >= own_start) & (starts < own_stop) & (stops <= len(piece)) & (spans < len(lengths))
+            keep &= (starts >= previous_stops[:runs]) & (stops <= next_starts[words - 1 :])
+            index = np.flatnonzero(keep)
+            index = index[lengths[spans[index]]]
+            if cell_starts is not None:
+                # Cells are joined by newlines to be searched at once; no match may span two.
+                first_cell = np.searchsorted(cell_starts, starts[index] + offset, side="right")
+                index = index[first_cell == np.searchsorted(cell_starts, stops[index] + offset - 1, side="right")]
+            if not len(index):
+                continue
+            if hashes is None:
+                hashes = self._prefix_hashes(codes)
+            starts, stops = starts[index], stops[index]
+            found = self._lookup(*(prefix.of(starts, stops) for prefix in hashes))
+            hit = found >= 0
+            for start, stop, code in zip(starts[hit].tolist(), stops[hit].tolist(), self._kinds[found[hit]].tolist()):
+                yield start + offset, stop + offset, self._kind_names[code]
+
+    def _shape_rows(self) -> Iterator[tuple[int, int, int, np.ndarray]]:
+        """(words, signs before, signs after, which lengths occur) of each shape."""
+        for (words, before, after), lengths in zip(self._shapes.tolist(), self._shape_lengths):
+            yield words, before, after, lengths
+
+    def _hash_keys(self, keys: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Both hash halves of each key, and its shape: (words, signs before, signs after, length)."""
+        lengths = np.fromiter(map(len, keys), np.int64, len(keys))
+        starts = joined_cell_starts(lengths)
+        stops = starts + lengths
+        codes = _code_points("\n".join(keys))
+        hashes = self._prefix_hashes(codes)
+        first, second = (prefix.of(starts, stops) for prefix in hashes)
+        # A sentinel word past the end, so that a key without words indexes something.
+        word_starts, word_stops = (np.append(ends, len(codes) + 1) for ends in _words(_alnum_mask(codes)))
+        first_word = np.searchsorted(word_starts, starts)
+        words = np.searchsorted(word_starts, stops) - first_word
+        has_words = words > 0
+        before = np.where(has_words, word_starts[first_word] - starts, 0)
+        after = np.where(has_words, stops - word_stops[np.searchsorted(word_stops, stops, side="right") - 1], 0)
+        return first, second, np.stack([words, before, after, lengths], axis=1)
+
+    def _prefix_hashes(self, codes: np.ndarray) -> tuple[_PrefixHashes, _PrefixHashes]:
+        return tuple(_PrefixHashes(codes, key, base) for key, base in zip(self._keys, self._bases))
+
+    def _lookup(self, first: np.ndarray, second: np.ndarray) -> np.ndarray:
+        """The index of each (first, second) hash pair in the sorted arrays, -1 where absent."""
+        found = np.full(len(first), -1, np.int64)
+        if not len(self._first) or not len(first):
+            return found
+        position = np.searchsorted(self._first, first)
+        clipped = np.minimum(position, len(self._first) - 1)
+        same_first = self._first[clipped] == first
+        both = same_first & (self._second[clipped] == second)
+        found[both] = clipped[both]
+        # Identifiers that share a first half (about one pair in 10**5 runs at 10**7 identifiers)
+        # sit next to each other, sorted by the second half.
+        for query in np.flatnonzero(same_first & ~both).tolist():
+            index = int(position[query]) + 1
+            while index < len(self._first) and self._first[index] == first[query]:
+                if self._second[index] == second[query]:
+                    found[query] = index
+                    break
+                index += 1
+        return found
+
+
+
+def fold(text: str) -> str:
+    """Lower case, one character for one, so match offsets stay offsets into the original."""
+    folded = text.lower()
+    if len(folded) == len(text):
+        return folded
+    return "".join(char.lower() if len(char.lower()) == 1 else char for char in text)
+
+
+def joined_cell_starts(lengths: np.ndarray) -> np.ndarray:
+    """Each cell's first character in the cells joined by one newline each."""
+    starts = np.zeros(len(lengths), np.int64)
+    np.cumsum(lengths[:-1] + 1, out=starts[1:])
+    return starts
+
+
+def _same_cell(cell_starts: np.ndarray, start: int, stop: int) -> bool:
+    return bool(np.searchsorted(cell_starts, start, side="right") == np.searchsorted(cell_starts, stop - 1, side="right"))
+
+
+class _PrefixHashes:
+    """Prefix sums of one hash half over a text's code points: the hash of any slice in O(1)."""
+
+    def __init__(self, codes: np.ndarray, key: int, base: int):
+        powers = np.full(len(codes) + 1, base, np.uint64)
+        powers[0] = 1
+        np.cumprod(powers, out=powers)
+        self._sums = np.zeros(len(codes) + 1, np.uint64)
+        np.cumsum(_mix(codes, key) * powers[:-1], out=self._sums[1:])
+        inverses = np.full(len(codes) + 1, pow(base, -1, 1 << 64), np.uint64)
+        inverses[0] = 1
+        self._inverses = np.cumprod(inverses, out=inverses)
+
+    def of(self, starts: np.ndarray, stops: np.ndarray) -> np.ndarray:
+        """sum(mix(text[start + j]) * base ** j) modulo 2**64 for each slice."""
+        return (self._sums[stops] - self._sums[starts]) * self._inverses[starts]
+
+
+def _mix(codes: np.ndarray, key: int) -> np.ndarray:
+    """A keyed bijection of the code points onto 64-bit values (splitmix64's finaliser)."""
+    mixed = codes.astype(np.uint64) + np.uint64(key)
+    mixed ^= mixed >> np.uint64(30)
+    mixed *= np.uint64(_MIX_1)
+    mixed ^= mixed >> np.uint64(27)
+    mixed *= np.uint64(_MIX_2)
+    mixed ^= mixed >> np.uint64(31)
+    return mixed
+
+
+def _code_points(text: str) -> np.ndarray:
+    return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), np.uint32)
+
+
+def _alnum_mask(codes: np.ndarray) -> np.ndarray:
+    """Which code points are letters or digits by `str.isalnum`: what a whole word is made of."""
+    mask = np.zeros(len(codes), bool)
+    ascii_codes = codes < 128
+    mask[ascii_codes] = _ASCII_ALNUM[codes[ascii_codes]]
+    if not ascii_codes.all():
+        others = ~ascii_codes
+        distinct, inverse = np.unique(codes[others], return_inverse=True)
+        mask[others] = np.array([chr(code).isalnum() for code in distinct.tolist()], bool)[inverse]
+    return mask
+
+
+def _words(alnum: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(first character, one past the last) of each maximal run of letters and digits."""
+    previous = np.concatenate(([False], alnum[:-1]))
+    following = np.concatenate((alnum[1:], [False]))
+    return np.flatnonzero(alnum & ~previous), np.flatnonzero(alnum & ~following) + 1
+
+
+def _sorted_distinct(
+    firsts: list[np.ndarray], seconds: list[np.ndarray], codes: list[np.ndarray], kinds: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The hashes sorted, each once, with the kind of its first occurrence (as the identifiers
+    were given: the first kind given for a value wins)."""
+    if not firsts:
+        return np.zeros(0, np.uint64), np.zeros(0, np.uint64), np.zeros(0, np.uint8)
+    first, second, code = np.concatenate(firsts), np.concatenate(seconds), np.concatenate(codes)
+    order = np.lexsort((second, first))  # stable: equal pairs keep the order they were given in
+    first, second, code = first[order], second[order], code[order]
+    keep = np.ones(len(first), bool)
+    keep[1:] = (first[1:] != first[:-1]) | (second[1:] != second[:-1])
+    return first[keep], second[keep], code[keep].astype(np.min_scalar_type(max(kinds - 1, 0)))
+
+
+def _shapes(batches: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """From the (words, signs before, signs after, length) of every identifier: the distinct
+    (words, before, after) with at least one word, for each a mask of the lengths it occurs with,
+    and every distinct length."""
+    rows = np.unique(np.concatenate(batches), axis=0) if batches else np.zeros((0, 4), np.int64)
+    lengths = np.unique(rows[:, 3])
+    rows = rows[rows[:, 0] > 0]
+    shapes, shape_of_row = np.unique(rows[:, :3], axis=0, return_inverse=True)
+    masks = np.zeros((len(shapes), int(rows[:, 3].max()) + 1 if len(rows) else 1), bool)
+    masks[shape_of_row.reshape(-1), rows[:, 3]] = True
+    return shapes, masks, lengths
+

@@ -1,0 +1,376 @@
+"""The leak check's engine: every identifier of the PHI tables, looked for in every output file.
+
+`LeakScanner` finds all of the identifiers (`identifier_forms`) in each text, case-insensitively,
+only where a match is a whole word (`identifier_index`), and runs every published text through the
+pattern detectors (`detectors`), which find phones, emails, dates... of anyone, parsed or not. A
+`Finding` says where and what kind, never the value: it is shown outside the PHI zone.
+
+Precision: a name, town or word (an identifier without digits) is no leak inside an occurrence of
+a published vocabulary value (shared by at least k patients, it cannot single one out: "White" in
+"White blood cells", "Springfield" in "Springfield General Hospital"), nor in text we wrote
+(schema field names, our metadata). A DICOM date in its year-only form (YYYY0101) is no birth date.
+"""
+
+from __future__ import annotations
+
+import html
+import posixpath
+import re
+from collections import Counter
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass
+
+import ahocorasick
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from medical_assets.privacy.detectors import find_structured_identifiers, structured_identifier_kinds
+from medical_assets.privacy.identifier_index import IdentifierIndex, fold, joined_cell_starts
+from medical_assets.privacy.leak_readers import (
+    DICOM_SUFFIXES,
+    MARKUP_SUFFIXES,
+    OWN_METADATA_PREFIXES,
+    PNG_SIGNATURE,
+    cell_texts,
+    dicom_texts,
+    is_number_type,
+    is_our_stamp,
+    png_text,
+    read_table,
+    schema_texts,
+    tree_files,
+)
+from medical_assets.storage import Location
+
+REDACTED = "[redacted]"
+# A pattern detector's kind as a finding names it, apart from the kinds of known identifiers.
+PATTERN_SUFFIX = " pattern"
+# Columns named so hold dates moved by the date-shift profile, by contract: a date there is the
+# profile's output, not a leak (the known birth dates are still searched in them).
+SHIFTED_DATE_SUFFIX = "_shifted"
+MIN_LIBRARY_TEXT = 8  # characters: shorter library texts are not cut out (LeakScanner)
+# Columns that hold a date moved by the patient's secret offset under the date-shift profile (and
+# are null under Safe Harbor) without the suffix: the de-identified dicom_images' study_date.
+SHIFTED_DATE_COLUMNS = frozenset({"study_date"})
+
+
+@dataclass(frozen=True)
+class Finding:
+    where: str  # the file, then the column, schema, DICOM element or "raw bytes"
+    kind: str  # the identifier's kind, e.g. patient_family_name
+    count: int  # occurrences
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.count} x {self.kind}"
+
+
+class LeakScanner:
+    """Finds any of the identifiers in texts, tables, DICOM files and folders."""
+
+    def __init__(
+        self,
+        identifiers: Mapping[str, str],
+        library_texts: Iterable[str] = (),
+        aggregates: bool = False,
+        measurements: Collection[str] = (),
+        vocabulary: Collection[str] = (),
+        patterns: bool = True,
+    ):
+        # Third-party code inlined in reports (plotly.js: megabytes of words and numbers) is not
+        # data; it is cut out before a report is scanned, so it cannot fake a finding.
+        # Cut out whole, longest first, and only texts long enough to be a text: cutting a short
+        # one ("5", a version "0.1.0") out of everything would break up other values (a stamp's
+        # time, a phone number) and could hide the very identifier the check is for.
+        self._library_texts = sorted((text for text in library_texts if len(text) >= MIN_LIBRARY_TEXT), key=len, reverse=True)
+        # In aggregate tables (analytics) a number column holds counts and measures: an ID made
+        # only of digits cannot be told from a count that equals it, and at a million messages
+        # one always does. Row-level tables keep the search, where an ID read as a number leaks.
+        self._aggregates = aggregates
+        # The same holds for number columns of row-level tables that hold measurements by their
+        # contract (file sizes, pixel statistics, lab values): at 5,000,000 messages a 7-digit MRN
+        # equalled a DICOM file's size. A number column not named here is still searched for all.
+        self._measurements = frozenset(measurements)
+        # Whether every published text also goes through the pattern detectors.
+        self._patterns = patterns
+        self._index = IdentifierIndex(identifiers)
+        self._empty = self._index.empty
+        self._vocabulary = _phrase_automaton(vocabulary)
+
+    def scan_text(self, text: str) -> list[str]:
+        """The kinds of identifier in the text, known identifiers and patterns, sorted."""
+        return sorted(self._count(text) | self._pattern_count(text))
+
+    def scan_table(self, table: pa.Table, where: str) -> list[Finding]:
+        """Every cell of every column (nested values too), and the schema: names and metadata."""
+        findings = self._findings(f"{where}: schema", self._schema_count(table.schema))
+        for index, name in enumerate(table.column_names):
+            counts: Counter[str] = Counter()
+            numbers = (self._aggregates or name in self._measurements) and is_number_type(table.schema.field(index).type)
+            for chunk in table.column(index).chunks:
+                for texts in cell_texts(chunk):
+                    counts.update(self._count_cells(texts, skip_digit_only=numbers))
+                # A column named like our stamp (`_compliance.json` beside a CSV export, read as a
+                # table) holds our run id and creation time: not data, so no pattern applies.
+                if self._patterns and not name.encode().startswith(OWN_METADATA_PREFIXES) and not _is_token_column(
+                    table.schema.field(index)
+                ):
+                    skip = ("date",) if name.endswith(SHIFTED_DATE_SUFFIX) or name in SHIFTED_DATE_COLUMNS else ()
+                    for texts in cell_texts(chunk, text_only=True):
+                        counts.update(_pattern_kinds(structured_identifier_kinds(texts), skip))
+            findings += self._findings(f"{where}: column {name}", counts)
+        return findings
+
+    def _schema_count(self, schema: pa.Schema) -> Counter[str]:
+        """Field names and our metadata are text we wrote: only identifiers with digits are looked for
+        there (a patient called "Test" or "State" is no leak in a description). Any other metadata
+        is data: searched in full, patterns too."""
+        ours, theirs = schema_texts(schema)
+        counts = self._count("\n".join(ours), skip_words=True)
+        counts.update(self._count("\n".join(theirs)))
+        counts.update(self._pattern_count("\n".join(theirs)))
+        return counts
+
+    def scan_dicom(self, data: bytes, where: str) -> list[Finding]:
+        """Every element value, through sequences, private tags and the file meta; then the raw bytes
+        as latin-1, for kinds not found in a parsed element (values pydicom could not parse)."""
+        parsed, raw = dicom_texts(data)
+        findings: list[Finding] = []
+        year_only: Counter[str] = Counter()
+        elements: list[tuple[str, str, str]] = []
+        for label, text, vr in parsed:
+            if vr in _DATE_VRS and _is_year_only(text, vr):
+                # Safe Harbor's year-only date (a newborn of 1 January has it as birth date too).
+                year_only[text] += 1
+                continue
+            elements.append((label, text, vr))
+        # All elements in one search: hundreds of short texts, each searched alone, would cost the
+        # lookup's fixed price hundreds of times.
+        for (label, text, vr), counts in zip(elements, self._count_each([text for _, text, _ in elements])):
+            if self._patterns and _has_pattern_text(vr, text):
+                counts.update(self._pattern_count(text))
+            findings += self._findings(f"{where}: {label}", counts)
+        found = {finding.kind for finding in findings}
+        raw_text = raw.decode("latin-1")
+        for value, times in year_only.items():
+            raw_text = raw_text.replace(value, " " * len(value), times)
+        raw_counts = Counter({kind: n for kind, n in self._count(raw_text).items() if kind not in found})
+        return findings + self._findings(f"{where}: raw bytes", raw_counts)
+
+    def scan_file(self, location_or_path: Location | str, data: bytes) -> list[Finding]:
+        """The file's content by its kind, and its name."""
+        name = location_or_path.uri if isinstance(location_or_path, Location) else str(location_or_path)
+        return self._scan_named(name, posixpath.basename(name), data)
+
+    def scan_tree(self, root: Location) -> list[Finding]:
+        """Every file under `root` (hidden and staging files too), each named `<root's name>/<path below root>`."""
+        return [finding for path, _ in tree_files(root) for finding in self.scan_tree_file(root, path)]
+
+    def scan_tree_file(self, root: Location, path: str, data: bytes | None = None) -> list[Finding]:
+        """One file of `tree_files(root)` (its bytes read here unless given), named as `scan_tree` names it."""
+        relative = path[len(root.path) :].lstrip("/")
+        if data is None:
+            data = Location(root.filesystem, path).read_bytes()
+        return self._scan_named(posixpath.join(root.name, relative), relative, data)
+
+    def redact(self, text: str) -> str:
+        """The text with every identifier replaced, even inside a longer word: for labels we show."""
+        if self._empty or not text:
+            return text
+        merged: list[list[int]] = []
+        for start, stop in sorted(self._index.occurrences(fold(text))):
+            if merged and start <= merged[-1][1]:
+                merged[-1][1] = max(merged[-1][1], stop)
+            else:
+                merged.append([start, stop])
+        pieces, position = [], 0
+        for start, stop in merged:
+            pieces += [text[position:start], REDACTED]
+            position = stop
+        pieces.append(text[position:])
+        return "".join(pieces)
+
+    def _scan_named(self, where: str, name: str, data: bytes) -> list[Finding]:
+        findings = self._findings(f"{where}: file name", self._count(name))
+        suffix = posixpath.splitext(name)[1].lower()
+        table = read_table(data, suffix)
+        if table is not None:
+            return findings + self.scan_table(table, where)
+        if suffix in DICOM_SUFFIXES or data[128:132] == b"DICM":
+            return findings + self.scan_dicom(data, where)
+        if suffix == ".png" or data[:8] == PNG_SIGNATURE:
+            text = png_text(data)
+            return findings + self._findings(f"{where}: PNG text", self._count(text) + self._pattern_count(text))
+        if is_our_stamp(data):
+            # Our compliance stamp beside a CSV or JSON Lines export: text we wrote, like our metadata.
+            return findings + self._findings(f"{where}: stamp", self._count(data.decode("utf-8", errors="replace"), skip_words=True))
+        text = data.decode("utf-8", errors="replace")
+        for library in self._library_texts:
+            text = text.replace(library, "")
+        if suffix in MARKUP_SUFFIXES:
+            # Reports escape what they show ("O&#x27;Brien"); look at what a reader would see.
+            text = html.unescape(text)
+        return findings + self._findings(f"{where}: text", self._count(text) + self._pattern_count(text))
+
+    def _pattern_count(self, text: str) -> Counter[str]:
+        """The pattern detectors' kinds in a text, one each (a text is one cell)."""
+        if not self._patterns or not text:
+            return Counter()
+        return Counter({kind + PATTERN_SUFFIX: 1 for kind in find_structured_identifiers(text)})
+
+    def _count(
+        self,
+        text: str,
+        skip_digit_only: bool = False,
+        cells: tuple[np.ndarray, np.ndarray] | None = None,
+        skip_words: bool = False,
+    ) -> Counter[str]:
+        """Whole-word matches by kind. With `cells` (each cell's first character in `text`, and how many
+        times the cell occurs), a match counts as many times as the cell it is in, and a match lies in
+        one cell. A word identifier inside a vocabulary value is not counted, nor any with
+        `skip_words` (text we wrote)."""
+        found: Counter[str] = Counter()
+        if self._empty or not text:
+            return found
+        cell_starts = None if cells is None else cells[0]
+        matches = self._matches(fold(text), cell_starts, skip_digit_only, skip_words)
+        if cells is None:
+            found.update(kind for _, kind in matches)
+        elif matches:
+            occurrences = cells[1]
+            starts = np.fromiter((start for start, _ in matches), np.int64, len(matches))
+            times = occurrences[np.searchsorted(cell_starts, starts, side="right") - 1]
+            for (_, kind), count in zip(matches, times.tolist()):
+                found[kind] += count
+        return found
+
+    def _count_each(self, texts: list[str]) -> list[Counter[str]]:
+        """`_count` of each text, all searched in one pass."""
+        counts: list[Counter[str]] = [Counter() for _ in texts]
+        if self._empty or not texts:
+            return counts
+        cell_starts = joined_cell_starts(np.fromiter(map(len, texts), np.int64, len(texts)))
+        matches = self._matches(fold("\n".join(texts)), cell_starts)
+        if matches:
+            starts = np.fromiter((start for start, _ in matches), np.int64, len(matches))
+            for (_, kind), cell in zip(matches, (np.searchsorted(cell_starts, starts, side="right") - 1).tolist()):
+                counts[cell][kind] += 1
+        return counts
+
+    def _matches(
+        self,
+        folded: str,
+        cell_starts: np.ndarray | None = None,
+        skip_digit_only: bool = False,
+        skip_words: bool = False,
+    ) -> list[tuple[int, str]]:
+        """(start, kind) of every whole-word identifier in the folded text that is not excused."""
+        kept = []
+        vocabulary_spans = None
+        for start, stop, kind in self._index.whole_word_matches(folded, cell_starts):
+            key = folded[start:stop]  # equal to the identifier: only its shape is read, never shown
+            if skip_digit_only and key.isdigit():
+                continue
+            # An identifier without digits is a word (name, town, street): only such may be excused.
+            is_word = not any(char.isdigit() for char in key)
+            if skip_words and is_word:
+                continue
+            if is_word and self._vocabulary is not None:
+                if vocabulary_spans is None:
+                    vocabulary_spans = _phrase_spans(self._vocabulary, folded)
+                if _within(vocabulary_spans, start, stop - 1):
+                    continue
+            kept.append((start, kind))
+        return kept
+
+    def _count_cells(self, texts: pa.Array, skip_digit_only: bool = False) -> Counter[str]:
+        """`_count` over every cell of a string array, each distinct text searched once: columns
+        repeat their values (facilities, message types, years), and the search is what costs."""
+        if self._empty or len(texts) == 0:
+            return Counter()
+        distinct = pc.value_counts(texts)
+        values = distinct.field("values")
+        lengths = pc.utf8_length(values).to_numpy(zero_copy_only=False).astype(np.int64)
+        occurrences = distinct.field("counts").to_numpy(zero_copy_only=False)
+        return self._count("\n".join(values.to_pylist()), skip_digit_only, (joined_cell_starts(lengths), occurrences))
+
+    def _findings(self, where: str, counts: Mapping[str, int]) -> list[Finding]:
+        if not counts:
+            return []
+        label = self.redact(where)
+        return [Finding(label, kind, count) for kind, count in sorted(counts.items())]
+
+
+def _is_token_column(field: pa.Field) -> bool:
+    """A column of our keyed tokens (declared `tokenise`, or named `*_token`): hex digests we made,
+    which no pattern can read as a phone or a date (a digit run inside hex has letters on both
+    sides), and which cost most of the pattern scan (a million distinct message tokens). The known
+    identifiers are still searched there."""
+    declared = (field.metadata or {}).get(b"treatment")
+    return declared == b"tokenise" or field.name.endswith("_token")
+
+
+def _pattern_kinds(counts: Mapping[str, int], skip: Collection[str] = ()) -> Counter[str]:
+    return Counter({kind + PATTERN_SUFFIX: n for kind, n in counts.items() if kind not in skip})
+
+
+def _phrase_automaton(phrases: Iterable[str]) -> ahocorasick.Automaton | None:
+    """An automaton of the folded phrases (None if there is none): vocabulary values."""
+    automaton = ahocorasick.Automaton()
+    for phrase in phrases:
+        key = fold(str(phrase).strip())
+        if key and not automaton.exists(key):
+            automaton.add_word(key, (len(key), key[0].isalnum(), key[-1].isalnum()))
+    if len(automaton) == 0:
+        return None
+    automaton.make_automaton()
+    return automaton
+
+
+def _phrase_spans(automaton: ahocorasick.Automaton, folded: str) -> tuple[np.ndarray, np.ndarray]:
+    """(starts sorted, the farthest end of any span starting at or before each) of the whole-word
+    occurrences of the automaton's phrases in a folded text."""
+    last = len(folded) - 1
+    spans = []
+    for end, (length, check_start, check_end) in automaton.iter(folded):
+        start = end - length + 1
+        if check_start and start > 0 and folded[start - 1].isalnum():
+            continue
+        if check_end and end < last and folded[end + 1].isalnum():
+            continue
+        spans.append((start, end))
+    if not spans:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    spans.sort()
+    starts = np.array([start for start, _ in spans], np.int64)
+    farthest = np.maximum.accumulate(np.array([end for _, end in spans], np.int64))
+    return starts, farthest
+
+
+def _within(spans: tuple[np.ndarray, np.ndarray], start: int, end: int) -> bool:
+    """Whether [start, end] lies inside one of the spans."""
+    starts, farthest = spans
+    index = int(np.searchsorted(starts, start, side="right")) - 1
+    return index >= 0 and farthest[index] >= end
+
+
+_DATE_VRS = frozenset({"DA", "DT"})
+# Safe Harbor's DICOM keeps a year as YYYY0101 (DA) or YYYY0101000000 (DT).
+_YEAR_ONLY = {"DA": re.compile(r"\d{4}0101"), "DT": re.compile(r"\d{4}0101(?:000000(?:\.0{1,6})?)?(?:[+-]\d{4})?")}
+# Text a person or a device could write into. Dates and times are the profile's, checked against
+# the known birth dates; UIDs and numbers are digits and dots that the patterns would misread.
+_PATTERN_VRS = frozenset({"AE", "AS", "CS", "LO", "LT", "PN", "SH", "ST", "UC", "UR", "UT"})
+_UNKNOWN_VRS = frozenset({"UN", "OB"})
+
+
+def _is_year_only(text: str, vr: str) -> bool:
+    values = text.split("\\")
+    return bool(text) and all(_YEAR_ONLY[vr].fullmatch(value.strip()) for value in values)
+
+
+def _has_pattern_text(vr: str, text: str) -> bool:
+    """Whether the patterns are run on an element: text VRs, and unknown bytes that read as text
+    (a private tag's note), not random bytes where digits line up by chance."""
+    if vr in _PATTERN_VRS:
+        return True
+    return vr in _UNKNOWN_VRS and text.rstrip("\x00 ").isprintable()
