@@ -23,14 +23,17 @@ $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 run: install $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/dagster asset materialize -m medical_assets.definitions --select '*'
 
+# Lint, the definitions as `dg` loads them in a new user's shell (no DAGSTER_HOME), then the tests.
 test: install
-	$(BIN)/pytest -ra
+	$(BIN)/ruff check medical_assets medical_assets_tests benchmarks
+	env -u DAGSTER_HOME $(BIN)/dg check defs
+	$(BIN)/pytest -ra --durations=15
 
 test-fast: install
 	$(BIN)/pytest -ra -m "not slow"
 
 dev: install $(DAGSTER_HOME)/dagster.yaml
-	$(BIN)/dagster dev -m medical_assets.definitions --host 127.0.0.1
+	$(BIN)/dg dev --host 127.0.0.1
 
 bench: install
 	$(BIN)/python -m benchmarks

@@ -10,13 +10,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from medical_assets.analytics.tables import ANALYTICS_TABLES
-from medical_assets.defs import groups
+from medical_assets.defs import groups, versions
 from medical_assets.defs.audit import audited_phi_read
 from medical_assets.defs import leak_gate
-from medical_assets.defs.deidentified import compliance_stamp, deid_key, recovered_publication
+from medical_assets.defs.deidentified import compliance_stamp, recovered_publication
+from medical_assets.defs.metadata import column_schema
 from medical_assets.defs.resources import PipelineConfig, PrivacyResource, RayResource
+from medical_assets.defs.selection import selected_results
 from medical_assets.engine import analytics_jobs
-from medical_assets.engine.analytics_jobs import ANALYTICS_DEID_INPUTS, ANALYTICS_PHI_INPUTS, Input
+from medical_assets.engine.analytics_jobs import Input
 
 ANALYTICS_FOLDER = "analytics"
 _DESCRIPTIONS = {
@@ -32,6 +34,20 @@ _DESCRIPTIONS = {
 }
 _PREVIEW_ROWS = 10
 
+# What each table is computed from (the graph's edges). The utilization reads the PHI messages for
+# MSH-7's month; the data quality tables read the PHI parse errors.
+_INPUTS = {
+    "hospital_utilization": ["deid/hl7_messages", "deid/hl7_lab_results", "deid/hl7_pharmacy_orders", "hl7_messages"],
+    "patient_demographics": ["deid/hl7_messages"],
+    "message_types": ["deid/hl7_messages"],
+    "lab_results": ["deid/hl7_lab_results"],
+    "pharmacy": ["deid/hl7_pharmacy_orders"],
+    "imaging": ["deid/dicom_images"],
+    "imaging_transfer_syntaxes": ["deid/dicom_images"],
+    "data_quality_files": ["deid/hl7_messages", "hl7_errors"],
+    "data_quality_facilities": ["deid/hl7_messages", "hl7_errors"],
+}
+
 
 ANALYTICS_LEAK_CHECK = "no_identifiers_leaked_analytics"
 
@@ -45,16 +61,19 @@ def analytics_key(table: str) -> dg.AssetKey:
     specs=[
         dg.AssetSpec(
             analytics_key(table),
-            deps=[*(deid_key(t) for t in ANALYTICS_DEID_INPUTS), *ANALYTICS_PHI_INPUTS],
+            deps=[dg.AssetKey.from_user_string(name) for name in _INPUTS[table]],
             group_name=groups.ANALYTICS,
+            owners=groups.OWNERS,
+            code_version=versions.ANALYTICS,
             kinds={"ray", "parquet"},
             description=_DESCRIPTIONS[table] + " Counts from 1 to the suppression threshold are null (suppressed).",
             tags={"zone": "deid"},
         )
         for table in ANALYTICS_TABLES
     ],
-    check_specs=[leak_gate.check_spec(ANALYTICS_LEAK_CHECK, analytics_key(next(iter(ANALYTICS_TABLES))), "deid/analytics/")],
+    check_specs=leak_gate.check_specs(ANALYTICS_LEAK_CHECK, [analytics_key(t) for t in ANALYTICS_TABLES], "deid/analytics/"),
     pool=groups.RAY_POOL,
+    can_subset=True,
 )
 def analytics_tables(
     context: dg.AssetExecutionContext, pipeline: PipelineConfig, ray_engine: RayResource, privacy: PrivacyResource
@@ -80,7 +99,7 @@ def analytics_tables(
             publication.abandon()
             raise
     yield from leak_gate.publish_if_clean(
-        context, settings, publication, ANALYTICS_LEAK_CHECK, analytics_key(next(iter(ANALYTICS_TABLES))),
+        context, settings, publication, ANALYTICS_LEAK_CHECK, [analytics_key(t) for t in ANALYTICS_TABLES],
         list(ANALYTICS_TABLES),
         # Published as folders: a CSV or JSON Lines export has no Parquet part to check for.
         lambda: publication.commit({}, folders=list(ANALYTICS_TABLES)),
@@ -88,24 +107,26 @@ def analytics_tables(
         library_texts=list(stamp.values()), aggregates=True,
     )
     context.log.info(f"analytics: {len(counts)} tables published as {settings.export_format}")
+    results = []
     for table, schema in ANALYTICS_TABLES.items():
         location = folder.child(table)
         published = analytics_jobs.read_input(Input(location, None, settings.export_format, schema))
-        yield dg.MaterializeResult(
+        results.append(dg.MaterializeResult(
             asset_key=analytics_key(table),
             metadata={
                 "dagster/row_count": counts.get(table, 0),
-                "dagster/column_schema": dg.TableSchema(columns=[dg.TableColumn(f.name, str(f.type)) for f in schema]),
+                "dagster/column_schema": column_schema(schema),
                 "dagster/uri": location.uri,
                 "format": settings.export_format,
-                "suppression threshold": settings.suppression_threshold,
+                "suppression threshold": dg.MetadataValue.text(str(settings.suppression_threshold)),
                 "suppressed cells": int(pc.sum(published["suppressed_cells"]).as_py() or 0) if published is not None else 0,
                 "de-identification profile": settings.deid_profile,
                 "key id": key.key_id,
                 # Aggregates with small cells already suppressed: safe to show.
                 "preview": dg.MetadataValue.md(markdown_preview(published, _PREVIEW_ROWS)),
             },
-        )
+        ))
+    yield from selected_results(context, results)
 
 
 def markdown_preview(table: pa.Table | None, limit: int) -> str:

@@ -11,10 +11,11 @@ from importlib.metadata import version
 import dagster as dg
 import pyarrow as pa
 
-from medical_assets.defs import groups, leak_gate
+from medical_assets.defs import groups, leak_gate, versions
 from medical_assets.defs.audit import audited_phi_read
 from medical_assets.defs.metadata import count_preview, table_metadata, value_counts
 from medical_assets.defs.resources import PipelineConfig, PrivacyResource, RayResource
+from medical_assets.defs.selection import selected_results
 from medical_assets.dicom.export import EXPORT_TABLES as DICOM_EXPORT_TABLES
 from medical_assets.engine import deid_jobs
 from medical_assets.engine.part_groups import phi_part_groups
@@ -23,6 +24,7 @@ from medical_assets.privacy.hl7_deid_tables import DEID_HL7_TABLES
 from medical_assets.storage import Location, TablePublication, restrict_to_owner
 
 DEID_FILES = "dicom"  # <data>/deid/dicom/: the de-identified DICOM files
+DEID_FILES_ASSET = "dicom_files"  # their asset: deid/dicom_files
 HL7_LEAK_CHECK = "no_identifiers_leaked_hl7"
 DICOM_LEAK_CHECK = "no_identifiers_leaked_dicom"
 PRIVACY_FOLDER = "privacy"  # <manifests>/privacy/<step>.json: counts for the privacy report, never a value
@@ -78,14 +80,17 @@ def stamped(
             # dicom_images too: a PatientAge of 090Y makes the patient 90+ in HL7 as well.
             deps=sorted({table, "hl7_messages", "dicom_images"}),
             group_name=groups.DEID,
+            owners=groups.OWNERS,
+            code_version=versions.HL7_DEID,
             kinds={"ray", "parquet", "hl7"},
             description=_DESCRIPTIONS[table],
             tags={"zone": "deid"},
         )
         for table in DEID_HL7_TABLES
     ],
-    check_specs=[leak_gate.check_spec(HL7_LEAK_CHECK, deid_key("hl7_messages"), "deid/hl7_*")],
+    check_specs=leak_gate.check_specs(HL7_LEAK_CHECK, [deid_key(t) for t in DEID_HL7_TABLES], "deid/hl7_*"),
     pool=groups.RAY_POOL,
+    can_subset=True,
 )
 def hl7_deidentified_tables(
     context: dg.AssetExecutionContext, pipeline: PipelineConfig, ray_engine: RayResource, privacy: PrivacyResource
@@ -117,15 +122,16 @@ def hl7_deidentified_tables(
     withheld = deid_jobs.withheld_counts(counts)
     record_privacy(settings, "hl7", {"withheld": withheld})
     yield from leak_gate.publish_if_clean(
-        context, settings, publication, HL7_LEAK_CHECK, deid_key("hl7_messages"), list(schemas),
+        context, settings, publication, HL7_LEAK_CHECK, [deid_key(t) for t in schemas], list(schemas),
         lambda: publication.commit(schemas),
     )
-    for table, schema in schemas.items():
-        rows = [row for row in withheld if row["table"] == table]
-        yield _materialized(
+    yield from selected_results(context, [
+        _materialized(
             deid_key(table), deid.child(table), schema, counts.get(table, 0), _PREVIEW_COLUMN[table], key.key_id, settings,
-            {"values withheld": dg.MetadataValue.md(withheld_markdown(rows))},
+            {"values withheld": dg.MetadataValue.md(withheld_markdown([r for r in withheld if r["table"] == table]))},
         )
+        for table, schema in schemas.items()
+    ])
 
 
 def withheld_markdown(rows: list[dict]) -> str:
@@ -142,22 +148,29 @@ def record_privacy(settings, step: str, summary: dict) -> None:
     settings.manifests.child(PRIVACY_FOLDER, f"{step}.json").write_bytes_atomically(json.dumps(summary).encode())
 
 
+def _dicom_export_spec(key: dg.AssetKey, deps: list[str], group: str, kinds: set[str]) -> dg.AssetSpec:
+    return dg.AssetSpec(
+        key, deps=deps, group_name=group, owners=groups.OWNERS, code_version=versions.DICOM_DEID, kinds={"ray", "dicom", *kinds},
+        description=_DESCRIPTIONS[key.path[-1]], tags={"zone": "phi" if group == groups.PHI else "deid"},
+    )
+
+
 @dg.multi_asset(
     name="dicom_deidentified_export",
     specs=[
         # hl7_messages too: a patient 90+ in HL7 loses the PatientAge of their images.
-        dg.AssetSpec(deid_key(t), deps=["dicom_images", "dicom_thumbnails", "hl7_messages"], group_name=groups.DEID,
-                     kinds={"ray", "parquet", "dicom"}, description=_DESCRIPTIONS[t], tags={"zone": "deid"})
+        _dicom_export_spec(deid_key(t), ["dicom_images", "dicom_thumbnails", "hl7_messages"], groups.DEID, {"parquet"})
         for t in ("dicom_images", "dicom_thumbnails")
     ]
     + [
-        dg.AssetSpec(deid_key("dicom_files"), deps=["dicom_images"], group_name=groups.DEID, kinds={"ray", "dicom"},
-                     description=_DESCRIPTIONS["dicom_files"], tags={"zone": "deid"}),
-        dg.AssetSpec("dicom_deid_excluded", deps=["dicom_images"], group_name=groups.PHI, kinds={"ray", "parquet", "dicom"},
-                     description=_DESCRIPTIONS["dicom_deid_excluded"], tags={"zone": "phi"}),
+        _dicom_export_spec(deid_key(DEID_FILES_ASSET), ["dicom_images"], groups.DEID, set()),
+        _dicom_export_spec(dg.AssetKey("dicom_deid_excluded"), ["dicom_images"], groups.PHI, {"parquet"}),
     ],
-    check_specs=[leak_gate.check_spec(DICOM_LEAK_CHECK, deid_key("dicom_images"), "deid/dicom_* and deid/dicom/")],
+    check_specs=leak_gate.check_specs(
+        DICOM_LEAK_CHECK, [deid_key(t) for t in ("dicom_images", "dicom_thumbnails", "dicom_files")], "deid/dicom_* and deid/dicom/"
+    ),
     pool=groups.RAY_POOL,
+    can_subset=True,
 )
 def dicom_deidentified_export(
     context: dg.AssetExecutionContext, pipeline: PipelineConfig, ray_engine: RayResource, privacy: PrivacyResource
@@ -198,26 +211,30 @@ def dicom_deidentified_export(
     excluded_reasons = value_counts(excluded, "reason") if excluded.exists() else {}
     record_privacy(settings, "dicom", {"excluded_images": [{"reason": r, "images": n} for r, n in excluded_reasons.items()]})
     yield from leak_gate.publish_if_clean(
-        context, settings, deid_publication, DICOM_LEAK_CHECK, deid_key("dicom_images"), [*deid_tables, DEID_FILES],
+        context, settings, deid_publication, DICOM_LEAK_CHECK,
+        [deid_key(t) for t in (*deid_tables, DEID_FILES_ASSET)], [*deid_tables, DEID_FILES],
         lambda: deid_publication.commit(deid_tables, folders=[DEID_FILES]),
     )
     kept_out = count_preview(excluded, "reason") if excluded_reasons else dg.MetadataValue.md("none")
-    for table, schema in deid_tables.items():
-        yield _materialized(
+    results = [
+        _materialized(
             deid_key(table), deid.child(table), schema, counts.get(table, 0), _PREVIEW_COLUMN[table], key.key_id, settings,
             {"images kept out": kept_out},
         )
-    yield dg.MaterializeResult(
-        asset_key=deid_key("dicom_files"),
+        for table, schema in deid_tables.items()
+    ]
+    results.append(dg.MaterializeResult(
+        asset_key=deid_key(DEID_FILES_ASSET),
         metadata={"files": counts.get("dicom_images", 0), "dagster/uri": deid.child(DEID_FILES).uri, "key id": key.key_id},
-    )
-    yield dg.MaterializeResult(
+    ))
+    results.append(dg.MaterializeResult(
         asset_key="dicom_deid_excluded",
         metadata={
             **table_metadata(excluded, schemas["dicom_deid_excluded"], counts.get("dicom_deid_excluded", 0)),
             "preview": count_preview(excluded, "reason"),
         },
-    )
+    ))
+    yield from selected_results(context, results)
 
 
 def recovered_publication(context: dg.AssetExecutionContext, zone: Location) -> TablePublication:

@@ -54,19 +54,24 @@ MEASUREMENT_COLUMNS = frozenset(
 _IDENTIFIER_SOURCES = ("hl7_messages", "hl7_encounters", "hl7_lab_results", "hl7_pharmacy_orders", "dicom_images")
 
 
-def check_spec(name: str, asset: dg.AssetKey, scanned: str) -> dg.AssetCheckSpec:
-    return dg.AssetCheckSpec(
-        name,
-        asset=asset,
-        blocking=True,
-        description=(
-            f"Runs before {scanned} is published: fails if an identifier of the PHI zone (names, IDs, phone numbers, "
-            "SSNs, street lines, birth dates, original DICOM UIDs) or a structured identifier of anyone (phone, SSN, "
-            "email, URL, IP, written dates, ZIP codes, record numbers) is in the staged output: Parquet values and "
-            "metadata, DICOM elements, any other file. On failure nothing is published and the output waits in "
-            "phi/quarantine/. Findings name the file and column or tag, never the value."
-        ),
-    )
+def check_specs(name: str, assets: Iterable[dg.AssetKey], scanned: str) -> list[dg.AssetCheckSpec]:
+    """One leak check per asset of a step: the step's output is scanned once, as a whole, and each
+    asset's check reports that scan, so selecting any one asset brings its check along."""
+    return [
+        dg.AssetCheckSpec(
+            name,
+            asset=asset,
+            blocking=True,
+            description=(
+                f"Runs before {scanned} is published: fails if an identifier of the PHI zone (names, IDs, phone numbers, "
+                "SSNs, street lines, birth dates, original DICOM UIDs) or a structured identifier of anyone (phone, SSN, "
+                "email, URL, IP, written dates, ZIP codes, record numbers) is in the staged output: Parquet values and "
+                "metadata, DICOM elements, any other file. On failure nothing is published and the output waits in "
+                "phi/quarantine/. Findings name the file and column or tag, never the value."
+            ),
+        )
+        for asset in assets
+    ]
 
 
 def publish_if_clean(
@@ -74,14 +79,15 @@ def publish_if_clean(
     settings: PipelineSettings,
     publication: TablePublication,
     check_name: str,
-    asset: dg.AssetKey,
+    assets: Sequence[dg.AssetKey],
     staged: Sequence[str],
     commit: Callable[[], None],
     library_texts: Iterable[str] = (),
     drawn_from_analytics: bool = False,
     aggregates: bool = False,
 ) -> Iterator[dg.AssetCheckResult]:
-    """Scan `staged` (folder names of `publication`), then commit or quarantine; yields the check result."""
+    """Scan `staged` (folder names of `publication`), then commit or quarantine; yields the result of
+    each selected check of `assets`. The scan and the commit happen whatever was selected."""
     vocabulary = load_vocabulary(settings)
     with audited_phi_read(context, settings, f"leak check {check_name}", None):
         findings, identifier_count = scan_for_leaks(
@@ -97,13 +103,16 @@ def publish_if_clean(
         "findings": len(findings),
         "where": dg.MetadataValue.md(_findings_table(findings) if findings else "no identifier found"),
     }
+    selected = [asset for asset in assets if dg.AssetCheckKey(asset, check_name) in context.selected_asset_check_keys]
     if not findings:
         commit()
-        yield dg.AssetCheckResult(check_name=check_name, asset_key=asset, passed=True, severity=dg.AssetCheckSeverity.ERROR, metadata=metadata)
+        for asset in selected:
+            yield dg.AssetCheckResult(check_name=check_name, asset_key=asset, passed=True, severity=dg.AssetCheckSeverity.ERROR, metadata=metadata)
         return
     quarantine = quarantine_staged(settings, publication, check_name, staged)
     metadata["quarantine"] = quarantine.uri
-    yield dg.AssetCheckResult(check_name=check_name, asset_key=asset, passed=False, severity=dg.AssetCheckSeverity.ERROR, metadata=metadata)
+    for asset in selected:
+        yield dg.AssetCheckResult(check_name=check_name, asset_key=asset, passed=False, severity=dg.AssetCheckSeverity.ERROR, metadata=metadata)
     raise dg.Failure(
         description=(
             f"{check_name}: {len(findings)} finding(s) in the staged output, so nothing was published: deid/ keeps its "

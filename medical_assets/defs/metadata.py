@@ -6,17 +6,20 @@ import dagster as dg
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from medical_assets.columns import catalog_description
 from medical_assets.storage import Location, read_table
 
 
 def table_metadata(location: Location, schema: pa.Schema, row_count: int) -> dict:
-    return {
-        "dagster/row_count": row_count,
-        "dagster/column_schema": dg.TableSchema(
-            columns=[dg.TableColumn(field.name, str(field.type)) for field in schema]
-        ),
-        "dagster/uri": location.uri,
-    }
+    return {"dagster/row_count": row_count, "dagster/column_schema": column_schema(schema), "dagster/uri": location.uri}
+
+
+def column_schema(schema: pa.Schema) -> dg.TableSchema:
+    """The catalog's columns: name, type, and where each comes from (and, in deid/, its treatment),
+    read from the same field declarations the code writes and checks."""
+    return dg.TableSchema(
+        columns=[dg.TableColumn(field.name, str(field.type), description=catalog_description(field)) for field in schema]
+    )
 
 
 def value_counts(location: Location, column: str) -> Counter:

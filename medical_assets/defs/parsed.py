@@ -2,7 +2,8 @@
 
 import dagster as dg
 
-from medical_assets.defs import groups
+from medical_assets.defs import groups, versions
+from medical_assets.defs.selection import selected_results
 from medical_assets.defs.audit import audited_phi_read
 from medical_assets.defs.metadata import count_preview, table_metadata
 from medical_assets.defs.raw import DICOM_MANIFEST, HL7_MANIFEST, dicom_landing_manifest, hl7_landing_manifest
@@ -47,6 +48,8 @@ def _parsed_tables_asset(name: str, kind: str, tables: dict, manifest_asset, man
                 table,
                 deps=[manifest_asset],
                 group_name=groups.PHI,
+                owners=groups.OWNERS,
+                code_version={"hl7": versions.HL7_PARSE, "dicom": versions.DICOM_PARSE}[kind],
                 kinds={"ray", "parquet", kind},
                 description=_DESCRIPTIONS[table],
                 tags={"zone": "phi"},
@@ -54,6 +57,7 @@ def _parsed_tables_asset(name: str, kind: str, tables: dict, manifest_asset, man
             for table in tables
         ],
         pool=groups.RAY_POOL,
+        can_subset=True,
     )
     def parsed_tables(context: dg.AssetExecutionContext, pipeline: PipelineConfig, ray_engine: RayResource):
         settings = pipeline.settings()
@@ -96,17 +100,18 @@ def _parsed_tables_asset(name: str, kind: str, tables: dict, manifest_asset, man
                     raise
             restrict_to_owner(phi)
 
-        for table, schema in tables.items():
-            location = phi.child(table)
-            yield dg.MaterializeResult(
+        yield from selected_results(context, [
+            dg.MaterializeResult(
                 asset_key=table,
                 metadata={
-                    **table_metadata(location, schema, count_rows(location)),
-                    "preview": count_preview(location, _PREVIEW_COLUMN[table]),
+                    **table_metadata(phi.child(table), schema, count_rows(phi.child(table))),
+                    "preview": count_preview(phi.child(table), _PREVIEW_COLUMN[table]),
                     "files parsed this run": len(files),
                     "parse plan": "full" if plan.full else "incremental",
                 },
             )
+            for table, schema in tables.items()
+        ])
 
     return parsed_tables
 

@@ -3,7 +3,7 @@
 import dagster as dg
 
 from medical_assets.config import DICOM_SOURCE_VAR, HL7_SOURCE_VAR
-from medical_assets.defs import groups
+from medical_assets.defs import groups, versions
 from medical_assets.defs.resources import PipelineConfig, RayResource
 from medical_assets.dicom import is_dicom_candidate
 from medical_assets.engine import jobs
@@ -19,6 +19,8 @@ DICOM_MANIFEST = ("dicom_landing", "manifest.parquet")
 
 @dg.asset(
     group_name=groups.LANDING,
+    owners=groups.OWNERS,
+    code_version=versions.SYNTHETIC,
     kinds={"ray", "hl7"},
     pool=groups.RAY_POOL,
     description=(
@@ -53,6 +55,8 @@ def synthetic_hl7_files(
 
 @dg.asset(
     group_name=groups.LANDING,
+    owners=groups.OWNERS,
+    code_version=versions.SYNTHETIC,
     kinds={"ray", "dicom"},
     pool=groups.RAY_POOL,
     description=(
@@ -86,6 +90,7 @@ def synthetic_dicom_files(
 @dg.asset(
     deps=[synthetic_hl7_files],
     group_name=groups.LANDING,
+    owners=groups.OWNERS,
     kinds={"ray", "parquet", "hl7"},
     pool=groups.RAY_POOL,
     description="Manifest of the HL7 landing files (path, size, modification time, SHA-256), one row per file.",
@@ -101,6 +106,7 @@ def hl7_landing_manifest(
 @dg.asset(
     deps=[synthetic_dicom_files],
     group_name=groups.LANDING,
+    owners=groups.OWNERS,
     kinds={"ray", "parquet", "dicom"},
     pool=groups.RAY_POOL,
     description=(

@@ -14,7 +14,7 @@ import pyarrow.compute as pc
 from medical_assets.analytics.chart_data import DASHBOARD_FILE, PNG_SIZES
 from medical_assets.analytics.privacy_report import privacy_report_markdown, render_privacy_report
 from medical_assets.analytics.tables import ANALYTICS_TABLES
-from medical_assets.defs import groups, leak_gate
+from medical_assets.defs import groups, leak_gate, versions
 from medical_assets.defs.analytics import ANALYTICS_LEAK_CHECK, analytics_key
 from medical_assets.defs.deidentified import (
     DICOM_LEAK_CHECK,
@@ -24,6 +24,7 @@ from medical_assets.defs.deidentified import (
     deid_key,
     recovered_publication,
 )
+from medical_assets.defs.selection import selected_results
 from medical_assets.defs.resources import PipelineConfig, PrivacyResource, RayResource
 from medical_assets.engine import analytics_jobs
 
@@ -38,6 +39,16 @@ _DESCRIPTIONS = {
     "dicom_preview": "Exported (de-identified, no burned-in text) images with intensity histograms (PNG).",
 }
 
+
+# What each figure is drawn from (the graph's edges): the dashboard shows every table.
+_INPUTS = {
+    "dashboard": [*(analytics_key(t) for t in ANALYTICS_TABLES), deid_key("dicom_thumbnails"), deid_key("dicom_images")],
+    "utilization": [analytics_key("hospital_utilization")],
+    "demographics": [analytics_key("patient_demographics")],
+    "labs": [analytics_key("lab_results")],
+    "imaging": [analytics_key("imaging"), analytics_key("imaging_transfer_syntaxes")],
+    "dicom_preview": [deid_key("dicom_thumbnails"), deid_key("dicom_images")],
+}
 
 REPORTS_LEAK_CHECK = "no_identifiers_leaked_reports"
 PRIVACY_REPORT_FILE = "privacy.html"
@@ -87,16 +98,19 @@ def report_key(name: str) -> dg.AssetKey:
     specs=[
         dg.AssetSpec(
             report_key(name),
-            deps=[*(analytics_key(t) for t in ANALYTICS_TABLES), deid_key("dicom_thumbnails"), deid_key("dicom_images")],
-            group_name=groups.ANALYTICS,
+            deps=_INPUTS[name],
+            group_name=groups.REPORTS,
+            owners=groups.OWNERS,
+            code_version=versions.ANALYTICS,
             kinds={"ray", "html" if name == "dashboard" else "png"},
             description=_DESCRIPTIONS[name],
             tags={"zone": "deid"},
         )
         for name in ["dashboard", *REPORT_FIGURES]
     ],
-    check_specs=[leak_gate.check_spec(REPORTS_LEAK_CHECK, report_key("dashboard"), "deid/reports/")],
+    check_specs=leak_gate.check_specs(REPORTS_LEAK_CHECK, [report_key(n) for n in ["dashboard", *REPORT_FIGURES]], "deid/reports/"),
     pool=groups.RAY_POOL,
+    can_subset=True,
 )
 def dashboards(context: dg.AssetExecutionContext, pipeline: PipelineConfig, ray_engine: RayResource, privacy: PrivacyResource):
     settings = pipeline.settings()
@@ -118,7 +132,7 @@ def dashboards(context: dg.AssetExecutionContext, pipeline: PipelineConfig, ray_
             publication.abandon()
             raise
     yield from leak_gate.publish_if_clean(
-        context, settings, publication, REPORTS_LEAK_CHECK, report_key("dashboard"), [REPORTS_FOLDER],
+        context, settings, publication, REPORTS_LEAK_CHECK, [report_key(n) for n in ["dashboard", *REPORT_FIGURES]], [REPORTS_FOLDER],
         lambda: publication.commit({}, folders=[REPORTS_FOLDER]),
         # Library code and the stamp we wrote (run id, creation time, version) are not data.
         library_texts=[leak_gate.plotly_js(), *stamp.values()], drawn_from_analytics=True,
@@ -126,22 +140,25 @@ def dashboards(context: dg.AssetExecutionContext, pipeline: PipelineConfig, ray_
     folder = deid.child(REPORTS_FOLDER)
     context.log.info(f"reports: {', '.join(files)} published")
     dashboard = folder.child(DASHBOARD_FILE)
-    yield dg.MaterializeResult(
+    results = [dg.MaterializeResult(
         asset_key=report_key("dashboard"),
         metadata={
             "dagster/uri": dashboard.uri,
-            "open": dg.MetadataValue.url(dashboard.uri),
+            # A browser opens no file:// link from a web page, so the UI shows where the file is (with
+            # a copy button) rather than a link that lands elsewhere; the file opens offline.
+            "open in a browser": dg.MetadataValue.path(dashboard.uri),
             "size (bytes)": len(dashboard.read_bytes()),
-            "suppression threshold": settings.suppression_threshold,
+            # Text, not a number: the Plots tab would chart a setting as if it were a measurement.
+            "suppression threshold": dg.MetadataValue.text(str(settings.suppression_threshold)),
             "privacy report": dg.MetadataValue.md(
                 privacy_report_markdown(privacy_report)
             ),
         },
-    )
+    )]
     for name, file_name in REPORT_FIGURES.items():
         figure = folder.child(file_name)
         data = figure.read_bytes()
-        yield dg.MaterializeResult(
+        results.append(dg.MaterializeResult(
             asset_key=report_key(name),
             metadata={
                 "dagster/uri": figure.uri,
@@ -149,4 +166,5 @@ def dashboards(context: dg.AssetExecutionContext, pipeline: PipelineConfig, ray_
                 # Aggregates with small cells suppressed and exported images only: safe to show.
                 "figure": dg.MetadataValue.md(f"![{name}](data:image/png;base64,{base64.b64encode(data).decode()})"),
             },
-        )
+        ))
+    yield from selected_results(context, results)

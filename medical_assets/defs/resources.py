@@ -190,3 +190,16 @@ class RayResource(dg.ConfigurableResource):
             raise RuntimeError("RayResource used outside a Dagster run")
         with configuration_failure():
             self._runtime.ensure_started()
+
+
+@dg.definitions
+def resources() -> dg.Definitions:
+    """The resources every asset names, and the executor. The secret reaches the privacy resource as
+    an EnvVar, so Dagster shows the variable's name, never its value; unset, the resource falls back
+    to a development key (and warns on every run)."""
+    privacy = PrivacyResource(pseudonym_key=dg.EnvVar(PSEUDONYM_KEY_VAR)) if os.environ.get(PSEUDONYM_KEY_VAR) else PrivacyResource()
+    return dg.Definitions(
+        resources={"pipeline": PipelineConfig(), "ray_engine": RayResource(), "privacy": privacy},
+        # One process per run, so Ray starts once per run rather than once per step.
+        executor=dg.in_process_executor,
+    )

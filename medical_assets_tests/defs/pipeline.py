@@ -32,9 +32,9 @@ def materialize_planted_leak(data_dir, key: str, table: str, planted):
     from medical_assets.defs import leak_gate
     from medical_assets.storage import TablePublication
 
-    check = leak_gate.check_spec("planted_leak_check", dg.AssetKey("planted"), f"deid/{table}")
+    checks = leak_gate.check_specs("planted_leak_check", [dg.AssetKey("planted")], f"deid/{table}")
 
-    @dg.asset(name="planted", check_specs=[check])
+    @dg.asset(name="planted", check_specs=checks)
     def planted_asset(context: dg.AssetExecutionContext, pipeline: PipelineConfig, ray_engine: RayResource):
         settings = pipeline.settings()
         ray_engine.ensure_started()
@@ -43,7 +43,7 @@ def materialize_planted_leak(data_dir, key: str, table: str, planted):
         staged.makedirs()
         pq.write_table(planted, staged.child("part-99999.parquet").path, filesystem=staged.filesystem)
         yield from leak_gate.publish_if_clean(
-            context, settings, publication, "planted_leak_check", dg.AssetKey("planted"), [table],
+            context, settings, publication, "planted_leak_check", [dg.AssetKey("planted")], [table],
             lambda: publication.commit({}, folders=[table]),
         )
         yield dg.MaterializeResult()
