@@ -2,7 +2,7 @@
 
 Each de-identified asset stages its output (`storage.TablePublication`), then `publish_if_clean`
 scans the staged folders for identifiers of the PHI zone and for structured identifiers of anyone
-(`privacy.leaks`, `privacy.detectors`). Clean: the publication commits, and the check passes. Not
+(`privacy.leak_scanner`, `privacy.detectors`). Clean: the publication commits, and the check passes. Not
 clean: nothing is published (the previous version stays in deid/, readable as before), the
 rejected output moves to `phi/quarantine/<check>/<run>/` for a person to inspect, the check fails
 with the quarantine's place in its metadata, and the step fails, so nothing downstream runs.

@@ -16,8 +16,8 @@ DICOM_EXTENSIONS = (".dcm", ".dicom")  # and extension-less files with the DICM 
 @dataclass(frozen=True)
 class LandingFolder:
     """Files put into a landing folder by anything outside the pipeline: a mounted share, rsync,
-    an archive export. A writer that cannot rename should copy under a name starting with `.` or
-    `_` and rename it when complete, as `deliver` does: the listing skips such names."""
+    an archive export. Such a writer should copy under a name starting with `.` or `_` and rename
+    the file when complete, as `deliver` does: the listing skips those names."""
 
     name: str
     kind: str
