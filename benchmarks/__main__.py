@@ -42,8 +42,8 @@ import time
 
 import psutil
 
-from benchmarks.memory import tree_rss
 from benchmarks import dicom, report
+from benchmarks.memory import tree_rss
 from benchmarks.tutorial import write_corpus
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -113,7 +113,7 @@ def main() -> None:
                 argv = [spark_python, os.path.join(HERE, "spark.py"), corpus]
             else:
                 argv = [sys.executable, "-m", "benchmarks.measure", name, corpus]
-            _record(results, "hl7", name, size, lambda output, argv=argv: _run_measurement(argv + [output], name, size))
+            _record(results, "hl7", name, size, lambda output, argv=argv, name=name, size=size: _run_measurement(argv + [output], name, size))
         if _planned(INPUT_PLAN[0], size):
             inputs = os.path.join(OUTPUT, f"inputs-{size}")
             prepared = _run_process([sys.executable, "-m", "benchmarks.inputs", corpus, inputs],
@@ -122,11 +122,11 @@ def main() -> None:
                 results["prepared"][str(size)] = {**prepared["json"], "peak_rss": prepared["peak_rss"]}
                 for name in INPUT_PLAN:
                     argv = [sys.executable, "-m", "benchmarks.measure", name, inputs]
-                    _record(results, "inputs", name, size, lambda output, argv=argv: _run_measurement(argv + [output], name, size))
+                    _record(results, "inputs", name, size, lambda output, argv=argv, name=name, size=size: _run_measurement(argv + [output], name, size))
             else:
                 results["measurements"].append({"group": "inputs", "name": "prepare", "size": size, "runs": [],
                                                 "error": prepared["error"]})
-        _record(results, "pipeline", "pipeline_cli", size, lambda output: _pipeline_on_corpus(corpus, output, size))
+        _record(results, "pipeline", "pipeline_cli", size, lambda output, corpus=corpus, size=size: _pipeline_on_corpus(corpus, output, size))
 
     dicom_corpus = os.path.join(OUTPUT, f"dicom-{DICOM_FILES}")
     dicom.write_corpus(dicom_corpus, DICOM_FILES)
@@ -392,13 +392,13 @@ def _measure_make_run(results: dict) -> None:
             first_dir = os.path.join(workdir, f"first-{index}")
             home = os.path.join(first_dir, "dagster_home")
             data = os.path.join(first_dir, "data")
-            _append_run(results, "first_run", lambda: _pipeline_run(first_dir, data, "make_run-first", settings, home))
-            _append_run(results, "second_run", lambda: _pipeline_run(first_dir, data, "make_run-second", settings, home))
+            _append_run(results, "first_run", lambda first_dir=first_dir, data=data, home=home: _pipeline_run(first_dir, data, "make_run-first", settings, home))
+            _append_run(results, "second_run", lambda first_dir=first_dir, data=data, home=home: _pipeline_run(first_dir, data, "make_run-second", settings, home))
             present_dir = os.path.join(workdir, f"present-{index}")
             os.makedirs(os.path.join(present_dir, "data"))
             if os.path.isdir(os.path.join(data, "landing")):
                 shutil.copytree(os.path.join(data, "landing"), os.path.join(present_dir, "data", "landing"), copy_function=os.link)
-            _append_run(results, "corpus_present", lambda: _pipeline_run(present_dir, os.path.join(present_dir, "data"),
+            _append_run(results, "corpus_present", lambda present_dir=present_dir: _pipeline_run(present_dir, os.path.join(present_dir, "data"),
                                                                          "make_run-present", settings))
             shutil.rmtree(first_dir, ignore_errors=True)
             shutil.rmtree(present_dir, ignore_errors=True)

@@ -139,6 +139,7 @@ def parse_only_single_core(files, output, repeats=3):
     fast path on this corpus), and, for reference, the general path alone.
     """
     import hl7
+
     from benchmarks.tutorial import parse_file_single_thread
     from medical_assets.hl7 import parse_hl7_files, reader
 

@@ -10,9 +10,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from medical_assets.analytics.tables import ANALYTICS_TABLES
-from medical_assets.defs import groups, versions
+from medical_assets.defs import groups, leak_gate, versions
 from medical_assets.defs.audit import audited_phi_read
-from medical_assets.defs import leak_gate
 from medical_assets.defs.deidentified import compliance_stamp, recovered_publication
 from medical_assets.defs.metadata import column_schema
 from medical_assets.defs.resources import PipelineConfig, PrivacyResource, RayResource

@@ -3,11 +3,11 @@
 import dagster as dg
 
 from medical_assets.defs import groups, versions
-from medical_assets.defs.selection import selected_results
 from medical_assets.defs.audit import audited_phi_read
 from medical_assets.defs.metadata import count_preview, table_metadata
 from medical_assets.defs.raw import DICOM_MANIFEST, HL7_MANIFEST, dicom_landing_manifest, hl7_landing_manifest
 from medical_assets.defs.resources import PipelineConfig, RayResource
+from medical_assets.defs.selection import selected_results
 from medical_assets.dicom.tables import TABLES as DICOM_TABLES
 from medical_assets.engine import incremental, jobs
 from medical_assets.hl7.tables import TABLES as HL7_TABLES

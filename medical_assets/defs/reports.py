@@ -24,8 +24,8 @@ from medical_assets.defs.deidentified import (
     deid_key,
     recovered_publication,
 )
-from medical_assets.defs.selection import selected_results
 from medical_assets.defs.resources import PipelineConfig, PrivacyResource, RayResource
+from medical_assets.defs.selection import selected_results
 from medical_assets.engine import analytics_jobs
 
 REPORTS_FOLDER = "reports"

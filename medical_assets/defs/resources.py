@@ -18,7 +18,7 @@ from medical_assets.config import (
 )
 from medical_assets.engine.runtime import RayRuntime, is_transient
 from medical_assets.locking import DataFolderLock
-from medical_assets.privacy.keys import RELEASE_SCOPE_VAR, PSEUDONYM_KEY_VAR, KeyRing, load_key_ring, parse_key_ring
+from medical_assets.privacy.keys import PSEUDONYM_KEY_VAR, RELEASE_SCOPE_VAR, KeyRing, load_key_ring, parse_key_ring
 
 # Step retries after a transient failure, and the wait before each.
 TRANSIENT_RETRIES = 2

@@ -20,8 +20,8 @@ import pyarrow.parquet as pq
 import ray
 
 from medical_assets.analytics.aggregates import DEID_COLUMNS_READ, combine_all, publish_combined, summarize_group
-from medical_assets.analytics.summaries import SUMMARY_SCHEMAS
 from medical_assets.analytics.chart_data import DASHBOARD_FILE, REPORT_GROUPS
+from medical_assets.analytics.summaries import SUMMARY_SCHEMAS
 from medical_assets.analytics.tables import ANALYTICS_TABLES
 from medical_assets.dicom.tables import DEID_DICOM_IMAGES
 from medical_assets.engine import multitable

@@ -24,8 +24,8 @@ from medical_assets.hl7.tables import TABLES as HL7_TABLES
 from medical_assets.privacy import vocabulary
 from medical_assets.privacy.hl7_deid import deidentify_hl7_tables, vocabulary_evidence
 from medical_assets.privacy.hl7_patients import census_of_ages
-from medical_assets.privacy.patients import dicom_census_of_ages, dicom_patient_identity, earliest_years, merge_ages
 from medical_assets.privacy.keys import KeyRing, PseudonymKey
+from medical_assets.privacy.patients import dicom_census_of_ages, dicom_patient_identity, earliest_years, merge_ages
 from medical_assets.privacy.pseudonyms import Pseudonymizer, ReversibleTokens
 from medical_assets.storage import Location, read_whole_file
 

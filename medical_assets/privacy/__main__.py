@@ -18,8 +18,8 @@ import pyarrow as pa
 
 from medical_assets.config import ConfigurationError, load_settings
 from medical_assets.privacy.audit import AuditLog, AuditLogError, ChainReport
-from medical_assets.privacy.pseudonyms import ISSUER_SEPARATOR
 from medical_assets.privacy.keys import MIN_SECRET_BYTES, PSEUDONYM_KEY_VAR, RELEASE_SCOPE_VAR
+from medical_assets.privacy.pseudonyms import ISSUER_SEPARATOR
 from medical_assets.privacy.reidentify import (
     DEFAULT_DOMAIN,
     ReidentificationDenied,

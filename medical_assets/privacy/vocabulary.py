@@ -82,7 +82,6 @@ def merge(parts: Iterable[pa.Table], min_patients: int) -> dict[str, frozenset[s
 def without_identifiers(vocabulary: Vocabulary) -> dict[str, frozenset[str]]:
     """The vocabulary less every value that holds a structured identifier (a hospital's own phone
     number in a common comment is still a phone number): checked once per distinct value."""
-    from medical_assets.privacy.detectors import structured_identifier_mask
 
     cleaned = {}
     for column, values in vocabulary.items():

@@ -37,7 +37,6 @@ from medical_assets.synthetic.dicom_reference import (
 from medical_assets.synthetic.hl7_patients import PATIENT_POOL_SIZE, synthetic_patient
 from medical_assets.synthetic.naming import NumberedFileNames
 
-
 # Raised whenever a seed renders other bytes than before, so that a landing corpus of an older
 # version is told apart from the current one. 2: IssuerOfPatientID, as the HL7 feed names the issuer.
 GENERATOR_VERSION = 2

@@ -24,7 +24,6 @@ from medical_assets.synthetic.hl7_reference import (
 )
 from medical_assets.synthetic.naming import NumberedFileNames
 
-
 # Raised whenever a seed renders other bytes than before, so that a landing corpus of an older
 # version is told apart from the current one. 2: PID-3.4 left out by one feed, a full HD in another.
 GENERATOR_VERSION = 2

@@ -27,7 +27,6 @@ from medical_assets.synthetic.hl7_reference import (
     Facility,
 )
 
-
 PATIENT_POOL_SIZE = 8_000
 
 
