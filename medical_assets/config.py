@@ -75,6 +75,13 @@ class PipelineSettings:
     def zone(self, name: str) -> Location:
         return self.data_dir.child(name)
 
+    def source(self, kind: str) -> Location:
+        """The landing folder of `kind` ("hl7", "dicom")."""
+        return {"hl7": self.hl7_source, "dicom": self.dicom_source}[kind]
+
+    def source_is_external(self, kind: str) -> bool:
+        return {"hl7": self.hl7_source_is_external, "dicom": self.dicom_source_is_external}[kind]
+
     @property
     def manifests(self) -> Location:
         return self.data_dir.child("manifests")

@@ -11,11 +11,12 @@ import pyarrow.compute as pc
 
 from medical_assets.analytics.tables import ANALYTICS_TABLES
 from medical_assets.defs import groups, leak_gate, versions
-from medical_assets.defs.audit import audited_phi_read
-from medical_assets.defs.deidentified import compliance_stamp, recovered_publication
+from medical_assets.defs.deidentified import compliance_stamp
 from medical_assets.defs.metadata import column_schema
 from medical_assets.defs.resources import PipelineConfig, PrivacyResource, RayResource
 from medical_assets.defs.selection import selected_results
+from medical_assets.defs.specs import publishing_step, table_spec
+from medical_assets.defs.staging import recovered_publication, staging
 from medical_assets.engine import analytics_jobs
 from medical_assets.engine.analytics_jobs import Input
 
@@ -55,24 +56,17 @@ def analytics_key(table: str) -> dg.AssetKey:
     return dg.AssetKey(["deid", ANALYTICS_FOLDER, table])
 
 
-@dg.multi_asset(
-    name="analytics_tables",
-    specs=[
-        dg.AssetSpec(
-            analytics_key(table),
-            deps=[dg.AssetKey.from_user_string(name) for name in _INPUTS[table]],
-            group_name=groups.ANALYTICS,
-            owners=groups.OWNERS,
-            code_version=versions.ANALYTICS,
-            kinds={"ray", "parquet"},
-            description=_DESCRIPTIONS[table] + " Counts from 1 to the suppression threshold are null (suppressed).",
-            tags={"zone": "deid"},
+@publishing_step(
+    "analytics_tables",
+    [
+        table_spec(
+            analytics_key(table), [dg.AssetKey.from_user_string(name) for name in _INPUTS[table]], groups.ANALYTICS,
+            versions.ANALYTICS, {"parquet"},
+            _DESCRIPTIONS[table] + " Counts from 1 to the suppression threshold are null (suppressed).",
         )
         for table in ANALYTICS_TABLES
     ],
-    check_specs=leak_gate.check_specs(ANALYTICS_LEAK_CHECK, [analytics_key(t) for t in ANALYTICS_TABLES], "deid/analytics/"),
-    pool=groups.RAY_POOL,
-    can_subset=True,
+    ANALYTICS_LEAK_CHECK, "deid/analytics/",
 )
 def analytics_tables(
     context: dg.AssetExecutionContext, pipeline: PipelineConfig, ray_engine: RayResource, privacy: PrivacyResource
@@ -84,19 +78,11 @@ def analytics_tables(
         settings.deid_profile, key.key_id, context.run.run_id, suppression_threshold=str(settings.suppression_threshold)
     )
     publication = recovered_publication(context, folder)
-    with (
-        audited_phi_read(context, settings, "analytics (message months, parse errors)", key.key_id),
-        ray_engine.transient_failures_retried(),
-    ):
-        try:
-            ray_engine.ensure_started()
-            counts = analytics_jobs.publish_analytics(
-                settings.zone("deid"), settings.zone("phi"), {t: publication.staged(t) for t in ANALYTICS_TABLES},
-                settings.export_format, stamp, key, settings.suppression_threshold,
-            )
-        except BaseException:
-            publication.abandon()
-            raise
+    with staging(context, settings, ray_engine, publication, phi_read="analytics (message months, parse errors)", key_id=key.key_id):
+        counts = analytics_jobs.publish_analytics(
+            settings.zone("deid"), settings.zone("phi"), {t: publication.staged(t) for t in ANALYTICS_TABLES},
+            settings.export_format, stamp, key, settings.suppression_threshold,
+        )
     yield from leak_gate.publish_if_clean(
         context, settings, publication, ANALYTICS_LEAK_CHECK, [analytics_key(t) for t in ANALYTICS_TABLES],
         list(ANALYTICS_TABLES),

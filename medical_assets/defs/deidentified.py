@@ -12,16 +12,17 @@ import dagster as dg
 import pyarrow as pa
 
 from medical_assets.defs import groups, leak_gate, versions
-from medical_assets.defs.audit import audited_phi_read
 from medical_assets.defs.metadata import count_preview, table_metadata, value_counts
 from medical_assets.defs.resources import PipelineConfig, PrivacyResource, RayResource
 from medical_assets.defs.selection import selected_results
+from medical_assets.defs.specs import publishing_step, table_spec
+from medical_assets.defs.staging import recovered_publication, staging
 from medical_assets.dicom.export import EXPORT_TABLES as DICOM_EXPORT_TABLES
 from medical_assets.engine import deid_jobs
 from medical_assets.engine.part_groups import phi_part_groups
 from medical_assets.privacy.hl7_deid import compliance_metadata
 from medical_assets.privacy.hl7_deid_tables import DEID_HL7_TABLES
-from medical_assets.storage import Location, TablePublication, restrict_to_owner
+from medical_assets.storage import restrict_to_owner
 
 DEID_FILES = "dicom"  # <data>/deid/dicom/: the de-identified DICOM files
 DEID_FILES_ASSET = "dicom_files"  # their asset: deid/dicom_files
@@ -72,25 +73,16 @@ def stamped(
     return {name: schema.with_metadata({**(schema.metadata or {}), **stamp}) for name, schema in schemas.items()}
 
 
-@dg.multi_asset(
-    name="hl7_deidentified_tables",
-    specs=[
-        dg.AssetSpec(
-            deid_key(table),
-            # dicom_images too: a PatientAge of 090Y makes the patient 90+ in HL7 as well.
-            deps=sorted({table, "hl7_messages", "dicom_images"}),
-            group_name=groups.DEID,
-            owners=groups.OWNERS,
-            code_version=versions.HL7_DEID,
-            kinds={"ray", "parquet", "hl7"},
-            description=_DESCRIPTIONS[table],
-            tags={"zone": "deid"},
-        )
+@publishing_step(
+    "hl7_deidentified_tables",
+    [
+        # dicom_images too: a PatientAge of 090Y makes the patient 90+ in HL7 as well.
+        table_spec(deid_key(table), sorted({table, "hl7_messages", "dicom_images"}), groups.DEID, versions.HL7_DEID,
+                   {"parquet", "hl7"}, _DESCRIPTIONS[table])
         for table in DEID_HL7_TABLES
     ],
-    check_specs=leak_gate.check_specs(HL7_LEAK_CHECK, [deid_key(t) for t in DEID_HL7_TABLES], "deid/hl7_*"),
-    pool=groups.RAY_POOL,
-    can_subset=True,
+    HL7_LEAK_CHECK,
+    "deid/hl7_*",
 )
 def hl7_deidentified_tables(
     context: dg.AssetExecutionContext, pipeline: PipelineConfig, ray_engine: RayResource, privacy: PrivacyResource
@@ -101,22 +93,14 @@ def hl7_deidentified_tables(
     deid = settings.zone("deid")
     schemas = stamped(DEID_HL7_TABLES, settings.deid_profile, key.key_id, context.run.run_id, settings.reversible_tokens)
     publication = recovered_publication(context, deid)
-    with (
-        audited_phi_read(context, settings, "HL7 tables to the de-identified zone", key.key_id),
-        ray_engine.transient_failures_retried(),
-    ):
-        try:
-            ray_engine.ensure_started()
-            # What every part's de-identification must know of all the data: old patients, vocabulary.
-            census = deid_jobs.take_census(settings.zone("phi"), settings.vocabulary_min_patients, settings.patient_id_scope)
-            counts = deid_jobs.deidentify_hl7(
-                settings.zone("phi"), {t: publication.staged(t) for t in schemas}, schemas, ring, settings.deid_profile,
-                settings.reversible_tokens, progress_logger(context, "HL7 de-identification"), census,
-                settings.vocabulary_min_patients, settings.patient_id_scope,
-            )
-        except BaseException:
-            publication.abandon()
-            raise
+    with staging(context, settings, ray_engine, publication, phi_read="HL7 tables to the de-identified zone", key_id=key.key_id):
+        # What every part's de-identification must know of all the data: old patients, vocabulary.
+        census = deid_jobs.take_census(settings.zone("phi"), settings.vocabulary_min_patients, settings.patient_id_scope)
+        counts = deid_jobs.deidentify_hl7(
+            settings.zone("phi"), {t: publication.staged(t) for t in schemas}, schemas, ring, settings.deid_profile,
+            settings.reversible_tokens, progress_logger(context, "HL7 de-identification"), census,
+            settings.vocabulary_min_patients, settings.patient_id_scope,
+        )
     leak_gate.save_vocabulary(settings, census.vocabulary)
     restrict_to_owner(settings.zone("phi"))
     withheld = deid_jobs.withheld_counts(counts)
@@ -149,15 +133,12 @@ def record_privacy(settings, step: str, summary: dict) -> None:
 
 
 def _dicom_export_spec(key: dg.AssetKey, deps: list[str], group: str, kinds: set[str]) -> dg.AssetSpec:
-    return dg.AssetSpec(
-        key, deps=deps, group_name=group, owners=groups.OWNERS, code_version=versions.DICOM_DEID, kinds={"ray", "dicom", *kinds},
-        description=_DESCRIPTIONS[key.path[-1]], tags={"zone": "phi" if group == groups.PHI else "deid"},
-    )
+    return table_spec(key, deps, group, versions.DICOM_DEID, {"dicom", *kinds}, _DESCRIPTIONS[key.path[-1]])
 
 
-@dg.multi_asset(
-    name="dicom_deidentified_export",
-    specs=[
+@publishing_step(
+    "dicom_deidentified_export",
+    [
         # hl7_messages too: a patient 90+ in HL7 loses the PatientAge of their images.
         _dicom_export_spec(deid_key(t), ["dicom_images", "dicom_thumbnails", "hl7_messages"], groups.DEID, {"parquet"})
         for t in ("dicom_images", "dicom_thumbnails")
@@ -166,11 +147,8 @@ def _dicom_export_spec(key: dg.AssetKey, deps: list[str], group: str, kinds: set
         _dicom_export_spec(deid_key(DEID_FILES_ASSET), ["dicom_images"], groups.DEID, set()),
         _dicom_export_spec(dg.AssetKey("dicom_deid_excluded"), ["dicom_images"], groups.PHI, {"parquet"}),
     ],
-    check_specs=leak_gate.check_specs(
-        DICOM_LEAK_CHECK, [deid_key(t) for t in ("dicom_images", "dicom_thumbnails", "dicom_files")], "deid/dicom_* and deid/dicom/"
-    ),
-    pool=groups.RAY_POOL,
-    can_subset=True,
+    DICOM_LEAK_CHECK,
+    "deid/dicom_* and deid/dicom/",
 )
 def dicom_deidentified_export(
     context: dg.AssetExecutionContext, pipeline: PipelineConfig, ray_engine: RayResource, privacy: PrivacyResource
@@ -183,29 +161,21 @@ def dicom_deidentified_export(
     phi_publication = recovered_publication(context, phi)
     deid_tables = {t: s for t, s in schemas.items() if t != "dicom_deid_excluded"}
     targets = {t: deid_publication.staged(t) for t in deid_tables} | {"dicom_deid_excluded": phi_publication.staged("dicom_deid_excluded")}
-    with (
-        audited_phi_read(context, settings, "DICOM images to the de-identified zone", key.key_id),
-        ray_engine.transient_failures_retried(),
+    with staging(
+        context, settings, ray_engine, deid_publication, phi_publication,
+        phi_read="DICOM images to the de-identified zone", key_id=key.key_id,
     ):
-        try:
-            ray_engine.ensure_started()
-            files = deid_publication.staged(DEID_FILES)
-            files.makedirs()
-            # The HL7 side's old patients and vocabulary too: the patient token joins the two.
-            census = deid_jobs.Census({}, {})  # no image, nothing to ask (a site without DICOM)
-            if phi_part_groups(phi, ["dicom_images"], {}):
-                census = deid_jobs.take_census(
-                    phi, settings.vocabulary_min_patients, settings.patient_id_scope, hl7_vocabulary=False
-                )
-            counts = deid_jobs.export_dicom(
-                phi, settings.dicom_source.filesystem, files, targets, schemas, key, settings.deid_profile,
-                progress_logger(context, "DICOM export"), census, settings.patient_id_scope,
-            )
-            phi_publication.commit({"dicom_deid_excluded": schemas["dicom_deid_excluded"]})
-        except BaseException:
-            deid_publication.abandon()
-            phi_publication.abandon()
-            raise
+        files = deid_publication.staged(DEID_FILES)
+        files.makedirs()
+        # The HL7 side's old patients and vocabulary too: the patient token joins the two.
+        census = deid_jobs.Census({}, {})  # no image, nothing to ask (a site without DICOM)
+        if phi_part_groups(phi, ["dicom_images"], {}):
+            census = deid_jobs.take_census(phi, settings.vocabulary_min_patients, settings.patient_id_scope, hl7_vocabulary=False)
+        counts = deid_jobs.export_dicom(
+            phi, settings.dicom_source.filesystem, files, targets, schemas, key, settings.deid_profile,
+            progress_logger(context, "DICOM export"), census, settings.patient_id_scope,
+        )
+        phi_publication.commit({"dicom_deid_excluded": schemas["dicom_deid_excluded"]})
     restrict_to_owner(phi)
     excluded = phi.child("dicom_deid_excluded")
     excluded_reasons = value_counts(excluded, "reason") if excluded.exists() else {}
@@ -235,12 +205,6 @@ def dicom_deidentified_export(
         },
     ))
     yield from selected_results(context, results)
-
-
-def recovered_publication(context: dg.AssetExecutionContext, zone: Location) -> TablePublication:
-    for action in TablePublication.recover(zone):
-        context.log.warning(f"{zone.name} zone: {action} left by an interrupted run")
-    return TablePublication(zone, run_id=context.run.run_id)
 
 
 def progress_logger(context: dg.AssetExecutionContext, what: str):

@@ -3,11 +3,12 @@
 import dagster as dg
 
 from medical_assets.defs import groups, versions
-from medical_assets.defs.audit import audited_phi_read
 from medical_assets.defs.metadata import count_preview, table_metadata
 from medical_assets.defs.raw import DICOM_MANIFEST, HL7_MANIFEST, dicom_landing_manifest, hl7_landing_manifest
 from medical_assets.defs.resources import PipelineConfig, RayResource
 from medical_assets.defs.selection import selected_results
+from medical_assets.defs.specs import publishing_step, table_spec
+from medical_assets.defs.staging import staging
 from medical_assets.dicom.tables import TABLES as DICOM_TABLES
 from medical_assets.engine import incremental, jobs
 from medical_assets.hl7.tables import TABLES as HL7_TABLES
@@ -41,23 +42,13 @@ _PREVIEW_COLUMN = {
 
 
 def _parsed_tables_asset(name: str, kind: str, tables: dict, manifest_asset, manifest_path: tuple, parse_files):
-    @dg.multi_asset(
-        name=name,
-        specs=[
-            dg.AssetSpec(
-                table,
-                deps=[manifest_asset],
-                group_name=groups.PHI,
-                owners=groups.OWNERS,
-                code_version={"hl7": versions.HL7_PARSE, "dicom": versions.DICOM_PARSE}[kind],
-                kinds={"ray", "parquet", kind},
-                description=_DESCRIPTIONS[table],
-                tags={"zone": "phi"},
-            )
+    @publishing_step(
+        name,
+        [
+            table_spec(dg.AssetKey(table), [manifest_asset], groups.PHI,
+                       {"hl7": versions.HL7_PARSE, "dicom": versions.DICOM_PARSE}[kind], {"parquet", kind}, _DESCRIPTIONS[table])
             for table in tables
         ],
-        pool=groups.RAY_POOL,
-        can_subset=True,
     )
     def parsed_tables(context: dg.AssetExecutionContext, pipeline: PipelineConfig, ray_engine: RayResource):
         settings = pipeline.settings()
@@ -81,23 +72,18 @@ def _parsed_tables_asset(name: str, kind: str, tables: dict, manifest_asset, man
         restrict_to_owner(phi)  # before the first PHI byte is written
         if not plan.unchanged:
             publication = TablePublication(phi, run_id=context.run.run_id)
-            with (
-                audited_phi_read(context, settings, f"{kind.upper()} landing files to the PHI zone", None),
-                ray_engine.transient_failures_retried(),
-            ):
-                try:
-                    first_part = 0
-                    if not plan.full:  # keep what the last run parsed, minus the changed files
-                        ray_engine.ensure_started()
-                        first_part = incremental.carry_over(phi, tables, plan.drop, publication, report)
-                    if files:
-                        ray_engine.ensure_started()
-                    parse_files(files, settings, publication, report, first_part)
-                    write_table_atomically(ledger_table(manifest, build), publication.staged(ledger_location.name).child("part-00000.parquet"))
-                    publication.commit({**tables, ledger_location.name: LEDGER_SCHEMA})
-                except BaseException:
-                    publication.abandon()
-                    raise
+            # Ray only when there is work for it: a night with nothing new starts none.
+            with staging(context, settings, ray_engine, publication, phi_read=f"{kind.upper()} landing files to the PHI zone",
+                         start_ray=False):
+                first_part = 0
+                if not plan.full:  # keep what the last run parsed, minus the changed files
+                    ray_engine.ensure_started()
+                    first_part = incremental.carry_over(phi, tables, plan.drop, publication, report)
+                if files:
+                    ray_engine.ensure_started()
+                parse_files(files, settings, publication, report, first_part)
+                write_table_atomically(ledger_table(manifest, build), publication.staged(ledger_location.name).child("part-00000.parquet"))
+                publication.commit({**tables, ledger_location.name: LEDGER_SCHEMA})
             restrict_to_owner(phi)
 
         yield from selected_results(context, [

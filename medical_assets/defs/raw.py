@@ -1,4 +1,6 @@
-"""Landing assets: the synthetic demo corpora and the manifests of the files to read."""
+"""Landing assets: the synthetic demo corpora and the manifests of the files to read, one of each per kind."""
+
+from collections.abc import Callable
 
 import dagster as dg
 
@@ -15,111 +17,61 @@ from medical_assets.synthetic.hl7 import HL7CorpusSettings
 
 HL7_MANIFEST = ("hl7_landing", "manifest.parquet")
 DICOM_MANIFEST = ("dicom_landing", "manifest.parquet")
+_SOURCE_VARS = {"hl7": HL7_SOURCE_VAR, "dicom": DICOM_SOURCE_VAR}
 
 
-@dg.asset(
-    group_name=groups.LANDING,
-    owners=groups.OWNERS,
-    code_version=versions.SYNTHETIC,
-    kinds={"ray", "hl7"},
-    pool=groups.RAY_POOL,
-    description=(
-        "Synthetic, realistic HL7 v2 messages (ADT^A01, ORU^R01, RDE^O11, ADT^A03) written into the HL7 "
-        "landing folder by a Ray job. Deterministic; skipped when MEDICAL_ASSETS_HL7_SOURCE is set."
-    ),
-)
-def synthetic_hl7_files(
-    context: dg.AssetExecutionContext, pipeline: PipelineConfig, ray_engine: RayResource
-) -> dg.MaterializeResult:
-    settings = pipeline.settings()
-    if settings.hl7_source_is_external:
-        context.log.info(f"{HL7_SOURCE_VAR} is set: reading real HL7 from there, generating nothing")
-        return dg.MaterializeResult(metadata={"skipped": f"{HL7_SOURCE_VAR} is set"})
-    ray_engine.ensure_started()
-    corpus = HL7CorpusSettings(total_messages=settings.synthetic_hl7_messages)
-    with ray_engine.transient_failures_retried():
-        result = jobs.generate_synthetic_hl7(corpus, settings.hl7_source)
-    context.log.info(
-        f"{'Generated' if result.generated else 'Kept the existing'} synthetic HL7 corpus: "
-        f"{corpus.total_messages:,} messages in {result.files:,} files"
+def _synthetic_files_asset(kind: str, description: str, generate: Callable, counted: Callable[[object], dict]):
+    """The synthetic corpus of `kind`, written into its landing folder unless the user named a source.
+    `generate(settings)` runs the job; `counted(settings)` says what the corpus holds."""
+
+    @dg.asset(
+        name=f"synthetic_{kind}_files",
+        group_name=groups.LANDING,
+        owners=groups.OWNERS,
+        code_version=versions.SYNTHETIC,
+        kinds={"ray", kind},
+        pool=groups.RAY_POOL,
+        description=f"{description} Deterministic; skipped when {_SOURCE_VARS[kind]} is set.",
     )
-    return dg.MaterializeResult(
-        metadata={
-            "generated": result.generated,
-            "files": result.files,
-            "messages": corpus.total_messages,
-            "landing folder": dg.MetadataValue.path(settings.hl7_source.uri),
-        }
-    )
-
-
-@dg.asset(
-    group_name=groups.LANDING,
-    owners=groups.OWNERS,
-    code_version=versions.SYNTHETIC,
-    kinds={"ray", "dicom"},
-    pool=groups.RAY_POOL,
-    description=(
-        "Synthetic DICOM studies (CT, MR, CR/DX, US; uncompressed, deflated and RLE; multi-frame and RGB) "
-        "written with pydicom into the DICOM landing folder by a Ray job. Deterministic; skipped when "
-        "MEDICAL_ASSETS_DICOM_SOURCE is set."
-    ),
-)
-def synthetic_dicom_files(
-    context: dg.AssetExecutionContext, pipeline: PipelineConfig, ray_engine: RayResource
-) -> dg.MaterializeResult:
-    settings = pipeline.settings()
-    if settings.dicom_source_is_external:
-        context.log.info(f"{DICOM_SOURCE_VAR} is set: reading real DICOM from there, generating nothing")
-        return dg.MaterializeResult(metadata={"skipped": f"{DICOM_SOURCE_VAR} is set"})
-    ray_engine.ensure_started()
-    with ray_engine.transient_failures_retried():
-        result = jobs.generate_synthetic_dicom(
-            DicomCorpusSettings(total_files=settings.synthetic_dicom_files), settings.dicom_source
+    def synthetic_files(context: dg.AssetExecutionContext, pipeline: PipelineConfig, ray_engine: RayResource) -> dg.MaterializeResult:
+        settings = pipeline.settings()
+        if settings.source_is_external(kind):
+            context.log.info(f"{_SOURCE_VARS[kind]} is set: reading real {kind.upper()} from there, generating nothing")
+            return dg.MaterializeResult(metadata={"skipped": f"{_SOURCE_VARS[kind]} is set"})
+        ray_engine.ensure_started()
+        with ray_engine.transient_failures_retried():
+            result = generate(settings)
+        counts = {"files": result.files, **counted(settings)}
+        context.log.info(
+            f"{'Generated' if result.generated else 'Kept the existing'} synthetic {kind.upper()} corpus: "
+            + ", ".join(f"{count:,} {name}" for name, count in counts.items())
         )
-    context.log.info(f"{'Generated' if result.generated else 'Kept the existing'} synthetic DICOM corpus: {result.files:,} files")
-    return dg.MaterializeResult(
-        metadata={
-            "generated": result.generated,
-            "files": result.files,
-            "landing folder": dg.MetadataValue.path(settings.dicom_source.uri),
-        }
+        return dg.MaterializeResult(
+            metadata={"generated": result.generated, **counts, "landing folder": dg.MetadataValue.path(settings.source(kind).uri)}
+        )
+
+    return synthetic_files
+
+
+def _landing_manifest_asset(kind: str, upstream, description: str, extensions: tuple, accept_without_extension, manifest: tuple):
+    """Path, size, modification time and SHA-256 of every landing file of `kind`."""
+
+    @dg.asset(
+        name=f"{kind}_landing_manifest",
+        deps=[upstream],
+        group_name=groups.LANDING,
+        owners=groups.OWNERS,
+        kinds={"ray", "parquet", kind},
+        pool=groups.RAY_POOL,
+        description=description,
     )
+    def landing_manifest(context: dg.AssetExecutionContext, pipeline: PipelineConfig, ray_engine: RayResource) -> dg.MaterializeResult:
+        settings = pipeline.readable_source(kind)
+        source = settings.source(kind)
+        files = list_landing_files(source, extensions, accept_without_extension=accept_without_extension)
+        return _publish_manifest(context, ray_engine, source, files, settings.manifests.child(*manifest))
 
-
-@dg.asset(
-    deps=[synthetic_hl7_files],
-    group_name=groups.LANDING,
-    owners=groups.OWNERS,
-    kinds={"ray", "parquet", "hl7"},
-    pool=groups.RAY_POOL,
-    description="Manifest of the HL7 landing files (path, size, modification time, SHA-256), one row per file.",
-)
-def hl7_landing_manifest(
-    context: dg.AssetExecutionContext, pipeline: PipelineConfig, ray_engine: RayResource
-) -> dg.MaterializeResult:
-    settings = pipeline.readable_hl7_source()
-    files = list_landing_files(settings.hl7_source, HL7_EXTENSIONS)
-    return _publish_manifest(context, ray_engine, settings.hl7_source, files, settings.manifests.child(*HL7_MANIFEST))
-
-
-@dg.asset(
-    deps=[synthetic_dicom_files],
-    group_name=groups.LANDING,
-    owners=groups.OWNERS,
-    kinds={"ray", "parquet", "dicom"},
-    pool=groups.RAY_POOL,
-    description=(
-        "Manifest of the DICOM landing files (.dcm, .dicom, and files of any name with the DICM preamble): "
-        "path, size, modification time, SHA-256."
-    ),
-)
-def dicom_landing_manifest(
-    context: dg.AssetExecutionContext, pipeline: PipelineConfig, ray_engine: RayResource
-) -> dg.MaterializeResult:
-    settings = pipeline.readable_dicom_source()
-    files = list_landing_files(settings.dicom_source, DICOM_EXTENSIONS, accept_without_extension=is_dicom_candidate)
-    return _publish_manifest(context, ray_engine, settings.dicom_source, files, settings.manifests.child(*DICOM_MANIFEST))
+    return landing_manifest
 
 
 def _publish_manifest(
@@ -142,3 +94,29 @@ def _publish_manifest(
     return dg.MaterializeResult(
         metadata={"dagster/row_count": len(files), "total bytes": total_bytes, "dagster/uri": target.uri}
     )
+
+
+synthetic_hl7_files = _synthetic_files_asset(
+    "hl7",
+    "Synthetic, realistic HL7 v2 messages (ADT^A01, ORU^R01, RDE^O11, ADT^A03) written into the HL7 landing folder by a Ray job.",
+    lambda settings: jobs.generate_synthetic_hl7(HL7CorpusSettings(total_messages=settings.synthetic_hl7_messages), settings.hl7_source),
+    lambda settings: {"messages": settings.synthetic_hl7_messages},
+)
+synthetic_dicom_files = _synthetic_files_asset(
+    "dicom",
+    "Synthetic DICOM studies (CT, MR, CR/DX, US; uncompressed, deflated and RLE; multi-frame and RGB) written with "
+    "pydicom into the DICOM landing folder by a Ray job.",
+    lambda settings: jobs.generate_synthetic_dicom(DicomCorpusSettings(total_files=settings.synthetic_dicom_files), settings.dicom_source),
+    lambda settings: {},
+)
+hl7_landing_manifest = _landing_manifest_asset(
+    "hl7", synthetic_hl7_files,
+    "Manifest of the HL7 landing files (path, size, modification time, SHA-256), one row per file.",
+    HL7_EXTENSIONS, None, HL7_MANIFEST,
+)
+dicom_landing_manifest = _landing_manifest_asset(
+    "dicom", synthetic_dicom_files,
+    "Manifest of the DICOM landing files (.dcm, .dicom, and files of any name with the DICM preamble): "
+    "path, size, modification time, SHA-256.",
+    DICOM_EXTENSIONS, is_dicom_candidate, DICOM_MANIFEST,
+)

@@ -22,10 +22,11 @@ from medical_assets.defs.deidentified import (
     PRIVACY_FOLDER,
     compliance_stamp,
     deid_key,
-    recovered_publication,
 )
 from medical_assets.defs.resources import PipelineConfig, PrivacyResource, RayResource
 from medical_assets.defs.selection import selected_results
+from medical_assets.defs.specs import publishing_step, table_spec
+from medical_assets.defs.staging import recovered_publication, staging
 from medical_assets.engine import analytics_jobs
 
 REPORTS_FOLDER = "reports"
@@ -93,24 +94,15 @@ def report_key(name: str) -> dg.AssetKey:
     return dg.AssetKey(["deid", REPORTS_FOLDER, name])
 
 
-@dg.multi_asset(
-    name="dashboards",
-    specs=[
-        dg.AssetSpec(
-            report_key(name),
-            deps=_INPUTS[name],
-            group_name=groups.REPORTS,
-            owners=groups.OWNERS,
-            code_version=versions.ANALYTICS,
-            kinds={"ray", "html" if name == "dashboard" else "png"},
-            description=_DESCRIPTIONS[name],
-            tags={"zone": "deid"},
-        )
+@publishing_step(
+    "dashboards",
+    [
+        table_spec(report_key(name), _INPUTS[name], groups.REPORTS, versions.ANALYTICS,
+                   {"html" if name == "dashboard" else "png"}, _DESCRIPTIONS[name])
         for name in ["dashboard", *REPORT_FIGURES]
     ],
-    check_specs=leak_gate.check_specs(REPORTS_LEAK_CHECK, [report_key(n) for n in ["dashboard", *REPORT_FIGURES]], "deid/reports/"),
-    pool=groups.RAY_POOL,
-    can_subset=True,
+    REPORTS_LEAK_CHECK,
+    "deid/reports/",
 )
 def dashboards(context: dg.AssetExecutionContext, pipeline: PipelineConfig, ray_engine: RayResource, privacy: PrivacyResource):
     settings = pipeline.settings()
@@ -120,17 +112,12 @@ def dashboards(context: dg.AssetExecutionContext, pipeline: PipelineConfig, ray_
         settings.deid_profile, key.key_id, context.run.run_id, suppression_threshold=str(settings.suppression_threshold)
     )
     publication = recovered_publication(context, deid)
-    with ray_engine.transient_failures_retried():
-        try:
-            ray_engine.ensure_started()
-            files = analytics_jobs.build_reports(
-                deid.child("analytics"), settings.export_format, deid, publication.staged(REPORTS_FOLDER),
-                stamp, settings.suppression_threshold,
-            )
-            privacy_report = write_privacy_report(settings, publication.staged(REPORTS_FOLDER), context.run.run_id, key.key_id)
-        except BaseException:
-            publication.abandon()
-            raise
+    with staging(context, settings, ray_engine, publication):
+        files = analytics_jobs.build_reports(
+            deid.child("analytics"), settings.export_format, deid, publication.staged(REPORTS_FOLDER),
+            stamp, settings.suppression_threshold,
+        )
+        privacy_report = write_privacy_report(settings, publication.staged(REPORTS_FOLDER), context.run.run_id, key.key_id)
     yield from leak_gate.publish_if_clean(
         context, settings, publication, REPORTS_LEAK_CHECK, [report_key(n) for n in ["dashboard", *REPORT_FIGURES]], [REPORTS_FOLDER],
         lambda: publication.commit({}, folders=[REPORTS_FOLDER]),

@@ -109,18 +109,11 @@ class PipelineConfig(dg.ConfigurableResource):
                 max_error_rate=self.max_error_rate,
             )
 
-    def readable_hl7_source(self) -> PipelineSettings:
-        """The settings, once the HL7 source folder is known to exist and be readable."""
+    def readable_source(self, kind: str) -> PipelineSettings:
+        """The settings, once the `kind` ("hl7", "dicom") source folder is known to exist and be readable."""
         settings = self.settings()
         with configuration_failure():
-            require_readable_source(settings.hl7_source, HL7_SOURCE_VAR)
-        return settings
-
-    def readable_dicom_source(self) -> PipelineSettings:
-        """The settings, once the DICOM source folder is known to exist and be readable."""
-        settings = self.settings()
-        with configuration_failure():
-            require_readable_source(settings.dicom_source, DICOM_SOURCE_VAR)
+            require_readable_source(settings.source(kind), {"hl7": HL7_SOURCE_VAR, "dicom": DICOM_SOURCE_VAR}[kind])
         return settings
 
 
