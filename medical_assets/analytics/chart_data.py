@@ -31,7 +31,7 @@ PNG_SIZES = {
     "utilization.png": (1500, 850),
     "demographics.png": (1000, 600),
     "labs.png": (1500, 1100),
-    "imaging.png": (1500, 600),
+    "imaging_workload.png": (1500, 600),
     "dicom_preview.png": (1200, 1000),
 }
 
@@ -40,7 +40,7 @@ PNG_SIZES = {
 REPORT_GROUPS = (
     (DASHBOARD_FILE,),
     ("dicom_preview.png",),
-    ("labs.png", "imaging.png"),
+    ("labs.png", "imaging_workload.png"),
     ("utilization.png", "demographics.png"),
 )
 

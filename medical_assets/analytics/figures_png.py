@@ -63,7 +63,7 @@ def draw_figure(
         return _demographics_png(analytics, suppressed)
     if name == "labs.png":
         return _labs_png(analytics, suppressed)
-    if name == "imaging.png":
+    if name == "imaging_workload.png":
         return _imaging_png(analytics, suppressed)
     if name == "dicom_preview.png":
         return _preview_png(previews(thumbnails, images))
@@ -261,9 +261,9 @@ def _imaging_png(analytics: Mapping[str, pa.Table], suppressed: str) -> Figure:
     syntaxes = data.rows_of(analytics, "imaging_transfer_syntaxes")
     empty = data.nothing_to_draw(counted, ["studies", "images"], suppressed, "No DICOM images yet")
     if empty and data.nothing_to_draw(syntaxes, ["images"]):
-        return _empty_png("imaging.png", "Imaging", empty)
+        return _empty_png("imaging_workload.png", "Imaging", empty)
     rows = data.imaging_rows(analytics)
-    figure = _new_figure("imaging.png")
+    figure = _new_figure("imaging_workload.png")
     figure.suptitle("Imaging per modality", fontsize=15)
     counts_axes, pixels_axes, syntax_axes = figure.subplots(1, 3)
     counts_axes.set_title("Studies and images")

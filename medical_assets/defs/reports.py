@@ -36,7 +36,7 @@ _DESCRIPTIONS = {
     "utilization": "Messages, admissions, discharges, labs and orders per facility and month (PNG).",
     "demographics": "Patients by gender and age band (PNG).",
     "labs": "Lab volumes, abnormal rates and value distributions (PNG).",
-    "imaging": "Imaging workload, pixel statistics and transfer syntaxes per modality (PNG).",
+    "imaging_workload": "Imaging workload, pixel statistics and transfer syntaxes per modality (PNG).",
     "dicom_preview": "Exported (de-identified, no burned-in text) images with intensity histograms (PNG).",
 }
 
@@ -47,7 +47,7 @@ _INPUTS = {
     "utilization": [analytics_key("hospital_utilization")],
     "demographics": [analytics_key("patient_demographics")],
     "labs": [analytics_key("lab_results")],
-    "imaging": [analytics_key("imaging"), analytics_key("imaging_transfer_syntaxes")],
+    "imaging_workload": [analytics_key("imaging"), analytics_key("imaging_transfer_syntaxes")],
     "dicom_preview": [deid_key("dicom_thumbnails"), deid_key("dicom_images")],
 }
 

@@ -104,7 +104,7 @@ def _many_facilities(count: int) -> pa.Table:
         ("utilization.png", "sample"),
         ("utilization.png", "forty facilities"),
         ("labs.png", "suppressed rate"),
-        ("imaging.png", "sample"),
+        ("imaging_workload.png", "sample"),
         ("demographics.png", "sample"),
         ("demographics.png", "a note wider than the image"),
     ],
@@ -180,7 +180,7 @@ def test_a_page_with_every_count_suppressed_or_zero_says_so(analytics, value, se
 
 
 @pytest.mark.parametrize(("value", "sentence"), [(None, SUPPRESSED), (0, ALL_ZERO), ("empty", "yet")])
-@pytest.mark.parametrize("name", ["utilization.png", "demographics.png", "labs.png", "imaging.png"])
+@pytest.mark.parametrize("name", ["utilization.png", "demographics.png", "labs.png", "imaging_workload.png"])
 def test_a_png_with_every_count_suppressed_zero_or_none_says_so(analytics, name, value, sentence):
     if value == "empty":
         drawn = {table: schema.empty_table() for table, schema in tables.ANALYTICS_TABLES.items()}

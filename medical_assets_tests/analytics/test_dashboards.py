@@ -180,7 +180,7 @@ def test_empty_inputs_say_so_without_charts():
 def test_png_figures_have_their_sizes_content_and_are_deterministic(analytics, thumbnails, images):
     first = build_png_figures(analytics, thumbnails, images)
     second = build_png_figures(analytics, thumbnails, images)
-    assert set(first) == {"utilization.png", "demographics.png", "labs.png", "imaging.png", "dicom_preview.png"}
+    assert set(first) == {"utilization.png", "demographics.png", "labs.png", "imaging_workload.png", "dicom_preview.png"}
     for name, png in first.items():
         _assert_drawn_png(png, PNG_SIZES[name])
         assert png == second[name], f"{name} differs between two calls"

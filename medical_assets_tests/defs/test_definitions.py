@@ -30,7 +30,7 @@ EXPECTED_ASSETS = {
         "hospital_utilization", "patient_demographics", "message_types", "lab_results", "pharmacy", "imaging",
         "imaging_transfer_syntaxes", "data_quality_files", "data_quality_facilities",
     )),
-    *(f"deid/reports/{name}" for name in ("dashboard", "utilization", "demographics", "labs", "imaging", "dicom_preview")),
+    *(f"deid/reports/{name}" for name in ("dashboard", "utilization", "demographics", "labs", "imaging_workload", "dicom_preview")),
 }
 
 
