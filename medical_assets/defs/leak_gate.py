@@ -165,7 +165,7 @@ def scan_for_leaks(
         # "normal"), which one-word names (TEST, NORMAL) match by chance. Full names, IDs and every
         # structured identifier are still searched.
         identifiers = {value: kind for value, kind in identifiers.items() if not _one_word_name(value, kind)}
-        _scanner_cache.clear()  # the run's last check: at 5,000,000 messages the cached scanner is 1.7 GB
+        _scanner_cache.clear()  # the run's last check: the cached scanner grows with the patients
         scanner = LeakScanner(identifiers, library_texts, aggregates=aggregates, vocabulary=vocabulary)
     else:
         scanner = _scanner(run_id, settings.deid_profile, identifiers, library_texts, aggregates, vocabulary)
@@ -202,7 +202,7 @@ _VOCABULARY_SCHEMA = pa.schema([pa.field("column", pa.string()), pa.field("value
 
 
 # The identifiers of the PHI tables as a run's first leak check found them: the run's four checks read
-# the same tables (at a million messages, 2.5 s each). One entry, keyed by the run and every file's
+# the same tables (seconds each at a million messages). One entry, keyed by the run and every file's
 # path, size and time, so another run or a rewritten table is read afresh.
 _identifier_cache: dict[tuple, Identifiers] = {}
 
@@ -231,7 +231,7 @@ class _ColumnsOnDemand:
 
 
 # The last scanner built, for the next check that looks for the same identifiers the same way (the
-# HL7 and DICOM checks): at 2,000,000 messages, building one took 0.6 s of the run's process.
+# HL7 and DICOM checks): building one costs the run's process time that grows with the patients.
 _scanner_cache: dict[tuple, LeakScanner] = {}
 
 

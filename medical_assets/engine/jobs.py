@@ -28,17 +28,15 @@ from medical_assets.synthetic import hl7 as synthetic_hl7
 
 HL7_PACKED_SCHEMA = multitable.packed_schema(HL7_TABLES)
 DICOM_PACKED_SCHEMA = multitable.packed_schema(DICOM_TABLES)
-# Ray Data costs roughly 0.1 s per task here (measured: 16 tasks for 400 DICOM files took
-# 3.0 s, 2 tasks 2.1 s), so tasks are big: up to this many input bytes each.
+# Every Ray Data task has a fixed overhead that a small file's work does not repay, so tasks are
+# big: up to this many input bytes each (benchmarks/results.md has the figures).
 MAX_BYTES_PER_TASK = 1 << 30
 # HL7 tasks are smaller: a parse task's part file is what one de-identification step holds whole
-# (a worker peaked near 800 MiB on 64 MiB of input), so the part size, not the corpus, must bound a
-# worker's memory. 32 MiB saved 240 MiB at a million messages but cost 15% of the parse job's speed
-# (more tasks, each with Ray Data's overhead).
+# (a worker holds many times its input at its peak), so the part size, not the corpus, must bound a
+# worker's memory. Smaller parts save memory but cost speed (more tasks, each with Ray Data's overhead).
 HL7_BYTES_PER_TASK = 64 << 20
-# A DICOM file becomes one small row (and a 16 KB thumbnail), so a block may cover more input
-# than an HL7 one: 128 MiB blocks took a 1,000-file job from 1.54 s to 1.50 s (fewer blocks, each
-# costing Ray Data and the sink a few milliseconds).
+# A DICOM file becomes one small row (and a small thumbnail), so a block may cover more input
+# than an HL7 one: fewer blocks, each of which costs Ray Data and the sink a little.
 DICOM_BLOCK_INPUT_BYTES = 128 << 20
 
 

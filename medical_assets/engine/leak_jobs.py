@@ -46,8 +46,8 @@ def scan_trees(scanner: LeakScanner, roots: Sequence[Location]) -> list[Finding]
     if len(filesystems) != 1:
         raise ValueError(f"the folders to scan are on different filesystems: {sorted(map(str, filesystems))}")
     # The scanner goes to the object store once. Captured in the read function it was serialized
-    # into every read task (5,000,000 messages of diverse patients: 11.7M identifiers, 762 MiB per
-    # task, and the run's process ran out of memory). One task per CPU: each worker loads the
+    # into every read task (with millions of diverse patients, hundreds of MiB per task, and the run's
+    # process ran out of memory). One task per CPU: each worker loads the
     # scanner once, streams its share of the files through it, and drops it when the task ends.
     # The scanner's identifiers are numpy arrays of hashes (17 bytes an identifier): Ray stores them
     # out of band and every worker of a node maps that one copy, read-only, instead of unpickling its own.

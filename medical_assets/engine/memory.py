@@ -15,8 +15,8 @@ import os
 
 import pyarrow as pa
 
-# Below this resident size a worker has little to hand back, and the collection and trim (some
-# 25 ms each on 2 cores) would be a tenth of a short task's overhead: a DICOM job's tasks end near 350 MiB.
+# Below this resident size a worker has little to hand back, and the collection and trim would
+# cost a short task more than they return (a DICOM job's tasks end below it).
 WORKER_RELEASE_ABOVE = 512 << 20
 
 

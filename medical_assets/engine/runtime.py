@@ -101,8 +101,8 @@ class RayRuntime:
                 # process, because Ray's token loader caches it.
                 "RAY_AUTH_TOKEN": _PROCESS_TOKEN,
                 # Arrow's default pool (mimalloc) keeps what a thread freed in that thread's heap, out
-                # of reach of release_memory; glibc's is trimmed whole, so an idle worker shrinks
-                # (1M-message pipeline: 720 -> 400 MiB each). A user's own choice is kept.
+                # of reach of release_memory; glibc's is trimmed whole, so an idle worker shrinks.
+                # A user's own choice is kept.
                 "ARROW_DEFAULT_MEMORY_POOL": os.environ.get("ARROW_DEFAULT_MEMORY_POOL", "system"),
             }
         )
@@ -229,7 +229,7 @@ def _configure_ray_data() -> None:
     context = ray.data.DataContext.get_current()
     # Per-operator resource reservation starts every job with no resources granted (the grant
     # arrives at the resource manager's next refresh, a second later), so one task runs alone
-    # for that second: on 2 cores a 3.6 s DICOM job lost 1 s to it. Our jobs are one fused
+    # for that second, a large share of a short job. Our jobs are one fused
     # read-and-write operator each, which is what reservation protects other operators from.
     context.op_resource_reservation_enabled = False
     context.enable_progress_bars = False
