@@ -1,4 +1,5 @@
-"""Test-wide isolation: no test writes to the real home folder, ./data or the user's Dagster instance."""
+"""Test-wide isolation (no test writes to the real home folder, ./data or the user's Dagster instance),
+and the one local Ray the in-process tests of Ray jobs and Dagster runs share."""
 
 import os
 
@@ -29,3 +30,26 @@ def no_pipeline_environment(monkeypatch):
     for name in list(os.environ):
         if name.startswith("MEDICAL_ASSETS_") or name == "RAY_ADDRESS":
             monkeypatch.delenv(name)
+
+
+@pytest.fixture(scope="session")
+def shared_ray(isolated_home):
+    """A local Ray on 2 CPUs in this process, started at the first test that asks for it and stopped at
+    the session's end. A run's RayResource finds Ray already initialised and uses it without stopping
+    it, so each run skips Ray's start and meets warm workers."""
+    from medical_assets.engine.runtime import RayRuntime
+
+    runtime = RayRuntime(num_cpus=2)
+    runtime.ensure_started()
+    yield runtime
+    runtime.stop()
+
+
+def pytest_collection_modifyitems(items):
+    """Tests that share the session's Ray run after every other test, in their own order otherwise.
+
+    Tests about Ray's start and stop, tests asserting that no Ray runs or that one leaves nothing
+    behind, and runs whose Ray must start in a given environment all meet the process as if no test
+    shared a Ray: the shared one starts only once they are done. A test joins the second group by
+    asking for `shared_ray`, itself or through one of its fixtures."""
+    items.sort(key=lambda item: "shared_ray" in getattr(item, "fixturenames", ()))

@@ -1,9 +1,14 @@
-"""Users' CI: `dagster asset materialize` in a subprocess, from the project root, with no other argument."""
+"""Users' CI: `dagster asset materialize` in a subprocess, from the project root, with no other argument.
+
+The two runs of this module are independent (each its own data folder and Dagster instance): they
+are started together and each test waits for its own."""
 
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -15,55 +20,93 @@ pytestmark = pytest.mark.slow
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DAGSTER = Path(sys.executable).with_name("dagster")
+RUN_TIMEOUT_S = 600
+# More than one synthetic file's worth (500 messages each), so that the corpus spans two files.
+SYNTHETIC_MESSAGES, SYNTHETIC_DICOM_FILES = 600, 2
 
 
-def _cli_materialize(tmp_path, **env_overrides):
-    dagster_home = tmp_path / "dagster_home"
+@dataclass
+class CliRun:
+    data: Path
+    process: subprocess.Popen
+    log: Path
+    tmpdir: str  # the run's TMPDIR, where its local Ray keeps its session
+
+    def wait(self) -> str:
+        """The run's output, once it has ended with success."""
+        try:
+            returncode = self.process.wait(timeout=RUN_TIMEOUT_S)
+        finally:
+            if self.process.poll() is None:
+                os.killpg(self.process.pid, 9)
+                self.process.wait()
+        output = self.log.read_text(errors="replace")
+        assert returncode == 0, output[-4000:]
+        return output
+
+
+def _start_cli_materialize(folder: Path, **env_overrides) -> CliRun:
+    folder.mkdir()
+    dagster_home = folder / "dagster_home"
     dagster_home.mkdir()
     shutil.copy(PROJECT_ROOT / "dagster.yaml", dagster_home / "dagster.yaml")
-    env = {**os.environ, "DAGSTER_HOME": str(dagster_home), **env_overrides}
-    completed = subprocess.run(
-        [str(DAGSTER), "asset", "materialize", "-m", "medical_assets.definitions", "--select", "*"],
-        cwd=PROJECT_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        start_new_session=True,
-    )
-    assert completed.returncode == 0, completed.stderr[-4000:]
-    return completed
+    data = folder / "data"
+    # Short: Ray's socket paths live under TMPDIR and must fit in 107 bytes.
+    tmpdir = tempfile.mkdtemp(prefix="ma-cli-", dir="/tmp")
+    # Set up before the tests' own clean-up of the environment runs: a developer's settings are dropped here.
+    env = {name: value for name, value in os.environ.items() if not name.startswith("MEDICAL_ASSETS_") and name != "RAY_ADDRESS"}
+    env |= {"DAGSTER_HOME": str(dagster_home), "MEDICAL_ASSETS_DATA_DIR": str(data), "TMPDIR": tmpdir, **env_overrides}
+    log = folder / "output.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            [str(DAGSTER), "asset", "materialize", "-m", "medical_assets.definitions", "--select", "*"],
+            cwd=PROJECT_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    return CliRun(data, process, log, tmpdir)
 
 
-def test_cli_materializes_the_whole_graph_into_the_data_dir(tmp_path):
-    data = tmp_path / "data"
-    _cli_materialize(
-        tmp_path,
-        MEDICAL_ASSETS_DATA_DIR=str(data),
-        MEDICAL_ASSETS_SYNTHETIC_HL7_MESSAGES="800",
-        MEDICAL_ASSETS_SYNTHETIC_DICOM_FILES="6",
-    )
-    assert pq.read_table(data / "phi" / "hl7_messages").num_rows == 800
-    assert len(list((data / "landing" / "hl7").glob("*.hl7"))) == 2
-    assert pq.read_table(data / "phi" / "dicom_images").num_rows == 6
-
-
-def test_cli_honours_the_hl7_source_variable(tmp_path):
-    source = tmp_path / "feed"
+@pytest.fixture(scope="module")
+def cli_runs(tmp_path_factory):
+    """Both runs, started at once: a synthetic corpus, and an HL7 feed of the test's own."""
+    root = tmp_path_factory.mktemp("cli")
+    source = root / "feed"
     source.mkdir()
     (source / "feed.hl7").write_bytes(hl7_samples.feed_with_broken_message())
-    data = tmp_path / "data"
-    completed = _cli_materialize(
-        tmp_path,
-        MEDICAL_ASSETS_DATA_DIR=str(data),
-        MEDICAL_ASSETS_HL7_SOURCE=str(source),
-        MEDICAL_ASSETS_SYNTHETIC_DICOM_FILES="0",
-    )
-    assert pq.read_table(data / "phi" / "hl7_messages").num_rows == 2
-    assert pq.read_table(data / "phi" / "hl7_errors").num_rows == 1
-    assert not (data / "landing" / "hl7").exists()
+    runs = {
+        "synthetic": _start_cli_materialize(
+            root / "synthetic",
+            MEDICAL_ASSETS_SYNTHETIC_HL7_MESSAGES=str(SYNTHETIC_MESSAGES),
+            MEDICAL_ASSETS_SYNTHETIC_DICOM_FILES=str(SYNTHETIC_DICOM_FILES),
+        ),
+        "hl7 source": _start_cli_materialize(
+            root / "hl7-source", MEDICAL_ASSETS_HL7_SOURCE=str(source), MEDICAL_ASSETS_SYNTHETIC_DICOM_FILES="0"
+        ),
+    }
+    yield runs
+    for run in runs.values():
+        if run.process.poll() is None:
+            os.killpg(run.process.pid, 9)
+            run.process.wait()
+        shutil.rmtree(run.tmpdir, ignore_errors=True)
+
+
+def test_cli_materializes_the_whole_graph_into_the_data_dir(cli_runs):
+    run = cli_runs["synthetic"]
+    run.wait()
+    assert pq.read_table(run.data / "phi" / "hl7_messages").num_rows == SYNTHETIC_MESSAGES
+    assert len(list((run.data / "landing" / "hl7").glob("*.hl7"))) == 2
+    assert pq.read_table(run.data / "phi" / "dicom_images").num_rows == SYNTHETIC_DICOM_FILES
+
+
+def test_cli_honours_the_hl7_source_variable(cli_runs):
+    run = cli_runs["hl7 source"]
+    output = run.wait()
+    assert pq.read_table(run.data / "phi" / "hl7_messages").num_rows == 2
+    assert pq.read_table(run.data / "phi" / "hl7_errors").num_rows == 1
+    assert not (run.data / "landing" / "hl7").exists()
     # No DICOM at all is a quiet night, not an error: the tables exist, empty.
-    assert pq.read_table(data / "phi" / "dicom_images").num_rows == 0
+    assert pq.read_table(run.data / "phi" / "dicom_images").num_rows == 0
     # The run log carries counts, never the patients of the feed.
     for secret in ("DOE", "JANE", "123456", "SECRETNAME", "900-12-3456"):
-        assert secret not in completed.stdout + completed.stderr
+        assert secret not in output

@@ -128,7 +128,7 @@ def item(**attributes) -> Dataset:
 
 
 @pytest.fixture(scope="module")
-def adversarial_run(tmp_path_factory):
+def adversarial_run(shared_ray, tmp_path_factory):
     root = tmp_path_factory.mktemp("adversarial")
     hl7, dicom, data = root / "hl7", root / "dicom", root / "data"
     hl7.mkdir()

@@ -1,10 +1,9 @@
 """Analytics and dashboards through dagster.materialize: real synthetic feeds, real Ray, the published
-tables recomputed independently with pandas over the parsed tables."""
+tables recomputed independently with pandas over the parsed tables of the session's whole-graph run."""
 
 import base64
 import json
 import os
-import secrets
 
 import pandas as pd
 import pyarrow as pa
@@ -15,27 +14,18 @@ from medical_assets.analytics.chart_data import PNG_SIZES
 from medical_assets.analytics.tables import ANALYTICS_TABLES
 from medical_assets.defs.analytics import analytics_key
 from medical_assets.defs.reports import report_key
-from medical_assets_tests.defs.pipeline import materialize_all
 
 pytestmark = pytest.mark.slow
 
-KEY = secrets.token_urlsafe(32)
-THRESHOLD = 10
+THRESHOLD = 10  # the default suppression threshold, which the shared run keeps
 COUNT_COLUMNS = {
     name: [f.name for f in schema if f.type == pa.int64()] for name, schema in ANALYTICS_TABLES.items()
 }
 
 
-def _materialize(data_dir, selection=None, export_format=None, threshold=None):
-    return materialize_all(
-        data_dir, KEY, selection, messages=1500, dicom_files=16, export_format=export_format, suppression_threshold=threshold
-    )
-
-
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    data = tmp_path_factory.mktemp("analytics") / "data"
-    return data, _materialize(data)
+def run(pipeline_run):
+    return pipeline_run.data, pipeline_run.result
 
 
 def _phi(data, name):
@@ -176,11 +166,12 @@ def test_dashboards_show_the_real_numbers_and_their_figures_in_dagster(run):
     assert "message_type" in preview and "source_file" not in preview
 
 
-def test_csv_export_is_stamped_beside_its_files_and_feeds_the_dashboards(run, tmp_path):
-    data, _ = run
+def test_csv_export_is_stamped_beside_its_files_and_feeds_the_dashboards(pipeline_run, tmp_path):
+    """The analytics and dashboards again, over a copy of the shared run's zones."""
+    data = pipeline_run.copy(tmp_path / "data")
     selection = [*(analytics_key(t) for t in ANALYTICS_TABLES), *(report_key(n.removesuffix(".png")) for n in PNG_SIZES),
                  report_key("dashboard")]
-    result = _materialize(data, selection=selection, export_format="csv", threshold=5)
+    result = pipeline_run.materialize(data, selection, export_format="csv", suppression_threshold=5)
     assert result.success
     folder = data / "deid" / "analytics" / "message_types"
     assert any(f.endswith(".csv") for f in os.listdir(folder))

@@ -1,10 +1,10 @@
-"""The de-identified zone through dagster.materialize: real HL7 and DICOM, real Ray, the blocking leak check."""
+"""The de-identified zone through dagster.materialize: real HL7 and DICOM, real Ray, the blocking leak check.
+
+Most tests read the session's whole-graph run; those that need other settings make runs of their own."""
 
 import os
 import secrets
 import stat
-import subprocess
-import sys
 from io import BytesIO
 
 import dagster as dg
@@ -23,11 +23,7 @@ from medical_assets_tests.defs.pipeline import materialize_all, materialize_plan
 
 pytestmark = pytest.mark.slow
 
-KEY = secrets.token_urlsafe(32)
-
-
-def _materialize(data_dir, key=KEY, **settings):
-    return materialize_all(data_dir, key, **settings)
+OTHER_MESSAGES, OTHER_DICOM_FILES = 60, 4
 
 
 def _table(data_dir, zone, name):
@@ -35,10 +31,8 @@ def _table(data_dir, zone, name):
 
 
 @pytest.fixture(scope="module")
-def first_run(tmp_path_factory):
-    data = tmp_path_factory.mktemp("deid") / "data"
-    result = _materialize(data)
-    return data, result
+def first_run(pipeline_run):
+    return pipeline_run.data, pipeline_run.result
 
 
 def test_every_record_reaches_the_deid_zone_and_the_leak_checks_pass(first_run):
@@ -73,7 +67,7 @@ def test_patient_tokens_join_hl7_and_dicom(tmp_path):
     of another issuer, and a patient on one side only, join nothing.
 
     The pure parse and de-identification functions the Ray jobs run, on a corpus made to hold such
-    a patient (the small synthetic corpus of `first_run` need not hold one)."""
+    a patient (the synthetic corpus of `first_run` need not hold one)."""
     from medical_assets.dicom.export import export_deidentified
     from medical_assets.dicom.reader import read_dicom_file
     from medical_assets.hl7.reader import parse_hl7_file
@@ -100,7 +94,7 @@ def test_patient_tokens_join_hl7_and_dicom(tmp_path):
     parsed = [read_dicom_file(data, name) for name, data in sources.items()]
     images, thumbnails = (pa.concat_tables(getattr(file, table) for file in parsed) for table in ("images", "thumbnails"))
 
-    pseudonymizer = Pseudonymizer(parse_key_ring(KEY).current)
+    pseudonymizer = Pseudonymizer(parse_key_ring(secrets.token_urlsafe(32)).current)
     deid_messages = deidentify_hl7_tables(hl7, pseudonymizer)["hl7_messages"]
     written = {}
     exported = export_deidentified(images, thumbnails, sources.__getitem__, written.__setitem__, pseudonymizer, "safe_harbor")
@@ -120,14 +114,14 @@ def test_patient_tokens_join_hl7_and_dicom(tmp_path):
     assert pydicom.dcmread(BytesIO(shared_file)).PatientID == shared_token  # the file says what its row says
 
 
-def test_the_pipeline_tokenises_the_patient_identities_of_both_sides(first_run):
+def test_the_pipeline_tokenises_the_patient_identities_of_both_sides(pipeline_run, first_run):
     """Through the whole graph, both sides turn a patient (the MRN with its assigning authority)
     into `Pseudonymizer.token("patient", ...)`, the token the join above relies on."""
     from medical_assets.privacy.hl7_patients import patient_identities
     from medical_assets.privacy.patients import dicom_patient_identity
 
     data, _ = first_run
-    pseudonymizer = Pseudonymizer(parse_key_ring(KEY).current)
+    pseudonymizer = Pseudonymizer(parse_key_ring(pipeline_run.key).current)
     hl7 = set(patient_identities(_table(data, "phi", "hl7_messages")).to_pylist())
     images = _table(data, "phi", "dicom_images").to_pylist()
     dicom = {dicom_patient_identity(r["patient_id"], r["patient_id_issuer"], r["institution_name"]) for r in images}
@@ -160,10 +154,12 @@ def test_phi_zone_is_owner_only_and_every_phi_read_is_audited(first_run):
         assert read in subjects
 
 
-def test_same_key_same_tokens_other_key_other_tokens_reversible_tokens_and_date_shift(first_run, tmp_path):
+def test_same_key_same_tokens_other_key_other_tokens_reversible_tokens_and_date_shift(
+    pipeline_run, first_run, tmp_path, monkeypatch, capsys
+):
     data, _ = first_run
     again = tmp_path / "again"
-    assert _materialize(again, reversible_tokens=True).success
+    assert pipeline_run.materialize(again, reversible_tokens=True).success
     # Reversible tokens make the output pseudonymised, not de-identified: its files say so.
     folder = again / "deid" / "hl7_messages"
     standard = pq.read_schema(folder / sorted(os.listdir(folder))[0]).metadata[b"deid.standard"].decode()
@@ -174,21 +170,28 @@ def test_same_key_same_tokens_other_key_other_tokens_reversible_tokens_and_date_
     assert _table(data, "deid", "hl7_messages")["patient_reversible_token"].null_count == len(messages)
 
     token = messages["patient_reversible_token"][0].as_py()
-    command = [sys.executable, "-m", "medical_assets.privacy", "reidentify", token, "--purpose", "lab callback, ticket 42"]
-    env = {**os.environ, "MEDICAL_ASSETS_DATA_DIR": str(again), "MEDICAL_ASSETS_PSEUDONYM_KEY": KEY}
-    opened = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
-    assert opened.returncode == 0, opened.stderr
+    # `python -m medical_assets.privacy reidentify`, called in this process (its own tests run it as a command).
+    from medical_assets.privacy.__main__ import main as privacy_command
+
+    monkeypatch.setenv("MEDICAL_ASSETS_DATA_DIR", str(again))
+    monkeypatch.setenv("MEDICAL_ASSETS_PSEUDONYM_KEY", pipeline_run.key)
+    capsys.readouterr()
+    returncode = privacy_command(["reidentify", token, "--purpose", "lab callback, ticket 42"])
+    opened = capsys.readouterr()
+    assert returncode == 0, opened.err
     # A reversible token seals the patient: the MRN with its assigning authority (else the sending facility).
     phi_row = _table(again, "phi", "hl7_messages").slice(0, 1).to_pylist()[0]
     issuer = (phi_row["patient_id_issuer"] or phi_row["sending_facility"]).upper()
-    assert opened.stdout.strip().split("\t") == [phi_row["patient_id"], issuer]
+    assert opened.out.strip().split("\t") == [phi_row["patient_id"], issuer]
     audit = AuditLog(resolve_location(str(again / "phi" / "_audit"))).records()
     assert [(r.action, r.purpose, r.outcome) for r in audit if r.action == "reidentify"] == [
         ("reidentify", "lab callback, ticket 42", "success")
     ]
 
+    # Any corpus holds a patient: a small one is enough for other tokens and shifted dates.
     other = tmp_path / "other"
-    assert _materialize(other, key=secrets.token_urlsafe(32), deid_profile="date_shift").success
+    assert materialize_all(other, secrets.token_urlsafe(32), messages=OTHER_MESSAGES, dicom_files=OTHER_DICOM_FILES,
+                           deid_profile="date_shift").success
     assert not set(_table(other, "deid", "hl7_messages")["patient_token"].to_pylist()) & same
     shifted = _table(other, "deid", "hl7_messages")
     assert shifted["message_datetime_shifted"].null_count == 0  # the longitudinal profile keeps (shifted) dates
@@ -197,15 +200,16 @@ def test_same_key_same_tokens_other_key_other_tokens_reversible_tokens_and_date_
     ] == b"date_shift"
 
 
-def test_a_leak_is_never_published_and_waits_in_quarantine(first_run):
+def test_a_leak_is_never_published_and_waits_in_quarantine(pipeline_run, tmp_path):
     """Publish on pass: an output with an identifier (a patient's name, a phone number anyone's)
-    stays out of deid/, which keeps its previous version; the output waits in phi/quarantine/."""
-    data, _ = first_run
+    stays out of deid/, which keeps its previous version; the output waits in phi/quarantine/.
+    On a copy of the shared run's zones, which the planted output changes."""
+    data = pipeline_run.copy(tmp_path / "data")
     phi = _table(data, "phi", "hl7_messages")
     name = next(n for n in phi["patient_family_name"].to_pylist() if n and len(n) >= 5)
     before = sorted(os.listdir(data / "deid" / "hl7_messages"))
     leaked = pa.table({"comment": [f"seen by {name} yesterday", "call 617-555-0142"]})
-    result = materialize_planted_leak(data, KEY, "hl7_messages", leaked)
+    result = materialize_planted_leak(data, pipeline_run.key, "hl7_messages", leaked)
     assert not result.success
     evaluations = result.get_asset_check_evaluations()
     assert [(e.check_name, e.passed) for e in evaluations] == [("planted_leak_check", False)]

@@ -51,7 +51,7 @@ def _published_parts(data_dir):
     return sorted(os.listdir(os.path.join(data_dir, "phi", "hl7_messages")))
 
 
-def test_only_new_and_changed_files_are_parsed_and_the_tables_stay_exact(tmp_path):
+def test_only_new_and_changed_files_are_parsed_and_the_tables_stay_exact(shared_ray, tmp_path):
     source, data = tmp_path / "feed", tmp_path / "data"
     source.mkdir()
     for index in range(6):
@@ -90,7 +90,7 @@ def test_only_new_and_changed_files_are_parsed_and_the_tables_stay_exact(tmp_pat
         assert _rows(rebuilt, table) == incremental[table], table
 
 
-def test_a_touched_but_unchanged_file_is_not_parsed_again(tmp_path):
+def test_a_touched_but_unchanged_file_is_not_parsed_again(shared_ray, tmp_path):
     source, data = tmp_path / "feed", tmp_path / "data"
     source.mkdir()
     _write(source, 0)

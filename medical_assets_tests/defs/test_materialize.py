@@ -32,7 +32,7 @@ def _rows(data_dir, table):
     return pq.read_table(os.path.join(data_dir, "phi", table))
 
 
-def test_synthetic_corpus_end_to_end_and_rerun_is_idempotent(tmp_path):
+def test_synthetic_corpus_end_to_end_and_rerun_is_idempotent(shared_ray, tmp_path):
     data = tmp_path / "data"
     result = _materialize(data, messages=1_234)
     assert result.success
@@ -53,7 +53,7 @@ def test_synthetic_corpus_end_to_end_and_rerun_is_idempotent(tmp_path):
     assert not (data / "phi" / ".staging").exists()
 
 
-def test_external_source_with_a_broken_message_and_an_empty_file(tmp_path):
+def test_external_source_with_a_broken_message_and_an_empty_file(shared_ray, tmp_path):
     source = tmp_path / "feed"
     (source / "nested").mkdir(parents=True)
     (source / "clean.hl7").write_bytes(hl7_samples.clean_feed())
@@ -79,7 +79,7 @@ def test_external_source_with_a_broken_message_and_an_empty_file(tmp_path):
     assert labs.num_rows == 4 and set(labs["placer_order_number"].to_pylist()) == {"PL1"}
 
 
-def test_empty_source_gives_empty_tables_with_their_schema(tmp_path):
+def test_empty_source_gives_empty_tables_with_their_schema(shared_ray, tmp_path):
     from medical_assets.hl7.tables import TABLES
 
     source = tmp_path / "quiet-night"

@@ -34,7 +34,7 @@ def _table(data_dir, name):
     return pq.read_table(os.path.join(data_dir, "phi", name))
 
 
-def test_synthetic_studies_end_to_end(tmp_path):
+def test_synthetic_studies_end_to_end(shared_ray, tmp_path):
     data = tmp_path / "data"
     assert _materialize(data, files=12).success
     images = _table(data, "dicom_images")
@@ -50,7 +50,7 @@ def test_synthetic_studies_end_to_end(tmp_path):
     assert _table(data, "dicom_images").num_rows == 12
 
 
-def test_pydicom_test_files_as_a_feed_every_file_accounted_for(tmp_path):
+def test_pydicom_test_files_as_a_feed_every_file_accounted_for(shared_ray, tmp_path):
     source = tmp_path / "archive"
     source.mkdir()
     chosen = ["CT_small.dcm", "MR_small_RLE.dcm", "JPEG2000.dcm", "MR_truncated.dcm", "rtplan_truncated.dcm", "README.txt"]

@@ -23,7 +23,7 @@ def _digests(folder):
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
 
 
-def test_generation_is_deterministic_and_skipped_when_already_there(ray_runtime, tmp_path):
+def test_generation_is_deterministic_and_skipped_when_already_there(shared_ray, tmp_path):
     settings = HL7CorpusSettings(total_messages=1_050, messages_per_file=500)
     first, second = tmp_path / "a", tmp_path / "b"
 
@@ -36,7 +36,7 @@ def test_generation_is_deterministic_and_skipped_when_already_there(ray_runtime,
     assert not again.generated
 
 
-def test_a_smaller_corpus_replaces_only_its_own_files(ray_runtime, tmp_path):
+def test_a_smaller_corpus_replaces_only_its_own_files(shared_ray, tmp_path):
     landing = resolve_location(str(tmp_path))
     jobs.generate_synthetic_hl7(HL7CorpusSettings(total_messages=1_500), landing)
     (tmp_path / "site_feed.hl7").write_bytes(hl7_samples.clean_feed())
@@ -47,7 +47,7 @@ def test_a_smaller_corpus_replaces_only_its_own_files(ray_runtime, tmp_path):
     assert names == sorted([file_name(0), file_name(1), "site_feed.hl7"])
 
 
-def test_parse_job_equals_the_parser_run_without_ray(ray_runtime, tmp_path):
+def test_parse_job_equals_the_parser_run_without_ray(shared_ray, tmp_path):
     landing = tmp_path / "landing"
     jobs.generate_synthetic_hl7(HL7CorpusSettings(total_messages=2_000, messages_per_file=300), resolve_location(str(landing)))
     (landing / "broken.hl7").write_bytes(hl7_samples.feed_with_broken_message())
@@ -75,7 +75,7 @@ def test_parse_job_equals_the_parser_run_without_ray(ray_runtime, tmp_path):
     )
 
 
-def test_dicom_job_equals_the_reader_run_without_ray(ray_runtime, tmp_path):
+def test_dicom_job_equals_the_reader_run_without_ray(shared_ray, tmp_path):
     from medical_assets.dicom import read_dicom_file
     from medical_assets.dicom.tables import TABLES as DICOM_TABLES
     from medical_assets.synthetic.dicom import DicomCorpusSettings
@@ -106,7 +106,7 @@ def test_dicom_job_equals_the_reader_run_without_ray(ray_runtime, tmp_path):
     assert counts["dicom_images"] == counts["dicom_thumbnails"] == 10 and counts["dicom_errors"] == 1
 
 
-def test_the_leak_scan_in_workers_finds_what_the_scanner_finds_alone(ray_runtime, tmp_path):
+def test_the_leak_scan_in_workers_finds_what_the_scanner_finds_alone(shared_ray, tmp_path):
     from medical_assets.engine.leak_jobs import scan_trees
     from medical_assets.privacy.leak_scanner import LeakScanner
     from medical_assets.storage import write_table_atomically
@@ -128,7 +128,7 @@ def test_the_leak_scan_in_workers_finds_what_the_scanner_finds_alone(ray_runtime
     assert scan_trees(scanner, [deid.child("never_published")]) == []
 
 
-def test_the_leak_scan_ships_its_scanner_through_the_object_store_not_in_each_read_task(ray_runtime):
+def test_the_leak_scan_ships_its_scanner_through_the_object_store_not_in_each_read_task(shared_ray):
     """At 5,000,000 messages the scanner pickles to 762 MiB: copied into every read task, it took
     the run's process out of memory. The read function carries a reference, and no loaded scanner."""
     from medical_assets.engine.datasources import LandingFilesDatasource
@@ -152,7 +152,7 @@ def _old_patient_message(control_id: str, sent: str) -> str:
     return f"MSH|^~\\&|APP|GENERAL_HOSPITAL|EMR|CARDIOLOGY|{sent}||ADT^A08^ADT_A08|{control_id}|P|2.5\r{pid}\r"
 
 
-def test_deidentification_withholds_the_birth_year_of_a_patient_90_plus_in_another_part(ray_runtime, tmp_path):
+def test_deidentification_withholds_the_birth_year_of_a_patient_90_plus_in_another_part(shared_ray, tmp_path):
     from medical_assets.engine import deid_jobs
     from medical_assets.privacy.hl7_deid_tables import DEID_HL7_TABLES
     from medical_assets.privacy.keys import parse_key_ring
@@ -183,7 +183,7 @@ def test_deidentification_withholds_the_birth_year_of_a_patient_90_plus_in_anoth
     assert [row["birth_year"] for row in old] == [None, None]
 
 
-def test_analytics_job_summarizes_each_part_group_and_equals_the_tables_of_the_whole(ray_runtime, tmp_path):
+def test_analytics_job_summarizes_each_part_group_and_equals_the_tables_of_the_whole(shared_ray, tmp_path):
     """Part names as an incremental parse leaves them (not consecutive): the de-identified parts take
     the names of their PHI parts, and the analytics job joins the two zones part by part."""
     from medical_assets.analytics.aggregates import publish_all
@@ -239,7 +239,7 @@ def _table_builds():
     return [summary, absent]
 
 
-def test_each_build_writes_its_files_in_a_worker_task_of_its_own(ray_runtime, tmp_path):
+def test_each_build_writes_its_files_in_a_worker_task_of_its_own(shared_ray, tmp_path):
     from medical_assets.engine.analytics_jobs import Input, build_files
 
     numbers = resolve_location(str(tmp_path / "numbers"))
@@ -255,7 +255,7 @@ def test_each_build_writes_its_files_in_a_worker_task_of_its_own(ray_runtime, tm
     assert (tmp_path / "reports" / "absent.txt").read_bytes() == b"none"
 
 
-def test_computed_tables_are_exported_and_an_empty_one_still_gets_a_file(ray_runtime, tmp_path):
+def test_computed_tables_are_exported_and_an_empty_one_still_gets_a_file(shared_ray, tmp_path):
     from medical_assets.engine.analytics_jobs import Input, export_computed_tables
 
     numbers = resolve_location(str(tmp_path / "numbers"))
@@ -276,7 +276,7 @@ def test_computed_tables_are_exported_and_an_empty_one_still_gets_a_file(ray_run
     assert os.listdir(tmp_path / "out" / "none") == ["part-empty.parquet"]
 
 
-def test_no_ray_remote_args_warning_is_filtered_for_the_whole_process_nor_escapes_a_job(ray_runtime, tmp_path):
+def test_no_ray_remote_args_warning_is_filtered_for_the_whole_process_nor_escapes_a_job(shared_ray, tmp_path):
     """The engine passes max_retries through `ray_remote_args` (Ray 2.60 has no named parameter
     for it): its deprecation is silenced around those calls only, so other code still sees it."""
     import warnings

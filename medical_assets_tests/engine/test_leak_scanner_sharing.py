@@ -24,7 +24,7 @@ def _loaded_in_a_worker(refs: list) -> dict:
     }
 
 
-def test_two_workers_read_the_scanner_hashes_zero_copy_from_the_object_store(ray_runtime):
+def test_two_workers_read_the_scanner_hashes_zero_copy_from_the_object_store(shared_ray):
     """At 5,000,000 patients each scanning worker unpickled its own 1.4 GB scanner. Now the hashes
     are numpy arrays: put once, every worker of the node maps the same memory."""
     from medical_assets.privacy.leak_scanner import LeakScanner

@@ -1,4 +1,7 @@
-"""Progress counting across several jobs of one Ray session."""
+"""Progress counting across several jobs of one Ray session, and in the next session.
+
+The test starts and stops two Rays of its own: it does not ask for `shared_ray`, so it runs before
+the session's shared Ray starts."""
 
 import gc
 

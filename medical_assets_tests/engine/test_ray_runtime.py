@@ -1,4 +1,7 @@
-"""The local Ray we start: loopback only, no files in the home folder or /tmp/ray, stopped completely."""
+"""The local Ray we start: loopback only, no files in the home folder or /tmp/ray, stopped completely.
+
+These tests start Ray themselves, or expect it not to be running: none asks for `shared_ray`, so they
+run before the session's shared Ray starts."""
 
 import os
 

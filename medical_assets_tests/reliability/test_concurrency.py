@@ -16,7 +16,7 @@ import pytest
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
-MESSAGES, DICOM_FILES = 1_000, 6
+MESSAGES, DICOM_FILES = 600, 2
 
 
 def _start(tmp_path: Path, name: str, data: Path, key: str) -> tuple[subprocess.Popen, Path, str]:

@@ -4,9 +4,10 @@ exactly as from an undisturbed run (every message once, none doubled by the retr
 The worker to kill is found among this process's descendants by the title Ray gives a busy worker
 (`ray::ReadLandingFiles->Write`), and, for the HL7 job, by the staged Parquet files it holds open:
 it is killed after it has written and reported its first block, so the retry must overwrite its
-half-written part files. Every process is killed by its PID, and only Ray workers of the Ray this
-module started. Further tests feed files that kill their worker on every attempt: one whose reader
-is made to, and damaged DICOM files found by test_dicom_fuzz, through the real DICOM job.
+half-written part files. Every process is killed by its PID, and only workers of the session's shared
+Ray, which this process started (Ray starts others in their place). Further tests feed files that
+kill their worker on every attempt: one whose reader is made to, and damaged DICOM files found by
+test_dicom_fuzz, through the real DICOM job.
 """
 
 from __future__ import annotations
@@ -58,18 +59,6 @@ HL7_BLOCK_BYTES = 8 << 20
 DICOM_DISTINCT_FILES, DICOM_COPIES = 20, 20
 # The tables every HL7 message of the synthetic corpus writes to (it has no errors).
 HL7_WRITTEN_TABLES = ("hl7_messages", "hl7_lab_results", "hl7_pharmacy_orders", "hl7_encounters")
-
-
-@pytest.fixture(scope="module")
-def ray_runtime():
-    from medical_assets.engine.runtime import RayRuntime
-
-    runtime = RayRuntime(num_cpus=2)  # a private local Ray, its session folder a fresh temp folder
-    runtime.ensure_started()
-    try:
-        yield runtime
-    finally:
-        runtime.stop()
 
 
 # --- finding and killing a busy worker ------------------------------------------------------------
@@ -220,7 +209,7 @@ def hl7_landing(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def hl7_runs(ray_runtime, hl7_landing, tmp_path_factory):
+def hl7_runs(shared_ray, hl7_landing, tmp_path_factory):
     """An undisturbed run, then a run in which a worker is killed after writing its first block."""
     source = resolve_location(str(hl7_landing))
     files = list_landing_files(source, (".hl7",))
@@ -293,7 +282,7 @@ def test_the_killed_run_takes_longer_but_not_much(hl7_runs):
 
 
 @pytest.fixture(scope="module")
-def dicom_runs(ray_runtime, tmp_path_factory):
+def dicom_runs(shared_ray, tmp_path_factory):
     folder = tmp_path_factory.mktemp("dicom_landing")
     settings = synthetic_dicom.DicomCorpusSettings(total_files=DICOM_DISTINCT_FILES)
     bodies = [synthetic_dicom.render_file(settings, index) for index in range(DICOM_DISTINCT_FILES)]
@@ -371,7 +360,7 @@ def _attempts(control) -> int:
         return 0
 
 
-def test_a_file_that_always_kills_its_worker_fails_the_job_after_a_few_attempts(ray_runtime, tmp_path):
+def test_a_file_that_always_kills_its_worker_fails_the_job_after_a_few_attempts(shared_ray, tmp_path):
     landing, control = tmp_path / "landing", tmp_path / "control"
     landing.mkdir()
     control.mkdir()
@@ -461,7 +450,7 @@ def _run_dicom_job_in_thread(landing: Path, tmp_path: Path):
     return job, outcome, publication
 
 
-def test_a_damaged_rle_file_is_one_row_and_the_job_succeeds(ray_runtime, tmp_path):
+def test_a_damaged_rle_file_is_one_row_and_the_job_succeeds(shared_ray, tmp_path):
     landing = tmp_path / "landing"
     landing.mkdir()
     rle = _test_file("MR_small_RLE.dcm")
@@ -476,7 +465,7 @@ def test_a_damaged_rle_file_is_one_row_and_the_job_succeeds(ray_runtime, tmp_pat
     assert outcome["counts"].get("dicom_images", 0) + outcome["counts"].get("dicom_errors", 0) == 2
 
 
-def test_a_damaged_jpeg_file_neither_kills_its_worker_nor_stalls_the_job(ray_runtime, tmp_path):
+def test_a_damaged_jpeg_file_neither_kills_its_worker_nor_stalls_the_job(shared_ray, tmp_path):
     landing = tmp_path / "landing"
     landing.mkdir()
     jpeg = _test_file("SC_rgb_jpeg_dcmtk.dcm")
