@@ -7,7 +7,6 @@ import secrets
 import stat
 from io import BytesIO
 
-import dagster as dg
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pydicom
@@ -23,7 +22,9 @@ from medical_assets_tests.defs.pipeline import materialize_all, materialize_plan
 
 pytestmark = pytest.mark.slow
 
-OTHER_MESSAGES, OTHER_DICOM_FILES = 60, 4
+# Runs with settings of their own take a small corpus: the first messages and images of the shared
+# run's, since a synthetic corpus begins alike whatever its size.
+SMALL_MESSAGES, SMALL_DICOM_FILES = 60, 4
 
 
 def _table(data_dir, zone, name):
@@ -143,7 +144,7 @@ def test_compliance_metadata_is_stamped_in_every_deid_parquet_file(first_run):
 
 def test_phi_zone_is_owner_only_and_every_phi_read_is_audited(first_run):
     data, result = first_run
-    for folder, subfolders, files in os.walk(data / "phi"):
+    for folder, _, files in os.walk(data / "phi"):
         assert stat.S_IMODE(os.stat(folder).st_mode) == 0o700, folder
         for name in files:
             assert stat.S_IMODE(os.stat(os.path.join(folder, name)).st_mode) == 0o600, name
@@ -159,15 +160,20 @@ def test_same_key_same_tokens_other_key_other_tokens_reversible_tokens_and_date_
 ):
     data, _ = first_run
     again = tmp_path / "again"
-    assert pipeline_run.materialize(again, reversible_tokens=True).success
+    assert materialize_all(
+        again, pipeline_run.key, messages=SMALL_MESSAGES, dicom_files=SMALL_DICOM_FILES, reversible_tokens=True
+    ).success
     # Reversible tokens make the output pseudonymised, not de-identified: its files say so.
     folder = again / "deid" / "hl7_messages"
     standard = pq.read_schema(folder / sorted(os.listdir(folder))[0]).metadata[b"deid.standard"].decode()
     assert standard.startswith("Pseudonymised") and "Safe Harbor" not in standard
-    messages = _table(again, "deid", "hl7_messages")
-    same = set(messages["patient_token"].to_pylist())
-    assert same == set(_table(data, "deid", "hl7_messages")["patient_token"].to_pylist())
-    assert _table(data, "deid", "hl7_messages")["patient_reversible_token"].null_count == len(messages)
+    messages, shared = _table(again, "deid", "hl7_messages"), _table(data, "deid", "hl7_messages")
+    # The same key: each message, and its patient, has the tokens it has in the shared run.
+    tokens = set(zip(messages["message_token"].to_pylist(), messages["patient_token"].to_pylist()))
+    assert messages.num_rows == SMALL_MESSAGES
+    assert tokens <= set(zip(shared["message_token"].to_pylist(), shared["patient_token"].to_pylist()))
+    same = set(shared["patient_token"].to_pylist())
+    assert shared["patient_reversible_token"].null_count == shared.num_rows
 
     token = messages["patient_reversible_token"][0].as_py()
     # `python -m medical_assets.privacy reidentify`, called in this process (its own tests run it as a command).
@@ -188,10 +194,11 @@ def test_same_key_same_tokens_other_key_other_tokens_reversible_tokens_and_date_
         ("reidentify", "lab callback, ticket 42", "success")
     ]
 
-    # Any corpus holds a patient: a small one is enough for other tokens and shifted dates.
+    # The same patients under another key: none of their tokens is one of the shared run's.
     other = tmp_path / "other"
-    assert materialize_all(other, secrets.token_urlsafe(32), messages=OTHER_MESSAGES, dicom_files=OTHER_DICOM_FILES,
-                           deid_profile="date_shift").success
+    assert materialize_all(
+        other, secrets.token_urlsafe(32), messages=SMALL_MESSAGES, dicom_files=SMALL_DICOM_FILES, deid_profile="date_shift"
+    ).success
     assert not set(_table(other, "deid", "hl7_messages")["patient_token"].to_pylist()) & same
     shifted = _table(other, "deid", "hl7_messages")
     assert shifted["message_datetime_shifted"].null_count == 0  # the longitudinal profile keeps (shifted) dates
