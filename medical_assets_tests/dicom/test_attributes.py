@@ -12,8 +12,8 @@ from pydicom.datadict import dictionary_VR, keyword_for_tag
 from pydicom.dataset import Dataset
 from pydicom.tag import Tag
 
-from medical_assets.dicom.attributes import ALLOWED_ATTRIBUTES, ALLOWED_TAGS, KEPT_AS_WRITTEN, Treatment
 from medical_assets.dicom.annex_e import annex_e_action
+from medical_assets.dicom.attributes import ALLOWED_ATTRIBUTES, ALLOWED_TAGS, KEPT_AS_WRITTEN, Treatment
 from medical_assets.dicom.deidentify import deidentify_dataset, deidentify_dicom_bytes
 from medical_assets.privacy.keys import parse_key_ring
 from medical_assets.privacy.pseudonyms import Pseudonymizer

@@ -11,7 +11,7 @@ import pydicom
 import pytest
 from pydicom.data.data_manager import DATA_ROOT
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, MPEG2MPML, SecondaryCaptureImageStorage, generate_uid
+from pydicom.uid import MPEG2MPML, ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
 from medical_assets.dicom import ParsedDicomFile, is_dicom_candidate, read_dicom_file, tables
 from medical_assets.dicom.pixels import _decode_12_bit_jpeg_with_gdcm

@@ -9,8 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from medical_assets.privacy.audit import ACTOR_VAR, SUCCESS, AuditLog, AuditRecord
 from medical_assets.storage import resolve_location
 

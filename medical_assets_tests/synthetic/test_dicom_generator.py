@@ -188,7 +188,8 @@ def test_patient_identity_is_the_hl7_feeds_issuer_and_mrn(datasets, rows):
     pool = {patient.medical_record_number: patient for n in range(PATIENT_POOL_SIZE) if (
         patient := synthetic_patient(SAMPLE.seed, n))}  # fmt: skip
     issuers = Counter()
-    for dataset, row in zip(datasets, rows):
+    assert len(datasets) == len(rows)
+    for row in rows:
         patient = pool[row["patient_id"]]
         # What an HL7 message of this patient gives: PID-3.4, else MSH-4.
         hl7_identity = patient_identity(patient.medical_record_number, patient.issuer or patient.facility)
