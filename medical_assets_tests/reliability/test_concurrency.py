@@ -1,60 +1,56 @@
 """Two materializations of the whole graph started at once on one data folder, from two Dagster
 instances (so Dagster's own queue and pools cannot keep them apart): the second waits for the
-first, says so in its log, and every output ends exact, never doubled."""
+first, says so in its log, and every output ends exact, never doubled.
 
-import os
+The two runs are in-process materializations in two threads of the test's process, on the
+session's Ray; the data folder's lock is an `flock` on a file each run opens for itself, so one
+process or two makes no difference to it. The second starts once the first holds the lock: the
+check that the data folder takes a file names its probe by process, which two threads share."""
+
 import secrets
-import shutil
-import subprocess
-import sys
-import tempfile
-from pathlib import Path
+import threading
+import time
 
+import dagster as dg
 import pyarrow.parquet as pq
 import pytest
 
+from medical_assets.locking import LOCK_FILE
+from medical_assets_tests.scaleout.servers import failures, materialize_graph
+
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[2]
 MESSAGES, DICOM_FILES = 600, 2
+RUN_TIMEOUT_S = 600
 
 
-def _start(tmp_path: Path, name: str, data: Path, key: str) -> tuple[subprocess.Popen, Path, str]:
-    home = tmp_path / f"home-{name}"
-    home.mkdir()
-    shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
-    env = {
-        **os.environ,
-        "DAGSTER_HOME": str(home),
-        "MEDICAL_ASSETS_DATA_DIR": str(data),
-        "MEDICAL_ASSETS_SYNTHETIC_HL7_MESSAGES": str(MESSAGES),
-        "MEDICAL_ASSETS_SYNTHETIC_DICOM_FILES": str(DICOM_FILES),
-        "MEDICAL_ASSETS_PSEUDONYM_KEY": key,
-        # Short: Ray's socket paths live under TMPDIR and must fit in 107 bytes.
-        "TMPDIR": tempfile.mkdtemp(prefix=f"ma-{name}-", dir="/tmp"),
-    }
-    log = tmp_path / f"{name}.log"
-    dagster = Path(sys.executable).with_name("dagster")
-    process = subprocess.Popen(
-        [str(dagster), "asset", "materialize", "-m", "medical_assets.definitions", "--select", "*"],
-        cwd=REPO, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    return process, log, env["TMPDIR"]
-
-
-def test_two_runs_at_once_take_turns_and_leave_exact_outputs(tmp_path):
-    data, key = tmp_path / "data", secrets.token_urlsafe(32)
-    runs = [_start(tmp_path, name, data, key) for name in ("a", "b")]
+def _materialize_on_an_instance_of_its_own(data, key: str, outcome: dict) -> None:
     try:
-        for process, log, _ in runs:
-            assert process.wait(timeout=600) == 0, log.read_text(errors="replace")[-4000:]
-    finally:
-        for process, _, ray_tmp in runs:
-            if process.poll() is None:
-                os.killpg(process.pid, 9)
-                process.wait()
-            shutil.rmtree(ray_tmp, ignore_errors=True)
-    logs = [log.read_text(errors="replace") for _, log, _ in runs]
+        with dg.DagsterInstance.ephemeral() as instance:
+            result = materialize_graph(str(data), key, messages=MESSAGES, dicom_files=DICOM_FILES, instance=instance)
+            outcome["result"] = result
+            outcome["log"] = "\n".join(entry.user_message for entry in instance.all_logs(result.run_id))
+    except BaseException as error:  # noqa: BLE001 - reported by the test's thread
+        outcome["error"] = error
+
+
+def test_two_runs_at_once_take_turns_and_leave_exact_outputs(shared_ray, tmp_path):
+    data, key = tmp_path / "data", secrets.token_urlsafe(32)
+    outcomes = [{}, {}]
+    threads = [threading.Thread(target=_materialize_on_an_instance_of_its_own, args=(data, key, outcome)) for outcome in outcomes]
+    threads[0].start()
+    lock = data / LOCK_FILE
+    deadline = time.monotonic() + RUN_TIMEOUT_S
+    while threads[0].is_alive() and not (lock.exists() and lock.stat().st_size) and time.monotonic() < deadline:
+        time.sleep(0.05)  # the holder writes its name into the file once it has the lock
+    threads[1].start()
+    for thread in threads:
+        thread.join(timeout=RUN_TIMEOUT_S)
+    assert not any(thread.is_alive() for thread in threads), f"a run did not end within {RUN_TIMEOUT_S} s"
+    for outcome in outcomes:
+        assert "error" not in outcome, outcome.get("error")
+        assert outcome["result"].success, failures(outcome["result"])
+    logs = [outcome["log"] for outcome in outcomes]
     waited = [text for text in logs if "waiting for the data folder" in text]
     assert len(waited) == 1, "exactly one run should have waited for the other"
     assert "is writing to it" in waited[0] and "going on" in waited[0]

@@ -31,7 +31,7 @@ pytestmark = pytest.mark.slow
 BUCKET = "medical-assets-test"
 PREFIX = "site-a/data"
 KEY = secrets.token_urlsafe(32)
-MESSAGES, DICOM_FILES = 300, 6
+MESSAGES, DICOM_FILES = 100, 3
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +61,21 @@ def s3_endpoint(tmp_path_factory):
             yield endpoint
     finally:
         stop_group(server)
+
+
+@pytest.fixture(scope="module")
+def ray_with_the_object_store_settings(s3_endpoint):
+    """One local Ray for the runs of this module, started once the AWS variables point at the
+    endpoint (its workers read them when they start); each run finds it and leaves it running."""
+    import ray
+
+    from medical_assets.engine.runtime import RayRuntime
+
+    assert not ray.is_initialized(), "a Ray started without the object store settings is already running"
+    runtime = RayRuntime(num_cpus=2)
+    runtime.ensure_started()
+    yield runtime
+    runtime.stop()
 
 
 def _s3() -> pafs.S3FileSystem:
@@ -99,7 +114,7 @@ def test_ray_workers_inherit_the_object_store_settings(s3_endpoint):
     assert seen == {"AWS_ENDPOINT_URL_S3": s3_endpoint, "AWS_ACCESS_KEY_ID": "testing"}
 
 
-def test_whole_graph_on_object_storage_then_an_idempotent_rerun(s3_endpoint, tmp_path, monkeypatch):
+def test_whole_graph_on_object_storage_then_an_idempotent_rerun(s3_endpoint, ray_with_the_object_store_settings, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # a relative ./data would land here
     data_dir = f"s3://{BUCKET}/{PREFIX}"
 

@@ -30,7 +30,7 @@ from medical_assets_tests.scaleout.servers import (
 
 pytestmark = pytest.mark.slow
 
-MESSAGES, DICOM_FILES = 300, 6
+MESSAGES, DICOM_FILES = 100, 2
 LOOPBACK = {"127.0.0.1", "::ffff:127.0.0.1"}
 
 # The child process: the whole graph with RayResource() and RAY_ADDRESS from the environment; it

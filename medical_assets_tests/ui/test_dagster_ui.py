@@ -1,5 +1,9 @@
 """The Dagster UI for real: `dagster dev` (webserver and daemon) in a subprocess, the lineage page in
-headless Chromium, "Materialize all" clicked there, and the run it launches followed to SUCCESS.
+headless Chromium, one asset selected there and "Materialize selected" clicked, and the run it
+launches followed to SUCCESS.
+
+The selected asset's upstream is materialized beforehand in the test's process (on the session's
+Ray), into the data folder and the Dagster instance (DAGSTER_HOME) that `dagster dev` serves.
 
 Everything runs on 127.0.0.1, in its own session (process group), with its own DAGSTER_HOME and data
 folder under pytest's tmp_path, and its own short TMPDIR, where the run's local Ray keeps its session.
@@ -22,17 +26,23 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlencode
+from urllib.parse import unquote, urlencode
 
+import dagster as dg
 import psutil
 import pytest
 
+from medical_assets.defs.resources import PipelineConfig, PrivacyResource, RayResource
 from medical_assets_tests.browser import artifact_path, headless_chromium
-from medical_assets_tests.scaleout.servers import free_port, session_members, stop_group
+from medical_assets_tests.scaleout.servers import failures, free_port, session_members, stop_group
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DAGSTER = Path(sys.executable).with_name("dagster")
 
+# The asset selected in the UI: one of the several tables its step publishes together, through a Ray
+# job and a leak check.
+SELECTED = ("deid", "hl7_messages")
+MESSAGES, DICOM_FILES = 200, 2
 STARTUP_TIMEOUT_S = 120
 RUN_TIMEOUT_S = 480
 TERMINAL_STATUSES = {"SUCCESS", "FAILURE", "CANCELED"}
@@ -50,7 +60,10 @@ CHECKS_QUERY = """
     ... on AssetChecks { checks { name executionForLatestMaterialization { runId status } } } } } }"""
 MATERIALIZED_QUERY = """
 query Materialized($runId: ID!) {
-  runOrError(runId: $runId) { ... on Run { assetMaterializations { assetKey { path } } } ... on PythonError { message } }
+  runOrError(runId: $runId) {
+    ... on Run { assetSelection { path } stepStats { stepKey status } assetMaterializations { assetKey { path } } }
+    ... on PythonError { message }
+  }
 }"""
 
 
@@ -95,15 +108,38 @@ def short_tmpdir() -> Iterator[Path]:
     shutil.rmtree(path, ignore_errors=True)
 
 
-@contextmanager
-def dagster_dev(tmp_path: Path, tmp_dir: Path) -> Iterator[DagsterDev]:
-    """`dagster dev` on a free loopback port, stopped with its whole process group on exit."""
+def _dagster_home(tmp_path: Path) -> Path:
     dagster_home = tmp_path / "dagster_home"
     dagster_home.mkdir()
     # The project's instance settings: no telemetry, no "join the community" pop-up over the UI.
     shutil.copy(PROJECT_ROOT / "dagster.yaml", dagster_home / "dagster.yaml")
-    data_dir = tmp_path / "data"
-    data_dir.mkdir()
+    return dagster_home
+
+
+def _materialize_in_process(dagster_home: Path, data_dir: Path, selection: dg.AssetSelection) -> None:
+    """`selection` of the graph in this process, on the session's Ray, recorded in the instance at
+    `dagster_home`, with the settings `dagster dev` gets (no key set: the development key, which
+    the first run creates in the data folder and the UI's run reads there)."""
+    from medical_assets.definitions import defs
+
+    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+        result = dg.materialize(
+            [defs.get_assets_def(key) for key in defs.resolve_all_asset_keys()] + list(defs.asset_checks or []),
+            selection=selection,
+            instance=instance,
+            resources={
+                "pipeline": PipelineConfig(data_dir=str(data_dir), synthetic_hl7_messages=MESSAGES, synthetic_dicom_files=DICOM_FILES),
+                "ray_engine": RayResource(num_cpus=2),
+                "privacy": PrivacyResource(),
+            },
+            raise_on_error=False,
+        )
+    assert result.success, failures(result)
+
+
+@contextmanager
+def dagster_dev(tmp_path: Path, dagster_home: Path, data_dir: Path, tmp_dir: Path) -> Iterator[DagsterDev]:
+    """`dagster dev` on a free loopback port, stopped with its whole process group on exit."""
     port = free_port()
     # A clean environment: nothing of a developer's own Dagster, Ray or pipeline settings leaks in.
     # HOME is the tests' throwaway home (conftest), where Ray keeps its token.
@@ -111,8 +147,8 @@ def dagster_dev(tmp_path: Path, tmp_dir: Path) -> Iterator[DagsterDev]:
     env.update(
         DAGSTER_HOME=str(dagster_home),
         MEDICAL_ASSETS_DATA_DIR=str(data_dir),
-        MEDICAL_ASSETS_SYNTHETIC_HL7_MESSAGES="1000",
-        MEDICAL_ASSETS_SYNTHETIC_DICOM_FILES="8",
+        MEDICAL_ASSETS_SYNTHETIC_HL7_MESSAGES=str(MESSAGES),
+        MEDICAL_ASSETS_SYNTHETIC_DICOM_FILES=str(DICOM_FILES),
         TMPDIR=str(tmp_dir),  # Ray's session folder and Dagster's gRPC sockets go here
         RAY_USAGE_STATS_ENABLED="0",
         DAGSTER_DISABLE_TELEMETRY="yes",  # read by dagster's telemetry upload, besides dagster.yaml
@@ -131,9 +167,11 @@ def dagster_dev(tmp_path: Path, tmp_dir: Path) -> Iterator[DagsterDev]:
         _wait_until_serving(dev)
         yield dev
     finally:
-        # SIGTERM to the group (dagster dev treats it as Ctrl-C; it takes ~2-5 s here), then SIGKILL
-        # after 30 s: a code server can outlive a SIGTERM for a minute (docs/engine-pitfalls.md).
-        stop_group(process, timeout_s=30, first_signal=signal.SIGTERM)
+        # SIGTERM to the group (dagster dev treats it as Ctrl-C), then SIGKILL: a code server can
+        # outlive a SIGTERM for a minute, and dagster dev itself at times never ends on it
+        # (docs/engine-pitfalls.md). Nothing here needs a graceful end: what is checked after is
+        # that nothing of the session is left.
+        stop_group(process, timeout_s=10, first_signal=signal.SIGTERM)
 
 
 def _wait_until_serving(dev: DagsterDev) -> None:
@@ -191,9 +229,9 @@ class SessionWatch:
         return sorted(socket for socket in self.listening if not _is_loopback(socket[0]))
 
 
-def _materialize_all_button(page):
+def _materialize_button(page, label: str):
     # Its accessible name starts with the icon's label ("materialization"); match the visible text.
-    return page.locator("button", has_text=re.compile(r"^\s*Materialize all\s*$"))
+    return page.locator("button", has_text=re.compile(rf"^\s*{label}\s*$"))
 
 
 def _open_lineage_page(page, dev: DagsterDev, groups: list[str]) -> None:
@@ -205,12 +243,29 @@ def _open_lineage_page(page, dev: DagsterDev, groups: list[str]) -> None:
     """
     open_nodes = urlencode({f"open-nodes[{i}]": f"global@global:{group}" for i, group in enumerate(groups)})
     page.goto(f"{dev.url}/asset-groups?{open_nodes}")
-    _materialize_all_button(page).wait_for(timeout=60_000)
+    _materialize_button(page, "Materialize all").wait_for(timeout=60_000)
 
 
-def _click_materialize_all(page) -> str:
-    """Click "Materialize all"; return the 8-digit run id from Dagster's "Launched run" toast."""
-    _materialize_all_button(page).click()
+def _select_in_the_sidebar(page, key: tuple[str, ...]) -> None:
+    """Click the asset's entry in the sidebar tree, which selects its node of the graph (the page's
+    path then ends with the key, its slashes escaped)."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    path = "/asset-groups/" + "/".join(key)
+    entries = page.get_by_title(key[-1], exact=True)
+    for index in range(entries.count()):
+        entries.nth(index).click()
+        try:
+            page.wait_for_url(lambda url: unquote(url.split("?")[0]).endswith(path), timeout=5_000)
+        except PlaywrightTimeout:
+            continue  # the entry of another asset with the same last name
+        return
+    pytest.fail(f"no entry of the sidebar selects {'/'.join(key)}: {page.url}")
+
+
+def _click_materialize_selected(page) -> str:
+    """Click "Materialize selected"; return the 8-digit run id from Dagster's "Launched run" toast."""
+    _materialize_button(page, "Materialize selected").click()
     launched = page.get_by_text(LAUNCHED_TOAST)
     dialog = page.get_by_role("dialog")
     launched.or_(dialog).first.wait_for(timeout=60_000)
@@ -256,6 +311,17 @@ def _wait_for_runs(dev: DagsterDev, ui_run_prefix: str, watch: SessionWatch) -> 
     pytest.fail(f"runs not finished within {RUN_TIMEOUT_S} s: {dev.runs()}{dev.log_tail()}")
 
 
+def _latest_check_executions(dev: DagsterDev, checks: list[tuple[tuple[str, ...], str]]) -> dict:
+    """The latest execution (run id and status) of each (asset key, check name), in one query."""
+    fields = "\n".join(
+        f"c{index}: assetCheckExecutions(assetKey: {{path: {json.dumps(list(key))}}}, checkName: {json.dumps(name)}, limit: 1)"
+        " { runId status }"
+        for index, (key, name) in enumerate(checks)
+    )
+    answer = dev.graphql(f"{{ {fields} }}")
+    return {check: (answer[f"c{index}"] or [None])[0] for index, check in enumerate(checks)}
+
+
 def _ray_processes(session_id: int, timeout_s: float) -> list[str]:
     """Ray processes still alive in our session after `timeout_s` (Ray stops with the run, in ~1-2 s)."""
     deadline = time.monotonic() + timeout_s
@@ -283,13 +349,37 @@ def _processes_mentioning(path: Path) -> list[str]:
 
 
 @pytest.mark.slow
-def test_materialize_all_from_the_dagster_ui(tmp_path, short_tmpdir):
+def test_one_asset_selected_and_materialized_from_the_dagster_ui(tmp_path, short_tmpdir, shared_ray):
     from medical_assets.definitions import defs
 
     expected_keys = {tuple(key.path) for key in defs.resolve_all_asset_keys()}
     expected_checks = {(tuple(key.asset_key.path), key.name) for key in defs.resolve_asset_graph().asset_check_keys}
+    selected = dg.AssetKey(list(SELECTED))
+    # The selected asset's step, and the steps of its checks: what a run of that one asset executes.
+    published_together = {tuple(key.path) for key in defs.get_assets_def(selected).keys}
+    check_steps = {
+        checks_def.node_def.name
+        for checks_def in defs.asset_checks or []
+        if any(check.asset_key == selected for check in checks_def.check_keys)
+    }
+    allowed_steps = {defs.get_assets_def(selected).node_def.name} | check_steps
 
-    with dagster_dev(tmp_path, short_tmpdir) as dev:
+    # What the asset and its checks read (a check compares it with other tables: those too).
+    read_by_its_checks = {
+        dep.asset_key
+        for checks_def in defs.asset_checks or []
+        for spec in checks_def.check_specs
+        if spec.asset_key == selected
+        for dep in spec.additional_deps
+    }
+    upstream = dg.AssetSelection.assets(selected).upstream(include_self=False) | dg.AssetSelection.assets(*read_by_its_checks).upstream()
+
+    dagster_home, data_dir = _dagster_home(tmp_path), tmp_path / "data"
+    # Landing files and their manifests included: the sensor of new landing files, which
+    # `dagster dev` starts, finds nothing new and requests no run of its own.
+    _materialize_in_process(dagster_home, data_dir, upstream)
+
+    with dagster_dev(tmp_path, dagster_home, data_dir, short_tmpdir) as dev:
         session_id = dev.process.pid
         watch = SessionWatch(session_id)
         watch.look()
@@ -310,10 +400,11 @@ def test_materialize_all_from_the_dagster_ui(tmp_path, short_tmpdir):
                 entries.first.wait_for(timeout=30_000)
                 assert entries.count() >= count, f"{name!r} shown {entries.count()} times on the lineage page, expected {count}"
 
-            run_prefix = _click_materialize_all(page)
+            _select_in_the_sidebar(page, SELECTED)
+            run_prefix = _click_materialize_selected(page)
             run = _wait_for_runs(dev, run_prefix, watch)
 
-            # The graph again, with the run's outcome on every group, for people to look at.
+            # The graph again, with the latest outcome on every group, for people to look at.
             _open_lineage_page(page, dev, groups)
             _wait_for_group_statuses(page, len(groups))
             page.screenshot(path=str(artifact_path("dagster_asset_graph.png")))
@@ -322,22 +413,31 @@ def test_materialize_all_from_the_dagster_ui(tmp_path, short_tmpdir):
         tags = {tag["key"]: tag["value"] for tag in run["tags"]}
         assert tags.get("dagster/from_ui") == "true" and "dagster/sensor_name" not in tags, tags
 
-        # Every asset was materialized by that run, and the zones are on disk.
+        # That run selected the one asset and ran its step (and its checks') alone; what it
+        # materialized is that asset and the tables its step publishes with it.
         result = dev.graphql(MATERIALIZED_QUERY, {"runId": run["runId"]})["runOrError"]
+        assert [tuple(key["path"]) for key in result.get("assetSelection") or []] == [SELECTED], f"{result}{dev.log_tail()}"
+        steps = {step["stepKey"]: step["status"] for step in result["stepStats"]}
+        assert defs.get_assets_def(selected).node_def.name in steps and set(steps) <= allowed_steps, steps
+        assert set(steps.values()) == {"SUCCESS"}, steps
         materialized = {tuple(event["assetKey"]["path"]) for event in result.get("assetMaterializations", [])}
-        missing = sorted("/".join(key) for key in expected_keys - materialized)
-        assert not missing, f"not materialized by run {run['runId']}: {missing} ({result}){dev.log_tail()}"
-        # A run succeeds even when a (non-blocking) check fails: every check, leak checks included, passed.
+        assert SELECTED in materialized and materialized <= published_together, f"materialized by run {run['runId']}: {materialized}"
+        # A run succeeds even when a (non-blocking) check fails: every check that ran, leak checks
+        # included, passed; those of the selected asset ran in the UI's run.
         checks = {
             (tuple(node["assetKey"]["path"]), check["name"]): check["executionForLatestMaterialization"]
             for node in dev.graphql(CHECKS_QUERY)["assetNodes"]
             for check in node["assetChecksOrError"].get("checks", [])
         }
         assert set(checks) == expected_checks, f"checks served: {sorted(checks)}"
-        not_passed = {key: execution for key, execution in checks.items() if (execution or {}).get("status") != "SUCCEEDED"}
+        latest = _latest_check_executions(dev, sorted(checks))
+        not_passed = {key: execution for key, execution in latest.items() if execution and execution["status"] != "SUCCEEDED"}
         assert not not_passed, f"checks not passed: {not_passed}{dev.log_tail()}"
-        assert (dev.data_dir / "deid" / "reports" / "dashboard.html").is_file(), dev.log_tail()
-        assert (dev.data_dir / "phi" / "hl7_messages").exists(), dev.log_tail()
+        of_the_selected = {key: execution for key, execution in checks.items() if key[0] == SELECTED}
+        assert of_the_selected and all(
+            (execution or {}).get("runId") == run["runId"] and execution["status"] == "SUCCEEDED" for execution in of_the_selected.values()
+        ), f"checks of {SELECTED} for its latest materialization: {of_the_selected}"
+        assert (dev.data_dir / "deid" / "hl7_messages").exists(), dev.log_tail()
 
         # Every TCP listener was on loopback: the webserver and Ray (code servers use Unix sockets).
         assert dev.port in watch.ports(), f"the webserver's port {dev.port} not among {sorted(watch.listening)}"
