@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -201,7 +202,8 @@ def _count(env: Mapping[str, str], variable: str, default: int) -> int:
 
 def require_writable_data_dir(data_dir: Location) -> None:
     """The data folder must take a file: checked before a run touches any output."""
-    probe = data_dir.child(f".write-probe-{os.getpid()}")
+    # Named for this call alone: two runs in one process (threads) must not delete each other's probe.
+    probe = data_dir.child(f".write-probe-{os.getpid()}-{uuid.uuid4().hex}")
     try:
         data_dir.makedirs()
         probe.write_bytes_atomically(b"")
