@@ -1,6 +1,8 @@
 # The two commands: `make run` and `make test`. Everything else is a step they take.
 PYTHON ?= python3.11
 VENV := .venv
+# Test workers (pytest-xdist): each runs its own share of the tests with its own local Ray.
+TEST_WORKERS ?= 2
 BIN := $(VENV)/bin
 export DAGSTER_HOME := $(CURDIR)/.dagster_home
 
@@ -23,11 +25,12 @@ $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 run: install $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/dagster asset materialize -m medical_assets.definitions --select '*'
 
-# Lint, the definitions as `dg` loads them in a new user's shell (no DAGSTER_HOME), then the tests.
+# Lint, the definitions as `dg` loads them in a new user's shell (no DAGSTER_HOME), then the tests
+# on TEST_WORKERS workers (a module's tests stay together on one: see medical_assets_tests/conftest.py).
 test: install
 	$(BIN)/ruff check medical_assets medical_assets_tests benchmarks
 	env -u DAGSTER_HOME $(BIN)/dg check defs
-	$(BIN)/pytest -ra --durations=15
+	$(BIN)/pytest -ra --durations=15 -n $(TEST_WORKERS) --dist loadgroup
 
 test-fast: install
 	$(BIN)/pytest -ra -m "not slow"

@@ -10,6 +10,7 @@ from medical_assets.defs.resources import PipelineConfig, RayResource
 from medical_assets.dicom import is_dicom_candidate
 from medical_assets.engine import jobs
 from medical_assets.landing import changed_files, known_checksums, manifest_table
+from medical_assets.sources.arrivals import dicom_arrivals, hl7_arrivals
 from medical_assets.sources.folder import DICOM_EXTENSIONS, HL7_EXTENSIONS, LandingFile, list_landing_files
 from medical_assets.storage import Location, read_table, write_table_atomically
 from medical_assets.synthetic.dicom import DicomCorpusSettings
@@ -69,13 +70,13 @@ def _landing_manifest_asset(kind: str, upstream, description: str, extensions: t
         settings = pipeline.readable_source(kind)
         source = settings.source(kind)
         files = list_landing_files(source, extensions, accept_without_extension=accept_without_extension)
-        return _publish_manifest(context, ray_engine, source, files, settings.manifests.child(*manifest))
+        return _publish_manifest(context, ray_engine, kind, source, files, settings.manifests.child(*manifest))
 
     return landing_manifest
 
 
 def _publish_manifest(
-    context: dg.AssetExecutionContext, ray_engine: RayResource, source: Location, files: list[LandingFile], target: Location
+    context: dg.AssetExecutionContext, ray_engine: RayResource, kind: str, source: Location, files: list[LandingFile], target: Location
 ) -> dg.MaterializeResult:
     # A file whose path, size and modification time are unchanged keeps its checksum: a nightly run
     # reads only the files that are new or touched.
@@ -92,8 +93,38 @@ def _publish_manifest(
         f"{len(files):,} files, {total_bytes:,} bytes, in the landing folder; {len(to_read):,} new or touched, checksummed"
     )
     return dg.MaterializeResult(
-        metadata={"dagster/row_count": len(files), "total bytes": total_bytes, "dagster/uri": target.uri}
+        metadata={
+            "dagster/row_count": len(files),
+            "total bytes": total_bytes,
+            "dagster/uri": target.uri,
+            **_arrivals_metadata(context, kind, source, to_read),
+        }
     )
+
+
+def _arrivals_metadata(context: dg.AssetExecutionContext, kind: str, source: Location, new: list[LandingFile]) -> dict:
+    """What the live listeners delivered since the last manifest: counts by listener and sending system."""
+    if kind == "hl7":
+        arrived = hl7_arrivals(source, new)
+        if not arrived:
+            return {}
+        for listener, counts in arrived.items():
+            context.log.info(
+                f"MLLP listener {listener!r}: {counts['files']:,} new segment files, {counts['messages']:,} messages "
+                f"from {len(counts['senders']):,} sending systems"
+            )
+        return {
+            "arrived by MLLP listener": dg.MetadataValue.json(arrived),
+            "messages by MLLP": sum(counts["messages"] for counts in arrived.values()),
+        }
+    senders = dicom_arrivals(new)
+    if not senders:
+        return {}
+    context.log.info(f"DICOM storage service: {sum(senders.values()):,} new instances from {len(senders):,} calling AE titles")
+    return {
+        "arrived by DICOM storage service": dg.MetadataValue.json({"instances by calling AE title": senders}),
+        "instances by C-STORE": sum(senders.values()),
+    }
 
 
 synthetic_hl7_files = _synthetic_files_asset(

@@ -10,12 +10,16 @@ complete or not at all, so the sensor and the manifest never see half of one.
   `medical_assets.dicom.is_dicom_candidate` passed to `list_landing_files`).
 - `synthetic`: the demo generators, whose files a Ray job (`medical_assets.engine.corpus`) renders
   and delivers.
+- `mllp_server` (with `mllp_framing`, `hl7_acks`, `hl7_spool`): the HL7 listener. A message is
+  appended to an open segment under `_mllp/`, fsynced (one fsync for all connections' messages of
+  the moment), and only then acknowledged; segments roll by size or age into
+  `mllp/<listener>/<day>/` by an atomic rename.
+- `dicom_listener`: the DICOM storage service (C-STORE SCP); each instance goes through
+  `folder.deliver(..., durable=True)` into `cstore/<calling AE>/<study>/` before its success status.
+- `arrivals`: what the listeners delivered, as counts, for the landing assets' metadata.
 
-A network listener (an MLLP listener for HL7, a DICOM C-STORE service) plugs in the same way: a
-module here with its `Source` and its server, which hands every message or instance it receives to
-`folder.deliver(landing, name, data, durable=True)` and acknowledges only once that returns. The
-file is then in the landing folder like any other, and the `new_landing_files` sensor requests a
-run on its next tick. Adding a source touches its own module and one line of `SOURCES`.
+Either way the file is then in the landing folder like any other, and the `new_landing_files` sensor
+requests a run on its next tick. Adding a source touches its own module and one line of `SOURCES`.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from __future__ import annotations
 from typing import Protocol, runtime_checkable
 
 from medical_assets.sources import folder, synthetic
+from medical_assets.sources.arrivals import DICOM_STORAGE_SERVICE, MLLP_LISTENER
 
 
 @runtime_checkable
@@ -44,4 +49,6 @@ SOURCES: tuple[Source, ...] = (
     folder.DICOM_LANDING_FOLDER,
     synthetic.SYNTHETIC_HL7,
     synthetic.SYNTHETIC_DICOM,
+    MLLP_LISTENER,
+    DICOM_STORAGE_SERVICE,
 )

@@ -18,7 +18,7 @@ import pytest
 from medical_assets.locking import LOCK_FILE
 from medical_assets_tests.scaleout.servers import failures, materialize_graph
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.long_running]
 
 MESSAGES, DICOM_FILES = 600, 2
 RUN_TIMEOUT_S = 600

@@ -49,7 +49,7 @@ import pytest
 from medical_assets.storage import COMMIT_MARKER, EXCHANGING_SUFFIX, STAGING_DIR
 from medical_assets_tests.defs.pipeline import materialize_all
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.long_running]
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DAGSTER = Path(sys.executable).with_name("dagster")

@@ -26,7 +26,7 @@ from medical_assets_tests.scaleout.servers import (
     wait_for,
 )
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.long_running]
 
 BUCKET = "medical-assets-test"
 PREFIX = "site-a/data"

@@ -28,7 +28,7 @@ from medical_assets_tests.scaleout.servers import (
     wait_for,
 )
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.long_running]
 
 MESSAGES, DICOM_FILES = 100, 2
 LOOPBACK = {"127.0.0.1", "::ffff:127.0.0.1"}

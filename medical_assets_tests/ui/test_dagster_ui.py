@@ -349,6 +349,7 @@ def _processes_mentioning(path: Path) -> list[str]:
 
 
 @pytest.mark.slow
+@pytest.mark.long_running
 def test_one_asset_selected_and_materialized_from_the_dagster_ui(tmp_path, short_tmpdir, shared_ray):
     from medical_assets.definitions import defs
 
