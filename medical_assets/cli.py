@@ -34,7 +34,11 @@ DEFAULT_DICOM_PORT = 11112  # the port IANA registered for DICOM (104 needs root
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    # pynetdicom logs a line per instance at INFO and UIDs at DEBUG: our own log counts instead.
+    logging.getLogger("pynetdicom").setLevel(logging.WARNING)
     try:
+        if not 0 <= args.port <= 65535:  # getaddrinfo would take 70000 for 4464 without a word
+            raise ListenerConfigurationError(f"--port: {args.port} is not a TCP port (0 to 65535; 0 picks a free one)")
         return args.run(args)
     except (ConfigurationError, ListenerConfigurationError) as error:
         print(f"medical-assets: {error}", file=sys.stderr)
