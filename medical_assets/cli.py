@@ -39,6 +39,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if not 0 <= args.port <= 65535:  # getaddrinfo would take 70000 for 4464 without a word
             raise ListenerConfigurationError(f"--port: {args.port} is not a TCP port (0 to 65535; 0 picks a free one)")
+        for option in args.positive:
+            value = getattr(args, option.lstrip("-").replace("-", "_"))
+            if not value > 0:
+                raise ListenerConfigurationError(f"{option}: must be positive, got {value}")
         return args.run(args)
     except (ConfigurationError, ListenerConfigurationError) as error:
         print(f"medical-assets: {error}", file=sys.stderr)
@@ -79,6 +83,8 @@ def _listen_dicom(args: argparse.Namespace) -> int:
     from medical_assets.sources.dicom_listener import DicomListenerConfig, serve_dicom
 
     landing = load_settings().source("dicom")
+    if not 0 < len(args.ae_title.strip()) <= 16:
+        raise ListenerConfigurationError(f"--ae-title: an AE title has 1 to 16 characters, got {len(args.ae_title)}")
     config = DicomListenerConfig(
         host=args.host,
         port=args.port,
@@ -129,7 +135,10 @@ def _parser() -> argparse.ArgumentParser:
     hl7.add_argument("--max-frame-bytes", type=int, default=4 * 2**20, help="largest message accepted (default: 4 MiB)")
     hl7.add_argument("--segment-bytes", type=int, default=64 * 2**20, help="roll a landing file at this size (default: 64 MiB)")
     hl7.add_argument("--segment-age", type=float, default=60.0, help="roll a non-empty landing file after this many seconds (default: 60)")
-    hl7.set_defaults(run=_listen_hl7)
+    hl7.set_defaults(
+        run=_listen_hl7,
+        positive=("--idle-timeout", "--max-connections", "--max-frame-bytes", "--segment-bytes", "--segment-age"),
+    )
 
     dicom = kinds.add_parser("dicom", help="C-STORE SCP: success only after the instance is fsynced in the DICOM landing folder")
     _common(dicom, DEFAULT_DICOM_PORT)
@@ -138,7 +147,7 @@ def _parser() -> argparse.ArgumentParser:
         "--allow-calling-ae", action="append", default=[], metavar="AE", help="accept associations only from these AE titles (repeatable)"
     )
     dicom.add_argument("--max-associations", type=int, default=16, help="associations at once (default: 16)")
-    dicom.set_defaults(run=_listen_dicom)
+    dicom.set_defaults(run=_listen_dicom, positive=("--idle-timeout", "--max-associations"))
     return parser
 
 
