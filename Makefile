@@ -26,11 +26,11 @@ run: install $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/dagster asset materialize -m medical_assets.definitions --select '*'
 
 # Lint, the definitions as `dg` loads them in a new user's shell (no DAGSTER_HOME), then the tests
-# on TEST_WORKERS workers (a module's tests stay together on one: see medical_assets_tests/conftest.py).
+# on TEST_WORKERS workers (a file's tests stay together on one: see medical_assets_tests/conftest.py).
 test: install
 	$(BIN)/ruff check medical_assets medical_assets_tests benchmarks
 	env -u DAGSTER_HOME $(BIN)/dg check defs
-	$(BIN)/pytest -ra --durations=15 -n $(TEST_WORKERS) --dist loadgroup
+	$(BIN)/pytest -ra --durations=15 -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 test-fast: install
 	$(BIN)/pytest -ra -m "not slow"

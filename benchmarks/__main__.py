@@ -2,6 +2,7 @@
 
     python -m benchmarks            # the whole plan (settings below, from the environment)
     python -m benchmarks report     # rewrite the results from the last run's JSON (benchmarks/output/)
+    python -m benchmarks listeners  # the live intake alone: its section of the results replaced, the rest kept
 
 Settings (environment variables):
 
@@ -14,6 +15,7 @@ Settings (environment variables):
   largest of the runs).
 - BENCH_DICOM_FILES (default 1000): the synthetic DICOM corpus of the pixel-statistics measurement.
 - BENCH_MAKE_RUN (default 1): measure the default `make run` graph (0 skips it).
+- BENCH_LISTENERS (default 1): measure the live intake (0 skips it; its settings: benchmarks/listeners.py).
 - BENCH_SPARK_PYTHON: a Python with pyspark, for the Spark baseline when the project's venv has
   none (Java must be on the PATH).
 - BENCH_QUICK=1: a smoke test in a few minutes: sizes 5000,20000, one repeat, 60 DICOM files,
@@ -42,7 +44,7 @@ import time
 
 import psutil
 
-from benchmarks import dicom, report
+from benchmarks import dicom, listeners, listeners_report, report
 from benchmarks.memory import tree_rss
 from benchmarks.tutorial import write_corpus
 
@@ -65,6 +67,7 @@ COMPONENT_MAX_SIZE = int(_setting("BENCH_COMPONENT_MAX_SIZE", "1000000"))
 REPEATS = int(_setting("BENCH_REPEATS", "3", "1"))
 DICOM_FILES = int(_setting("BENCH_DICOM_FILES", "1000", "60"))
 MEASURE_MAKE_RUN = _setting("BENCH_MAKE_RUN", "1") != "0"
+MEASURE_LISTENERS = _setting("BENCH_LISTENERS", "1") != "0"
 # The default graph of `make run` (config.DEFAULT_SYNTHETIC_*), smaller in quick mode.
 MAKE_RUN_SYNTHETIC = None if not QUICK else {"MEDICAL_ASSETS_SYNTHETIC_HL7_MESSAGES": "5000",
                                              "MEDICAL_ASSETS_SYNTHETIC_DICOM_FILES": "30"}
@@ -85,6 +88,8 @@ def main() -> None:
         with open(RESULTS_JSON) as f:
             report.write(json.load(f), RESULTS_MD)
         return
+    if sys.argv[1:] == ["listeners"]:
+        return _listeners_only()
     os.makedirs(LOGS, exist_ok=True)
     results = {
         "machine": _machine(),
@@ -138,6 +143,8 @@ def main() -> None:
         for name in ("dicom_single_process", "dicom_ray_job")
     })
 
+    if MEASURE_LISTENERS:
+        _measure_listeners(results)
     if MEASURE_MAKE_RUN:
         _measure_make_run(results)
     results["finished"] = dt.datetime.now().isoformat(timespec="seconds")
@@ -159,12 +166,12 @@ def _record(results: dict, group: str, name: str, size: int, run_once) -> None:
     _record_in_turns(results, group, size, {name: run_once})
 
 
-def _record_in_turns(results: dict, group: str, size: int, runs_once: dict) -> None:
+def _record_in_turns(results: dict, group: str, size: int, runs_once: dict, repeats: int = REPEATS) -> None:
     """`_record` of several measurements, taking turns: each one's first run, then each one's second..."""
     entries = {name: {"group": group, "name": name, "size": size, "runs": [], "error": None} for name in runs_once}
     results["measurements"].extend(entries.values())
     stopped = set()
-    for _ in range(REPEATS):
+    for _ in range(repeats):
         for name in (name for name in runs_once if name not in stopped):
             run = _in_fresh_folder(name, runs_once[name])
             if run.get("error"):
@@ -417,6 +424,31 @@ def _append_run(results: dict, name: str, run_once) -> None:
     entry["runs"].append(run)
     _save(results)
     print(_summary({**entry, "runs": [run]}), flush=True)
+
+
+def _measure_listeners(results: dict) -> None:
+    """The live intake (benchmarks/listeners.py), each measurement in its own process like the others."""
+    run = results["listeners_run"] = {"started": dt.datetime.now().isoformat(timespec="seconds"), "load_at_start": os.getloadavg()}
+    for name, size, argv, repeats in listeners.plan():
+        measure = {name: lambda output, argv=argv, name=name, size=size: _run_measurement(argv + [output], name, size)}
+        _record_in_turns(results, "listeners", size, measure, repeats or REPEATS)
+    run |= {"finished": dt.datetime.now().isoformat(timespec="seconds"), "load_at_end": os.getloadavg()}
+
+
+def _listeners_only() -> None:
+    """`python -m benchmarks listeners`: the live intake's figures replaced in the JSON and markdown results, the rest kept."""
+    os.makedirs(LOGS, exist_ok=True)
+    full_run = os.path.exists(RESULTS_JSON)
+    results = {"machine": _machine(), "settings": {"sizes": [], "repeats": REPEATS, "quick": QUICK}, "measurements": []}
+    if full_run:
+        with open(RESULTS_JSON) as f:
+            results = json.load(f)
+    results["measurements"] = [m for m in results["measurements"] if m["group"] != "listeners"]
+    _measure_listeners(results)
+    _save(results)
+    if not full_run:  # kept apart: `python -m benchmarks report` would render it as the whole of the results
+        os.replace(RESULTS_JSON, os.path.join(OUTPUT, "listeners-" + os.path.basename(RESULTS_JSON)))
+    listeners_report.write_section(results, RESULTS_MD)
 
 
 # Corpora and environment ----------------------------------------------------------------------------

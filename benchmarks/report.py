@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import statistics
 
+from benchmarks import listeners_report
+
 TUTORIAL = "tutorial_single_thread"
 GB = 10**9
 MIB = 2**20
@@ -38,7 +40,7 @@ def write(results: dict, path: str) -> None:
 def render(results: dict) -> str:
     r = _Results(results)
     lines = _header(r)
-    for section in (_tutorial_table, _targets, _hl7, _parse_only, _components, _pipeline, _profile, _dicom, _make_run, _not_measured):
+    for section in (_tutorial_table, _targets, _hl7, _parse_only, _components, _pipeline, _profile, _dicom, _make_run, _live_intake, _not_measured):
         body = section(r)
         if body:
             lines += [""] + body
@@ -547,6 +549,10 @@ def _make_run(r: _Results) -> list[str]:
             + ", ".join(f"{k} {s:.1f}" for s, k in slowest) + f" | {_status(entry)} |"
         )
     return lines
+
+
+def _live_intake(r: _Results) -> list[str]:
+    return listeners_report.section(r.raw)
 
 
 def _not_measured(r: _Results) -> list[str]:

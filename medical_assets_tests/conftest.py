@@ -45,25 +45,22 @@ def shared_ray(isolated_home):
     runtime.stop()
 
 
-@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items):
-    """Tests that share the session's Ray run after every other test, in their own order otherwise.
+    """Files of tests that share the session's Ray run after every other file.
 
     Tests about Ray's start and stop, tests asserting that no Ray runs or that one leaves nothing
     behind, and runs whose Ray must start in a given environment all meet the process as if no test
-    shared a Ray: the shared one starts only once they are done. A test joins the second group by
-    asking for `shared_ray`, itself or through one of its fixtures. Within each group the
-    `long_running` tests come first, then the other `slow` ones, so that on two workers the long
-    ones do not finish last, alone.
+    shared a Ray: the shared one starts only once they are done. A file joins the second group when
+    one of its tests asks for `shared_ray`, itself or through one of its fixtures; a test that needs a
+    process without Ray therefore lives in a file of such tests. Within each group the
+    `long_running` tests come first, then the other `slow` ones.
 
-    Under pytest-xdist (`make test` runs two workers, `--dist loadgroup`), the tests of one module
-    that are on the same side of that line form one group and run on one worker: they share their
-    module's fixtures (a full run, a Ray cluster) instead of building them once per worker. Groups are
-    handed out in this order, so no worker starts its shared Ray before a test that needs none."""
-    items.sort(key=lambda item: (_uses_shared_ray(item), not _marked(item, "long_running"), not _marked(item, "slow")))
-    for item in items:
-        side = "shared-ray" if _uses_shared_ray(item) else "own-process"
-        item.add_marker(pytest.mark.xdist_group(f"{item.module.__name__}:{side}"))
+    `make test` runs two pytest-xdist workers with `--dist loadfile --no-loadscope-reorder`: a file's
+    tests run together on one worker (they share their module's fixtures: a full run, a Ray cluster),
+    and files are handed out in this order (not xdist's default, largest file first), so no worker
+    starts its shared Ray before a file that needs none, and the long ones do not end the run alone."""
+    files_sharing_ray = {item.path for item in items if _uses_shared_ray(item)}
+    items.sort(key=lambda item: (item.path in files_sharing_ray, not _marked(item, "long_running"), not _marked(item, "slow")))
 
 
 def _marked(item, name: str) -> bool:

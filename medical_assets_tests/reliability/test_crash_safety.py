@@ -527,9 +527,10 @@ def _assert_as_reference(data: Path, reference: Published) -> None:
 
 
 @pytest.fixture(scope="module")
-def harness(shared_ray, tmp_path_factory):
-    """The runs' shared state. It holds the session's Ray for the reference run (in this process),
-    which also keeps this module's tests together, in their order, among the tests that share it."""
+def harness(tmp_path_factory):
+    """The runs' shared state. The reference run starts and stops a Ray of its own in this process,
+    as a run does with none running: the file needs no shared Ray, so it is among the first a test
+    worker takes (it is the longest)."""
     root = Path(tempfile.mkdtemp(prefix="ma-crash-"))
     hooks = root / "hooks"
     hooks.mkdir()
