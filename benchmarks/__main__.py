@@ -46,7 +46,7 @@ import psutil
 
 from benchmarks import dicom, listeners, listeners_report, report
 from benchmarks.memory import tree_rss
-from benchmarks.tutorial import write_corpus
+from benchmarks.tutorial import corpus_name, write_corpus
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -454,7 +454,7 @@ def _listeners_only() -> None:
 # Corpora and environment ----------------------------------------------------------------------------
 
 def _tutorial_corpus(size: int) -> str:
-    corpus = os.path.join(OUTPUT, f"tutorial-{size}")
+    corpus = os.path.join(OUTPUT, corpus_name(size))
     marker = os.path.join(corpus, "_complete")
     if not os.path.exists(marker):
         shutil.rmtree(corpus, ignore_errors=True)

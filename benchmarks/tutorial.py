@@ -4,6 +4,11 @@ The corpus follows the tutorial's four templates (including its defects, such as
 PID-18): it is what our users measured before. The parser is the tutorial's loop, fed what its
 `write_text` produced (one message per line, segments separated by CR) and opened with
 newline="" so that universal newlines do not split every segment into a "message".
+
+The tutorial repeats 100,000 patient ids and draws each message's name, birth date, address and
+SSN from the message number, so one id carries many people and the identifiers a leak check
+must know stay few. Here every patient field comes from the patient: `patients` distinct ids,
+each with one set of demographics, which is what grows with a hospital's history.
 """
 
 import os
@@ -34,24 +39,29 @@ TEMPLATES = {
     ),
 }
 KINDS = ["admission", "lab_result", "pharmacy", "discharge"]
+TUTORIAL_PATIENTS = 100_000  # the tutorial's own count
 
 
-def tutorial_message(i: int) -> str:
+def tutorial_message(i: int, patients: int | None = TUTORIAL_PATIENTS) -> str:
+    """Message `i` about patient i % `patients` (None: a patient of its own for every message)."""
+    p = i if patients is None else i % patients
     return TEMPLATES[KINDS[i % 4]].format(
         hospital=["GENERAL_HOSPITAL", "MEDICAL_CENTER", "REGIONAL_CLINIC", "UNIVERSITY_HOSPITAL"][i % 4],
         clinic=["INTERNAL_MED", "CARDIOLOGY", "NEUROLOGY", "ONCOLOGY", "PEDIATRICS"][i % 5],
         timestamp=f"2024{(i % 12) + 1:02d}{(i % 28) + 1:02d}{(i % 24):02d}{(i % 60):02d}00",
         msg_id=str(i + 100000),
-        patient_id=f"{200000 + (i % 100000)}",
-        last_name=f"PATIENT{i % 5000}",
-        first_name=f"FNAME{i % 2000}",
-        middle=chr(65 + (i % 26)),
-        birth_date=f"{1940 + (i % 80)}{(i % 12) + 1:02d}{(i % 28) + 1:02d}",
-        gender=["M", "F"][i % 2],
-        address=f"{i % 9999} MEDICAL BLVD^^CITY{i % 500}^ST^{20000 + (i % 80000)}",
-        phone=f"555-{(i % 9000) + 1000}",
-        marital=["S", "M", "D", "W"][i % 4],
-        ssn=f"{100 + (i % 900)}-{10 + (i % 90)}-{1000 + (i % 9000)}",
+        # The tutorial's formats; the mixed radixes keep names, addresses and SSNs distinct per
+        # patient into the millions, while birth dates and phone numbers repeat as they do in life.
+        patient_id=f"{200000 + p}",
+        last_name=f"PATIENT{p % 5000}",
+        first_name=f"FNAME{(p // 5000) % 2000}",
+        middle=chr(65 + (p % 26)),
+        birth_date=f"{1940 + (p % 80)}{(p // 80) % 12 + 1:02d}{(p // 960) % 28 + 1:02d}",
+        gender=["M", "F"][p % 2],
+        address=f"{p % 9999} MEDICAL BLVD^^CITY{(p // 9999) % 500}^ST^{20000 + (p % 80000)}",
+        phone=f"555-{(p % 9000) + 1000}",
+        marital=["S", "M", "D", "W"][p % 4],
+        ssn=f"{100 + (p % 900)}-{10 + (p // 900) % 90}-{1000 + (p // 81000) % 9000}",
         patient_class=["I", "O", "E"][i % 3],
         location=f"UNIT{i % 50}^{i % 20}^{chr(65 + (i % 26))}",
         attending_doctor=f"DOC{i % 200}",
@@ -78,13 +88,23 @@ def tutorial_message(i: int) -> str:
     )
 
 
-def write_corpus(folder: str, total_messages: int, messages_per_file: int = 500) -> None:
-    """The tutorial's `write_text` layout: one message per line."""
+def corpus_name(total_messages: int, patients: int | None = TUTORIAL_PATIENTS) -> str:
+    """The folder name of a corpus: its size and patient count, so corpora of other shapes never mix."""
+    return f"tutorial-{total_messages}-patients-{'all' if patients is None else patients}"
+
+
+def write_corpus(
+    folder: str, total_messages: int, messages_per_file: int = 500, patients: int | None = TUTORIAL_PATIENTS
+) -> None:
+    """The tutorial's `write_text` layout: one message per line, about `patients` distinct patients
+    (None: as many as messages)."""
+    if patients is not None and patients < 1:
+        raise ValueError(f"patients must be 1 or more (or None for one per message), got {patients}")
     os.makedirs(folder, exist_ok=True)
     for file_index, start in enumerate(range(0, total_messages, messages_per_file)):
         stop = min(start + messages_per_file, total_messages)
         with open(os.path.join(folder, f"tutorial_{file_index:05d}.hl7"), "w", newline="") as out:
-            out.write("".join(tutorial_message(i) + "\n" for i in range(start, stop)))
+            out.write("".join(tutorial_message(i, patients) + "\n" for i in range(start, stop)))
 
 
 def parse_file_single_thread(file_path: str) -> list[dict]:

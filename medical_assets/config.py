@@ -16,6 +16,7 @@ DATA_DIR_VAR = "MEDICAL_ASSETS_DATA_DIR"
 HL7_SOURCE_VAR = "MEDICAL_ASSETS_HL7_SOURCE"
 DICOM_SOURCE_VAR = "MEDICAL_ASSETS_DICOM_SOURCE"
 SYNTHETIC_HL7_MESSAGES_VAR = "MEDICAL_ASSETS_SYNTHETIC_HL7_MESSAGES"
+SYNTHETIC_HL7_PATIENTS_VAR = "MEDICAL_ASSETS_SYNTHETIC_HL7_PATIENTS"
 SYNTHETIC_DICOM_FILES_VAR = "MEDICAL_ASSETS_SYNTHETIC_DICOM_FILES"
 DICOM_THUMBNAILS_VAR = "MEDICAL_ASSETS_DICOM_THUMBNAILS"
 DEID_PROFILE_VAR = "MEDICAL_ASSETS_DEID_PROFILE"
@@ -65,6 +66,7 @@ class PipelineSettings:
     export_format: str = EXPORT_FORMATS[0]  # of the analytics tables
     max_error_rate: float = DEFAULT_MAX_ERROR_RATE  # share of HL7 messages in hl7_errors before a warning
     lock_timeout_s: int = DEFAULT_LOCK_TIMEOUT_S
+    synthetic_hl7_patients: int | None = None  # distinct patients of the synthetic HL7 corpus; None: its default pool
 
     @property
     def vocabulary_min_patients(self) -> int:
@@ -148,6 +150,11 @@ def load_settings(
         max_error_rate = _fraction(env, MAX_ERROR_RATE_VAR, DEFAULT_MAX_ERROR_RATE)
     if synthetic_hl7_messages < 0 or synthetic_dicom_files < 0:
         raise ConfigurationError(f"{SYNTHETIC_HL7_MESSAGES_VAR} and {SYNTHETIC_DICOM_FILES_VAR} must not be negative")
+    synthetic_hl7_patients = None  # the generator's default pool
+    if env.get(SYNTHETIC_HL7_PATIENTS_VAR, "").strip():
+        synthetic_hl7_patients = _count(env, SYNTHETIC_HL7_PATIENTS_VAR, 0)
+        if synthetic_hl7_patients < 1:
+            raise ConfigurationError(f"{SYNTHETIC_HL7_PATIENTS_VAR} must be at least 1, got {synthetic_hl7_patients}")
 
     data = resolve_location(data_dir)
     return PipelineSettings(
@@ -167,6 +174,7 @@ def load_settings(
         export_format=export_format,
         max_error_rate=max_error_rate,
         lock_timeout_s=_count(env, LOCK_TIMEOUT_VAR, DEFAULT_LOCK_TIMEOUT_S),
+        synthetic_hl7_patients=synthetic_hl7_patients,
     )
 
 

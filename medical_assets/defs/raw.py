@@ -130,7 +130,10 @@ def _arrivals_metadata(context: dg.AssetExecutionContext, kind: str, source: Loc
 synthetic_hl7_files = _synthetic_files_asset(
     "hl7",
     "Synthetic, realistic HL7 v2 messages (ADT^A01, ORU^R01, RDE^O11, ADT^A03) written into the HL7 landing folder by a Ray job.",
-    lambda settings: jobs.generate_synthetic_hl7(HL7CorpusSettings(total_messages=settings.synthetic_hl7_messages), settings.hl7_source),
+    lambda settings: jobs.generate_synthetic_hl7(
+        HL7CorpusSettings(total_messages=settings.synthetic_hl7_messages, patients=settings.synthetic_hl7_patients),
+        settings.hl7_source,
+    ),
     lambda settings: {"messages": settings.synthetic_hl7_messages},
 )
 synthetic_dicom_files = _synthetic_files_asset(

@@ -31,17 +31,29 @@ GENERATOR_VERSION = 2
 
 @dataclass(frozen=True)
 class HL7CorpusSettings:
-    """How many messages the corpus holds, how many go in one file, and the seed that fixes them."""
+    """How many messages the corpus holds, how many go in one file, the seed that fixes them, and
+    how many distinct patients they are about."""
 
     total_messages: int = 50_000
     messages_per_file: int = 500
     seed: int = 20240101
+    # Visits draw their patient from patients 0..patients-1 of the pool; None keeps the pool of
+    # PATIENT_POOL_SIZE that the DICOM corpus joins on. For a hospital-shaped history, set it near
+    # total_messages / 4: about one patient per visit.
+    patients: int | None = None
 
     def __post_init__(self) -> None:
         if self.total_messages < 0:
             raise ValueError(f"total_messages must be 0 or more, got {self.total_messages}")
         if self.messages_per_file < 1:
             raise ValueError(f"messages_per_file must be 1 or more, got {self.messages_per_file}")
+        if self.patients is not None and self.patients < 1:
+            raise ValueError(f"patients must be 1 or more (or None for the default pool), got {self.patients}")
+
+    @property
+    def patient_count(self) -> int:
+        """The number of distinct patients visits are drawn from."""
+        return PATIENT_POOL_SIZE if self.patients is None else self.patients
 
     def file_count(self) -> int:
         return -(-self.total_messages // self.messages_per_file)
@@ -83,13 +95,13 @@ def render_message(settings: HL7CorpusSettings, message_number: int) -> str:
     It depends only on the seed and the number, so any file renders alone, in any process, to
     the same bytes. Messages come in visits of four (number // 4): the admission (ADT^A01), a lab
     result (ORU^R01), a pharmacy order (RDE^O11) and the discharge (ADT^A03), for a patient drawn
-    from a fixed pool, so one patient recurs across messages, types and files. Everything is
-    invented: names from short lists, phone numbers in the 555-0100..0199 range kept for fiction,
-    SSNs in the never-issued 9xx area, doctors with local IDs only.
+    from a pool of `settings.patient_count`, so one patient recurs across messages, types and
+    files. Everything is invented: names from short lists, phone numbers in the 555-0100..0199
+    range kept for fiction, SSNs in the never-issued 9xx area, doctors with local IDs only.
     """
     if message_number < 0:
         raise ValueError(f"message_number must be 0 or more, got {message_number}")
-    return _encounter_messages(settings.seed, message_number // 4)[message_number % 4]
+    return _encounter_messages(settings.seed, settings.patient_count, message_number // 4)[message_number % 4]
 
 
 # Admissions start between 2024-01-01 and 2025-12-15 so that the longest stay, and the lab
@@ -125,10 +137,10 @@ class _Encounter(NamedTuple):
 
 # A file renders its encounters' messages in order, so a small cache saves three of four builds.
 @lru_cache(maxsize=256)
-def _encounter_messages(seed: int, encounter_number: int) -> tuple[str, str, str, str]:
+def _encounter_messages(seed: int, patient_count: int, encounter_number: int) -> tuple[str, str, str, str]:
     """The four messages of one visit (admission, lab result, pharmacy order, discharge)."""
     rng = Draws(f"{seed}:encounter:{encounter_number}")
-    encounter = _encounter(seed, encounter_number, rng)
+    encounter = _encounter(seed, patient_count, encounter_number, rng)
     first_message_number = encounter_number * 4
     admission, lab_result, pharmacy_order, discharge = (
         "\r".join(build(first_message_number + kind, encounter, rng)) + "\r"
@@ -137,8 +149,8 @@ def _encounter_messages(seed: int, encounter_number: int) -> tuple[str, str, str
     return admission, lab_result, pharmacy_order, discharge
 
 
-def _encounter(seed: int, encounter_number: int, rng: Draws) -> _Encounter:
-    patient = pool_patient(seed, rng.below(PATIENT_POOL_SIZE))
+def _encounter(seed: int, patient_count: int, encounter_number: int, rng: Draws) -> _Encounter:
+    patient = pool_patient(seed, rng.below(patient_count))
     facility = patient.facility
     admitted_at = rng.below(_ADMISSION_WINDOW_SECONDS)
     age = _age_on(patient.birth_date, _hl7_datetime(admitted_at))

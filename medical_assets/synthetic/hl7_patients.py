@@ -77,9 +77,15 @@ class Patient(NamedTuple):
     allergies: tuple[str, ...]  # AL1 segments
 
 
+# Bounded: it holds the default pool whole, while a corpus of millions of patients keeps only the
+# patients of recent visits instead of growing with every patient it meets.
 @lru_cache(maxsize=16_384)
 def pool_patient(seed: int, patient_number: int) -> Patient:
-    """Patient `patient_number` of the pool for `seed`, as every message about them writes them."""
+    """Patient `patient_number` (0 or more) of the pool for `seed`, as every message about them writes them.
+
+    A patient depends only on the seed and the number, never on the size of the pool drawn from:
+    patient 7 of a corpus of 8,000 patients is patient 7 of one of 5,000,000.
+    """
     rng = Draws(f"{seed}:patient:{patient_number}")
     facility = rng.weighted(FACILITY_SHARES)
     gender = rng.weighted(GENDERS)
@@ -143,8 +149,14 @@ def pool_patient(seed: int, patient_number: int) -> Patient:
 
 def _medical_record_number(seed: int, patient_number: int) -> str:
     # An affine map modulo 9,000,000 with a multiplier prime to it: seven digits that look
-    # arbitrary yet never collide, so one MR always means one patient.
-    return str(1_000_000 + (patient_number * 7_919 + seed) % 9_000_000)
+    # arbitrary yet never collide, so one MR always means one patient. The next 90,000,000
+    # patients get eight digits by the same map, and so on, so that a pool of any size stays
+    # collision-free while the first 9,000,000 keep their numbers.
+    first, span = 1_000_000, 9_000_000
+    while patient_number >= span:
+        patient_number -= span
+        first, span = first * 10, span * 10
+    return str(first + (patient_number * 7_919 + seed) % span)
 
 
 def _fictional_phone(rng: Draws, area_code: str) -> str:
