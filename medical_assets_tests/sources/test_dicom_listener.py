@@ -2,8 +2,6 @@
 storescu, and pynetdicom's own AE; every instance lands whole, readable by our reader, before its success."""
 
 import contextlib
-import datetime
-import ipaddress
 import logging
 import os
 import shutil
@@ -17,10 +15,6 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from pydicom.data import get_testdata_file
 from pydicom.pixels import get_decoder
 from pynetdicom import AE
@@ -39,8 +33,9 @@ from medical_assets.sources.dicom_listener import (
     serve_dicom,
 )
 from medical_assets.sources.dicom_listener_files import landing_path, sender_folder
-from medical_assets.sources.network import ListenerConfigurationError, PeerAllowList, TlsFiles
+from medical_assets.sources.network import ListenerConfigurationError, PeerAllowList
 from medical_assets.storage import resolve_location
+from medical_assets_tests.sources.certificates import self_signed_certificate
 
 # pydicom's own test files: distinct instances over several SOP classes and every family of transfer syntax.
 SENT_FILES = (
@@ -165,7 +160,7 @@ def test_associations_beyond_the_limit_are_refused(tmp_path):
 
 def test_tls_with_a_self_signed_certificate(tmp_path, monkeypatch):
     monkeypatch.setattr(dicom_listener, "TLS_HANDSHAKE_TIMEOUT_S", 0.5)
-    tls = _self_signed_certificate(tmp_path / "tls")
+    tls = self_signed_certificate(tmp_path / "tls")
     client = ssl.create_default_context(cafile=tls.certificate)
     landing = tmp_path / "landing"
     path = get_testdata_file("CT_small.dcm")
@@ -371,28 +366,3 @@ def _wait_for(condition, seconds: float = SECONDS) -> bool:
             break
         time.sleep(0.05)
     return False
-
-
-def _self_signed_certificate(folder_path: Path) -> TlsFiles:
-    folder_path.mkdir()
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "medical-assets test")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    certificate_path, key_path = folder_path / "server.pem", folder_path / "server.key"
-    certificate_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    return TlsFiles(str(certificate_path), str(key_path))

@@ -3,8 +3,6 @@ the real spool underneath, and the landed segments read back by our HL7 parser."
 
 import asyncio
 import contextlib
-import datetime
-import ipaddress
 import logging
 import resource
 import ssl
@@ -14,16 +12,13 @@ from pathlib import Path
 
 import hl7
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from hl7.mllp import open_hl7_connection
 
 from medical_assets.hl7 import parse_hl7_file
 from medical_assets.sources.mllp_server import MllpConfig, serve_hl7
-from medical_assets.sources.network import ListenerConfigurationError, PeerAllowList, TlsFiles
+from medical_assets.sources.network import ListenerConfigurationError, PeerAllowList
 from medical_assets.storage import resolve_location
+from medical_assets_tests.sources.certificates import self_signed_certificate
 
 SERVER_LOG = "medical_assets.sources.mllp_server"
 
@@ -322,11 +317,11 @@ def test_connections_beyond_the_limit_are_closed_at_once(tmp_path, caplog):
 
 
 def test_tls_with_a_self_signed_certificate(tmp_path):
-    certificate, key = _self_signed(tmp_path)
-    client = ssl.create_default_context(cafile=str(certificate))
+    tls = self_signed_certificate(tmp_path / "tls")
+    client = ssl.create_default_context(cafile=tls.certificate)
 
     async def scenario():
-        async with listening(tmp_path / "landing", tls=TlsFiles(str(certificate), str(key))) as port:
+        async with listening(tmp_path / "landing", tls=tls) as port:
             reader, writer = await connect(port, ssl=client, server_hostname="localhost")
             writer.writeblock(message("TLS1"))
             accepted = msa(await ack(reader))
@@ -389,30 +384,3 @@ def test_settings_that_cannot_work_are_configuration_errors(tmp_path):
     run(scenario())
     with pytest.raises(ListenerConfigurationError, match="max_frame_bytes"):
         MllpConfig(max_frame_bytes=0)
-
-
-def _self_signed(folder: Path) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    certificate_path, key_path = folder / "server.pem", folder / "server.key"
-    certificate_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    return certificate_path, key_path
