@@ -47,29 +47,33 @@ tfoot td { font-weight: bold; }
 """
 
 
+# The column each table of the page sums in its "Total" row.
+_TOTALS = {"withheld": "values", "excluded_images": "images", "suppressed_cells": "cells", "leak_checks": "findings"}
+
+
 def render_privacy_report(report: Mapping) -> str:
     """The privacy report as one self-contained HTML page (no JavaScript; every text escaped)."""
     sections = [
         _section(
             "Values withheld",
             "Values of de-identified columns that were not declared safe, per column and reason.",
-            _table_html(report, "withheld", ("Table", "Column", "Reason", "Values"), total_of="values"),
+            _table_html(report, "withheld", ("Table", "Column", "Reason", "Values"), total_of=_TOTALS["withheld"]),
         ),
         _section(
             "Images excluded",
             "DICOM images kept out of the export, per reason.",
-            _table_html(report, "excluded_images", ("Reason", "Images"), total_of="images"),
+            _table_html(report, "excluded_images", ("Reason", "Images"), total_of=_TOTALS["excluded_images"]),
         ),
         _section(
             "Suppressed cells",
             f"Analytics cells suppressed: counts from 1 to {_threshold_text(report, 'suppression_threshold')}, "
             "and the cells that would let them be derived from a total.",
-            _table_html(report, "suppressed_cells", ("Table", "Cells"), total_of="cells"),
+            _table_html(report, "suppressed_cells", ("Table", "Cells"), total_of=_TOTALS["suppressed_cells"]),
         ),
         _section(
             "Leak checks",
             "Scans of the de-identified zone for identifiers of the PHI zone.",
-            _table_html(report, "leak_checks", ("Check", "Detectors", "Findings", "Result"), total_of="findings"),
+            _table_html(report, "leak_checks", ("Check", "Detectors", "Findings", "Result"), total_of=_TOTALS["leak_checks"]),
         ),
     ]
     return (
@@ -102,6 +106,15 @@ def privacy_report_markdown(report: Mapping) -> str:
     lines.append(f"| Vocabulary threshold | {_threshold_text(report, 'vocabulary_threshold')} |")
     lines.append(f"| Suppression threshold | {_threshold_text(report, 'suppression_threshold')} |")
     return "\n".join(lines) + "\n"
+
+
+def printed_counts(report: Mapping) -> list[int]:
+    """Every whole number the page of `report` prints (its counts and their totals): numbers of our own
+    making, which the reports' leak check must not take for a numeric ID they happen to equal."""
+    counts = _whole_numbers(report)
+    for key, column in _TOTALS.items():
+        counts += [sum(_whole_numbers([row.get(column) for row in report.get(key) or [] if isinstance(row, Mapping)]))]
+    return counts
 
 
 def _rows(report: Mapping, key: str) -> list[dict] | None:
@@ -211,3 +224,15 @@ def _markdown(text: str) -> str:
     """Text safe in a Markdown table cell: no pipe, line break, backtick or HTML."""
     text = " ".join(text.split())
     return html.escape(text).replace("|", "\\|").replace("`", "'")
+
+
+def _whole_numbers(value: object) -> list[int]:
+    if isinstance(value, bool):
+        return []
+    if isinstance(value, int):
+        return [value]
+    if isinstance(value, Mapping):
+        return [n for item in value.values() for n in _whole_numbers(item)]
+    if isinstance(value, list | tuple):
+        return [n for item in value for n in _whole_numbers(item)]
+    return []

@@ -85,6 +85,7 @@ def publish_if_clean(
     library_texts: Iterable[str] = (),
     drawn_from_analytics: bool = False,
     aggregates: bool = False,
+    counts: Iterable[int] = (),
 ) -> Iterator[dg.AssetCheckResult]:
     """Scan `staged` (folder names of `publication`), then commit or quarantine; yields the result of
     each selected check of `assets`. The scan and the commit happen whatever was selected."""
@@ -92,7 +93,7 @@ def publish_if_clean(
     with audited_phi_read(context, settings, f"leak check {check_name}", None):
         findings, identifier_count = scan_for_leaks(
             context.run.run_id, settings, [publication.staged(name) for name in staged], vocabulary,
-            list(library_texts), drawn_from_analytics, aggregates,
+            list(library_texts), drawn_from_analytics, aggregates, counts,
         )
     release_memory()  # the identifiers are gone: the run's process need not keep their peak
     metadata = {
@@ -148,6 +149,7 @@ def scan_for_leaks(
     library_texts: list[str],
     drawn_from_analytics: bool,
     aggregates: bool,
+    counts: Iterable[int] = (),
 ) -> tuple[list[Finding], int]:
     """The findings under `roots`, and how many identifiers were looked for."""
     identifiers = _phi_identifiers(run_id, settings.zone("phi"))
@@ -157,7 +159,8 @@ def scan_for_leaks(
         identifiers = {value: kind for value, kind in identifiers.items() if kind != "patient_birth_date"}
     if drawn_from_analytics:
         analytics = _published_analytics(settings)
-        identifiers = without_numbers_of(identifiers, analytics)
+        # `counts`: numbers the step printed itself (a privacy report's rows withheld), not data.
+        identifiers = without_numbers_of(identifiers, analytics, counts)
         # The reports print the analytics tables' stamp (run id, creation time): ours, not data.
         library_texts = [*library_texts, *_stamp_values(settings, analytics)]
         # Every label a report draws comes from the published analytics, whose own check searched each

@@ -12,7 +12,7 @@ import dagster as dg
 import pyarrow.compute as pc
 
 from medical_assets.analytics.chart_data import DASHBOARD_FILE, PNG_SIZES
-from medical_assets.analytics.privacy_report import privacy_report_markdown, render_privacy_report
+from medical_assets.analytics.privacy_report import printed_counts, privacy_report_markdown, render_privacy_report
 from medical_assets.analytics.tables import ANALYTICS_TABLES
 from medical_assets.defs import groups, leak_gate, versions
 from medical_assets.defs.analytics import ANALYTICS_LEAK_CHECK, analytics_key
@@ -123,6 +123,7 @@ def dashboards(context: dg.AssetExecutionContext, pipeline: PipelineConfig, ray_
         lambda: publication.commit({}, folders=[REPORTS_FOLDER]),
         # Library code and the stamp we wrote (run id, creation time, version) are not data.
         library_texts=[leak_gate.plotly_js(), *stamp.values()], drawn_from_analytics=True,
+        counts=printed_counts(privacy_report),
     )
     folder = deid.child(REPORTS_FOLDER)
     context.log.info(f"reports: {', '.join(files)} published")

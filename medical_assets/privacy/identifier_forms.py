@@ -93,11 +93,15 @@ PHI_COLUMNS_NOT_SEARCHED = {
 }
 
 
-def without_numbers_of(identifiers: Mapping[str, str], tables: Iterable[pa.Table]) -> dict[str, str]:
+def without_numbers_of(
+    identifiers: Mapping[str, str], tables: Iterable[pa.Table], counts: Iterable[int] = ()
+) -> dict[str, str]:
     """The identifiers, less those made only of digits that equal a whole number in a number column
-    of `tables`: a report drawn from published aggregates shows their counts, and a count may
-    equal a numeric ID. The aggregates themselves are checked column by column."""
-    numbers: set[str] = set()
+    of `tables`, or one of `counts`: a report drawn from published aggregates shows their counts (and
+    counts of its own, such as the rows a privacy report says were withheld), and a count may equal a
+    numeric ID without saying anything of that patient. The aggregates themselves are checked column
+    by column."""
+    numbers: set[str] = {str(count) for count in counts}
     for table in tables:
         for index, field in enumerate(table.schema):
             if not is_number_type(field.type):

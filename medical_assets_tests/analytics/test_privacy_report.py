@@ -5,7 +5,7 @@ from html.parser import HTMLParser
 
 import pytest
 
-from medical_assets.analytics.privacy_report import privacy_report_markdown, render_privacy_report
+from medical_assets.analytics.privacy_report import printed_counts, privacy_report_markdown, render_privacy_report
 
 REPORT = {
     "run_id": "3c1e0b5a-run",
@@ -160,3 +160,16 @@ def test_markdown_sums_up_each_section():
     assert "| Leak checks | 1 of 2 passed, 2 findings; failed: reports |" in lines
     assert "| Suppression threshold | 10 |" in lines and "| Vocabulary threshold | 11 |" in lines
     assert re.search(r"^\| Run id \| 3c1e0b5a-run \|$", markdown, re.M)
+
+
+def test_the_counts_the_page_prints_are_exactly_its_whole_numbers():
+    # The reports' leak check lets a numeric ID through where it equals one of these: they must be
+    # every number of the page (counts, totals, thresholds), and nothing else.
+    page = render_privacy_report(REPORT)
+    text = re.sub(r"<style>.*?</style>", "", page, flags=re.S)
+    text = re.sub(r"<[^>]+>", " ", text).replace(REPORT["run_id"], "").replace(REPORT["key_id"], "")
+    printed = {int(number) for number in re.findall(r"(?<![\w.-])\d+(?![\w.-])", text)}
+    wording = {1}  # "counts from 1 to N": the page's own words
+    assert printed - wording == set(printed_counts(REPORT))
+    assert {17, 1203, 1220, 6, 40, 2, 11, 10} <= printed
+
