@@ -303,11 +303,8 @@ def make_folders_durably(path: str) -> None:
 
 
 def sync_folder(path: str) -> None:
-    descriptor = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
+    """Flush a folder's entries: a rename is on the disk only once its folder is."""
+    _fsync_path(path, os.O_DIRECTORY)
 
 
 def write_all(descriptor: int, data: bytes) -> None:
@@ -316,8 +313,8 @@ def write_all(descriptor: int, data: bytes) -> None:
         view = view[os.write(descriptor, view) :]
 
 
-def _fsync_path(path: str) -> None:
-    descriptor = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+def _fsync_path(path: str, flags: int = 0) -> None:
+    descriptor = os.open(path, os.O_RDONLY | os.O_CLOEXEC | flags)
     try:
         os.fsync(descriptor)
     finally:
