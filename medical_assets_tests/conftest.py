@@ -46,21 +46,22 @@ def shared_ray(isolated_home):
 
 
 def pytest_collection_modifyitems(items):
-    """Files of tests that share the session's Ray run after every other file.
+    """Files that need a process without Ray first, then the rest; the long ones first in each group.
 
-    Tests about Ray's start and stop, tests asserting that no Ray runs or that one leaves nothing
-    behind, and runs whose Ray must start in a given environment all meet the process as if no test
-    shared a Ray: the shared one starts only once they are done. A file joins the second group when
-    one of its tests asks for `shared_ray`, itself or through one of its fixtures; a test that needs a
-    process without Ray therefore lives in a file of such tests. Within each group the
-    `long_running` tests come first, then the other `slow` ones.
+    Tests about Ray's start and stop, tests asserting that no Ray runs, and runs whose Ray must start
+    in a given environment (marked `ray_free`, per file) must meet their process before the session's
+    shared Ray starts there; every other test may share it (`shared_ray`), or need no Ray at all.
+    Within each group the `long_running` tests come first, then the other `slow` ones.
 
     `make test` runs two pytest-xdist workers with `--dist loadfile --no-loadscope-reorder`: a file's
     tests run together on one worker (they share their module's fixtures: a full run, a Ray cluster),
     and files are handed out in this order (not xdist's default, largest file first), so no worker
-    starts its shared Ray before a file that needs none, and the long ones do not end the run alone."""
-    files_sharing_ray = {item.path for item in items if _uses_shared_ray(item)}
-    items.sort(key=lambda item: (item.path in files_sharing_ray, not _marked(item, "long_running"), not _marked(item, "slow")))
+    starts its shared Ray before a `ray_free` file, and the long ones do not end the run alone."""
+    ray_free = {item.path for item in items if _marked(item, "ray_free")}
+    sharing = sorted(str(item.path) for item in items if item.path in ray_free and _uses_shared_ray(item))
+    if sharing:
+        raise pytest.UsageError(f"a ray_free file asks for the shared Ray: {sorted(set(sharing))}")
+    items.sort(key=lambda item: (item.path not in ray_free, not _marked(item, "long_running"), not _marked(item, "slow")))
 
 
 def _marked(item, name: str) -> bool:

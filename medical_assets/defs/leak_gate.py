@@ -74,6 +74,11 @@ def check_specs(name: str, assets: Iterable[dg.AssetKey], scanned: str) -> list[
     ]
 
 
+# A full collection costs a few hundred milliseconds in a process holding Dagster and Ray; worth it
+# only after a scan large enough to have raised the peak (a million identifiers are ~100 MB).
+RELEASE_AFTER_IDENTIFIERS = 100_000
+
+
 def publish_if_clean(
     context: dg.AssetExecutionContext,
     settings: PipelineSettings,
@@ -95,7 +100,8 @@ def publish_if_clean(
             context.run.run_id, settings, [publication.staged(name) for name in staged], vocabulary,
             list(library_texts), drawn_from_analytics, aggregates, counts,
         )
-    release_memory()  # the identifiers are gone: the run's process need not keep their peak
+    if identifier_count >= RELEASE_AFTER_IDENTIFIERS:
+        release_memory()  # the identifiers are gone: the run's process need not keep their peak
     metadata = {
         "identifiers checked": identifier_count,
         "vocabulary values": len(vocabulary),

@@ -5,6 +5,8 @@ import os
 import dagster as dg
 import pytest
 
+pytestmark = pytest.mark.ray_free  # asserts that loading the definitions starts no Ray
+
 EXPECTED_ASSETS = {
     "synthetic_hl7_files",
     "hl7_landing_manifest",

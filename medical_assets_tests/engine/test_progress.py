@@ -7,7 +7,7 @@ import gc
 
 import pytest
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.ray_free]  # starts Ray itself, or asserts none runs
 
 
 def test_counter_survives_between_jobs_and_restarts_with_a_new_session():

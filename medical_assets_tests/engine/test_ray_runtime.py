@@ -8,7 +8,7 @@ import os
 import psutil
 import pytest
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.ray_free]  # starts Ray itself, or asserts none runs
 
 
 def _ray_processes(driver: psutil.Process) -> list[psutil.Process]:

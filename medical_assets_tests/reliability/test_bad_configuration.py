@@ -17,7 +17,7 @@ import pytest
 
 import medical_assets.definitions
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.ray_free]  # starts Ray itself, or asserts none runs
 
 REPO = Path(__file__).resolve().parents[2]
 BAD_KEY = "tooShortToBeAKey"

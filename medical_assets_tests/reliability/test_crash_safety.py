@@ -528,9 +528,7 @@ def _assert_as_reference(data: Path, reference: Published) -> None:
 
 @pytest.fixture(scope="module")
 def harness(tmp_path_factory):
-    """The runs' shared state. The reference run starts and stops a Ray of its own in this process,
-    as a run does with none running: the file needs no shared Ray, so it is among the first a test
-    worker takes (it is the longest)."""
+    """The runs' shared state."""
     root = Path(tempfile.mkdtemp(prefix="ma-crash-"))
     hooks = root / "hooks"
     hooks.mkdir()
@@ -548,9 +546,10 @@ def harness(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def reference(harness) -> tuple[Published, Path]:
+def reference(harness, shared_ray) -> tuple[Published, Path]:
     """One undisturbed run of the whole graph, moved aside so that later runs reuse its path. The
-    same Definitions, settings and key as the CLI runs', materialized in this process."""
+    same Definitions, settings and key as the CLI runs', materialized in this process (on the
+    session's Ray: the killed runs start their own)."""
     started = time.monotonic()
     result = materialize_all(harness.data, harness.key, messages=HL7_MESSAGES, dicom_files=DICOM_FILES)
     assert result.success, "the reference run failed"

@@ -26,7 +26,7 @@ from medical_assets_tests.scaleout.servers import (
     wait_for,
 )
 
-pytestmark = [pytest.mark.slow, pytest.mark.long_running]
+pytestmark = [pytest.mark.slow, pytest.mark.long_running, pytest.mark.ray_free]  # Ray starts with the object store settings
 
 BUCKET = "medical-assets-test"
 PREFIX = "site-a/data"
@@ -99,18 +99,12 @@ def _objects(under: str = "") -> dict[str, int]:
     return {info.path[len(root) + 1 :]: info.size for info in _s3().get_file_info(selector) if info.type == pafs.FileType.File}
 
 
-def test_ray_workers_inherit_the_object_store_settings(s3_endpoint):
-    """The local Ray a run starts passes the driver's AWS variables to its workers."""
+def test_ray_workers_inherit_the_object_store_settings(s3_endpoint, ray_with_the_object_store_settings):
+    """The local Ray a run starts (here the module's, started as a run starts one) passes the
+    driver's AWS variables to its workers."""
     import ray
 
-    from medical_assets.engine.runtime import RayRuntime
-
-    runtime = RayRuntime(num_cpus=1)
-    runtime.ensure_started()
-    try:
-        seen = ray.get(ray.remote(lambda: {n: os.environ.get(n) for n in ("AWS_ENDPOINT_URL_S3", "AWS_ACCESS_KEY_ID")}).remote())
-    finally:
-        runtime.stop()
+    seen = ray.get(ray.remote(lambda: {n: os.environ.get(n) for n in ("AWS_ENDPOINT_URL_S3", "AWS_ACCESS_KEY_ID")}).remote())
     assert seen == {"AWS_ENDPOINT_URL_S3": s3_endpoint, "AWS_ACCESS_KEY_ID": "testing"}
 
 

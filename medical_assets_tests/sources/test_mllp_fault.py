@@ -204,9 +204,12 @@ def test_a_listener_killed_mid_stream_loses_and_doubles_nothing(tmp_path, shared
     streamed = time.monotonic() - started
 
     # Every message acknowledged, and the kill fell in the middle: what was in flight was sent again.
+    # (Not necessarily the message sent just before the kill: the listener may have stored and
+    # acknowledged it before the signal landed; then a later send on that connection broke instead.)
     assert all(sender.acknowledged) and sender.acknowledged_count == MESSAGES
     assert KILL_AFTER <= kill.acknowledged < MESSAGES
-    assert sender.attempts[kill.message] >= 2 and sender.resent >= 1, (sender.attempts[kill.message], sender.failures)
+    broken = sum(sender.failures[name] for name in ("IncompleteReadError", "ConnectionResetError", "BrokenPipeError", "TimeoutError"))
+    assert broken >= 1 and sender.resent >= broken, (sender.attempts[kill.message], sender.failures)
     # The restarted listener landed what the killed one had left open.
     assert first.process.returncode == -signal.SIGKILL
     recovered = re.search(r"recovered (\d+) messages from (\d+) open segments", second.log())

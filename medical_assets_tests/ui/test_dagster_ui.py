@@ -117,8 +117,7 @@ def _dagster_home(tmp_path: Path) -> Path:
 
 
 def _materialize_in_process(dagster_home: Path, data_dir: Path, selection: dg.AssetSelection) -> None:
-    """`selection` of the graph in this process (on a Ray of its own: this long test needs no shared
-    one, so it is among the first a test worker takes), recorded in the instance at
+    """`selection` of the graph in this process (on the session's Ray), recorded in the instance at
     `dagster_home`, with the settings `dagster dev` gets (no key set: the development key, which
     the first run creates in the data folder and the UI's run reads there)."""
     from medical_assets.definitions import defs
@@ -351,7 +350,7 @@ def _processes_mentioning(path: Path) -> list[str]:
 
 @pytest.mark.slow
 @pytest.mark.long_running
-def test_one_asset_selected_and_materialized_from_the_dagster_ui(tmp_path, short_tmpdir):
+def test_one_asset_selected_and_materialized_from_the_dagster_ui(tmp_path, short_tmpdir, shared_ray):
     from medical_assets.definitions import defs
 
     expected_keys = {tuple(key.path) for key in defs.resolve_all_asset_keys()}
