@@ -27,6 +27,7 @@ PATIENT_ID_SCOPE_VAR = "MEDICAL_ASSETS_PATIENT_ID_SCOPE"
 EXPORT_FORMAT_VAR = "MEDICAL_ASSETS_EXPORT_FORMAT"
 MAX_ERROR_RATE_VAR = "MEDICAL_ASSETS_MAX_ERROR_RATE"
 LOCK_TIMEOUT_VAR = "MEDICAL_ASSETS_LOCK_TIMEOUT_S"
+RECOMPUTE_VAR = "MEDICAL_ASSETS_RECOMPUTE"
 
 DEFAULT_DATA_DIR = "./data"
 DEFAULT_SYNTHETIC_HL7_MESSAGES = 50_000
@@ -67,6 +68,8 @@ class PipelineSettings:
     max_error_rate: float = DEFAULT_MAX_ERROR_RATE  # share of HL7 messages in hl7_errors before a warning
     lock_timeout_s: int = DEFAULT_LOCK_TIMEOUT_S
     synthetic_hl7_patients: int | None = None  # distinct patients of the synthetic HL7 corpus; None: its default pool
+    # Compute every step even when nothing it depends on changed since its published output was made.
+    recompute: bool = False
 
     @property
     def vocabulary_min_patients(self) -> int:
@@ -113,6 +116,7 @@ def load_settings(
     patient_id_scope: str | None = None,
     export_format: str | None = None,
     max_error_rate: float | None = None,
+    recompute: bool | None = None,
 ) -> PipelineSettings:
     """Explicit arguments win over the environment, which wins over the defaults."""
     env = os.environ if env is None else env
@@ -175,6 +179,7 @@ def load_settings(
         max_error_rate=max_error_rate,
         lock_timeout_s=_count(env, LOCK_TIMEOUT_VAR, DEFAULT_LOCK_TIMEOUT_S),
         synthetic_hl7_patients=synthetic_hl7_patients,
+        recompute=_flag(env, RECOMPUTE_VAR, default=False) if recompute is None else recompute,
     )
 
 

@@ -10,7 +10,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from medical_assets.analytics.tables import ANALYTICS_TABLES
-from medical_assets.defs import groups, leak_gate, versions
+from medical_assets.defs import carry_over, groups, leak_gate, versions
+from medical_assets.defs.carry_over import key_settings
 from medical_assets.defs.deidentified import compliance_stamp
 from medical_assets.defs.metadata import column_schema
 from medical_assets.defs.resources import PipelineConfig, PrivacyResource, RayResource
@@ -19,6 +20,8 @@ from medical_assets.defs.specs import publishing_step, table_spec
 from medical_assets.defs.staging import recovered_publication, staging
 from medical_assets.engine import analytics_jobs
 from medical_assets.engine.analytics_jobs import Input
+from medical_assets.privacy.hl7_deid_tables import DEID_HL7_TABLES
+from medical_assets.step_records import StepBasis
 
 ANALYTICS_FOLDER = "analytics"
 _DESCRIPTIONS = {
@@ -72,18 +75,39 @@ def analytics_tables(
     context: dg.AssetExecutionContext, pipeline: PipelineConfig, ray_engine: RayResource, privacy: PrivacyResource
 ):
     settings = pipeline.settings()
-    key = privacy.key_ring(settings, context.log).current
+    ring = privacy.key_ring(settings, context.log)
+    key = ring.current
     folder = settings.zone("deid").child(ANALYTICS_FOLDER)
     stamp = compliance_stamp(
         settings.deid_profile, key.key_id, context.run.run_id, suppression_threshold=str(settings.suppression_threshold)
     )
     publication = recovered_publication(context, folder)
+    deid, phi = settings.zone("deid"), settings.zone("phi")
+    # Every de-identified table (not only those read today: one more read must not go unnoticed),
+    # the PHI tables it reads, and what its leak check reads.
+    inputs = leak_gate.leak_check_inputs(settings) | {"phi/hl7_errors": phi.child("hl7_errors")} | {
+        f"deid/{table}": deid.child(table) for table in (*DEID_HL7_TABLES, "dicom_images", "dicom_thumbnails")
+    }
+    basis = StepBasis(
+        {**key_settings(ring, settings), "suppression threshold": settings.suppression_threshold, "format": settings.export_format},
+        inputs,
+    )
+    outputs = {f"deid/analytics/{table}": folder.child(table) for table in ANALYTICS_TABLES}
+    record, decision = carry_over.decide(context, settings, "analytics_tables", basis, outputs)
+    if decision.carried is not None:
+        yield from leak_gate.carried_over_checks(
+            context, ANALYTICS_LEAK_CHECK, [analytics_key(t) for t in ANALYTICS_TABLES], decision.carried.details["check"],
+            decision.carried.run_id,
+        )
+        results = _results(settings, decision.carried.details["counts"], key.key_id)
+        yield from selected_results(context, carry_over.marked(results, decision.carried))
+        return
     with staging(context, settings, ray_engine, publication, phi_read="analytics (message months, parse errors)", key_id=key.key_id):
         counts = analytics_jobs.publish_analytics(
             settings.zone("deid"), settings.zone("phi"), {t: publication.staged(t) for t in ANALYTICS_TABLES},
             settings.export_format, stamp, key, settings.suppression_threshold,
         )
-    yield from leak_gate.publish_if_clean(
+    scan = yield from leak_gate.publish_if_clean(
         context, settings, publication, ANALYTICS_LEAK_CHECK, [analytics_key(t) for t in ANALYTICS_TABLES],
         list(ANALYTICS_TABLES),
         # Published as folders: a CSV or JSON Lines export has no Parquet part to check for.
@@ -91,7 +115,13 @@ def analytics_tables(
         # The stamp we wrote beside a CSV or JSON Lines export (run id, creation time) is not data.
         library_texts=list(stamp.values()), aggregates=True,
     )
+    record.save(basis, decision, outputs, context.run.run_id, {"counts": counts, "check": scan})
     context.log.info(f"analytics: {len(counts)} tables published as {settings.export_format}")
+    yield from selected_results(context, _results(settings, counts, key.key_id))
+
+
+def _results(settings, counts, key_id) -> list[dg.MaterializeResult]:
+    folder = settings.zone("deid").child(ANALYTICS_FOLDER)
     results = []
     for table, schema in ANALYTICS_TABLES.items():
         location = folder.child(table)
@@ -106,12 +136,12 @@ def analytics_tables(
                 "suppression threshold": dg.MetadataValue.text(str(settings.suppression_threshold)),
                 "suppressed cells": int(pc.sum(published["suppressed_cells"]).as_py() or 0) if published is not None else 0,
                 "de-identification profile": settings.deid_profile,
-                "key id": key.key_id,
+                "key id": key_id,
                 # Aggregates with small cells already suppressed: safe to show.
                 "preview": dg.MetadataValue.md(markdown_preview(published, _PREVIEW_ROWS)),
             },
         ))
-    yield from selected_results(context, results)
+    return results
 
 
 def markdown_preview(table: pa.Table | None, limit: int) -> str:

@@ -11,7 +11,8 @@ from importlib.metadata import version
 import dagster as dg
 import pyarrow as pa
 
-from medical_assets.defs import groups, leak_gate, versions
+from medical_assets.defs import carry_over, groups, leak_gate, versions
+from medical_assets.defs.carry_over import key_settings
 from medical_assets.defs.metadata import count_preview, table_metadata, value_counts
 from medical_assets.defs.resources import PipelineConfig, PrivacyResource, RayResource
 from medical_assets.defs.selection import selected_results
@@ -22,6 +23,7 @@ from medical_assets.engine import deid_jobs
 from medical_assets.engine.part_groups import phi_part_groups
 from medical_assets.privacy.hl7_deid import compliance_metadata
 from medical_assets.privacy.hl7_deid_tables import DEID_HL7_TABLES
+from medical_assets.step_records import StepBasis
 from medical_assets.storage import restrict_to_owner
 
 DEID_FILES = "dicom"  # <data>/deid/dicom/: the de-identified DICOM files
@@ -93,6 +95,25 @@ def hl7_deidentified_tables(
     deid = settings.zone("deid")
     schemas = stamped(DEID_HL7_TABLES, settings.deid_profile, key.key_id, context.run.run_id, settings.reversible_tokens)
     publication = recovered_publication(context, deid)
+    phi = settings.zone("phi")
+    basis = StepBasis(
+        {**key_settings(ring, settings), "reversible tokens": settings.reversible_tokens,
+         "vocabulary threshold": settings.vocabulary_min_patients, "patient id scope": settings.patient_id_scope},
+        leak_gate.leak_check_inputs(settings, vocabulary=False),  # the PHI tables it de-identifies are among them
+    )
+    outputs = {f"deid/{t}": deid.child(t) for t in schemas} | {
+        "phi/" + "/".join(leak_gate.VOCABULARY_FILE): phi.child(*leak_gate.VOCABULARY_FILE),
+        "privacy record": privacy_record(settings, "hl7"),
+    }
+    record, decision = carry_over.decide(context, settings, "hl7_deidentified_tables", basis, outputs)
+    if decision.carried is not None:
+        details = decision.carried.details
+        yield from leak_gate.carried_over_checks(
+            context, HL7_LEAK_CHECK, [deid_key(t) for t in schemas], details["check"], decision.carried.run_id
+        )
+        results = _hl7_results(settings, schemas, details["counts"], details["withheld"], key.key_id)
+        yield from selected_results(context, carry_over.marked(results, decision.carried))
+        return
     with staging(context, settings, ray_engine, publication, phi_read="HL7 tables to the de-identified zone", key_id=key.key_id):
         # What every part's de-identification must know of all the data: old patients, vocabulary.
         census = deid_jobs.take_census(settings.zone("phi"), settings.vocabulary_min_patients, settings.patient_id_scope)
@@ -105,17 +126,23 @@ def hl7_deidentified_tables(
     restrict_to_owner(settings.zone("phi"))
     withheld = deid_jobs.withheld_counts(counts)
     record_privacy(settings, "hl7", {"withheld": withheld})
-    yield from leak_gate.publish_if_clean(
+    scan = yield from leak_gate.publish_if_clean(
         context, settings, publication, HL7_LEAK_CHECK, [deid_key(t) for t in schemas], list(schemas),
         lambda: publication.commit(schemas),
     )
-    yield from selected_results(context, [
+    record.save(basis, decision, outputs, context.run.run_id, {"counts": counts, "withheld": withheld, "check": scan})
+    yield from selected_results(context, _hl7_results(settings, schemas, counts, withheld, key.key_id))
+
+
+def _hl7_results(settings, schemas, counts, withheld, key_id) -> list[dg.MaterializeResult]:
+    deid = settings.zone("deid")
+    return [
         _materialized(
-            deid_key(table), deid.child(table), schema, counts.get(table, 0), _PREVIEW_COLUMN[table], key.key_id, settings,
+            deid_key(table), deid.child(table), schema, counts.get(table, 0), _PREVIEW_COLUMN[table], key_id, settings,
             {"values withheld": dg.MetadataValue.md(withheld_markdown([r for r in withheld if r["table"] == table]))},
         )
         for table, schema in schemas.items()
-    ])
+    ]
 
 
 def withheld_markdown(rows: list[dict]) -> str:
@@ -129,7 +156,11 @@ def withheld_markdown(rows: list[dict]) -> str:
 
 def record_privacy(settings, step: str, summary: dict) -> None:
     """What a step withheld or kept out, as counts, for `deid/reports/privacy.html`."""
-    settings.manifests.child(PRIVACY_FOLDER, f"{step}.json").write_bytes_atomically(json.dumps(summary).encode())
+    privacy_record(settings, step).write_bytes_atomically(json.dumps(summary).encode())
+
+
+def privacy_record(settings, step: str):
+    return settings.manifests.child(PRIVACY_FOLDER, f"{step}.json")
 
 
 def _dicom_export_spec(key: dg.AssetKey, deps: list[str], group: str, kinds: set[str]) -> dg.AssetSpec:
@@ -139,8 +170,11 @@ def _dicom_export_spec(key: dg.AssetKey, deps: list[str], group: str, kinds: set
 @publishing_step(
     "dicom_deidentified_export",
     [
-        # hl7_messages too: a patient 90+ in HL7 loses the PatientAge of their images.
-        _dicom_export_spec(deid_key(t), ["dicom_images", "dicom_thumbnails", "hl7_messages"], groups.DEID, {"parquet"})
+        # hl7_messages too: a patient 90+ in HL7 loses the PatientAge of their images. And after the
+        # HL7 de-identification: the leak check tolerates the vocabulary that one publishes.
+        _dicom_export_spec(
+            deid_key(t), ["dicom_images", "dicom_thumbnails", "hl7_messages", deid_key("hl7_messages")], groups.DEID, {"parquet"}
+        )
         for t in ("dicom_images", "dicom_thumbnails")
     ]
     + [
@@ -154,12 +188,32 @@ def dicom_deidentified_export(
     context: dg.AssetExecutionContext, pipeline: PipelineConfig, ray_engine: RayResource, privacy: PrivacyResource
 ):
     settings = pipeline.settings()
-    key = privacy.key_ring(settings, context.log).current
+    ring = privacy.key_ring(settings, context.log)
+    key = ring.current
     phi, deid = settings.zone("phi"), settings.zone("deid")
     schemas = stamped(DICOM_EXPORT_TABLES, settings.deid_profile, key.key_id, context.run.run_id)
     deid_publication = recovered_publication(context, deid)
     phi_publication = recovered_publication(context, phi)
     deid_tables = {t: s for t, s in schemas.items() if t != "dicom_deid_excluded"}
+    exported = [deid_key(t) for t in (*deid_tables, DEID_FILES_ASSET)]
+    # The PHI DICOM tables (thumbnails too) and the HL7 ones (old patients, the leak check's identifiers).
+    inputs = leak_gate.leak_check_inputs(settings) | {"phi/dicom_thumbnails": phi.child("dicom_thumbnails")}
+    basis = StepBasis(
+        {**key_settings(ring, settings), "vocabulary threshold": settings.vocabulary_min_patients,
+         "patient id scope": settings.patient_id_scope},
+        inputs,
+    )
+    outputs = {f"deid/{t}": deid.child(t) for t in (*deid_tables, DEID_FILES)} | {
+        "phi/dicom_deid_excluded": phi.child("dicom_deid_excluded"), "privacy record": privacy_record(settings, "dicom"),
+    }
+    record, decision = carry_over.decide(context, settings, "dicom_deidentified_export", basis, outputs)
+    if decision.carried is not None:
+        yield from leak_gate.carried_over_checks(
+            context, DICOM_LEAK_CHECK, exported, decision.carried.details["check"], decision.carried.run_id
+        )
+        results = _dicom_results(settings, schemas, deid_tables, decision.carried.details["counts"], key.key_id)
+        yield from selected_results(context, carry_over.marked(results, decision.carried))
+        return
     targets = {t: deid_publication.staged(t) for t in deid_tables} | {"dicom_deid_excluded": phi_publication.staged("dicom_deid_excluded")}
     with staging(
         context, settings, ray_engine, deid_publication, phi_publication,
@@ -180,22 +234,29 @@ def dicom_deidentified_export(
     excluded = phi.child("dicom_deid_excluded")
     excluded_reasons = value_counts(excluded, "reason") if excluded.exists() else {}
     record_privacy(settings, "dicom", {"excluded_images": [{"reason": r, "images": n} for r, n in excluded_reasons.items()]})
-    yield from leak_gate.publish_if_clean(
-        context, settings, deid_publication, DICOM_LEAK_CHECK,
-        [deid_key(t) for t in (*deid_tables, DEID_FILES_ASSET)], [*deid_tables, DEID_FILES],
+    scan = yield from leak_gate.publish_if_clean(
+        context, settings, deid_publication, DICOM_LEAK_CHECK, exported, [*deid_tables, DEID_FILES],
         lambda: deid_publication.commit(deid_tables, folders=[DEID_FILES]),
     )
+    record.save(basis, decision, outputs, context.run.run_id, {"counts": counts, "check": scan})
+    yield from selected_results(context, _dicom_results(settings, schemas, deid_tables, counts, key.key_id))
+
+
+def _dicom_results(settings, schemas, deid_tables, counts, key_id) -> list[dg.MaterializeResult]:
+    phi, deid = settings.zone("phi"), settings.zone("deid")
+    excluded = phi.child("dicom_deid_excluded")
+    excluded_reasons = value_counts(excluded, "reason") if excluded.exists() else {}
     kept_out = count_preview(excluded, "reason") if excluded_reasons else dg.MetadataValue.md("none")
     results = [
         _materialized(
-            deid_key(table), deid.child(table), schema, counts.get(table, 0), _PREVIEW_COLUMN[table], key.key_id, settings,
+            deid_key(table), deid.child(table), schema, counts.get(table, 0), _PREVIEW_COLUMN[table], key_id, settings,
             {"images kept out": kept_out},
         )
         for table, schema in deid_tables.items()
     ]
     results.append(dg.MaterializeResult(
         asset_key=deid_key(DEID_FILES_ASSET),
-        metadata={"files": counts.get("dicom_images", 0), "dagster/uri": deid.child(DEID_FILES).uri, "key id": key.key_id},
+        metadata={"files": counts.get("dicom_images", 0), "dagster/uri": deid.child(DEID_FILES).uri, "key id": key_id},
     ))
     results.append(dg.MaterializeResult(
         asset_key="dicom_deid_excluded",
@@ -204,7 +265,7 @@ def dicom_deidentified_export(
             "preview": count_preview(excluded, "reason"),
         },
     ))
-    yield from selected_results(context, results)
+    return results
 
 
 def progress_logger(context: dg.AssetExecutionContext, what: str):

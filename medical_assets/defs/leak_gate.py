@@ -13,7 +13,7 @@ Findings name the file and column or tag and the kind of identifier, never the v
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 
 import dagster as dg
 import pyarrow as pa
@@ -91,9 +91,10 @@ def publish_if_clean(
     drawn_from_analytics: bool = False,
     aggregates: bool = False,
     counts: Iterable[int] = (),
-) -> Iterator[dg.AssetCheckResult]:
+) -> Generator[dg.AssetCheckResult, None, dict]:
     """Scan `staged` (folder names of `publication`), then commit or quarantine; yields the result of
-    each selected check of `assets`. The scan and the commit happen whatever was selected."""
+    each selected check of `assets`. The scan and the commit happen whatever was selected. Returns
+    what the scan found (counts and places, never a value), for the step's record."""
     vocabulary = load_vocabulary(settings)
     with audited_phi_read(context, settings, f"leak check {check_name}", None):
         findings, identifier_count = scan_for_leaks(
@@ -102,20 +103,20 @@ def publish_if_clean(
         )
     if identifier_count >= RELEASE_AFTER_IDENTIFIERS:
         release_memory()  # the identifiers are gone: the run's process need not keep their peak
-    metadata = {
+    scan = {
         "identifiers checked": identifier_count,
         "vocabulary values": len(vocabulary),
-        "detectors": dg.MetadataValue.md(", ".join(DETECTORS)),
         "de-identification profile": settings.deid_profile,
         "findings": len(findings),
-        "where": dg.MetadataValue.md(_findings_table(findings) if findings else "no identifier found"),
+        "where": _findings_table(findings) if findings else "no identifier found",
     }
+    metadata = check_metadata(scan)
     selected = [asset for asset in assets if dg.AssetCheckKey(asset, check_name) in context.selected_asset_check_keys]
     if not findings:
         commit()
         for asset in selected:
             yield dg.AssetCheckResult(check_name=check_name, asset_key=asset, passed=True, severity=dg.AssetCheckSeverity.ERROR, metadata=metadata)
-        return
+        return scan
     quarantine = quarantine_staged(settings, publication, check_name, staged)
     metadata["quarantine"] = quarantine.uri
     for asset in selected:
@@ -128,6 +129,39 @@ def publish_if_clean(
         ),
         metadata={"quarantine": quarantine.uri, "findings": len(findings)},
     )
+
+
+def check_metadata(scan: Mapping) -> dict:
+    """The metadata of a leak check's result in the UI, from what the scan found."""
+    return {
+        "identifiers checked": scan["identifiers checked"],
+        "vocabulary values": scan["vocabulary values"],
+        "detectors": dg.MetadataValue.md(", ".join(DETECTORS)),
+        "de-identification profile": scan["de-identification profile"],
+        "findings": scan["findings"],
+        "where": dg.MetadataValue.md(scan["where"]),
+    }
+
+
+def carried_over_checks(
+    context: dg.AssetExecutionContext, check_name: str, assets: Sequence[dg.AssetKey], scan: Mapping, run_id: str
+) -> Iterator[dg.AssetCheckResult]:
+    """The results of a step's selected leak checks when its output is carried over: the scan of
+    the run that published it, on the files that are still there unchanged."""
+    metadata = {**check_metadata(scan), "scanned by run": dg.MetadataValue.text(run_id)}
+    for asset in assets:
+        if dg.AssetCheckKey(asset, check_name) in context.selected_asset_check_keys:
+            yield dg.AssetCheckResult(check_name=check_name, asset_key=asset, passed=True, severity=dg.AssetCheckSeverity.ERROR, metadata=metadata)
+
+
+def leak_check_inputs(settings: PipelineSettings, vocabulary: bool = True) -> dict[str, Location]:
+    """What a leak check reads besides the output it scans: the PHI tables its identifiers come
+    from, and the published vocabulary (which the HL7 step writes itself)."""
+    phi = settings.zone("phi")
+    inputs = {f"phi/{table}": phi.child(table) for table in _IDENTIFIER_SOURCES}
+    if vocabulary:
+        inputs["phi/" + "/".join(VOCABULARY_FILE)] = phi.child(*VOCABULARY_FILE)
+    return inputs
 
 
 def quarantine_staged(settings: PipelineSettings, publication: TablePublication, check_name: str, staged: Sequence[str]) -> Location:

@@ -14,8 +14,9 @@ import pyarrow.compute as pc
 from medical_assets.analytics.chart_data import DASHBOARD_FILE, PNG_SIZES
 from medical_assets.analytics.privacy_report import printed_counts, privacy_report_markdown, render_privacy_report
 from medical_assets.analytics.tables import ANALYTICS_TABLES
-from medical_assets.defs import groups, leak_gate, versions
+from medical_assets.defs import carry_over, groups, leak_gate, versions
 from medical_assets.defs.analytics import ANALYTICS_LEAK_CHECK, analytics_key
+from medical_assets.defs.carry_over import key_settings
 from medical_assets.defs.deidentified import (
     DICOM_LEAK_CHECK,
     HL7_LEAK_CHECK,
@@ -28,6 +29,7 @@ from medical_assets.defs.selection import selected_results
 from medical_assets.defs.specs import publishing_step, table_spec
 from medical_assets.defs.staging import recovered_publication, staging
 from medical_assets.engine import analytics_jobs
+from medical_assets.step_records import StepBasis
 
 REPORTS_FOLDER = "reports"
 REPORT_FIGURES = {name.removesuffix(".png"): name for name in PNG_SIZES}
@@ -106,27 +108,56 @@ def report_key(name: str) -> dg.AssetKey:
 )
 def dashboards(context: dg.AssetExecutionContext, pipeline: PipelineConfig, ray_engine: RayResource, privacy: PrivacyResource):
     settings = pipeline.settings()
-    key = privacy.key_ring(settings, context.log).current
+    ring = privacy.key_ring(settings, context.log)
+    key = ring.current
     deid = settings.zone("deid")
     stamp = compliance_stamp(
         settings.deid_profile, key.key_id, context.run.run_id, suppression_threshold=str(settings.suppression_threshold)
     )
     publication = recovered_publication(context, deid)
+    # Drawn from the analytics and the exported thumbnails; the privacy report from the steps' records.
+    inputs = leak_gate.leak_check_inputs(settings) | {
+        "deid/analytics": deid.child("analytics"),
+        "deid/dicom_thumbnails": deid.child("dicom_thumbnails"),
+        "deid/dicom_images": deid.child("dicom_images"),
+        "privacy records": settings.manifests.child(PRIVACY_FOLDER),
+    }
+    basis = StepBasis(
+        {**key_settings(ring, settings), "suppression threshold": settings.suppression_threshold, "format": settings.export_format,
+         "vocabulary threshold": settings.vocabulary_min_patients},
+        inputs,
+    )
+    outputs = {f"deid/{REPORTS_FOLDER}": deid.child(REPORTS_FOLDER)}
+    record, decision = carry_over.decide(context, settings, "dashboards", basis, outputs)
+    if decision.carried is not None:
+        yield from leak_gate.carried_over_checks(
+            context, REPORTS_LEAK_CHECK, [report_key(n) for n in ["dashboard", *REPORT_FIGURES]],
+            decision.carried.details["check"], decision.carried.run_id,
+        )
+        results = _results(settings, decision.carried.details["privacy report"])
+        yield from selected_results(context, carry_over.marked(results, decision.carried))
+        return
     with staging(context, settings, ray_engine, publication):
         files = analytics_jobs.build_reports(
             deid.child("analytics"), settings.export_format, deid, publication.staged(REPORTS_FOLDER),
             stamp, settings.suppression_threshold,
         )
         privacy_report = write_privacy_report(settings, publication.staged(REPORTS_FOLDER), context.run.run_id, key.key_id)
-    yield from leak_gate.publish_if_clean(
+    scan = yield from leak_gate.publish_if_clean(
         context, settings, publication, REPORTS_LEAK_CHECK, [report_key(n) for n in ["dashboard", *REPORT_FIGURES]], [REPORTS_FOLDER],
         lambda: publication.commit({}, folders=[REPORTS_FOLDER]),
         # Library code and the stamp we wrote (run id, creation time, version) are not data.
         library_texts=[leak_gate.plotly_js(), *stamp.values()], drawn_from_analytics=True,
         counts=printed_counts(privacy_report),
     )
-    folder = deid.child(REPORTS_FOLDER)
+    summary = privacy_report_markdown(privacy_report)
+    record.save(basis, decision, outputs, context.run.run_id, {"check": scan, "privacy report": summary})
     context.log.info(f"reports: {', '.join(files)} published")
+    yield from selected_results(context, _results(settings, summary))
+
+
+def _results(settings, privacy_summary: str) -> list[dg.MaterializeResult]:
+    folder = settings.zone("deid").child(REPORTS_FOLDER)
     dashboard = folder.child(DASHBOARD_FILE)
     results = [dg.MaterializeResult(
         asset_key=report_key("dashboard"),
@@ -138,9 +169,7 @@ def dashboards(context: dg.AssetExecutionContext, pipeline: PipelineConfig, ray_
             "size (bytes)": len(dashboard.read_bytes()),
             # Text, not a number: the Plots tab would chart a setting as if it were a measurement.
             "suppression threshold": dg.MetadataValue.text(str(settings.suppression_threshold)),
-            "privacy report": dg.MetadataValue.md(
-                privacy_report_markdown(privacy_report)
-            ),
+            "privacy report": dg.MetadataValue.md(privacy_summary),
         },
     )]
     for name, file_name in REPORT_FIGURES.items():
@@ -155,4 +184,4 @@ def dashboards(context: dg.AssetExecutionContext, pipeline: PipelineConfig, ray_
                 "figure": dg.MetadataValue.md(f"![{name}](data:image/png;base64,{base64.b64encode(data).decode()})"),
             },
         ))
-    yield from selected_results(context, results)
+    return results

@@ -68,6 +68,10 @@ class PipelineConfig(dg.ConfigurableResource):
     max_error_rate: float | None = Field(
         default=None, description="Share of HL7 messages in hl7_errors above which a check warns; default MEDICAL_ASSETS_MAX_ERROR_RATE or 0.05"
     )
+    recompute: bool | None = Field(
+        default=None,
+        description="Compute every step even if nothing it depends on changed since its output was made; default MEDICAL_ASSETS_RECOMPUTE or off",
+    )
 
     _lock: DataFolderLock | None = PrivateAttr(default=None)
 
@@ -107,6 +111,7 @@ class PipelineConfig(dg.ConfigurableResource):
                 suppression_threshold=self.suppression_threshold,
                 export_format=self.export_format,
                 max_error_rate=self.max_error_rate,
+                recompute=self.recompute,
             )
 
     def readable_source(self, kind: str) -> PipelineSettings:

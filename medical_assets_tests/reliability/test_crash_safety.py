@@ -43,11 +43,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
-import pyarrow.parquet as pq
 import pytest
 
 from medical_assets.storage import COMMIT_MARKER, EXCHANGING_SUFFIX, STAGING_DIR
 from medical_assets_tests.defs.pipeline import materialize_all
+from medical_assets_tests.published import ZONES, Published, folder_files, published_paths, read_published, table_rows
 
 pytestmark = [pytest.mark.slow, pytest.mark.long_running]
 
@@ -55,8 +55,6 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DAGSTER = Path(sys.executable).with_name("dagster")
 HL7_MESSAGES = 600
 DICOM_FILES = 4
-ZONES = ("phi", "deid", "deid/analytics")  # folders of published tables, each with its own .staging
-NOT_TABLES = {"_audit"}  # phi/_audit: one record per PHI read, appended by every run (killed ones too)
 POLL_S = 0.02
 BLOCKED_S = 10  # a run whose step waits this long for a pool slot that no live run holds is stuck
 SWAP_DELAY_S = 0.4  # the sitecustomize's sleep before each folder move of the slowed zone
@@ -220,55 +218,6 @@ def _points_from(order: int) -> list[KillPoint]:
     return [point for point in POINTS if point.order >= order]
 
 
-# --- the published state of a data folder -------------------------------------------------------------
-
-
-@dataclass
-class Published:
-    tables: dict[str, tuple[list, list[str]]] = field(default_factory=dict)  # relative path -> (schema, sorted rows)
-    folders: dict[str, dict[str, bytes]] = field(default_factory=dict)  # relative path -> {file: bytes}
-
-
-def _table_rows(folder: Path) -> tuple[list, list[str]]:
-    """Schema (names and types; schema metadata, which holds the run id and time, left out) and the
-    rows as a sorted list of reprs: a multiset, whatever the order of parts and rows."""
-    table = pq.read_table(folder)
-    schema = [(f.name, str(f.type)) for f in table.schema]
-    return schema, sorted(repr(tuple(row.values())) for row in table.to_pylist())
-
-
-def _folder_files(folder: Path) -> dict[str, bytes]:
-    files = {}
-    for root, _, names in os.walk(folder):
-        for name in names:
-            path = Path(root, name)
-            files[str(path.relative_to(folder))] = path.read_bytes()
-    return files
-
-
-def _published_paths(data: Path) -> tuple[list[str], list[str]]:
-    """Table folders (with Parquet parts) and plain folders (DICOM files, reports) of the zones."""
-    tables, folders = [], []
-    for zone in ZONES:
-        root = data / zone
-        if not root.is_dir():
-            continue
-        for entry in sorted(root.iterdir()):
-            relative = f"{zone}/{entry.name}"
-            if not entry.is_dir() or entry.name.startswith(".") or entry.name in NOT_TABLES or relative in ZONES:
-                continue
-            (tables if any(entry.glob("*.parquet")) else folders).append(relative)
-    return tables, folders
-
-
-def _read_published(data: Path) -> Published:
-    tables, folders = _published_paths(data)
-    return Published(
-        {t: _table_rows(data / t) for t in tables},
-        {f: _folder_files(data / f) for f in folders},
-    )
-
-
 def _staging_left(data: Path) -> list[str]:
     return [zone for zone in ZONES if (data / zone / STAGING_DIR).exists()]
 
@@ -300,7 +249,7 @@ class Harness:
         folder.mkdir()
         return folder
 
-    def start(self, home: Path, slow_zone: str | None = None) -> tuple[subprocess.Popen, Path, Path]:
+    def start(self, home: Path, slow_zone: str | None = None, recompute: bool = False) -> tuple[subprocess.Popen, Path, Path]:
         """Start the CLI run; returns the process, its TMPDIR (which marks all its processes) and its log."""
         run_dir = self.fresh("run")
         tmpdir = run_dir / "t"
@@ -318,6 +267,8 @@ class Harness:
             "MEDICAL_ASSETS_PSEUDONYM_KEY": self.key,
             "TMPDIR": str(tmpdir),
         }
+        if recompute:  # every step computes and publishes, though nothing changed since the last run
+            env["MEDICAL_ASSETS_RECOMPUTE"] = "1"
         if slow_zone is not None:
             env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(self.hooks), env.get("PYTHONPATH")]))
             env["CRASH_TEST_SLOW_ZONE"] = str(self.data / slow_zone)
@@ -374,12 +325,12 @@ class Harness:
             self.stop(process, tmpdir, what)
         assert returncode == 0, f"{what}: the run did not succeed ({returncode}):\n{_tail(log)}"
 
-    def run_and_kill(self, target: int, home: Path | None = None, slow_zone: str | None = None) -> KillPoint:
+    def run_and_kill(self, target: int, home: Path | None = None, slow_zone: str | None = None, recompute: bool = False) -> KillPoint:
         """Start a run and SIGKILL its process group at the first point at or after `target` that
         the watcher sees (points seen in staging folders left by an earlier run do not count)."""
         points = _points_from(target)
         stale = {staging.path for staging in _scan(self.data)}  # left by a killed run: not this run's
-        process, tmpdir, log = self.start(home or self.new_home(), slow_zone)
+        process, tmpdir, log = self.start(home or self.new_home(), slow_zone, recompute)
         started = time.monotonic()
         hit = None
         try:
@@ -482,19 +433,19 @@ def _check_after_kill(data: Path, reference: Published, before: set[str]) -> tup
 
     Returns what is published now, and what was published before and is missing now (reported
     separately: a `TableMissingAfterKill`)."""
-    tables, folders = _published_paths(data)
+    tables, folders = published_paths(data)
     unexpected = sorted(set(tables + folders) - set(reference.tables) - set(reference.folders))
     assert not unexpected, f"folders a finished run does not leave: {unexpected}"
     for table in tables:
         try:
-            schema, rows = _table_rows(data / table)
+            schema, rows = table_rows(data / table)
         except Exception as error:  # noqa: BLE001 - any read failure is the finding
             raise AssertionError(f"{table}: not readable after the kill: {type(error).__name__}: {error}") from None
         want_schema, want_rows = reference.tables[table]
         assert schema == want_schema, f"{table}: schema differs from the finished run's"
         assert rows == want_rows, f"{table}: {len(rows)} rows, neither nothing nor the finished run's {len(want_rows)} rows"
     for folder in folders:
-        files = _folder_files(data / folder)
+        files = folder_files(data / folder)
         assert set(files) == set(reference.folders[folder]), (
             f"{folder}: {len(files)} files, not the finished run's {len(reference.folders[folder])}"
         )
@@ -504,7 +455,7 @@ def _check_after_kill(data: Path, reference: Published, before: set[str]) -> tup
 
 def _assert_as_reference(data: Path, reference: Published) -> None:
     assert not _staging_left(data), f"staging folders left after a successful run: {_staging_left(data)}"
-    final = _read_published(data)
+    final = read_published(data)
     assert sorted(final.tables) == sorted(reference.tables)
     assert sorted(final.folders) == sorted(reference.folders)
     for table, (schema, rows) in reference.tables.items():
@@ -554,7 +505,7 @@ def reference(harness, shared_ray) -> tuple[Published, Path]:
     result = materialize_all(harness.data, harness.key, messages=HL7_MESSAGES, dicom_files=DICOM_FILES)
     assert result.success, "the reference run failed"
     harness.log.append(f"reference run (in process): completed in {time.monotonic() - started:.1f} s")
-    published = _read_published(harness.data)
+    published = read_published(harness.data)
     assert len(published.tables) >= 25 and {"deid/dicom", "deid/reports"} <= set(published.folders), sorted(published.tables)
     assert published.tables["phi/hl7_messages"][1] and len(published.tables["phi/hl7_messages"][1]) == HL7_MESSAGES
     moved = harness.data.parent / "reference"
@@ -583,9 +534,11 @@ def test_runs_killed_at_each_point_leave_old_or_new_tables_and_the_next_run_comp
     no table may be missing after any kill."""
     published, _ = reference
     before: set[str] = set()
-    for target, slow_zone in [(0, None), (1, "phi"), (5, None), (4, "deid")]:
+    # The last kill aims at a replacement: its run must recompute the de-identified tables, which
+    # it would otherwise carry over (nothing changed since the run before published them).
+    for target, slow_zone, recompute in [(0, None, False), (1, "phi", False), (5, None, False), (4, "deid", True)]:
         home = harness.new_home()
-        harness.run_and_kill(target, home=home, slow_zone=slow_zone)
+        harness.run_and_kill(target, home=home, slow_zone=slow_zone, recompute=recompute)
         harness.killed_homes.append(home)
         now, missing = _check_after_kill(data_dir, published, before)
         assert not missing, f"published before the killed run, gone after it: {missing}"
