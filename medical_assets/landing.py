@@ -122,6 +122,9 @@ def plan_parse(manifest: pa.Table, ledger: pa.Table | None, build: str) -> Parse
     not parsed again, and a file changed in place with the same size and time still is.
     """
     files = files_from_manifest(manifest)
+    if ledger is not None and ledger.num_rows == 0 and not files and _ledger_build(ledger) == build:
+        # An empty landing folder, as at the last parse by this build: the empty tables stay as they are.
+        return ParsePlan([], frozenset(), False, "nothing to parse: the landing folder is empty, as at the last parse")
     if ledger is None or ledger.num_rows == 0:
         return ParsePlan(files, frozenset(), True, "first parse: every file")
     builds = set(ledger["build"].to_pylist())
@@ -137,14 +140,23 @@ def plan_parse(manifest: pa.Table, ledger: pa.Table | None, build: str) -> Parse
 
 
 def ledger_table(manifest: pa.Table, build: str) -> pa.Table:
+    # The build in the schema's metadata too: a ledger of an empty landing folder has no row to hold it.
     return pa.table(
         {
             "path": manifest["path"],
             "sha256": manifest["sha256"],
             "build": pa.array([build] * manifest.num_rows, pa.string()),
         },
-        schema=LEDGER_SCHEMA,
+        schema=LEDGER_SCHEMA.with_metadata({**(LEDGER_SCHEMA.metadata or {}), _BUILD_KEY: build.encode()}),
     )
+
+
+_BUILD_KEY = b"medical_assets.build"
+
+
+def _ledger_build(ledger: pa.Table) -> str | None:
+    value = (ledger.schema.metadata or {}).get(_BUILD_KEY)
+    return value.decode() if value is not None else None
 
 
 def code_fingerprint(packages: list[str]) -> str:

@@ -37,6 +37,20 @@ def test_nothing_to_do_when_nothing_changed():
     assert plan_parse(manifest, ledger_table(manifest, "v1"), "v1").unchanged
 
 
+def test_an_empty_landing_folder_as_before_is_left_alone_but_not_after_a_new_build(tmp_path):
+    """A site without DICOM: nothing to parse, and the empty tables published last time stay (a new
+    version of them each night would make every later step compute again). The ledger keeps its
+    build through a Parquet round trip, as the parse publishes it."""
+    import pyarrow.parquet as pq
+
+    pq.write_table(ledger_table(_manifest({}), "v1"), tmp_path / "ledger.parquet")
+    ledger = pq.read_table(tmp_path / "ledger.parquet")
+    plan = plan_parse(_manifest({}), ledger, "v1")
+    assert plan.unchanged and "empty" in plan.reason
+    assert plan_parse(_manifest({}), ledger, "v2").full
+    assert plan_parse(_manifest({"/in/a.dcm": "1"}), ledger, "v1").parse
+
+
 def test_a_new_build_parses_everything_again():
     manifest = _manifest({"/in/a.hl7": "1"})
     plan = plan_parse(manifest, ledger_table(manifest, "v1"), "v2")
