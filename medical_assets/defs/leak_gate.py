@@ -32,6 +32,7 @@ from medical_assets.privacy.detectors import KINDS as detector_kinds
 from medical_assets.privacy.hl7_deid_tables import DEID_HL7_TABLES
 from medical_assets.privacy.identifier_forms import Identifiers, collect_identifiers, identifier_columns, without_numbers_of
 from medical_assets.privacy.leak_scanner import Finding, LeakScanner
+from medical_assets.step_records import folder_digest
 from medical_assets.storage import Location, TablePublication, read_table, restrict_to_owner, write_table_atomically
 
 QUARANTINE = "quarantine"  # phi/quarantine/<check>/<run>/: outputs a leak check rejected
@@ -251,7 +252,7 @@ _identifier_cache: dict[tuple, Identifiers] = {}
 
 
 def _phi_identifiers(run_id: str, phi: Location) -> Identifiers:
-    key = (run_id, phi.uri, tuple(_file_versions(phi.child(t)) for t in _IDENTIFIER_SOURCES))
+    key = (run_id, phi.uri, tuple(folder_digest(phi.child(t)) for t in _IDENTIFIER_SOURCES))
     if key not in _identifier_cache:
         _identifier_cache.clear()
         tables = {t: _ColumnsOnDemand(phi.child(t)) for t in _IDENTIFIER_SOURCES if phi.child(t).exists()}
@@ -287,12 +288,6 @@ def _scanner(run_id, profile, identifiers, library_texts, aggregates, vocabulary
             identifiers, library_texts, aggregates=aggregates, measurements=MEASUREMENT_COLUMNS, vocabulary=vocabulary
         )
     return _scanner_cache[key]
-
-
-def _file_versions(folder: Location) -> tuple:
-    selector = pafs.FileSelector(folder.path, recursive=True, allow_not_found=True)
-    infos = folder.filesystem.get_file_info(selector)
-    return tuple(sorted((info.path, info.size, info.mtime_ns) for info in infos if info.type == pafs.FileType.File))
 
 
 def _published_analytics(settings: PipelineSettings) -> list[pa.Table]:
