@@ -62,6 +62,36 @@ def pytest_collection_modifyitems(items):
     if sharing:
         raise pytest.UsageError(f"a ray_free file asks for the shared Ray: {sorted(set(sharing))}")
     items.sort(key=lambda item: (item.path not in ray_free, not _marked(item, "long_running"), not _marked(item, "slow")))
+    _check_session_run_sharing(items)
+
+
+# Files whose tests read the session's full run of the graph (`pipeline_run`, built once per xdist
+# worker): one work unit for `--dist loadfile`, so that one worker builds it, not both.
+SHARING_THE_SESSION_RUN = ("medical_assets_tests/defs/test_analytics.py", "medical_assets_tests/defs/test_deidentified.py")
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """`--dist loadfile`, with the files of SHARING_THE_SESSION_RUN handed out together."""
+    if config.getoption("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class SessionRunSharingScheduling(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            scope = super()._split_scope(nodeid)
+            return SHARING_THE_SESSION_RUN[0] if scope in SHARING_THE_SESSION_RUN else scope
+
+    return SessionRunSharingScheduling(config, log)
+
+
+def _check_session_run_sharing(items) -> None:
+    """A file named in SHARING_THE_SESSION_RUN that no longer reads the session run (renamed,
+    rewritten) is an error here, rather than a silent cost."""
+    readers = {str(item.path.relative_to(item.config.rootpath)) for item in items if "pipeline_run" in getattr(item, "fixturenames", ())}
+    collected = {str(item.path.relative_to(item.config.rootpath)) for item in items}
+    stale = [name for name in SHARING_THE_SESSION_RUN if name in collected and name not in readers]
+    if stale:
+        raise pytest.UsageError(f"SHARING_THE_SESSION_RUN names files that do not read pipeline_run: {stale}")
 
 
 def _marked(item, name: str) -> bool:

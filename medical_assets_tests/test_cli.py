@@ -1,7 +1,8 @@
-"""Users' CI: `dagster asset materialize` in a subprocess, from the project root, with no other argument.
+"""Users' CI: `dagster asset materialize` in a subprocess, from the project root, with nothing set but
+the data folder and a hospital's HL7 folder.
 
-The two runs of this module are independent (each its own data folder and Dagster instance): they
-are started together and each test waits for its own."""
+The synthetic default through the CLI (`make run`'s command) is the crash-safety test's last run
+(reliability/test_crash_safety.py): that one is compared table by table with an undisturbed run."""
 
 import os
 import shutil
@@ -21,8 +22,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.long_running]
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DAGSTER = Path(sys.executable).with_name("dagster")
 RUN_TIMEOUT_S = 600
-# More than one synthetic file's worth (500 messages each), so that the corpus spans two files.
-SYNTHETIC_MESSAGES, SYNTHETIC_DICOM_FILES = 600, 2
 
 
 @dataclass
@@ -67,46 +66,32 @@ def _start_cli_materialize(folder: Path, **env_overrides) -> CliRun:
 
 
 @pytest.fixture(scope="module")
-def cli_runs(tmp_path_factory):
-    """Both runs, started at once: a synthetic corpus, and an HL7 feed of the test's own."""
+def hl7_source_run(tmp_path_factory):
+    """The whole graph from the CLI on an HL7 feed of the test's own, with no DICOM at all."""
     root = tmp_path_factory.mktemp("cli")
     source = root / "feed"
     source.mkdir()
     (source / "feed.hl7").write_bytes(hl7_samples.feed_with_broken_message())
-    runs = {
-        "synthetic": _start_cli_materialize(
-            root / "synthetic",
-            MEDICAL_ASSETS_SYNTHETIC_HL7_MESSAGES=str(SYNTHETIC_MESSAGES),
-            MEDICAL_ASSETS_SYNTHETIC_DICOM_FILES=str(SYNTHETIC_DICOM_FILES),
-        ),
-        "hl7 source": _start_cli_materialize(
-            root / "hl7-source", MEDICAL_ASSETS_HL7_SOURCE=str(source), MEDICAL_ASSETS_SYNTHETIC_DICOM_FILES="0"
-        ),
-    }
-    yield runs
-    for run in runs.values():
-        if run.process.poll() is None:
-            os.killpg(run.process.pid, 9)
-            run.process.wait()
-        shutil.rmtree(run.tmpdir, ignore_errors=True)
+    run = _start_cli_materialize(root / "hl7-source", MEDICAL_ASSETS_HL7_SOURCE=str(source), MEDICAL_ASSETS_SYNTHETIC_DICOM_FILES="0")
+    yield run
+    if run.process.poll() is None:
+        os.killpg(run.process.pid, 9)
+        run.process.wait()
+    shutil.rmtree(run.tmpdir, ignore_errors=True)
 
 
-def test_cli_materializes_the_whole_graph_into_the_data_dir(cli_runs):
-    run = cli_runs["synthetic"]
-    run.wait()
-    assert pq.read_table(run.data / "phi" / "hl7_messages").num_rows == SYNTHETIC_MESSAGES
-    assert len(list((run.data / "landing" / "hl7").glob("*.hl7"))) == 2
-    assert pq.read_table(run.data / "phi" / "dicom_images").num_rows == SYNTHETIC_DICOM_FILES
-
-
-def test_cli_honours_the_hl7_source_variable(cli_runs):
-    run = cli_runs["hl7 source"]
+def test_cli_honours_the_hl7_source_variable_and_materializes_the_whole_graph(hl7_source_run):
+    run = hl7_source_run
     output = run.wait()
     assert pq.read_table(run.data / "phi" / "hl7_messages").num_rows == 2
     assert pq.read_table(run.data / "phi" / "hl7_errors").num_rows == 1
     assert not (run.data / "landing" / "hl7").exists()
     # No DICOM at all is a quiet night, not an error: the tables exist, empty.
     assert pq.read_table(run.data / "phi" / "dicom_images").num_rows == 0
+    # Every step ran to its published output: the de-identified tables, the analytics and the reports.
+    assert pq.read_table(run.data / "deid" / "hl7_messages").num_rows == 2
+    assert pq.read_table(run.data / "deid" / "analytics" / "hospital_utilization").num_rows > 0
+    assert (run.data / "deid" / "reports" / "dashboard.html").is_file()
     # The run log carries counts, never the patients of the feed.
     for secret in ("DOE", "JANE", "123456", "SECRETNAME", "900-12-3456"):
         assert secret not in output

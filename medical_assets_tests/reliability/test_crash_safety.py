@@ -534,9 +534,11 @@ def test_runs_killed_at_each_point_leave_old_or_new_tables_and_the_next_run_comp
     no table may be missing after any kill."""
     published, _ = reference
     before: set[str] = set()
+    # Tables written but not committed: the kill aimed at deid/analytics (point 5) leaves that state
+    # (the same publication protocol in every zone), so point 0 is left to the tests run alone below.
     # The last kill aims at a replacement: its run must recompute the de-identified tables, which
     # it would otherwise carry over (nothing changed since the run before published them).
-    for target, slow_zone, recompute in [(0, None, False), (1, "phi", False), (5, None, False), (4, "deid", True)]:
+    for target, slow_zone, recompute in [(1, "phi", False), (5, None, False), (4, "deid", True)]:
         home = harness.new_home()
         harness.run_and_kill(target, home=home, slow_zone=slow_zone, recompute=recompute)
         harness.killed_homes.append(home)
@@ -549,6 +551,8 @@ def test_runs_killed_at_each_point_leave_old_or_new_tables_and_the_next_run_comp
     # On the Dagster instance of the first killed run: the test below reads how this run ended.
     harness.run_to_completion(harness.killed_homes[0], "run after the kills, on the instance of the first killed run")
     _assert_as_reference(data_dir, published)
+    # The synthetic default through the CLI, as `make run` makes it: 600 messages land as two files.
+    assert len(list((data_dir / "landing" / "hl7").glob("*.hl7"))) == 2
     harness.assert_no_leaks()
 
 

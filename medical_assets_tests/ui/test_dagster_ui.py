@@ -307,7 +307,7 @@ def _wait_for_runs(dev: DagsterDev, ui_run_prefix: str, watch: SessionWatch) -> 
                     dev.graphql(TERMINATE_QUERY, {"runId": run["runId"]})
             if all(run["status"] in TERMINAL_STATUSES for run in runs):
                 return ui_runs[0]
-        time.sleep(2)
+        time.sleep(1)
     pytest.fail(f"runs not finished within {RUN_TIMEOUT_S} s: {dev.runs()}{dev.log_tail()}")
 
 
