@@ -30,7 +30,8 @@ from medical_assets.engine.analytics_jobs import Input, read_input
 from medical_assets.engine.memory import release_memory
 from medical_assets.privacy.detectors import KINDS as detector_kinds
 from medical_assets.privacy.hl7_deid_tables import DEID_HL7_TABLES
-from medical_assets.privacy.identifier_forms import Identifiers, collect_identifiers, identifier_columns, without_numbers_of
+from medical_assets.privacy.identifier_forms import Identifiers, collect_identifiers, identifier_columns, numbers_of
+from medical_assets.privacy.identifier_index import IdentifierIndex
 from medical_assets.privacy.leak_scanner import Finding, LeakScanner
 from medical_assets.step_records import folder_digest
 from medical_assets.storage import Location, TablePublication, read_table, restrict_to_owner, write_table_atomically
@@ -193,37 +194,31 @@ def scan_for_leaks(
     counts: Iterable[int] = (),
 ) -> tuple[list[Finding], int]:
     """The findings under `roots`, and how many identifiers were looked for."""
-    identifiers = _phi_identifiers(run_id, settings.zone("phi"))
-    if settings.deid_profile == "date_shift":
-        # Shifted dates are meant to look like dates, and one will often equal another
-        # patient's real birth date: the shift, not this check, protects them.
-        identifiers = {value: kind for value, kind in identifiers.items() if kind != "patient_birth_date"}
+    index = _identifier_index(run_id, settings)
     if drawn_from_analytics:
         analytics = _published_analytics(settings)
-        # `counts`: numbers the step printed itself (a privacy report's rows withheld), not data.
-        identifiers = without_numbers_of(identifiers, analytics, counts)
         # The reports print the analytics tables' stamp (run id, creation time): ours, not data.
         library_texts = [*library_texts, *_stamp_values(settings, analytics)]
-        # Every label a report draws comes from the published analytics, whose own check searched each
+        # `counts`: numbers the step printed itself (a privacy report's rows withheld), not data; and
+        # every label a report draws comes from the published analytics, whose own check searched each
         # cell for every name; the rest of a report is our own words ("Results per test", plotly's
         # "normal"), which one-word names (TEST, NORMAL) match by chance. Full names, IDs and every
         # structured identifier are still searched.
-        identifiers = {value: kind for value, kind in identifiers.items() if not _one_word_name(value, kind)}
-        _scanner_cache.clear()  # the run's last check: the cached scanner grows with the patients
-        scanner = LeakScanner(identifiers, library_texts, aggregates=aggregates, vocabulary=vocabulary)
+        scanner = LeakScanner(
+            index, library_texts, aggregates=aggregates, vocabulary=vocabulary,
+            excused_numbers=numbers_of(analytics, counts), one_word_kinds_excused=_ONE_WORD_NAME_KINDS,
+        )
+        _scanner_cache.clear()  # the run's last check: the cached index grows with the patients
+        _index_cache.clear()
     else:
-        scanner = _scanner(run_id, settings.deid_profile, identifiers, library_texts, aggregates, vocabulary)
-    return leak_jobs.scan_trees(scanner, list(roots)), len(identifiers)
+        scanner = _scanner(run_id, settings.deid_profile, index, library_texts, aggregates, vocabulary)
+    return leak_jobs.scan_trees(scanner, list(roots)), len(index)
 
 
 _ONE_WORD_NAME_KINDS = frozenset(
     {"patient_family_name", "patient_given_name", "patient_middle_name",
      "attending_doctor_family_name", "attending_doctor_given_name"}
 )
-
-
-def _one_word_name(value: str, kind: str) -> bool:
-    return kind in _ONE_WORD_NAME_KINDS and len(value.split()) == 1 and not any(c.isdigit() for c in value)
 
 
 def save_vocabulary(settings: PipelineSettings, vocabulary: dict[str, frozenset[str]]) -> None:
@@ -274,18 +269,37 @@ class _ColumnsOnDemand:
         return read_table(self._location, columns=[name]).column(0)
 
 
+# The identifiers' index as the run's first check built it, for its other checks (HL7, DICOM,
+# analytics, reports): building it costs time that grows with the patients (half a minute at a
+# million). Keyed like the identifiers, and by the profile, which decides what is looked for.
+_index_cache: dict[tuple, IdentifierIndex] = {}
+
+
+def _identifier_index(run_id: str, settings: PipelineSettings) -> IdentifierIndex:
+    identifiers = _phi_identifiers(run_id, settings.zone("phi"))
+    key = (next(iter(_identifier_cache)), settings.deid_profile)
+    if key not in _index_cache:
+        _index_cache.clear()
+        if settings.deid_profile == "date_shift":
+            # Shifted dates are meant to look like dates, and one will often equal another
+            # patient's real birth date: the shift, not this check, protects them.
+            identifiers = {value: kind for value, kind in identifiers.items() if kind != "patient_birth_date"}
+        _index_cache[key] = IdentifierIndex(identifiers)
+    return _index_cache[key]
+
+
 # The last scanner built, for the next check that looks for the same identifiers the same way (the
-# HL7 and DICOM checks): building one costs the run's process time that grows with the patients.
+# HL7 and DICOM checks).
 _scanner_cache: dict[tuple, LeakScanner] = {}
 
 
-def _scanner(run_id, profile, identifiers, library_texts, aggregates, vocabulary=frozenset()) -> LeakScanner:
-    key = (run_id, next(iter(_identifier_cache), None), profile, tuple(hash(t) for t in library_texts), aggregates,
-           hash(vocabulary))
+def _scanner(run_id, profile, index, library_texts, aggregates, vocabulary=frozenset()) -> LeakScanner:
+    # The index by identity: the cached scanner holds it, so no other index can take its id.
+    key = (run_id, id(index), profile, tuple(hash(t) for t in library_texts), aggregates, hash(vocabulary))
     if key not in _scanner_cache:
         _scanner_cache.clear()
         _scanner_cache[key] = LeakScanner(
-            identifiers, library_texts, aggregates=aggregates, measurements=MEASUREMENT_COLUMNS, vocabulary=vocabulary
+            index, library_texts, aggregates=aggregates, measurements=MEASUREMENT_COLUMNS, vocabulary=vocabulary
         )
     return _scanner_cache[key]
 

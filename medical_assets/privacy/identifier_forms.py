@@ -101,6 +101,13 @@ def without_numbers_of(
     counts of its own, such as the rows a privacy report says were withheld), and a count may equal a
     numeric ID without saying anything of that patient. The aggregates themselves are checked column
     by column."""
+    numbers = numbers_of(tables, counts)
+    return {value: kind for value, kind in identifiers.items() if not (value.isdigit() and value in numbers)}
+
+
+def numbers_of(tables: Iterable[pa.Table], counts: Iterable[int] = ()) -> frozenset[str]:
+    """Every whole number in a number column of `tables`, and `counts`, as digits: what
+    `without_numbers_of` excuses."""
     numbers: set[str] = {str(count) for count in counts}
     for table in tables:
         for index, field in enumerate(table.schema):
@@ -109,7 +116,7 @@ def without_numbers_of(
             for value in table.column(index).to_pylist():
                 if value is not None and float(value).is_integer():
                     numbers.add(str(int(value)))
-    return {value: kind for value, kind in identifiers.items() if not (value.isdigit() and value in numbers)}
+    return frozenset(numbers)
 
 
 def _as_is(value: str) -> list[str]:

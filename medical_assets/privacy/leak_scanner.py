@@ -70,13 +70,22 @@ class LeakScanner:
 
     def __init__(
         self,
-        identifiers: Mapping[str, str],
+        identifiers: Mapping[str, str] | IdentifierIndex,
         library_texts: Iterable[str] = (),
         aggregates: bool = False,
         measurements: Collection[str] = (),
         vocabulary: Collection[str] = (),
         patterns: bool = True,
+        excused_numbers: Collection[str] = (),
+        one_word_kinds_excused: Collection[str] = (),
     ):
+        """`identifiers`: value -> kind, or an IdentifierIndex already built from them (a run's
+        checks share one: building it costs time that grows with the patients).
+        `excused_numbers`: identifiers made only of digits that are not looked for (numbers a report
+        shows: `identifier_forms.numbers_of`); `one_word_kinds_excused`: kinds whose identifiers of one
+        word without digits are not looked for (names, where a report's own words match them by
+        chance). Either is the same as leaving those identifiers out of `identifiers`, except that a
+        word folded equal to two identifiers counts as the kind given first."""
         # Third-party code inlined in reports (plotly.js: megabytes of words and numbers) is not
         # data; it is cut out before a report is scanned, so it cannot fake a finding.
         # Cut out whole, longest first, and only texts long enough to be a text: cutting a short
@@ -93,8 +102,10 @@ class LeakScanner:
         self._measurements = frozenset(measurements)
         # Whether every published text also goes through the pattern detectors.
         self._patterns = patterns
-        self._index = IdentifierIndex(identifiers)
+        self._index = identifiers if isinstance(identifiers, IdentifierIndex) else IdentifierIndex(identifiers)
         self._empty = self._index.empty
+        self._excused_numbers = frozenset(excused_numbers)
+        self._one_word_kinds_excused = frozenset(one_word_kinds_excused)
         self._vocabulary = _phrase_automaton(vocabulary)
 
     def scan_text(self, text: str) -> list[str]:
@@ -269,11 +280,13 @@ class LeakScanner:
         vocabulary_spans = None
         for start, stop, kind in self._index.whole_word_matches(folded, cell_starts):
             key = folded[start:stop]  # equal to the identifier: only its shape is read, never shown
-            if skip_digit_only and key.isdigit():
+            if key.isdigit() and (skip_digit_only or key in self._excused_numbers):
                 continue
             # An identifier without digits is a word (name, town, street): only such may be excused.
             is_word = not any(char.isdigit() for char in key)
             if skip_words and is_word:
+                continue
+            if is_word and kind in self._one_word_kinds_excused and len(key.split()) == 1:
                 continue
             if is_word and self._vocabulary is not None:
                 if vocabulary_spans is None:

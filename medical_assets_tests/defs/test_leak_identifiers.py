@@ -1,7 +1,9 @@
-"""The leak checks' identifiers are collected once per run and version of the PHI tables, never from a stale one."""
+"""The leak checks' identifiers are collected, and their index built, once per run and version of the PHI
+tables, never from a stale one."""
 
 import pyarrow as pa
 
+from medical_assets.config import load_settings
 from medical_assets.defs import leak_gate
 from medical_assets.hl7.tables import HL7_MESSAGES
 from medical_assets.storage import resolve_location, write_table_atomically
@@ -38,23 +40,29 @@ def test_identifiers_are_read_once_per_run_and_version_of_the_phi_tables(tmp_pat
     assert len(reads) == 3
 
 
-def test_a_scanner_is_shared_only_by_checks_that_look_for_the_same_identifiers_the_same_way(tmp_path):
-    phi = resolve_location(str(tmp_path / "phi"))
-    part = phi.child("hl7_messages", "part-00000.parquet")
+def test_one_index_serves_every_check_of_a_run_and_a_scanner_only_checks_that_look_the_same_way(tmp_path):
+    settings = load_settings({}, data_dir=str(tmp_path))
+    part = settings.zone("phi").child("hl7_messages", "part-00000.parquet")
     write_table_atomically(_messages(["Okonkwo"]), part)
-    identifiers = leak_gate._phi_identifiers("run-1", phi)
+    index = leak_gate._identifier_index("run-1", settings)
+    assert leak_gate._identifier_index("run-1", settings) is index  # the HL7, DICOM, analytics and report checks
 
-    hl7 = leak_gate._scanner("run-1", "safe_harbor", identifiers, [], aggregates=False)
-    assert leak_gate._scanner("run-1", "safe_harbor", identifiers, [], aggregates=False) is hl7
-    assert leak_gate._scanner("run-1", "safe_harbor", identifiers, ["<script>"], aggregates=False) is not hl7
-    assert leak_gate._scanner("run-1", "safe_harbor", identifiers, [], aggregates=True) is not hl7
+    hl7 = leak_gate._scanner("run-1", "safe_harbor", index, [], aggregates=False)
+    assert leak_gate._scanner("run-1", "safe_harbor", index, [], aggregates=False) is hl7
+    assert leak_gate._scanner("run-1", "safe_harbor", index, ["<script>"], aggregates=False) is not hl7
+    assert leak_gate._scanner("run-1", "safe_harbor", index, [], aggregates=True) is not hl7
 
-    # The PHI tables change: the scanner built for them is not reused, and finds the new name.
+    # The PHI tables change: a new index and scanner, which find the new name.
     write_table_atomically(_messages(["Okonkwo", "Vasquez-Thornbury"]), part)
-    changed = leak_gate._phi_identifiers("run-1", phi)
+    changed = leak_gate._identifier_index("run-1", settings)
+    assert changed is not index
     scanner = leak_gate._scanner("run-1", "safe_harbor", changed, [], aggregates=False)
     assert scanner is not hl7
     assert scanner.scan_text("seen: Vasquez-Thornbury") == ["patient_family_name"]
+
+    # Another profile looks for other identifiers (date_shift: no birth dates): its own index.
+    shifted = load_settings({}, data_dir=str(tmp_path), deid_profile="date_shift")
+    assert leak_gate._identifier_index("run-1", shifted) is not changed
 
 
 def test_the_phi_tables_are_read_one_identifier_column_at_a_time(tmp_path, monkeypatch):

@@ -12,7 +12,8 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
 
-from medical_assets.privacy.identifier_forms import Identifiers, collect_identifiers, without_numbers_of
+from medical_assets.privacy.identifier_forms import Identifiers, collect_identifiers, numbers_of, without_numbers_of
+from medical_assets.privacy.identifier_index import IdentifierIndex
 from medical_assets.privacy.leak_scanner import Finding, LeakScanner
 from medical_assets.storage import resolve_location
 
@@ -593,6 +594,32 @@ def test_a_report_may_show_the_counts_of_its_aggregates_but_no_other_numeric_id(
     own = without_numbers_of(identifiers, aggregates, counts=[2895568])
     assert "2895568" not in own and own["NELSON"] == "patient_family_name"
     assert LeakScanner(own).scan_text(report) == []
+
+
+def test_a_shared_index_with_excusals_finds_what_a_scanner_of_the_identifiers_left_finds():
+    """The reports' check reuses the index the run's other checks built: excusing the analytics'
+    numbers and one-word names there must find what a scanner built without them finds."""
+    identifiers = collect_identifiers(_phi_tables())
+    aggregates = [pa.table({"facility": ["NORTH"], "messages": pa.array([4827691], pa.int64())})]
+    one_word = {"patient_family_name", "patient_given_name"}
+    left = {
+        value: kind for value, kind in without_numbers_of(identifiers, aggregates, counts=[12]).items()
+        if not (kind in one_word and len(value.split()) == 1 and not any(c.isdigit() for c in value))
+    }
+    index = IdentifierIndex(identifiers)
+    shared = LeakScanner(index, excused_numbers=numbers_of(aggregates, [12]), one_word_kinds_excused=one_word)
+    assert "NELSON" in identifiers and "NELSON" not in left and "4827691" not in left
+    reports = [
+        "<div>messages: 4827691 of 12</div>",  # the analytics' counts: excused
+        "<p>Nelson's results</p>",  # a one-word family name: excused
+        "<p>patient 2895568, born 06/14/1945</p>",  # an ID and a birth date: found
+        "<p>Carol Nelson</p>",  # a full name: found
+    ]
+    for report in reports:
+        assert shared.scan_text(report) == LeakScanner(left).scan_text(report), report
+    assert shared.scan_text(reports[0]) == [] and shared.scan_text(reports[1]) == []
+    assert shared.scan_text(reports[2]) and shared.scan_text(reports[3])
+    assert LeakScanner(index).scan_text(reports[1]) == ["patient_family_name"]  # the same index, not excused
 
 
 # --- Precision: values that only look like a patient's, and leaks the known identifiers miss ---
