@@ -103,6 +103,7 @@ def analytics_tables(
         yield from selected_results(context, carry_over.marked(results, decision.carried))
         return
     with staging(context, settings, ray_engine, publication, phi_read="analytics (message months, parse errors)", key_id=key.key_id):
+        leak_gate.prepare_identifier_index(context.run.run_id, settings)  # while the Ray job below runs
         counts = analytics_jobs.publish_analytics(
             settings.zone("deid"), settings.zone("phi"), {t: publication.staged(t) for t in ANALYTICS_TABLES},
             settings.export_format, stamp, key, settings.suppression_threshold,

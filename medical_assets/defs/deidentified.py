@@ -115,6 +115,7 @@ def hl7_deidentified_tables(
         yield from selected_results(context, carry_over.marked(results, decision.carried))
         return
     with staging(context, settings, ray_engine, publication, phi_read="HL7 tables to the de-identified zone", key_id=key.key_id):
+        leak_gate.prepare_identifier_index(context.run.run_id, settings)  # while the Ray jobs below run
         # What every part's de-identification must know of all the data: old patients, vocabulary.
         census = deid_jobs.take_census(settings.zone("phi"), settings.vocabulary_min_patients, settings.patient_id_scope)
         counts = deid_jobs.deidentify_hl7(
@@ -219,6 +220,7 @@ def dicom_deidentified_export(
         context, settings, ray_engine, deid_publication, phi_publication,
         phi_read="DICOM images to the de-identified zone", key_id=key.key_id,
     ):
+        leak_gate.prepare_identifier_index(context.run.run_id, settings)  # while the Ray jobs below run
         files = deid_publication.staged(DEID_FILES)
         files.makedirs()
         # The HL7 side's old patients and vocabulary too: the patient token joins the two.

@@ -13,6 +13,7 @@ Findings name the file and column or tag and the kind of identifier, never the v
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 
 import dagster as dg
@@ -208,8 +209,9 @@ def scan_for_leaks(
             index, library_texts, aggregates=aggregates, vocabulary=vocabulary,
             excused_numbers=numbers_of(analytics, counts), one_word_kinds_excused=_ONE_WORD_NAME_KINDS,
         )
-        _scanner_cache.clear()  # the run's last check: the cached index grows with the patients
-        _index_cache.clear()
+        with _index_lock:  # the run's last check: the cached index grows with the patients
+            _scanner_cache.clear()
+            _index_cache.clear()
     else:
         scanner = _scanner(run_id, settings.deid_profile, index, library_texts, aggregates, vocabulary)
     return leak_jobs.scan_trees(scanner, list(roots)), len(index)
@@ -275,17 +277,36 @@ class _ColumnsOnDemand:
 _index_cache: dict[tuple, IdentifierIndex] = {}
 
 
+_index_lock = threading.Lock()  # a check waits for the index that `prepare_identifier_index` is building
+
+
 def _identifier_index(run_id: str, settings: PipelineSettings) -> IdentifierIndex:
-    identifiers = _phi_identifiers(run_id, settings.zone("phi"))
-    key = (next(iter(_identifier_cache)), settings.deid_profile)
-    if key not in _index_cache:
-        _index_cache.clear()
-        if settings.deid_profile == "date_shift":
-            # Shifted dates are meant to look like dates, and one will often equal another
-            # patient's real birth date: the shift, not this check, protects them.
-            identifiers = {value: kind for value, kind in identifiers.items() if kind != "patient_birth_date"}
-        _index_cache[key] = IdentifierIndex(identifiers)
-    return _index_cache[key]
+    with _index_lock:
+        identifiers = _phi_identifiers(run_id, settings.zone("phi"))
+        key = (next(iter(_identifier_cache)), settings.deid_profile)
+        if key not in _index_cache:
+            _index_cache.clear()
+            if settings.deid_profile == "date_shift":
+                # Shifted dates are meant to look like dates, and one will often equal another
+                # patient's real birth date: the shift, not this check, protects them.
+                identifiers = {value: kind for value, kind in identifiers.items() if kind != "patient_birth_date"}
+            _index_cache[key] = IdentifierIndex(identifiers)
+        return _index_cache[key]
+
+
+def prepare_identifier_index(run_id: str, settings: PipelineSettings) -> None:
+    """Start building the run's identifier index in a thread of this process, to overlap the Ray
+    jobs before the step's leak check: their work is in Ray's workers while this process mostly
+    waits, and the index depends only on the PHI tables the step reads. The check then finds it
+    built, or waits for it. A failure here is left to the check, which builds it again and reports."""
+
+    def build() -> None:
+        try:
+            _identifier_index(run_id, settings)
+        except Exception:  # noqa: BLE001 - the check builds the index again and reports its error
+            pass
+
+    threading.Thread(target=build, name="identifier-index", daemon=True).start()
 
 
 # The last scanner built, for the next check that looks for the same identifiers the same way (the

@@ -138,6 +138,7 @@ def dashboards(context: dg.AssetExecutionContext, pipeline: PipelineConfig, ray_
         yield from selected_results(context, carry_over.marked(results, decision.carried))
         return
     with staging(context, settings, ray_engine, publication):
+        leak_gate.prepare_identifier_index(context.run.run_id, settings)  # while the reports are drawn
         files = analytics_jobs.build_reports(
             deid.child("analytics"), settings.export_format, deid, publication.staged(REPORTS_FOLDER),
             stamp, settings.suppression_threshold,

@@ -80,3 +80,20 @@ def test_the_phi_tables_are_read_one_identifier_column_at_a_time(tmp_path, monke
     assert identifiers["MRN0000001"] == "patient_id"
     assert columns_read and all(len(columns) == 1 for columns in columns_read)
     assert "patient_gender" not in {column for columns in columns_read for column in columns}
+
+
+def test_an_index_prepared_while_the_step_works_is_the_one_its_check_uses(tmp_path, monkeypatch):
+    """A step starts building the index in a thread before its Ray jobs; its check waits for that
+    build instead of making a second one."""
+    settings = load_settings({}, data_dir=str(tmp_path))
+    write_table_atomically(_messages(["Okonkwo"]), settings.zone("phi").child("hl7_messages", "part-00000.parquet"))
+    builds = []
+    index_class = leak_gate.IdentifierIndex
+    monkeypatch.setattr(leak_gate, "IdentifierIndex", lambda identifiers: builds.append(len(identifiers)) or index_class(identifiers))
+
+    leak_gate.prepare_identifier_index("run-7", settings)
+    index = leak_gate._identifier_index("run-7", settings)  # at once: waits for the thread if it is building
+
+    assert len(builds) == 1
+    assert leak_gate._identifier_index("run-7", settings) is index
+    assert leak_gate.LeakScanner(index).scan_text("seen: Okonkwo") == ["patient_family_name"]
