@@ -275,8 +275,6 @@ class _ColumnsOnDemand:
 # analytics, reports): building it costs time that grows with the patients (half a minute at a
 # million). Keyed like the identifiers, and by the profile, which decides what is looked for.
 _index_cache: dict[tuple, IdentifierIndex] = {}
-
-
 _index_lock = threading.Lock()  # a check waits for the index that `prepare_identifier_index` is building
 
 

@@ -1,7 +1,7 @@
 """The identifiers the leak check looks for: each PHI value in every form an output could give it.
 
-`collect_identifiers` reads them from the columns `identifier_columns` names; `without_numbers_of`
-drops those that a report's counts could equal.
+`collect_identifiers` reads them from the columns `identifier_columns` names; `numbers_of` gives
+the numbers a report shows, whose equal identifiers its check excuses.
 """
 
 from __future__ import annotations
@@ -93,21 +93,12 @@ PHI_COLUMNS_NOT_SEARCHED = {
 }
 
 
-def without_numbers_of(
-    identifiers: Mapping[str, str], tables: Iterable[pa.Table], counts: Iterable[int] = ()
-) -> dict[str, str]:
-    """The identifiers, less those made only of digits that equal a whole number in a number column
-    of `tables`, or one of `counts`: a report drawn from published aggregates shows their counts (and
-    counts of its own, such as the rows a privacy report says were withheld), and a count may equal a
-    numeric ID without saying anything of that patient. The aggregates themselves are checked column
-    by column."""
-    numbers = numbers_of(tables, counts)
-    return {value: kind for value, kind in identifiers.items() if not (value.isdigit() and value in numbers)}
-
-
 def numbers_of(tables: Iterable[pa.Table], counts: Iterable[int] = ()) -> frozenset[str]:
-    """Every whole number in a number column of `tables`, and `counts`, as digits: what
-    `without_numbers_of` excuses."""
+    """Every whole number in a number column of `tables`, and `counts`, as digits: the identifiers
+    made only of digits that a report's check excuses. A report drawn from published aggregates
+    shows their counts (and counts of its own, such as the rows a privacy report says were
+    withheld), and a count may equal a numeric ID without saying anything of that patient. The
+    aggregates themselves are checked column by column."""
     numbers: set[str] = {str(count) for count in counts}
     for table in tables:
         for index, field in enumerate(table.schema):
