@@ -595,6 +595,17 @@ def test_a_report_may_show_the_counts_of_its_aggregates_but_no_other_numeric_id(
     assert LeakScanner(identifiers, excused_numbers=own).scan_text(report) == []
 
 
+def test_the_digits_after_a_decimal_point_are_a_fraction_not_an_id():
+    """Found at 5,000,000 distinct patients (IDs 200000 to 5199999): the dashboard's plotly layout
+    placed an axis at "domain":[0.0,0.3984375], and the report's check failed on patient 3984375."""
+    scanner = LeakScanner({"3984375": "patient_id", "200017": "patient_id"}, patterns=False)
+    layout = '{"yaxis4":{"anchor":"x4","domain":[0.0,0.3984375]},"value":1.200017}'
+    assert scanner.scan_text(layout) == []
+    # The ID itself, as a number, after a dot that ends a sentence or a word, or in a CSV cell: found.
+    for text in ("patient 3984375", "3984375.0", "seen.3984375", "MRN 3984375. Next", "a,3984375,b", "v2.3984375x 200017"):
+        assert scanner.scan_text(text) == ["patient_id"], text
+
+
 def test_a_shared_index_with_excusals_finds_what_a_scanner_of_the_identifiers_left_finds():
     """The reports' check reuses the index the run's other checks built: excusing the analytics'
     numbers and one-word names there must find what a scanner built without them finds."""
