@@ -280,7 +280,7 @@ class LeakScanner:
         vocabulary_spans = None
         for start, stop, kind in self._index.whole_word_matches(folded, cell_starts):
             key = folded[start:stop]  # equal to the identifier: only its shape is read, never shown
-            if key.isdigit() and (skip_digit_only or key in self._excused_numbers or _is_a_fraction(folded, start)):
+            if key.isdigit() and (skip_digit_only or key in self._excused_numbers or _is_a_fraction(folded, start, stop)):
                 continue
             # An identifier without digits is a word (name, town, street): only such may be excused.
             is_word = not any(char.isdigit() for char in key)
@@ -314,12 +314,21 @@ class LeakScanner:
         return [Finding(label, kind, count) for kind, count in sorted(counts.items())]
 
 
-def _is_a_fraction(folded: str, start: int) -> bool:
-    """Whether the digits at `start` are those after the decimal point of a number ("0.3984375", a
-    plotly layout coordinate): a fraction, not an ID written out. With millions of patients every
-    six- or seven-digit number is somebody's ID, and reports print such fractions by the hundred.
-    An ID printed as a number ("3984375.0") is still found: its digits come before the point."""
-    return start >= 2 and folded[start - 1] == "." and folded[start - 2].isdigit()
+def _is_a_fraction(folded: str, start: int, stop: int) -> bool:
+    """Whether the digits folded[start:stop] are those after the decimal point of a number with one
+    point ("0.3984375", a plotly layout coordinate): a fraction, not an ID written out. With millions
+    of patients every six- or seven-digit number is somebody's ID, and reports print such fractions
+    by the hundred. An ID printed as a number ("3984375.0") is still found (its digits come before
+    the point), and so is one in a dotted sequence ("1.2.826.0.1.3984375", "2.25.3984375.1"): a UID
+    built from a patient's ID is a leak."""
+    if start < 2 or folded[start - 1] != "." or not folded[start - 2].isdigit():
+        return False
+    before = start - 2
+    while before >= 0 and folded[before].isdigit():
+        before -= 1
+    if before >= 0 and folded[before] == ".":
+        return False
+    return not (stop + 1 < len(folded) and folded[stop] == "." and folded[stop + 1].isdigit())
 
 
 def _is_token_column(field: pa.Field) -> bool:

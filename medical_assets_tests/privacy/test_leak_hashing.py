@@ -22,7 +22,8 @@ ALPHABET = "ab1 2-(.)^,_İßΩé٣\t/"
 def _reference(identifiers: dict[str, str], text: str) -> Counter:
     """The old scanner's rule, written plainly: every occurrence of a folded identifier whose
     letters or digits at either end are not part of a longer word, first kind given wins; an
-    identifier made only of digits is not counted as the digits after a decimal point ("0.25")."""
+    identifier made only of digits is not counted as the digits after the point of a number with
+    one point ("0.25"), though it is in a dotted sequence ("1.2.25")."""
     folded = fold(text)
     kinds: dict[str, str] = {}
     for value, kind in identifiers.items():
@@ -36,7 +37,9 @@ def _reference(identifiers: dict[str, str], text: str) -> Counter:
             end = position + len(key)
             starts_word = not key[0].isalnum() or position == 0 or not folded[position - 1].isalnum()
             ends_word = not key[-1].isalnum() or end == len(folded) or not folded[end].isalnum()
-            fraction = key.isdigit() and position >= 2 and folded[position - 1] == "." and folded[position - 2].isdigit()
+            fraction = key.isdigit() and re.search(r"(?<![\d.])\d+\.$", folded[:position]) is not None and not re.match(
+                r"\.\d", folded[end : end + 2]
+            )
             if starts_word and ends_word and not fraction:
                 found[kind] += 1
             position = folded.find(key, position + 1)

@@ -602,7 +602,11 @@ def test_the_digits_after_a_decimal_point_are_a_fraction_not_an_id():
     layout = '{"yaxis4":{"anchor":"x4","domain":[0.0,0.3984375]},"value":1.200017}'
     assert scanner.scan_text(layout) == []
     # The ID itself, as a number, after a dot that ends a sentence or a word, or in a CSV cell: found.
-    for text in ("patient 3984375", "3984375.0", "seen.3984375", "MRN 3984375. Next", "a,3984375,b", "v2.3984375x 200017"):
+    # And as a part of a UID or another dotted sequence: a UID built from the patient's ID is a leak.
+    for text in (
+        "patient 3984375", "3984375.0", "seen.3984375", "MRN 3984375. Next", "a,3984375,b", "v2.3984375x 200017",
+        "1.2.826.0.1.3984375", "2.25.3984375.1", "0.3984375.7",
+    ):
         assert scanner.scan_text(text) == ["patient_id"], text
 
 
