@@ -15,6 +15,10 @@ Settings (environment variables):
   largest of the runs).
 - BENCH_DICOM_FILES (default 1000): the synthetic DICOM corpus of the pixel-statistics measurement.
 - BENCH_MAKE_RUN (default 1): measure the default `make run` graph (0 skips it).
+- BENCH_NIGHTLY_SIZES (default 500000,2000000; empty skips): histories for the nightly section, of
+  the tutorial's messages with as many distinct patients as messages (a hospital's history has
+  nearly as many patients as visits): a full run, then a night with 0.1% new messages from new
+  patients, side by side in the same folder.
 - BENCH_LISTENERS (default 1): measure the live intake (0 skips it; its settings: benchmarks/listeners.py).
 - BENCH_SPARK_PYTHON: a Python with pyspark, for the Spark baseline when the project's venv has
   none (Java must be on the PATH).
@@ -46,7 +50,7 @@ import psutil
 
 from benchmarks import dicom, listeners, listeners_report, report
 from benchmarks.memory import tree_rss
-from benchmarks.tutorial import corpus_name, write_corpus
+from benchmarks.tutorial import TUTORIAL_PATIENTS, corpus_name, write_corpus
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -67,6 +71,8 @@ COMPONENT_MAX_SIZE = int(_setting("BENCH_COMPONENT_MAX_SIZE", "1000000"))
 REPEATS = int(_setting("BENCH_REPEATS", "3", "1"))
 DICOM_FILES = int(_setting("BENCH_DICOM_FILES", "1000", "60"))
 MEASURE_MAKE_RUN = _setting("BENCH_MAKE_RUN", "1") != "0"
+NIGHTLY_SIZES = [int(s.replace("_", "")) for s in _setting("BENCH_NIGHTLY_SIZES", "500000,2000000", "5000").split(",") if s.strip()]
+NIGHTLY_SHARE = 1000  # a night brings 1/1000 of the history
 MEASURE_LISTENERS = _setting("BENCH_LISTENERS", "1") != "0"
 # The default graph of `make run` (config.DEFAULT_SYNTHETIC_*), smaller in quick mode.
 MAKE_RUN_SYNTHETIC = None if not QUICK else {"MEDICAL_ASSETS_SYNTHETIC_HL7_MESSAGES": "5000",
@@ -143,6 +149,8 @@ def main() -> None:
         for name in ("dicom_single_process", "dicom_ray_job")
     })
 
+    if NIGHTLY_SIZES:
+        _measure_nightly(results)
     if MEASURE_LISTENERS:
         _measure_listeners(results)
     if MEASURE_MAKE_RUN:
@@ -413,10 +421,40 @@ def _measure_make_run(results: dict) -> None:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _append_run(results: dict, name: str, run_once) -> None:
-    entry = next((m for m in results["measurements"] if m["group"] == "make_run" and m["name"] == name), None)
+def _measure_nightly(results: dict) -> None:
+    """Per history size: the whole pipeline on the history (a first run), then the same folder with
+    a night's new files (0.1% more messages, new patients), REPEATS times each in a new folder."""
+    for size in NIGHTLY_SIZES:
+        corpus = _tutorial_corpus(size, patients=None)
+        for _ in range(REPEATS):
+            _history_and_night(results, corpus, size)
+
+
+def _history_and_night(results: dict, corpus: str, size: int) -> None:
+    workdir = tempfile.mkdtemp(prefix=f"bench-nightly-{size}-", dir=os.environ.get("BENCH_TMPDIR"))
+    try:
+        landing, dicom_landing = os.path.join(workdir, "landing"), os.path.join(workdir, "dicom-landing")
+        shutil.copytree(corpus, landing, copy_function=os.link, ignore=shutil.ignore_patterns("_complete"))
+        os.makedirs(dicom_landing)
+        settings = {"MEDICAL_ASSETS_HL7_SOURCE": landing, "MEDICAL_ASSETS_DICOM_SOURCE": dicom_landing}
+        data = os.path.join(workdir, "data")
+
+        def run(label: str) -> dict:
+            return _pipeline_run(workdir, data, f"nightly-{label}-{size}", settings)
+
+        _append_run(results, "full_run", lambda: run("full"), group="nightly", size=size)
+        night = max(1, size // NIGHTLY_SHARE)
+        write_corpus(os.path.join(landing, "night"), size + night, first=size, patients=None)
+        _append_run(results, "nightly_run", lambda: run("night"), group="nightly", size=size)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _append_run(results: dict, name: str, run_once, group: str = "make_run", size: int | None = None) -> None:
+    size = size if size is not None else (50_000 if not QUICK else 5_000)
+    entry = next((m for m in results["measurements"] if m["group"] == group and m["name"] == name and m["size"] == size), None)
     if entry is None:
-        entry = {"group": "make_run", "name": name, "size": 50_000 if not QUICK else 5_000, "runs": [], "error": None}
+        entry = {"group": group, "name": name, "size": size, "runs": [], "error": None}
         results["measurements"].append(entry)
     run = run_once()
     if run.get("error"):
@@ -453,13 +491,13 @@ def _listeners_only() -> None:
 
 # Corpora and environment ----------------------------------------------------------------------------
 
-def _tutorial_corpus(size: int) -> str:
-    corpus = os.path.join(OUTPUT, corpus_name(size))
+def _tutorial_corpus(size: int, patients: int | None = TUTORIAL_PATIENTS) -> str:
+    corpus = os.path.join(OUTPUT, corpus_name(size, patients))
     marker = os.path.join(corpus, "_complete")
     if not os.path.exists(marker):
         shutil.rmtree(corpus, ignore_errors=True)
         started = time.perf_counter()
-        write_corpus(corpus, size)
+        write_corpus(corpus, size, patients=patients)
         open(marker, "w").close()
         print(f"{size:>10,} corpus written in {time.perf_counter() - started:.1f} s", flush=True)
     return corpus

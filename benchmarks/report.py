@@ -32,6 +32,9 @@ MAKE_RUNS = [  # name, short label, what the run is
 ]
 
 
+NIGHTLY_TARGETS = ((2_000_000, 0.20), (5_000_000, 0.10))
+
+
 def write(results: dict, path: str) -> None:
     with open(path, "w") as out:
         out.write(render(results))
@@ -40,7 +43,7 @@ def write(results: dict, path: str) -> None:
 def render(results: dict) -> str:
     r = _Results(results)
     lines = _header(r)
-    for section in (_tutorial_table, _targets, _hl7, _parse_only, _components, _pipeline, _profile, _dicom, _make_run, _live_intake, _not_measured):
+    for section in (_tutorial_table, _targets, _hl7, _parse_only, _components, _pipeline, _nightly, _profile, _dicom, _make_run, _live_intake, _not_measured):
         body = section(r)
         if body:
             lines += [""] + body
@@ -284,6 +287,16 @@ def _targets(r: _Results) -> list[str]:
             "not measured at 5,000,000 (`python -m benchmarks.load` runs that size); the ratio measured is only indicative")
     else:
         add(target, "", None, "not measured")
+
+    # Nightly runs against full runs of the same history.
+    for size, share in NIGHTLY_TARGETS:
+        target = f"Nightly run with 0.1% new data ≤ {share:.0%} of a full run's time, {size:,} messages of history"
+        full, night = r.get("nightly", "full_run", size), r.get("nightly", "nightly_run", size)
+        if _ok(full) and _ok(night):
+            ratio = _median(night, "wall_s") / _median(full, "wall_s")
+            add(target, f"{_median(night, 'wall_s'):,.1f} s against {_median(full, 'wall_s'):,.1f} s ({ratio:.0%})", ratio <= share)
+        else:
+            add(target, "", None, f"not measured: add {size} to BENCH_NIGHTLY_SIZES" if not full else "not measured: " + _status(full if not _ok(full) else night))
 
     # 6. make run.
     for name, label, _ in MAKE_RUNS:
@@ -539,16 +552,46 @@ def _make_run(r: _Results) -> list[str]:
     for entry, label in entries:
         if not entry:
             continue
-        steps = {}
-        for run in entry["runs"]:
-            for step, seconds in run.get("steps", {}).items():
-                steps.setdefault(step, []).append(seconds)
-        slowest = sorted(((statistics.median(v), k) for k, v in steps.items()), reverse=True)[:4]
         lines.append(
             f"| {label} | {_s(_median(entry, 'wall_s'))} | {_s(_median(entry, 'run_s'))} | {_memory(entry)} | "
-            + ", ".join(f"{k} {s:.1f}" for s, k in slowest) + f" | {_status(entry)} |"
+            f"{_slowest_steps(entry, 4)} | {_status(entry)} |"
         )
     return lines
+
+
+def _nightly(r: _Results) -> list[str]:
+    sizes = r.sizes("nightly", "full_run")
+    if not sizes:
+        return []
+    lines = [
+        "## Nightly: a day of new files on a history",
+        "",
+        "The whole pipeline from the CLI on the tutorial's messages with as many distinct patients as messages "
+        "(first run), then the same command in the same folder after a night's files arrived (0.1% more messages, "
+        "new patients). Medians of the runs; peak memory of the process tree.",
+        "",
+        "| history (messages) | full run (s) | nightly run (s) | nightly / full | peak memory, MiB: full / nightly (PSS) | nightly's slowest steps (s) | status |",
+        "| ---: | ---: | ---: | ---: | --- | --- | --- |",
+    ]
+    for size in sizes:
+        full, night = r.get("nightly", "full_run", size), r.get("nightly", "nightly_run", size)
+        ratio = _median(night, "wall_s") / _median(full, "wall_s") if _ok(full) and _ok(night) else None
+        lines.append(
+            f"| {size:,} | {_s(_median(full, 'wall_s'))} | {_s(_median(night, 'wall_s'))} | "
+            f"{f'{ratio:.0%}' if ratio is not None else '—'} | {_memory(full)} / {_memory(night)} | "
+            f"{_slowest_steps(night, 3)} | {_status(full) if not _ok(full) else _status(night)} |"
+        )
+    return lines
+
+
+def _slowest_steps(entry: dict | None, count: int) -> str:
+    """The `count` slowest Dagster steps of an entry's runs (medians), slowest first."""
+    steps: dict[str, list[float]] = {}
+    for run in (entry or {}).get("runs", []):
+        for step, seconds in run.get("steps", {}).items():
+            steps.setdefault(step, []).append(seconds)
+    slowest = sorted(((statistics.median(v), k) for k, v in steps.items()), reverse=True)[:count]
+    return ", ".join(f"{k} {v:.1f}" for v, k in slowest)
 
 
 def _live_intake(r: _Results) -> list[str]:

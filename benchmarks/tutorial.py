@@ -94,14 +94,15 @@ def corpus_name(total_messages: int, patients: int | None = TUTORIAL_PATIENTS) -
 
 
 def write_corpus(
-    folder: str, total_messages: int, messages_per_file: int = 500, patients: int | None = TUTORIAL_PATIENTS
+    folder: str, total_messages: int, messages_per_file: int = 500, patients: int | None = TUTORIAL_PATIENTS,
+    first: int = 0,
 ) -> None:
     """The tutorial's `write_text` layout: one message per line, about `patients` distinct patients
-    (None: as many as messages)."""
+    (None: as many as messages); messages `first` to `total_messages` (a later day: from the end of a history)."""
     if patients is not None and patients < 1:
         raise ValueError(f"patients must be 1 or more (or None for one per message), got {patients}")
     os.makedirs(folder, exist_ok=True)
-    for file_index, start in enumerate(range(0, total_messages, messages_per_file)):
+    for file_index, start in enumerate(range(first, total_messages, messages_per_file)):
         stop = min(start + messages_per_file, total_messages)
         with open(os.path.join(folder, f"tutorial_{file_index:05d}.hl7"), "w", newline="") as out:
             out.write("".join(tutorial_message(i, patients) + "\n" for i in range(start, stop)))

@@ -57,6 +57,9 @@ class Decision:
     carried: CarriedOver | None
     reason: str
     inputs_seen: dict[str, str]
+    # When only inputs changed (same code and settings, the outputs as that run published them):
+    # the earlier run's record, from which a step may carry over the parts its new inputs leave as they were.
+    previous: CarriedOver | None = None
 
 
 class StepRecord:
@@ -70,12 +73,12 @@ class StepRecord:
         """Carry over when nothing of `basis` and `outputs` changed since the recorded run (and
         `recompute`, a reason to compute anyway, is empty); else drop the record and say why."""
         inputs_seen = {name: folder_digest(location) for name, location in basis.inputs.items()}
-        carried, reason = None, recompute
+        carried, reason, previous = None, recompute, None
         if not reason:
-            carried, reason = self._compare(basis, inputs_seen, outputs)
+            carried, reason, previous = self._compare(basis, inputs_seen, outputs)
         if carried is None:
             self.location.delete()  # a run stopped half-way leaves no record behind
-        return Decision(carried, reason, inputs_seen)
+        return Decision(carried, reason, inputs_seen, previous)
 
     def save(self, basis: StepBasis, decision: Decision, outputs: Mapping[str, Location], run_id: str, details: Mapping) -> None:
         """Record what the output just published was made from (call after the commit)."""
@@ -90,26 +93,29 @@ class StepRecord:
         }
         self.location.write_bytes_atomically(json.dumps(record, sort_keys=True, indent=1).encode())
 
-    def _compare(self, basis: StepBasis, inputs_seen: Mapping[str, str], outputs: Mapping[str, Location]) -> tuple[CarriedOver | None, str]:
+    def _compare(
+        self, basis: StepBasis, inputs_seen: Mapping[str, str], outputs: Mapping[str, Location]
+    ) -> tuple[CarriedOver | None, str, CarriedOver | None]:
         record = self._load()
         if record is None:
-            return None, "no earlier run of this step is recorded"
+            return None, "no earlier run of this step is recorded", None
         if record.get("code") != basis.code:
-            return None, "the code changed"
+            return None, "the code changed", None
         settings = {name: str(value) for name, value in basis.settings.items()}
         recorded_settings = record.get("settings", {})
         changed = sorted(name for name in settings.keys() | recorded_settings.keys() if settings.get(name) != recorded_settings.get(name))
         if changed:
-            return None, f"settings changed: {', '.join(changed)}"
-        recorded = record.get("inputs", {})
-        for name in sorted(inputs_seen.keys() | recorded.keys()):
-            if inputs_seen.get(name) != recorded.get(name):
-                return None, f"{name} changed"
+            return None, f"settings changed: {', '.join(changed)}", None
         recorded = record.get("outputs", {})
         for name in sorted(outputs.keys() | recorded.keys()):
             if name not in outputs or recorded.get(name) != folder_digest(outputs[name]):
-                return None, f"{name} changed since run {record.get('run_id')} published it"
-        return CarriedOver(record["run_id"], record.get("details", {})), ""
+                return None, f"{name} changed since run {record.get('run_id')} published it", None
+        earlier = CarriedOver(record["run_id"], record.get("details", {}))
+        recorded = record.get("inputs", {})
+        for name in sorted(inputs_seen.keys() | recorded.keys()):
+            if inputs_seen.get(name) != recorded.get(name):
+                return None, f"{name} changed", earlier
+        return earlier, "", None
 
     def _load(self) -> dict | None:
         if not self.location.exists():

@@ -12,6 +12,9 @@ import pyarrow.parquet as pq
 
 ZONES = ("phi", "deid", "deid/analytics")  # folders of published tables, each with its own .staging
 NOT_TABLES = {"_audit"}  # phi/_audit: one record per PHI read, appended by every run (killed ones too)
+# phi/_census: files of the census (each its own table) and a cache of each part's census, named
+# by the parts' digests and holding their names: how the files fell into parts, not the data.
+STATE_FOLDERS = {"phi/_census": {"parts"}}
 
 
 @dataclass
@@ -47,6 +50,9 @@ def published_paths(data: Path) -> tuple[list[str], list[str]]:
         for entry in sorted(root.iterdir()):
             relative = f"{zone}/{entry.name}"
             if not entry.is_dir() or entry.name.startswith(".") or entry.name in NOT_TABLES or relative in ZONES:
+                continue
+            if relative in STATE_FOLDERS:
+                tables += [f"{relative}/{file.name}" for file in sorted(entry.glob("*.parquet"))]
                 continue
             (tables if any(entry.glob("*.parquet")) else folders).append(relative)
     return tables, folders

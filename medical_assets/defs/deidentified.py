@@ -6,6 +6,7 @@ Parquet file with its compliance metadata, and leaves an audit record of the PHI
 
 import datetime as dt
 import json
+from collections import Counter
 from importlib.metadata import version
 
 import dagster as dg
@@ -19,7 +20,7 @@ from medical_assets.defs.selection import selected_results
 from medical_assets.defs.specs import publishing_step, table_spec
 from medical_assets.defs.staging import recovered_publication, staging
 from medical_assets.dicom.export import EXPORT_TABLES as DICOM_EXPORT_TABLES
-from medical_assets.engine import deid_jobs
+from medical_assets.engine import census_parts, deid_jobs
 from medical_assets.engine.part_groups import phi_part_groups
 from medical_assets.privacy.hl7_deid import compliance_metadata
 from medical_assets.privacy.hl7_deid_tables import DEID_HL7_TABLES
@@ -114,24 +115,39 @@ def hl7_deidentified_tables(
         results = _hl7_results(settings, schemas, details["counts"], details["withheld"], key.key_id)
         yield from selected_results(context, carry_over.marked(results, decision.carried))
         return
+    # The parts of the last publication that the night's data leaves as they were are carried over.
+    earlier = decision.previous.details.get("parts") if decision.previous is not None else None
     with staging(context, settings, ray_engine, publication, phi_read="HL7 tables to the de-identified zone", key_id=key.key_id):
         leak_gate.prepare_identifier_index(context.run.run_id, settings)  # while the Ray jobs below run
         # What every part's de-identification must know of all the data: old patients, vocabulary.
-        census = deid_jobs.take_census(settings.zone("phi"), settings.vocabulary_min_patients, settings.patient_id_scope)
-        counts = deid_jobs.deidentify_hl7(
-            settings.zone("phi"), {t: publication.staged(t) for t in schemas}, schemas, ring, settings.deid_profile,
-            settings.reversible_tokens, progress_logger(context, "HL7 de-identification"), census,
-            settings.vocabulary_min_patients, settings.patient_id_scope,
+        plan = census_parts.plan_hl7_parts(phi, settings.vocabulary_min_patients, settings.patient_id_scope, earlier)
+        context.log.info(
+            f"hl7_deidentified_tables: {len(plan.carried):,} part(s) carried over, {len(plan.computed):,} "
+            f"de-identified ({plan.why})"
         )
-    leak_gate.save_vocabulary(settings, census.vocabulary)
-    restrict_to_owner(settings.zone("phi"))
+        carried_files = census_parts.stage_carried(deid, publication, schemas, plan.carried)
+        by_part = {name: dict(earlier[name]["counts"]) for name in plan.carried}
+        deid_jobs.deidentify_hl7(
+            phi, {t: publication.staged(t) for t in schemas}, schemas, ring, settings.deid_profile,
+            settings.reversible_tokens, progress_logger(context, "HL7 de-identification"), plan.census,
+            settings.vocabulary_min_patients, settings.patient_id_scope, parts=plan.computed, by_part=by_part,
+        )
+    counts = dict(sum((Counter(part) for part in by_part.values()), Counter()) + Counter(files=len(plan.digests)))
+    leak_gate.save_vocabulary(settings, plan.census.vocabulary)
+    census_parts.save_published_census(phi, plan.census)
+    restrict_to_owner(phi)
     withheld = deid_jobs.withheld_counts(counts)
     record_privacy(settings, "hl7", {"withheld": withheld})
+    carried = None
+    if carried_files:
+        carried = leak_gate.CarriedParts(frozenset(carried_files), leak_gate.identifiers_of_parts(phi, plan.computed))
     scan = yield from leak_gate.publish_if_clean(
         context, settings, publication, HL7_LEAK_CHECK, [deid_key(t) for t in schemas], list(schemas),
-        lambda: publication.commit(schemas),
+        lambda: publication.commit(schemas), carried=carried,
     )
-    record.save(basis, decision, outputs, context.run.run_id, {"counts": counts, "withheld": withheld, "check": scan})
+    parts = {name: {"digest": plan.digests[name], "counts": by_part.get(name, {})} for name in plan.digests}
+    record.save(basis, decision, outputs, context.run.run_id,
+                {"counts": counts, "withheld": withheld, "check": scan, "parts": parts})
     yield from selected_results(context, _hl7_results(settings, schemas, counts, withheld, key.key_id))
 
 

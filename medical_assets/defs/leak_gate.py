@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 
 import dagster as dg
 import pyarrow as pa
@@ -94,15 +95,17 @@ def publish_if_clean(
     drawn_from_analytics: bool = False,
     aggregates: bool = False,
     counts: Iterable[int] = (),
+    carried: CarriedParts | None = None,
 ) -> Generator[dg.AssetCheckResult, None, dict]:
     """Scan `staged` (folder names of `publication`), then commit or quarantine; yields the result of
     each selected check of `assets`. The scan and the commit happen whatever was selected. Returns
-    what the scan found (counts and places, never a value), for the step's record."""
+    what the scan found (counts and places, never a value), for the step's record. `carried`: staged
+    files copied unchanged from a published output, searched only for the identifiers new since."""
     vocabulary = load_vocabulary(settings)
     with audited_phi_read(context, settings, f"leak check {check_name}", None):
         findings, identifier_count = scan_for_leaks(
             context.run.run_id, settings, [publication.staged(name) for name in staged], vocabulary,
-            list(library_texts), drawn_from_analytics, aggregates, counts,
+            list(library_texts), drawn_from_analytics, aggregates, counts, carried,
         )
     if identifier_count >= RELEASE_AFTER_IDENTIFIERS:
         release_memory()  # the identifiers are gone: the run's process need not keep their peak
@@ -193,9 +196,21 @@ def scan_for_leaks(
     drawn_from_analytics: bool,
     aggregates: bool,
     counts: Iterable[int] = (),
+    carried: CarriedParts | None = None,
 ) -> tuple[list[Finding], int]:
     """The findings under `roots`, and how many identifiers were looked for."""
     index = _identifier_index(run_id, settings)
+    if carried is not None and carried.files:
+        scanner = _scanner(run_id, settings.deid_profile, index, library_texts, aggregates, vocabulary)
+        findings = leak_jobs.scan_trees(scanner, list(roots), keep=lambda path: path not in carried.files)
+        # The carried files passed a check that looked for every other identifier, with the same
+        # detectors and no more vocabulary than now: only the new identifiers can be found in them.
+        new_identifiers = LeakScanner(
+            _for_profile(carried.identifiers, settings.deid_profile), library_texts, aggregates=aggregates,
+            measurements=MEASUREMENT_COLUMNS, vocabulary=vocabulary, patterns=False,
+        )
+        findings += leak_jobs.scan_trees(new_identifiers, list(roots), keep=lambda path: path in carried.files)
+        return findings, len(index)
     if drawn_from_analytics:
         analytics = _published_analytics(settings)
         # The reports print the analytics tables' stamp (run id, creation time): ours, not data.
@@ -262,13 +277,15 @@ class _ColumnsOnDemand:
     when asked for and dropped after, so the run's process holds one column (two for names) and the
     identifiers found, rather than every column of every table at once."""
 
-    def __init__(self, location: Location):
-        self._location = location
+    def __init__(self, location: Location, table: str | None = None, parts: Sequence[Location] = ()):
+        self._locations = list(parts) or [location]  # a table's folder, or some of its part files
         present = set(pads.dataset(location.path, filesystem=location.filesystem, format="parquet").schema.names)
-        self.column_names = [name for name in identifier_columns(location.name) if name in present]
+        self.column_names = [name for name in identifier_columns(table or location.name) if name in present]
 
     def column(self, name: str) -> pa.ChunkedArray:
-        return read_table(self._location, columns=[name]).column(0)
+        return pa.chunked_array(
+            [chunk for location in self._locations for chunk in read_table(location, columns=[name]).column(0).chunks]
+        )
 
 
 # The identifiers' index as the run's first check built it, for its other checks (HL7, DICOM,
@@ -284,12 +301,42 @@ def _identifier_index(run_id: str, settings: PipelineSettings) -> IdentifierInde
         key = (next(iter(_identifier_cache)), settings.deid_profile)
         if key not in _index_cache:
             _index_cache.clear()
-            if settings.deid_profile == "date_shift":
-                # Shifted dates are meant to look like dates, and one will often equal another
-                # patient's real birth date: the shift, not this check, protects them.
-                identifiers = {value: kind for value, kind in identifiers.items() if kind != "patient_birth_date"}
-            _index_cache[key] = IdentifierIndex(identifiers)
+            _index_cache[key] = IdentifierIndex(_for_profile(identifiers, settings.deid_profile))
         return _index_cache[key]
+
+
+def _for_profile(identifiers: Mapping[str, str], profile: str) -> Mapping[str, str]:
+    if profile == "date_shift":
+        # Shifted dates are meant to look like dates, and one will often equal another
+        # patient's real birth date: the shift, not this check, protects them.
+        return {value: kind for value, kind in identifiers.items() if kind != "patient_birth_date"}
+    return identifiers
+
+
+@dataclass(frozen=True)
+class CarriedParts:
+    """Staged files copied unchanged from an output that passed its check (`files`: their paths),
+    and the identifiers that check could not have looked for: those of the PHI parts read since."""
+
+    files: frozenset[str]
+    identifiers: Identifiers
+
+
+def identifiers_of_parts(phi: Location, part_names: Iterable[str]) -> Identifiers:
+    """The identifiers of some PHI part groups and of every DICOM image: a superset of those new
+    since a check of the parts not named. Collected in one pass, as the whole zone's are, so a value
+    has the kind it has there unless a part not named gives it an earlier one; then it can only be
+    looked for where the whole zone's check would not (the birth dates a date shift leaves out):
+    a stricter check, never a weaker one."""
+    names = sorted(part_names)
+    tables = {}
+    for table in _IDENTIFIER_SOURCES[:-1]:
+        parts = [phi.child(table, name) for name in names if phi.child(table, name).exists()]
+        if parts:
+            tables[table] = _ColumnsOnDemand(parts[0], table, parts)
+    if phi.child("dicom_images").exists():
+        tables["dicom_images"] = _ColumnsOnDemand(phi.child("dicom_images"))
+    return collect_identifiers(tables)
 
 
 def prepare_identifier_index(run_id: str, settings: PipelineSettings) -> None:

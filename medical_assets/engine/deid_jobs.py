@@ -5,7 +5,7 @@ and the DICOM export, a part group per step of a task (see `part_groups`).
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -23,9 +23,9 @@ from medical_assets.engine.tasks import map_in_workers
 from medical_assets.hl7.tables import TABLES as HL7_TABLES
 from medical_assets.privacy import vocabulary
 from medical_assets.privacy.hl7_deid import deidentify_hl7_tables, vocabulary_evidence
-from medical_assets.privacy.hl7_patients import census_of_ages
+from medical_assets.privacy.hl7_patients import census_of_ages, patient_identities
 from medical_assets.privacy.keys import KeyRing, PseudonymKey
-from medical_assets.privacy.patients import dicom_census_of_ages, dicom_patient_identity, earliest_years, merge_ages
+from medical_assets.privacy.patients import dicom_census_of_ages, dicom_patient_identity, earliest_years
 from medical_assets.privacy.pseudonyms import Pseudonymizer, ReversibleTokens
 from medical_assets.storage import Location, read_whole_file
 
@@ -44,13 +44,13 @@ def take_census(phi: Location, min_patients: int, scope: str, hl7_vocabulary: bo
     """One Ray job over every PHI part: ages (HL7 messages and DICOM images) and vocabulary
     evidence, combined in the driver. What passes through the driver and the object store is
     PHI (patient identities of old patients; at most min_patients - 1 identities per rare value),
-    where PHI rows already travel."""
+    where PHI rows already travel. (`census_parts.census_by_part` keeps each part's share.)"""
     hl7_parts = [
         group_part_name(group) for group in phi_part_groups(phi, list(HL7_TABLES), HL7_TABLES) if "hl7_messages" in group
     ]
-    dicom_parts = [group["dicom_images"].path for group in phi_part_groups(phi, ["dicom_images"], DICOM_TABLES)]
-    items = [{"kind": "hl7", "path": name} for name in hl7_parts]
-    items += [{"kind": "dicom_images", "path": path} for path in dicom_parts]
+    dicom_parts = [group_part_name(group) for group in phi_part_groups(phi, ["dicom_images"], DICOM_TABLES)]
+    items = [{"kind": "hl7", "name": name} for name in hl7_parts]
+    items += [{"kind": "dicom", "name": name} for name in dicom_parts]
     if not items:
         return Census({}, {})
     found = map_in_workers(
@@ -58,20 +58,25 @@ def take_census(phi: Location, min_patients: int, scope: str, hl7_vocabulary: bo
         _census_batch,
         {"phi": phi, "min_patients": min_patients, "scope": scope, "hl7_vocabulary": hl7_vocabulary},
     )
-    found = pa.concat_tables([_CENSUS.empty_table(), *ray.get(found.to_arrow_refs())])
-    is_age = pc.equal(found.column("kind"), "age")
-    ages = found.filter(is_age)
+    return census_of(pa.concat_tables([CENSUS_ROWS.empty_table(), *ray.get(found.to_arrow_refs())]), min_patients)
+
+
+def census_of(rows: pa.Table, min_patients: int) -> Census:
+    """The census from the parts' census rows (`part_census_rows`; "patient" rows are not used)."""
+    kinds = rows.column("kind")
+    ages = rows.filter(pc.equal(kinds, "age"))
     over_89 = earliest_years(zip(ages.column("patient").to_pylist(), ages.column("year").to_pylist()))
-    evidence = found.filter(pc.invert(is_age)).select(vocabulary.EVIDENCE_SCHEMA.names)
+    evidence = rows.filter(pc.equal(kinds, "evidence")).select(vocabulary.EVIDENCE_SCHEMA.names)
     return Census(over_89, vocabulary.without_identifiers(vocabulary.merge([evidence], min_patients)))
 
 
 # What the 90+ census reads of hl7_messages.
 _AGE_COLUMNS = ["patient_id", "patient_id_issuer", "sending_facility", "patient_birth_date", "message_datetime"]
 
-# What a census task returns: its old patients (kind "age": patient, year) and its vocabulary
-# evidence (kind "evidence": column, value, patient; `privacy.vocabulary.evidence`).
-_CENSUS = pa.schema(
+# What a part's census is: its old patients (kind "age": patient, year), its vocabulary evidence
+# (kind "evidence": column, value, patient; `privacy.vocabulary.evidence`) and, for an HL7 part
+# read whole, every patient it holds (kind "patient"), which says what a change of the census touches.
+CENSUS_ROWS = pa.schema(
     [
         pa.field("kind", pa.string()),
         pa.field("column", pa.string()),
@@ -83,28 +88,37 @@ _CENSUS = pa.schema(
 
 
 def _census_batch(batch: pa.Table, phi: Location, min_patients: int, scope: str, hl7_vocabulary: bool) -> pa.Table:
-    ages: dict[str, int | None] = {}
-    evidence = []
-    for kind, path in zip(batch.column("kind").to_pylist(), batch.column("path").to_pylist()):
-        if kind == "dicom_images":
-            images = pq.read_table(path, filesystem=phi.filesystem)
-            ages = merge_ages(ages, dicom_census_of_ages(images, scope))
-            evidence.append(_dicom_vocabulary_evidence(images, min_patients, scope))
-            continue
-        name = path  # an HL7 part name: read that part of every HL7 table
-        if not hl7_vocabulary:  # the DICOM export needs only who is 90+
-            messages = pq.read_table(phi.child("hl7_messages", name).path, filesystem=phi.filesystem, columns=_AGE_COLUMNS)
-            ages = merge_ages(ages, census_of_ages(messages, scope))
-            continue
+    rows = [
+        part_census_rows(phi, kind, name, min_patients, scope, hl7_vocabulary)
+        for kind, name in zip(batch.column("kind").to_pylist(), batch.column("name").to_pylist())
+    ]
+    return pa.concat_tables([CENSUS_ROWS.empty_table(), *rows])
+
+
+def part_census_rows(
+    phi: Location, kind: str, name: str, min_patients: int, scope: str, hl7_vocabulary: bool = True
+) -> pa.Table:
+    """The census rows of one part (`CENSUS_ROWS`): `kind` "hl7" reads the part `name` of every HL7
+    table, "dicom" that of dicom_images."""
+    evidence, patients = [], []
+    if kind == "dicom":
+        images = pq.read_table(phi.child("dicom_images", name).path, filesystem=phi.filesystem)
+        ages = dicom_census_of_ages(images, scope)
+        evidence.append(_dicom_vocabulary_evidence(images, min_patients, scope))
+    elif not hl7_vocabulary:  # the DICOM export needs only who is 90+
+        messages = pq.read_table(phi.child("hl7_messages", name).path, filesystem=phi.filesystem, columns=_AGE_COLUMNS)
+        ages = census_of_ages(messages, scope)
+    else:
         tables = {
             table: pq.read_table(phi.child(table, name).path, filesystem=phi.filesystem, schema=schema)
             for table, schema in HL7_TABLES.items()
             if table != "hl7_errors" and phi.child(table, name).exists()
         }
         if "hl7_messages" not in tables:
-            continue
-        ages = merge_ages(ages, census_of_ages(tables["hl7_messages"], scope))
+            return CENSUS_ROWS.empty_table()
+        ages = census_of_ages(tables["hl7_messages"], scope)
         evidence.append(vocabulary_evidence(tables, min_patients, scope))
+        patients.append(_patient_rows(tables["hl7_messages"], scope))
     age_rows = pa.table(
         {
             "kind": pa.array(["age"] * len(ages), pa.string()),
@@ -113,16 +127,32 @@ def _census_batch(batch: pa.Table, phi: Location, min_patients: int, scope: str,
             "patient": pa.array(list(ages), pa.string()),
             "year": pa.array(list(ages.values()), pa.int32()),
         },
-        schema=_CENSUS,
+        schema=CENSUS_ROWS,
     )
     evidence_rows = [
         part.append_column("year", pa.nulls(part.num_rows, pa.int32()))
         .add_column(0, "kind", pa.array(["evidence"] * part.num_rows, pa.string()))
-        .select(_CENSUS.names)
-        .cast(_CENSUS)
+        .select(CENSUS_ROWS.names)
+        .cast(CENSUS_ROWS)
         for part in evidence
     ]
-    return pa.concat_tables([age_rows, *evidence_rows])
+    return pa.concat_tables([age_rows, *evidence_rows, *patients])
+
+
+def _patient_rows(messages: pa.Table, scope: str) -> pa.Table:
+    """Every distinct patient identity of a part's messages, as "patient" rows."""
+    patients = pc.unique(patient_identities(messages, scope)).drop_null().cast(pa.string())
+    count = len(patients)
+    return pa.table(
+        {
+            "kind": pa.array(["patient"] * count, pa.string()),
+            "column": pa.nulls(count, pa.string()),
+            "value": pa.nulls(count, pa.string()),
+            "patient": patients,
+            "year": pa.nulls(count, pa.int32()),
+        },
+        schema=CENSUS_ROWS,
+    )
 
 
 def _dicom_vocabulary_evidence(images: pa.Table, min_patients: int, scope: str) -> pa.Table:
@@ -149,11 +179,16 @@ def deidentify_hl7(
     census: Census | None = None,
     min_patients: int = 11,
     scope: str = "issuer",
+    parts: Collection[str] | None = None,
+    by_part: dict[str, dict[str, int]] | None = None,
 ) -> dict[str, int]:
     """The de-identified HL7 tables, staged under `targets` with `schemas` (which carry the compliance
-    metadata). Besides the rows per table, the counts hold `withheld_key(table, column, reason)`
-    entries: the values withheld."""
+    metadata): of every PHI part, or of the part names in `parts`. Besides the rows per table, the
+    counts hold `withheld_key(table, column, reason)` entries: the values withheld; `by_part`
+    receives them per part."""
     groups = phi_part_groups(phi, list(HL7_TABLES), HL7_TABLES)
+    if parts is not None:
+        groups = [group for group in groups if group_part_name(group) in parts]
     census = census if census is not None else take_census(phi, min_patients, scope)
     transform = functools.partial(
         _deidentify_hl7_group,
@@ -164,7 +199,7 @@ def deidentify_hl7(
         min_patients=min_patients,
         scope=scope,
     )
-    return run_group_job(groups, HL7_TABLES, transform, targets, schemas, report)
+    return run_group_job(groups, HL7_TABLES, transform, targets, schemas, report, by_part=by_part)
 
 
 # Counts of withheld values travel beside the rows per table, keyed `withheld<US>table<US>column<US>reason`.

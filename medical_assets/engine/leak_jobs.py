@@ -8,7 +8,7 @@ the landing files and carry every PHI row, so the check widens no one's access."
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -32,12 +32,15 @@ _FINDINGS = pa.schema(
 )
 
 
-def scan_trees(scanner: LeakScanner, roots: Sequence[Location]) -> list[Finding]:
-    """What `scanner.scan_tree` finds under each of `roots` (all on one filesystem), in the same order."""
+def scan_trees(scanner: LeakScanner, roots: Sequence[Location], keep: Callable[[str], bool] | None = None) -> list[Finding]:
+    """What `scanner.scan_tree` finds under each of `roots` (all on one filesystem), in the same
+    order; with `keep`, only in the files whose path it accepts."""
     files: list[LandingFile] = []
     owners: dict[str, tuple[int, Location]] = {}
     for root in roots:
         for path, size in tree_files(root):
+            if keep is not None and not keep(path):
+                continue
             owners[path] = (len(files), root)
             files.append(LandingFile(path, path[len(root.path) :].lstrip("/"), size, None))
     if not files:

@@ -62,9 +62,11 @@ def run_group_job(
     schemas: Mapping[str, pa.Schema],
     report: ProgressReport,
     part_names: Sequence[str] | None = None,
+    by_part: dict[str, dict[str, int]] | None = None,
 ) -> dict[str, int]:
     """`transform` of each part group in the workers, which write its tables under `targets` (a
-    table without rows gets no part); rows per table, and `files`: the groups.
+    table without rows gets no part); rows per table, and `files`: the groups. `by_part`, when
+    given, receives the same counts per output part name.
 
     A group's output part is named like its input parts (or `part_names`, one per group): so a part
     name stands for the same files in the PHI and the de-identified zone, and the analytics can
@@ -91,6 +93,8 @@ def run_group_job(
     for block in written:
         for row in block.to_pylist():
             totals[row["table"]] += row["rows"]
+            if by_part is not None:
+                by_part.setdefault(names[row["group"]], {})[row["table"]] = row["rows"]
     return dict(totals)
 
 

@@ -1,0 +1,216 @@
+"""The census part by part, kept in the PHI zone, so that a night reads only the parts it has not seen.
+
+A part's contribution to the census (its patients 90+, its vocabulary evidence) and its footprint
+(every patient and every text value it holds) depend only on the part's bytes and on the census
+settings. Each is computed once, in a worker, and kept under `phi/_census/parts/`, named by a
+digest of the part's Parquet footers, the settings and our code; the next run reads it back
+instead of the part. The footprint says which de-identified parts a change of the census touches
+(`census_changes.parts_touched`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import posixpath
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+import ray
+
+from medical_assets.engine.deid_jobs import CENSUS_ROWS, Census, census_of, part_census_rows
+from medical_assets.engine.part_groups import PartGroup, group_part_name, phi_part_groups
+from medical_assets.engine.tasks import map_in_workers
+from medical_assets.hl7.tables import TABLES as HL7_TABLES
+from medical_assets.step_records import package_fingerprint
+from medical_assets.storage import Location, TablePublication, write_table_atomically
+
+CACHE_FOLDER = ("_census", "parts")  # phi/_census/parts/<digest>.parquet
+
+# A part's census rows: "age" (patient, year), "evidence" (column, value, patient) as
+# `privacy.vocabulary.evidence` gives it, and "patient" (every patient identity the part holds).
+PART_CENSUS = pa.schema([pa.field("part", pa.string()), *CENSUS_ROWS])
+
+
+def part_digest(group: PartGroup) -> str:
+    """A digest of a part group's contents: each part's table, size and Parquet footer (row groups,
+    column sizes, statistics, metadata), read with two small reads a file, never the rows. The parse
+    carries unchanged parts over byte for byte, so their digest outlives the copy."""
+    digest = hashlib.sha256()
+    for table in sorted(group):
+        part = group[table]
+        with part.filesystem.open_input_file(part.path) as handle:
+            size = handle.size()
+            tail = handle.read_at(8, size - 8) if size >= 12 else b""
+            footer_length = int.from_bytes(tail[:4], "little") if tail[4:] == b"PAR1" else 0
+            footer = handle.read_at(footer_length, size - 8 - footer_length) if 0 < footer_length <= size - 12 else tail
+        digest.update(f"{table}\x1f{size}\x1f".encode() + hashlib.sha256(footer).digest() + b"\x1e")
+    return digest.hexdigest()
+
+
+def census_by_part(phi: Location, min_patients: int, scope: str) -> tuple[pa.Table, dict[str, str]]:
+    """Every part's census rows (`PART_CENSUS`; `part` is "hl7:<name>" or "dicom:<name>"), and the
+    digest of each HL7 part group by name. Parts seen before are read from the cache, the others
+    computed in workers, which add them to it; the cache keeps only the current parts."""
+    hl7_groups = [g for g in phi_part_groups(phi, list(HL7_TABLES), HL7_TABLES) if "hl7_messages" in g]
+    dicom_groups = phi_part_groups(phi, ["dicom_images"], {})
+    salt = f"{min_patients}\x1f{scope}\x1f{package_fingerprint()}"
+    items, digests = [], {}
+    for kind, groups in (("hl7", hl7_groups), ("dicom", dicom_groups)):
+        for group in groups:
+            name = group_part_name(group)
+            digest = part_digest(group)
+            if kind == "hl7":
+                digests[name] = digest
+            cache_name = hashlib.sha256(f"{kind}\x1f{name}\x1f{digest}\x1f{salt}".encode()).hexdigest()[:32] + ".parquet"
+            items.append({"kind": kind, "name": name, "cache": cache_name})
+    cache = phi.child(*CACHE_FOLDER)
+    _prune(cache, {item["cache"] for item in items})
+    if not items:
+        return PART_CENSUS.empty_table(), digests
+    found = map_in_workers(items, _part_census_batch, {"phi": phi, "min_patients": min_patients, "scope": scope})
+    return pa.concat_tables([PART_CENSUS.empty_table(), *ray.get(found.to_arrow_refs())]), digests
+
+
+def _part_census_batch(batch: pa.Table, phi: Location, min_patients: int, scope: str) -> pa.Table:
+    tables = []
+    for kind, name, cache_name in zip(*(batch.column(c).to_pylist() for c in ("kind", "name", "cache"))):
+        cached = phi.child(*CACHE_FOLDER, cache_name)
+        try:
+            rows = pq.read_table(cached.path, filesystem=cached.filesystem, schema=PART_CENSUS)
+        except (FileNotFoundError, OSError, pa.ArrowInvalid):
+            rows = part_census_rows(phi, kind, name, min_patients, scope)
+            rows = rows.append_column("part", pa.array([f"{kind}:{name}"] * rows.num_rows, pa.string()))
+            rows = rows.select(PART_CENSUS.names).cast(PART_CENSUS)
+            write_table_atomically(rows, cached)
+        tables.append(rows)
+    return pa.concat_tables([PART_CENSUS.empty_table(), *tables])
+
+
+def _prune(cache: Location, keep: set[str]) -> None:
+    """Drop the cached census of parts that are gone (rewritten by the parse, or removed)."""
+    selector = pafs.FileSelector(cache.path, allow_not_found=True)
+    for info in cache.filesystem.get_file_info(selector):
+        if info.type == pafs.FileType.File and posixpath.basename(info.path) not in keep:
+            cache.filesystem.delete_file(info.path)
+
+
+# The census the published de-identified parts were made with: phi/_census/published.parquet.
+PUBLISHED_FILE = ("_census", "published.parquet")
+_PUBLISHED = CENSUS_ROWS  # kind "age" (patient, year) or "vocabulary" (column, value)
+
+
+def save_published_census(phi: Location, census: Census) -> None:
+    """Keep the census the staged parts were made with, for the next run's `parts_touched`."""
+    patients = list(census.over_89)
+    words = [(column, value) for column, values in sorted(census.vocabulary.items()) for value in sorted(values)]
+    table = pa.table(
+        {
+            "kind": ["age"] * len(patients) + ["vocabulary"] * len(words),
+            "column": [None] * len(patients) + [column for column, _ in words],
+            "value": [None] * len(patients) + [value for _, value in words],
+            "patient": patients + [None] * len(words),
+            "year": list(census.over_89.values()) + [None] * len(words),
+        },
+        schema=_PUBLISHED,
+    )
+    write_table_atomically(table, phi.child(*PUBLISHED_FILE))
+
+
+def load_published_census(phi: Location) -> Census | None:
+    location = phi.child(*PUBLISHED_FILE)
+    if not location.exists():
+        return None
+    table = pq.read_table(location.path, filesystem=location.filesystem, schema=_PUBLISHED)
+    ages = table.filter(pc.equal(table.column("kind"), "age"))
+    words = table.filter(pc.equal(table.column("kind"), "vocabulary"))
+    vocabulary: dict[str, set[str]] = {}
+    for column, value in zip(words.column("column").to_pylist(), words.column("value").to_pylist()):
+        vocabulary.setdefault(column, set()).add(value)
+    over_89 = dict(zip(ages.column("patient").to_pylist(), ages.column("year").to_pylist()))
+    return Census(over_89, {column: frozenset(values) for column, values in vocabulary.items()})
+
+
+_ABSENT = object()
+
+
+def parts_touched(rows: pa.Table, before: Census, after: Census) -> set[str]:
+    """The HL7 parts whose de-identification a change of the census from `before` to `after` alters:
+    those holding a patient whose 90+ status or year changed, or a value that entered or left a
+    column's vocabulary (`rows`: every part's census rows, `census_by_part`)."""
+    patients = [
+        patient for patient in before.over_89.keys() | after.over_89.keys()
+        if before.over_89.get(patient, _ABSENT) != after.over_89.get(patient, _ABSENT)
+    ]
+    words = [
+        f"{column}\x1f{value}"
+        for column in before.vocabulary.keys() | after.vocabulary.keys()
+        for value in before.vocabulary.get(column, frozenset()) ^ after.vocabulary.get(column, frozenset())
+    ]
+    kinds = rows.column("kind")
+    touched = []
+    if patients:
+        holds = pc.and_(pc.equal(kinds, "patient"), pc.is_in(rows.column("patient"), pa.array(patients, pa.string())))
+        touched += rows.filter(holds).column("part").to_pylist()
+    if words:
+        keys = pc.binary_join_element_wise(rows.column("column"), rows.column("value"), "\x1f")
+        holds = pc.and_(pc.equal(kinds, "evidence"), pc.is_in(keys, pa.array(words, pa.string())))
+        touched += rows.filter(holds).column("part").to_pylist()
+    return {part.removeprefix("hl7:") for part in touched if part.startswith("hl7:")}
+
+
+@dataclass(frozen=True)
+class PartPlan:
+    """Which HL7 parts a run de-identifies and which it carries over from the last publication."""
+
+    census: Census
+    census_rows: pa.Table
+    digests: dict[str, str]  # HL7 part name -> digest of its PHI parts
+    carried: list[str]
+    computed: list[str]
+    why: str  # for the run's log: why these parts are computed
+
+
+def plan_hl7_parts(phi: Location, min_patients: int, scope: str, earlier: Mapping[str, Mapping] | None) -> PartPlan:
+    """The census, and the parts to de-identify. `earlier`: each part the last publication holds,
+    with the digest of its PHI parts then (None: no publication to build on). A part is carried over
+    when its PHI parts are those it was made from and no change of the census touches it; any part
+    of the last publication changed or gone, or a value that left the vocabulary, computes all."""
+    rows, digests = census_by_part(phi, min_patients, scope)
+    census = census_of(rows, min_patients)
+    everything = sorted(digests)
+    if earlier is None:
+        return PartPlan(census, rows, digests, [], everything, "every part: no earlier publication to build on")
+    before = load_published_census(phi)
+    changed = sorted(name for name, part in earlier.items() if digests.get(name) != part.get("digest"))
+    if before is None or changed:
+        why = "every part: " + (f"{len(changed)} part(s) of the last publication changed or are gone" if changed
+                                else "the census of the last publication is not kept")
+        return PartPlan(census, rows, digests, [], everything, why)
+    if any(values - census.vocabulary.get(column, frozenset()) for column, values in before.vocabulary.items()):
+        return PartPlan(census, rows, digests, [], everything, "every part: a value left the vocabulary")
+    touched = parts_touched(rows, before, census) & set(earlier)
+    carried = sorted(set(earlier) - touched)
+    new = [name for name in everything if name not in earlier]
+    computed = sorted([*new, *touched])
+    why = f"{len(new)} new part(s), {len(touched)} whose patients' 90+ status or vocabulary the new data changed"
+    return PartPlan(census, rows, digests, carried, computed, why)
+
+
+def stage_carried(zone: Location, publication: TablePublication, tables: Iterable[str], names: Iterable[str]) -> set[str]:
+    """Copy the published part files `names` of `tables` into the publication's staging, as they are;
+    returns the staged paths."""
+    staged = set()
+    for table in tables:
+        target = publication.staged(table)
+        target.makedirs()
+        for name in names:
+            source = zone.child(table, name)
+            if source.exists():  # a table with no row for the part has no file
+                pafs.copy_files(source.path, target.child(name).path, source_filesystem=source.filesystem,
+                                destination_filesystem=target.filesystem)
+                staged.add(target.child(name).path)
+    return staged
