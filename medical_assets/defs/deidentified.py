@@ -140,7 +140,7 @@ def hl7_deidentified_tables(
     record_privacy(settings, "hl7", {"withheld": withheld})
     carried = None
     if carried_files:
-        carried = leak_gate.CarriedParts(frozenset(carried_files), leak_gate.identifiers_of_parts(phi, plan.computed))
+        carried = leak_gate.carried_parts(settings, carried_files, plan.computed)
     scan = yield from leak_gate.publish_if_clean(
         context, settings, publication, HL7_LEAK_CHECK, [deid_key(t) for t in schemas], list(schemas),
         lambda: publication.commit(schemas), carried=carried,

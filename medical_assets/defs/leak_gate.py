@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import dagster as dg
 import pyarrow as pa
-import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
@@ -27,16 +26,16 @@ from medical_assets.analytics.tables import ANALYTICS_TABLES
 from medical_assets.config import PipelineSettings
 from medical_assets.defs.audit import audited_phi_read
 from medical_assets.dicom.tables import DEID_DICOM_IMAGES
-from medical_assets.engine import leak_jobs
+from medical_assets.engine import identifier_parts, leak_jobs
 from medical_assets.engine.analytics_jobs import Input, read_input
 from medical_assets.engine.memory import release_memory
 from medical_assets.privacy.detectors import KINDS as detector_kinds
 from medical_assets.privacy.hl7_deid_tables import DEID_HL7_TABLES
-from medical_assets.privacy.identifier_forms import Identifiers, collect_identifiers, identifier_columns, numbers_of
+from medical_assets.privacy.identifier_forms import numbers_of
 from medical_assets.privacy.identifier_index import IdentifierIndex
 from medical_assets.privacy.leak_scanner import Finding, LeakScanner
 from medical_assets.step_records import folder_digest
-from medical_assets.storage import Location, TablePublication, read_table, restrict_to_owner, write_table_atomically
+from medical_assets.storage import Location, TablePublication, restrict_to_owner, write_table_atomically
 
 QUARANTINE = "quarantine"  # phi/quarantine/<check>/<run>/: outputs a leak check rejected
 # phi/_census/vocabulary.parquet: the vocabulary the last de-identification published, for the later
@@ -206,7 +205,7 @@ def scan_for_leaks(
         # The carried files passed a check that looked for every other identifier, with the same
         # detectors and no more vocabulary than now: only the new identifiers can be found in them.
         new_identifiers = LeakScanner(
-            _for_profile(carried.identifiers, settings.deid_profile), library_texts, aggregates=aggregates,
+            carried.identifiers, library_texts, aggregates=aggregates,
             measurements=MEASUREMENT_COLUMNS, vocabulary=vocabulary, patterns=False,
         )
         findings += leak_jobs.scan_trees(new_identifiers, list(roots), keep=lambda path: path in carried.files)
@@ -257,86 +256,52 @@ def load_vocabulary(settings: PipelineSettings) -> frozenset[str]:
 _VOCABULARY_SCHEMA = pa.schema([pa.field("column", pa.string()), pa.field("value", pa.string())])
 
 
-# The identifiers of the PHI tables as a run's first leak check found them: the run's four checks read
-# the same tables (seconds each at a million messages). One entry, keyed by the run and every file's
-# path, size and time, so another run or a rewritten table is read afresh.
-_identifier_cache: dict[tuple, Identifiers] = {}
-
-
-def _phi_identifiers(run_id: str, phi: Location) -> Identifiers:
-    key = (run_id, phi.uri, tuple(folder_digest(phi.child(t)) for t in _IDENTIFIER_SOURCES))
-    if key not in _identifier_cache:
-        _identifier_cache.clear()
-        tables = {t: _ColumnsOnDemand(phi.child(t)) for t in _IDENTIFIER_SOURCES if phi.child(t).exists()}
-        _identifier_cache[key] = collect_identifiers(tables)
-    return _identifier_cache[key]
-
-
-class _ColumnsOnDemand:
-    """A PHI table as `collect_identifiers` reads it: its identifier columns, each read from Parquet
-    when asked for and dropped after, so the run's process holds one column (two for names) and the
-    identifiers found, rather than every column of every table at once."""
-
-    def __init__(self, location: Location, table: str | None = None, parts: Sequence[Location] = ()):
-        self._locations = list(parts) or [location]  # a table's folder, or some of its part files
-        present = set(pads.dataset(location.path, filesystem=location.filesystem, format="parquet").schema.names)
-        self.column_names = [name for name in identifier_columns(table or location.name) if name in present]
-
-    def column(self, name: str) -> pa.ChunkedArray:
-        return pa.chunked_array(
-            [chunk for location in self._locations for chunk in read_table(location, columns=[name]).column(0).chunks]
-        )
-
-
 # The identifiers' index as the run's first check built it, for its other checks (HL7, DICOM,
-# analytics, reports): building it costs time that grows with the patients (half a minute at a
-# million). Keyed like the identifiers, and by the profile, which decides what is looked for.
+# analytics, reports): even assembled from the parts' kept arrays, it costs time and memory that
+# grow with the patients. One entry, keyed by the run, every PHI file's path, size and time, and the
+# profile (which decides what is looked for), so another run or a rewritten table is read afresh.
 _index_cache: dict[tuple, IdentifierIndex] = {}
 _index_lock = threading.Lock()  # a check waits for the index that `prepare_identifier_index` is building
 
 
 def _identifier_index(run_id: str, settings: PipelineSettings) -> IdentifierIndex:
+    phi = settings.zone("phi")
     with _index_lock:
-        identifiers = _phi_identifiers(run_id, settings.zone("phi"))
-        key = (next(iter(_identifier_cache)), settings.deid_profile)
+        key = (run_id, phi.uri, tuple(folder_digest(phi.child(t)) for t in _IDENTIFIER_SOURCES), settings.deid_profile)
         if key not in _index_cache:
             _index_cache.clear()
-            _index_cache[key] = IdentifierIndex(_for_profile(identifiers, settings.deid_profile))
+            _index_cache[key] = identifier_parts.identifier_index(phi, _left_out_kinds(settings.deid_profile))
         return _index_cache[key]
 
 
-def _for_profile(identifiers: Mapping[str, str], profile: str) -> Mapping[str, str]:
+def _left_out_kinds(profile: str) -> frozenset[str]:
     if profile == "date_shift":
         # Shifted dates are meant to look like dates, and one will often equal another
         # patient's real birth date: the shift, not this check, protects them.
-        return {value: kind for value, kind in identifiers.items() if kind != "patient_birth_date"}
-    return identifiers
+        return frozenset({"patient_birth_date"})
+    return frozenset()
 
 
 @dataclass(frozen=True)
 class CarriedParts:
     """Staged files copied unchanged from an output that passed its check (`files`: their paths),
-    and the identifiers that check could not have looked for: those of the PHI parts read since."""
+    and the identifiers that check could not have looked for: an index of the PHI parts read since."""
 
     files: frozenset[str]
-    identifiers: Identifiers
+    identifiers: IdentifierIndex
 
 
-def identifiers_of_parts(phi: Location, part_names: Iterable[str]) -> Identifiers:
-    """The identifiers of some PHI part groups and of every DICOM image: a superset of those new
-    since a check of the parts not named. Collected in one pass, as the whole zone's are, so a value
-    has the kind it has there unless a part not named gives it an earlier one; then it can only be
-    looked for where the whole zone's check would not (the birth dates a date shift leaves out):
-    a stricter check, never a weaker one."""
-    names = sorted(part_names)
-    tables = {}
-    for table in _IDENTIFIER_SOURCES[:-1]:
-        parts = [phi.child(table, name) for name in names if phi.child(table, name).exists()]
-        if parts:
-            tables[table] = _ColumnsOnDemand(parts[0], table, parts)
-    if phi.child("dicom_images").exists():
-        tables["dicom_images"] = _ColumnsOnDemand(phi.child("dicom_images"))
-    return collect_identifiers(tables)
+def carried_parts(settings: PipelineSettings, files: Collection[str], hl7_parts_read: Collection[str]) -> CarriedParts:
+    """`files` carried over, to be searched for the identifiers of the HL7 part groups read since
+    their check and of every DICOM image: a superset of those new since. A value another part gives
+    an earlier rank keeps that rank in the whole index; here it may have a later one, so it can only
+    be looked for where the whole index would not (a birth date a date shift leaves out): a stricter
+    check, never a weaker one."""
+    with _index_lock:
+        index = identifier_parts.identifier_index(
+            settings.zone("phi"), _left_out_kinds(settings.deid_profile), hl7_parts=frozenset(hl7_parts_read)
+        )
+    return CarriedParts(frozenset(files), index)
 
 
 def prepare_identifier_index(run_id: str, settings: PipelineSettings) -> None:

@@ -26,26 +26,33 @@ class Identifiers(dict[str, str]):
     def __init__(self, values: Mapping[str, str] | None = None, skipped: Mapping[str, int] | None = None):
         super().__init__(values or {})
         self.skipped: Counter[str] = Counter(skipped or {})
+        # With `collect_identifiers(..., ranked=True)`: each value's rank, the place in `RANKED_KINDS`
+        # of the column that gave it its kind (the first in collection order).
+        self.ranks: dict[str, int] = {}
 
 
 def collect_identifiers(
     tables: Mapping[str, pa.Table],
     min_length: int = DEFAULT_MIN_LENGTH,
     min_digits: int = DEFAULT_MIN_DIGITS,
+    ranked: bool = False,
 ) -> Identifiers:
     """The identifiers in the PHI tables (keyed by table name; any may be missing, as may any column).
 
     A value is kept in every form an output could carry it (dates as YYYYMMDD, YYYY-MM-DD and
     MM/DD/YYYY; phones and SSNs formatted and as digits); forms shorter than `min_length`, or
     made only of digits and shorter than `min_digits`, are dropped, and a value with no form left
-    is counted in `skipped` under its kind.
+    is counted in `skipped` under its kind. `ranked`: also each value's rank (`Identifiers.ranks`),
+    so that the identifiers of several parts of the tables, collected apart, combine to those of
+    the whole: the lowest rank of a value wins, as the first column to give it does here.
     """
-    collector = _Collector(min_length, min_digits)
+    collector = _Collector(min_length, min_digits, ranked)
     for table_name, columns in _IDENTIFIER_COLUMNS.items():
         table = tables.get(table_name)
         if table is None:
             continue
         for column, variants in columns.items():
+            collector.rank = _RANKS[(table_name, column)]
             values = _distinct_values(table, column)
             if column in _DIGIT_ONLY_NEVER_TESTED:
                 values, skipped = _without_digit_only(values)
@@ -54,6 +61,7 @@ def collect_identifiers(
             for value in _stripped_sorted(values):
                 collector.add(column, variants(value))
         for family, given, kind in _FULL_NAMES.get(table_name, ()):
+            collector.rank = _RANKS[(table_name, kind)]
             for family_name, given_name in _distinct_pairs(table, family, given):
                 collector.add(kind, _full_name_variants(family_name, given_name), count_skipped=False)
     return collector.identifiers
@@ -235,18 +243,34 @@ _FULL_NAMES = {
 }
 
 
+# The order in which `collect_identifiers` reads its columns (and full names), as (table, kind):
+# a value's rank is the place of the first that gives it.
+_COLLECTION_ORDER = [
+    (table, kind)
+    for table, columns in _IDENTIFIER_COLUMNS.items()
+    for kind in [*columns, *(name for _, _, name in _FULL_NAMES.get(table, ()))]
+]
+_RANKS = {entry: rank for rank, entry in enumerate(_COLLECTION_ORDER)}
+RANKED_KINDS = [kind for _, kind in _COLLECTION_ORDER]  # rank -> kind
+
+
 class _Collector:
-    def __init__(self, min_length: int, min_digits: int):
+    def __init__(self, min_length: int, min_digits: int, ranked: bool = False):
         self.min_length = min_length
         self.min_digits = min_digits
         self.identifiers = Identifiers()
+        self.ranked = ranked
+        self.rank = 0
 
     def add(self, kind: str, variants: Iterable[str], count_skipped: bool = True) -> None:
         testable = [variant for variant in (v.strip() for v in variants) if self._testable(variant)]
         if not testable and count_skipped:
             self.identifiers.skipped[kind] += 1
         for variant in testable:
-            self.identifiers.setdefault(variant, kind)
+            if variant not in self.identifiers:
+                self.identifiers[variant] = kind
+                if self.ranked:
+                    self.identifiers.ranks[variant] = self.rank
 
     def _testable(self, variant: str) -> bool:
         if len(variant) < self.min_length:

@@ -21,9 +21,12 @@ against the identifier's text, which the index does not keep.
 
 from __future__ import annotations
 
+import hashlib
+import io
 import secrets
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from itertools import islice
+from typing import NamedTuple
 
 import numpy as np
 
@@ -33,25 +36,70 @@ _ASCII_ALNUM = np.array([chr(code).isalnum() for code in range(128)])
 _MIX_1, _MIX_2 = 0xBF58476D1CE4E5B9, 0x94D049BB133111EB  # splitmix64's finaliser
 
 
+class HashedIdentifiers(NamedTuple):
+    """Identifiers folded and hashed (`IdentifierIndex.hashed`): what an index is assembled from,
+    and what can be kept beside a part of the tables (`to_bytes`) to assemble a later one."""
+
+    first: np.ndarray  # uint64, one per identifier
+    second: np.ndarray  # uint64
+    codes: np.ndarray  # int64: the kind, or a rank standing for it
+    shapes: np.ndarray  # (words, signs before, signs after, length), distinct rows
+    symbol_keys: list[str]  # identifiers without a letter or digit, folded
+    symbol_codes: list[int]
+
+    def without(self, codes: frozenset[int]) -> HashedIdentifiers:
+        keep = ~np.isin(self.codes, np.fromiter(codes, np.int64))
+        return self._replace(first=self.first[keep], second=self.second[keep], codes=self.codes[keep])
+
+    def to_bytes(self) -> bytes:
+        out = io.BytesIO()
+        np.savez(out, first=self.first, second=self.second, codes=self.codes, shapes=self.shapes,
+                 symbol_keys=np.array(self.symbol_keys, dtype=str), symbol_codes=np.array(self.symbol_codes, np.int64))
+        return out.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> HashedIdentifiers:
+        with np.load(io.BytesIO(data), allow_pickle=False) as arrays:
+            return cls(arrays["first"], arrays["second"], arrays["codes"], arrays["shapes"].reshape(-1, 4),
+                       arrays["symbol_keys"].tolist(), arrays["symbol_codes"].tolist())
+
+
 class IdentifierIndex:
     """The identifiers' hashes (sorted, with their kinds), and what a match can look like: for each
     number of words, of signs before the first word and after the last (the "(" of "(410)555-0181"),
     the lengths identifiers of that shape have. Every big part is a numpy array, so that Ray's object
     store shares one copy with every worker of a node."""
 
-    def __init__(self, identifiers: Mapping[str, str]):
-        self._keys = tuple(secrets.randbits(64) for _ in range(2))
-        self._bases = tuple(secrets.randbits(64) | 1 for _ in range(2))
+    def __init__(self, identifiers: Mapping[str, str], secret: bytes | None = None):
+        """`identifiers`: value -> kind; of values that fold to the same text, the first given wins.
+        `secret`: what the hash keys derive from (random when None: an index of one process)."""
+        self._keys, self._bases = _hash_keys_of(secret)
         kinds: dict[str, int] = {}
+        coded = ((value, kinds.setdefault(kind, len(kinds))) for value, kind in identifiers.items())
+        self._assemble([self.hashed(coded)], list(kinds), lowest_code_wins=False)
+
+    @classmethod
+    def from_hashed(
+        cls, parts: Sequence[HashedIdentifiers], secret: bytes, kind_names: Sequence[str], left_out: Collection[int] = ()
+    ) -> IdentifierIndex:
+        """The index of identifiers hashed apart (`hashed`, with the same `secret`): of values that
+        fold to the same text, the lowest code wins; codes in `left_out` are not looked for."""
+        index = cls.__new__(cls)
+        index._keys, index._bases = _hash_keys_of(secret)
+        index._assemble(parts, list(kind_names), lowest_code_wins=True, left_out=frozenset(left_out))
+        return index
+
+    def hashed(self, identifiers: Iterable[tuple[str, int]]) -> HashedIdentifiers:
+        """(value, code) pairs folded and hashed with this index's keys, for `from_hashed`."""
         firsts, seconds, codes, shapes, symbols = [], [], [], [], {}
-        items = iter(identifiers.items())
+        items = iter(identifiers)
         while batch := list(islice(items, _IDENTIFIER_BATCH)):
             keys, batch_codes = [], []
-            for value, kind in batch:
+            for value, code in batch:
                 key = fold(str(value).strip())
                 if key:
                     keys.append(key)
-                    batch_codes.append(kinds.setdefault(kind, len(kinds)))
+                    batch_codes.append(code)
             if not keys:
                 continue
             first, second, shape = self._hash_keys(keys)
@@ -62,10 +110,33 @@ class IdentifierIndex:
             for index in np.flatnonzero(shape[:, 0] == 0).tolist():
                 # No letter or digit at all ("----"): too rare to hash by words, found by `str.find`.
                 symbols.setdefault(keys[index], batch_codes[index])
-        self._kind_names = list(kinds)
-        self._first, self._second, self._kinds = _sorted_distinct(firsts, seconds, codes, len(kinds))
+        return HashedIdentifiers(
+            np.concatenate(firsts) if firsts else np.zeros(0, np.uint64),
+            np.concatenate(seconds) if seconds else np.zeros(0, np.uint64),
+            np.concatenate(codes) if codes else np.zeros(0, np.int64),
+            np.unique(np.concatenate(shapes), axis=0) if shapes else np.zeros((0, 4), np.int64),
+            list(symbols), list(symbols.values()),
+        )
+
+    def _assemble(
+        self, parts: Sequence[HashedIdentifiers], kind_names: list[str], lowest_code_wins: bool,
+        left_out: frozenset[int] = frozenset(),
+    ) -> None:
+        self._kind_names = kind_names
+        kept = [part.without(left_out) for part in parts] if left_out else list(parts)
+        self._first, self._second, self._kinds = _sorted_distinct(
+            [p.first for p in kept], [p.second for p in kept], [p.codes for p in kept], len(kind_names), lowest_code_wins
+        )
+        symbols: dict[str, int] = {}
+        for part in parts:
+            for key, code in zip(part.symbol_keys, part.symbol_codes):
+                if code in left_out:
+                    continue
+                if key not in symbols or (lowest_code_wins and code < symbols[key]):
+                    symbols[key] = code
         self._symbols = tuple((key, self._kind_names[code]) for key, code in symbols.items())
-        self._shapes, self._shape_lengths, self._lengths = _shapes(shapes)
+        # Shapes of left-out identifiers may stay: a shape only says which runs of words to hash.
+        self._shapes, self._shape_lengths, self._lengths = _shapes([part.shapes for part in parts if len(part.shapes)])
 
     @property
     def empty(self) -> bool:
@@ -194,6 +265,16 @@ class IdentifierIndex:
 
 
 
+def _hash_keys_of(secret: bytes | None) -> tuple[tuple[int, int], tuple[int, int]]:
+    """The two hash keys and (odd) bases: from `secret` (an index assembled from parts hashed apart
+    needs the same ones every time), or random."""
+    if secret is None:
+        return tuple(secrets.randbits(64) for _ in range(2)), tuple(secrets.randbits(64) | 1 for _ in range(2))
+    words = [int.from_bytes(hashlib.blake2b(secret, digest_size=8, person=f"ma-index-{n}".encode()).digest(), "little")
+             for n in range(4)]
+    return (words[0], words[1]), (words[2] | 1, words[3] | 1)
+
+
 def fold(text: str) -> str:
     """Lower case, one character for one, so match offsets stay offsets into the original."""
     folded = text.lower()
@@ -266,14 +347,15 @@ def _words(alnum: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _sorted_distinct(
-    firsts: list[np.ndarray], seconds: list[np.ndarray], codes: list[np.ndarray], kinds: int
+    firsts: list[np.ndarray], seconds: list[np.ndarray], codes: list[np.ndarray], kinds: int, lowest_code_wins: bool = False
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The hashes sorted, each once, with the kind of its first occurrence (as the identifiers
-    were given: the first kind given for a value wins)."""
+    were given: the first kind given for a value wins), or of its lowest code."""
     if not firsts:
         return np.zeros(0, np.uint64), np.zeros(0, np.uint64), np.zeros(0, np.uint8)
     first, second, code = np.concatenate(firsts), np.concatenate(seconds), np.concatenate(codes)
-    order = np.lexsort((second, first))  # stable: equal pairs keep the order they were given in
+    # Stable: equal pairs keep the order they were given in (or come lowest code first).
+    order = np.lexsort((code, second, first)) if lowest_code_wins else np.lexsort((second, first))
     first, second, code = first[order], second[order], code[order]
     keep = np.ones(len(first), bool)
     keep[1:] = (first[1:] != first[:-1]) | (second[1:] != second[:-1])

@@ -1,12 +1,14 @@
-"""The leak checks' identifiers are collected, and their index built, once per run and version of the PHI
-tables, never from a stale one."""
+"""The leak checks' identifiers are collected once per part and kept hashed, their index built once per
+run and version of the PHI tables, never from a stale one, and equal to one of the whole tables."""
 
 import pyarrow as pa
 
 from medical_assets.config import load_settings
 from medical_assets.defs import leak_gate
+from medical_assets.engine import identifier_parts
 from medical_assets.hl7.tables import HL7_MESSAGES
-from medical_assets.storage import resolve_location, write_table_atomically
+from medical_assets.privacy.identifier_forms import collect_identifiers
+from medical_assets.storage import write_table_atomically
 
 
 def _messages(family_names: list[str]) -> pa.Table:
@@ -14,30 +16,55 @@ def _messages(family_names: list[str]) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=HL7_MESSAGES)
 
 
-def test_identifiers_are_read_once_per_run_and_version_of_the_phi_tables(tmp_path, monkeypatch):
-    phi = resolve_location(str(tmp_path / "phi"))
+def test_each_part_is_collected_once_and_later_runs_read_its_hashes_back(tmp_path, monkeypatch):
+    settings = load_settings({}, data_dir=str(tmp_path))
+    phi = settings.zone("phi")
     part = phi.child("hl7_messages", "part-00000.parquet")
     write_table_atomically(_messages(["Okonkwo"]), part)
-    reads = []  # one entry per collection of the identifiers
-    collect = leak_gate.collect_identifiers
-    monkeypatch.setattr(leak_gate, "collect_identifiers", lambda tables: reads.append(tables) or collect(tables))
+    reads = []  # one entry per collection of a part's identifiers
+    collect = identifier_parts.collect_identifiers
+    monkeypatch.setattr(identifier_parts, "collect_identifiers", lambda tables, **kw: reads.append(tables) or collect(tables, **kw))
 
-    first = leak_gate._phi_identifiers("run-1", phi)
-    again = leak_gate._phi_identifiers("run-1", phi)
-
-    assert first["Okonkwo"] == "patient_family_name" and again is first
+    first = leak_gate._identifier_index("run-1", settings)
+    assert leak_gate._identifier_index("run-1", settings) is first
+    assert leak_gate.LeakScanner(first).scan_text("seen: Okonkwo") == ["patient_family_name"]
     assert len(reads) == 1
 
-    # A new version of the table (a re-run's publication): read again, the new name is in.
-    write_table_atomically(_messages(["Okonkwo", "Vasquez-Thornbury"]), part)
-    changed = leak_gate._phi_identifiers("run-1", phi)
+    # Another run (the next night, nothing new): a new index, from the part's kept hashes.
+    second = leak_gate._identifier_index("run-2", settings)
+    assert second is not first and len(reads) == 1
+    assert leak_gate.LeakScanner(second).scan_text("seen: Okonkwo") == ["patient_family_name"]
 
-    assert changed["Vasquez-Thornbury"] == "patient_family_name"
+    # A new part: only it is collected. A rewritten part: collected again, its old hashes dropped.
+    write_table_atomically(_messages(["Vasquez-Thornbury"]), phi.child("hl7_messages", "part-00001.parquet"))
+    third = leak_gate._identifier_index("run-3", settings)
     assert len(reads) == 2
-
-    # Another run reads afresh, whatever the files look like.
-    leak_gate._phi_identifiers("run-2", phi)
+    assert all(leak_gate.LeakScanner(third).scan_text(name) == ["patient_family_name"] for name in ("Okonkwo", "Vasquez-Thornbury"))
+    write_table_atomically(_messages(["Abernathy-Quist"]), part)
+    fourth = leak_gate._identifier_index("run-4", settings)
     assert len(reads) == 3
+    assert leak_gate.LeakScanner(fourth).scan_text("Okonkwo") == []
+    assert len(list((tmp_path / "phi" / "_census" / "identifiers").glob("*.npz"))) == 2
+
+
+def test_an_index_of_parts_equals_one_of_the_whole_tables_kind_for_kind(tmp_path):
+    """A value two columns give (an MRN that is also another patient's account number) keeps the kind
+    of the first column in collection order, whichever part holds which."""
+    settings = load_settings({}, data_dir=str(tmp_path))
+    phi = settings.zone("phi")
+    rows = [  # the later column (account number) in the first part, the earlier (patient id) in the second
+        [{"patient_id": "MRN0099999", "patient_account_number": "ACC0012345", "patient_family_name": "Lindqvist"}],
+        [{"patient_id": "ACC0012345", "patient_family_name": "Lindqvist"}],
+    ]
+    for number, part_rows in enumerate(rows):
+        write_table_atomically(pa.Table.from_pylist(part_rows, schema=HL7_MESSAGES),
+                               phi.child("hl7_messages", f"part-{number:05d}.parquet"))
+    whole = collect_identifiers({"hl7_messages": pa.Table.from_pylist(rows[0] + rows[1], schema=HL7_MESSAGES)})
+    scanner = leak_gate.LeakScanner(leak_gate._identifier_index("run-1", settings), patterns=False)
+    expected = leak_gate.LeakScanner(whole, patterns=False)
+    for text in ("ACC0012345", "acc0012345 seen", "Lindqvist", "MRN0099999"):
+        assert scanner.scan_text(text) == expected.scan_text(text) != [], text
+    assert scanner.scan_text("ACC0012345") == ["patient_id"]
 
 
 def test_one_index_serves_every_check_of_a_run_and_a_scanner_only_checks_that_look_the_same_way(tmp_path):
@@ -66,18 +93,17 @@ def test_one_index_serves_every_check_of_a_run_and_a_scanner_only_checks_that_lo
 
 
 def test_the_phi_tables_are_read_one_identifier_column_at_a_time(tmp_path, monkeypatch):
-    phi = resolve_location(str(tmp_path / "phi"))
-    write_table_atomically(_messages(["Okonkwo", "Vasquez-Thornbury"]), phi.child("hl7_messages", "part-00000.parquet"))
+    settings = load_settings({}, data_dir=str(tmp_path))
+    write_table_atomically(_messages(["Okonkwo", "Vasquez-Thornbury"]), settings.zone("phi").child("hl7_messages", "part-00000.parquet"))
     columns_read = []
-    read_table = leak_gate.read_table
+    read_table = identifier_parts.read_table
     monkeypatch.setattr(
-        leak_gate, "read_table", lambda *args, **kwargs: columns_read.append(kwargs["columns"]) or read_table(*args, **kwargs)
+        identifier_parts, "read_table", lambda *args, **kwargs: columns_read.append(kwargs["columns"]) or read_table(*args, **kwargs)
     )
 
-    identifiers = leak_gate._phi_identifiers("run-1", phi)
+    scanner = leak_gate.LeakScanner(leak_gate._identifier_index("run-1", settings), patterns=False)
 
-    assert identifiers["Vasquez-Thornbury"] == "patient_family_name"
-    assert identifiers["MRN0000001"] == "patient_id"
+    assert scanner.scan_text("Vasquez-Thornbury, MRN0000001") == ["patient_family_name", "patient_id"]
     assert columns_read and all(len(columns) == 1 for columns in columns_read)
     assert "patient_gender" not in {column for columns in columns_read for column in columns}
 
@@ -88,8 +114,8 @@ def test_an_index_prepared_while_the_step_works_is_the_one_its_check_uses(tmp_pa
     settings = load_settings({}, data_dir=str(tmp_path))
     write_table_atomically(_messages(["Okonkwo"]), settings.zone("phi").child("hl7_messages", "part-00000.parquet"))
     builds = []
-    index_class = leak_gate.IdentifierIndex
-    monkeypatch.setattr(leak_gate, "IdentifierIndex", lambda identifiers: builds.append(len(identifiers)) or index_class(identifiers))
+    build = identifier_parts.identifier_index
+    monkeypatch.setattr(identifier_parts, "identifier_index", lambda *args, **kw: builds.append(args) or build(*args, **kw))
 
     leak_gate.prepare_identifier_index("run-7", settings)
     index = leak_gate._identifier_index("run-7", settings)  # at once: waits for the thread if it is building
