@@ -66,7 +66,7 @@ def _hashed_part(cached: Location, group: PartGroup, secret: bytes) -> HashedIde
         pass
     tables = {table: PartColumns(part, table) for table, part in group.items()}
     identifiers = collect_identifiers(tables, ranked=True)
-    hashed = IdentifierIndex(identifiers={}, secret=secret).hashed(identifiers.ranks.items())
+    hashed = IdentifierIndex(identifiers={}, secret=secret).hashed(identifiers.ranks.items()).sorted()
     cached.write_bytes_atomically(hashed.to_bytes())
     return hashed
 

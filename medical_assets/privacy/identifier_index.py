@@ -47,6 +47,11 @@ class HashedIdentifiers(NamedTuple):
     symbol_keys: list[str]  # identifiers without a letter or digit, folded
     symbol_codes: list[int]
 
+    def sorted(self) -> HashedIdentifiers:
+        """The same identifiers sorted by hash, each once (the lowest code): quicker to assemble."""
+        first, second, codes = _sorted_distinct([self.first], [self.second], [self.codes], 1 << 15, lowest_code_wins=True)
+        return self._replace(first=first, second=second, codes=codes.astype(np.int64))
+
     def without(self, codes: frozenset[int]) -> HashedIdentifiers:
         keep = ~np.isin(self.codes, np.fromiter(codes, np.int64))
         return self._replace(first=self.first[keep], second=self.second[keep], codes=self.codes[keep])
@@ -351,15 +356,22 @@ def _sorted_distinct(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The hashes sorted, each once, with the kind of its first occurrence (as the identifiers
     were given: the first kind given for a value wins), or of its lowest code."""
-    if not firsts:
+    if not firsts or not sum(map(len, firsts)):
         return np.zeros(0, np.uint64), np.zeros(0, np.uint64), np.zeros(0, np.uint8)
     first, second, code = np.concatenate(firsts), np.concatenate(seconds), np.concatenate(codes)
-    # Stable: equal pairs keep the order they were given in (or come lowest code first).
-    order = np.lexsort((code, second, first)) if lowest_code_wins else np.lexsort((second, first))
+    # By the first half alone, stable (equal hashes keep the order they were given in): a third of the
+    # time of sorting by both halves and the code, less on parts that come sorted (`HashedIdentifiers.sorted`).
+    order = np.argsort(first, kind="stable")
     first, second, code = first[order], second[order], code[order]
-    keep = np.ones(len(first), bool)
-    keep[1:] = (first[1:] != first[:-1]) | (second[1:] != second[:-1])
-    return first[keep], second[keep], code[keep].astype(np.min_scalar_type(max(kinds - 1, 0)))
+    same_first = first[1:] == first[:-1]
+    if np.any(same_first & (second[1:] != second[:-1])):
+        # Two identifiers share a first half (about once in 10**6 indexes of 10**7): order by both.
+        order = np.lexsort((second, first))
+        first, second, code = first[order], second[order], code[order]
+        same_first = (first[1:] == first[:-1]) & (second[1:] == second[:-1])
+    starts = np.flatnonzero(np.concatenate(([True], ~same_first)))
+    code = np.minimum.reduceat(code, starts) if lowest_code_wins else code[starts]
+    return first[starts], second[starts], code.astype(np.min_scalar_type(max(kinds - 1, 0)))
 
 
 def _shapes(batches: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
