@@ -3,6 +3,7 @@
     python -m benchmarks            # the whole plan (settings below, from the environment)
     python -m benchmarks report     # rewrite the results from the last run's JSON (benchmarks/output/)
     python -m benchmarks listeners  # the live intake alone: its section of the results replaced, the rest kept
+    python -m benchmarks nightly    # the nightly section alone, into benchmarks/output/nightly-results.md
 
 Settings (environment variables):
 
@@ -96,6 +97,8 @@ def main() -> None:
         return
     if sys.argv[1:] == ["listeners"]:
         return _listeners_only()
+    if sys.argv[1:] == ["nightly"]:
+        return _nightly_only()
     os.makedirs(LOGS, exist_ok=True)
     results = {
         "machine": _machine(),
@@ -428,6 +431,22 @@ def _measure_nightly(results: dict) -> None:
         corpus = _tutorial_corpus(size, patients=None)
         for _ in range(REPEATS):
             _history_and_night(results, corpus, size)
+
+
+def _nightly_only() -> None:
+    """`python -m benchmarks nightly`: the nightly section alone, written apart from the full plan's results."""
+    global RESULTS_JSON
+    RESULTS_JSON = os.path.join(OUTPUT, "nightly-results.json")
+    os.makedirs(LOGS, exist_ok=True)
+    results = {"machine": _machine(), "settings": {"sizes": NIGHTLY_SIZES, "repeats": REPEATS, "quick": QUICK},
+               "started": dt.datetime.now().isoformat(timespec="seconds"), "load_at_start": os.getloadavg(),
+               "measurements": [], "not_measured": []}
+    _measure_nightly(results)
+    results |= {"finished": dt.datetime.now().isoformat(timespec="seconds"), "load_at_end": os.getloadavg()}
+    _save(results)
+    with open(os.path.join(OUTPUT, "nightly-results.md"), "w") as out:
+        out.write(report.render_nightly(results))
+    print(f"written to {os.path.relpath(os.path.join(OUTPUT, 'nightly-results.md'), ROOT)}")
 
 
 def _history_and_night(results: dict, corpus: str, size: int) -> None:

@@ -50,6 +50,15 @@ def render(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def render_nightly(results: dict) -> str:
+    """The nightly section and its targets alone (`python -m benchmarks nightly`)."""
+    r = _Results(results)
+    targets = [line for line in _targets(r) if "Nightly run" in line]
+    header = [line.replace("`make bench`", "`python -m benchmarks nightly`") for line in _header(r)]
+    lines = [*header, "", *_nightly(r), "", "| target | measured | result |", "| --- | --- | --- |", *targets]
+    return "\n".join(lines) + "\n"
+
+
 class _Results:
     def __init__(self, results: dict):
         self.raw = results
