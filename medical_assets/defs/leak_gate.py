@@ -208,7 +208,8 @@ def scan_for_leaks(
             carried.identifiers, library_texts, aggregates=aggregates,
             measurements=MEASUREMENT_COLUMNS, vocabulary=vocabulary, patterns=False,
         )
-        findings += leak_jobs.scan_trees(new_identifiers, list(roots), keep=lambda path: path in carried.files)
+        if not carried.identifiers.empty:  # nothing new to look for (no new part, no DICOM): no scan
+            findings += leak_jobs.scan_trees(new_identifiers, list(roots), keep=lambda path: path in carried.files)
         return findings, len(index)
     if drawn_from_analytics:
         analytics = _published_analytics(settings)

@@ -9,6 +9,7 @@ one task combines them, suppresses small cells and writes the tables. No process
 from __future__ import annotations
 
 import functools
+import hashlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import NamedTuple
 
@@ -25,14 +26,16 @@ from medical_assets.analytics.summaries import SUMMARY_SCHEMAS
 from medical_assets.analytics.tables import ANALYTICS_TABLES
 from medical_assets.dicom.tables import DEID_DICOM_IMAGES
 from medical_assets.engine import multitable
+from medical_assets.engine.census_parts import part_digest, prune_cache
 from medical_assets.engine.exports import ExportTablesDatasink
 from medical_assets.engine.memory import WORKER_RELEASE_ABOVE, release_memory
 from medical_assets.engine.part_groups import part_groups_by_name
 from medical_assets.engine.tasks import TASK_OPTIONS, map_in_workers
 from medical_assets.privacy.hl7_deid import SOURCE_FILE_DOMAIN
-from medical_assets.privacy.keys import PseudonymKey
+from medical_assets.privacy.keys import PseudonymKey, derived_key_id
 from medical_assets.privacy.pseudonyms import Pseudonymizer
-from medical_assets.storage import Location
+from medical_assets.step_records import package_fingerprint
+from medical_assets.storage import Location, restrict_to_owner, write_table_atomically
 
 
 class Input(NamedTuple):
@@ -66,7 +69,7 @@ def publish_analytics(
 ) -> dict[str, int]:
     """Every table of `ANALYTICS_TABLES`, staged under `targets`: part groups summarized in parallel
     tasks, then combined and suppressed in one, which writes them."""
-    summaries = summarize_part_groups(analytics_part_groups(deid, phi), key)
+    summaries = summarize_part_groups(analytics_part_groups(deid, phi), key, phi.child(*SUMMARIES_FOLDER))
     images = Input(deid.child("dicom_images"), ANALYTICS_DEID_INPUTS["dicom_images"])
     compute = functools.partial(_combined_analytics, summaries=summaries, threshold=threshold)
     schemas = {name: ANALYTICS_TABLES[name] for name in targets}
@@ -99,15 +102,29 @@ def analytics_part_groups(deid: Location, phi: Location) -> list[PartInputs]:
     ]
 
 
-def summarize_part_groups(groups: Sequence[PartInputs], key: PseudonymKey) -> list[ray.ObjectRef]:
+# phi/_census/summaries/<digest>.parquet: each part group's summary, kept so that a night summarizes
+# only the groups it has not seen. PHI: the months and counts before suppression.
+SUMMARIES_FOLDER = ("_census", "summaries")
+
+
+def summarize_part_groups(groups: Sequence[PartInputs], key: PseudonymKey, cache: Location | None = None) -> list[ray.ObjectRef]:
     """`summaries.summarize` of each group in the workers; references to blocks of packed summaries
-    (one row per group, `source_file` holding the part name)."""
+    (one row per group, `source_file` holding the part name). With `cache`, a group whose input
+    parts (by their Parquet footers), key and code are those of a kept summary is read back."""
     if not groups:
         return []
-    dataset = map_in_workers(
-        [{"group": number} for number in range(len(groups))], _summarized, {"groups": list(groups), "key": key}
-    )
-    return dataset.to_arrow_refs()
+    items = [{"group": number, "cache": ""} for number in range(len(groups))]
+    if cache is not None:
+        salt = f"{derived_key_id(key.secret)}\x1f{package_fingerprint()}"
+        for item, (name, inputs) in zip(items, groups):
+            digest = part_digest({table: table_input.location for table, table_input in inputs.items()})
+            item["cache"] = hashlib.sha256(f"{name}\x1f{digest}\x1f{salt}".encode()).hexdigest()[:32] + ".parquet"
+        prune_cache(cache, {item["cache"] for item in items})
+    dataset = map_in_workers(items, _summarized, {"groups": list(groups), "key": key, "cache": cache})
+    refs = dataset.to_arrow_refs()
+    if cache is not None:
+        restrict_to_owner(cache)  # PHI: owner-only, as the rest of the zone
+    return refs
 
 
 def _combined_analytics(
@@ -120,16 +137,23 @@ def _combined_analytics(
     return publish_combined(combine_all(summary, images if images is not None else DEID_DICOM_IMAGES.empty_table()), threshold)
 
 
-def _summarized(batch: pa.Table, groups: list[PartInputs], key: PseudonymKey) -> Iterable[pa.Table]:
+def _summarized(batch: pa.Table, groups: list[PartInputs], key: PseudonymKey, cache: Location | None) -> Iterable[pa.Table]:
     """The summaries of the groups numbered in `batch`, a block each."""
     source_file_token = functools.partial(Pseudonymizer(key).token, SOURCE_FILE_DOMAIN)
-    for number in batch.column("group").to_pylist():
+    for number, cache_name in zip(batch.column("group").to_pylist(), batch.column("cache").to_pylist()):
+        kept = cache.child(cache_name) if cache is not None and cache_name else None
+        if kept is not None and kept.exists():
+            yield pq.read_table(kept.path, filesystem=kept.filesystem, schema=_SUMMARY_PACKED)
+            continue
         name, inputs = groups[number]
         tables = {input_name: read_input(table) for input_name, table in inputs.items()}
         summary = summarize_group(_zone(tables, "deid/"), _zone(tables, "phi/"), None, source_file_token)
         del tables
         release_memory(WORKER_RELEASE_ABOVE)
-        yield multitable.pack(name, summary, _SUMMARY_PACKED)
+        packed = multitable.pack(name, summary, _SUMMARY_PACKED)
+        if kept is not None:
+            write_table_atomically(packed, kept)
+        yield packed
 
 
 def build_reports(

@@ -26,7 +26,7 @@ from medical_assets.engine.part_groups import PartGroup, group_part_name, phi_pa
 from medical_assets.engine.tasks import map_in_workers
 from medical_assets.hl7.tables import TABLES as HL7_TABLES
 from medical_assets.step_records import package_fingerprint
-from medical_assets.storage import Location, TablePublication, write_table_atomically
+from medical_assets.storage import Location, TablePublication, restrict_to_owner, write_table_atomically
 
 CACHE_FOLDER = ("_census", "parts")  # phi/_census/parts/<digest>.parquet
 
@@ -68,11 +68,13 @@ def census_by_part(phi: Location, min_patients: int, scope: str) -> tuple[pa.Tab
             cache_name = hashlib.sha256(f"{kind}\x1f{name}\x1f{digest}\x1f{salt}".encode()).hexdigest()[:32] + ".parquet"
             items.append({"kind": kind, "name": name, "cache": cache_name})
     cache = phi.child(*CACHE_FOLDER)
-    _prune(cache, {item["cache"] for item in items})
+    prune_cache(cache, {item["cache"] for item in items})
     if not items:
         return PART_CENSUS.empty_table(), digests
     found = map_in_workers(items, _part_census_batch, {"phi": phi, "min_patients": min_patients, "scope": scope})
-    return pa.concat_tables([PART_CENSUS.empty_table(), *ray.get(found.to_arrow_refs())]), digests
+    rows = pa.concat_tables([PART_CENSUS.empty_table(), *ray.get(found.to_arrow_refs())])
+    restrict_to_owner(cache)  # PHI: owner-only, as the rest of the zone
+    return rows, digests
 
 
 def _part_census_batch(batch: pa.Table, phi: Location, min_patients: int, scope: str) -> pa.Table:
@@ -90,11 +92,13 @@ def _part_census_batch(batch: pa.Table, phi: Location, min_patients: int, scope:
     return pa.concat_tables([PART_CENSUS.empty_table(), *tables])
 
 
-def _prune(cache: Location, keep: set[str]) -> None:
-    """Drop the cached census of parts that are gone (rewritten by the parse, or removed)."""
+def prune_cache(cache: Location, keep: set[str]) -> None:
+    """Drop the files of a per-part cache whose parts are gone (rewritten by the parse, or removed);
+    hidden files (a secret, a write under way) stay."""
     selector = pafs.FileSelector(cache.path, allow_not_found=True)
     for info in cache.filesystem.get_file_info(selector):
-        if info.type == pafs.FileType.File and posixpath.basename(info.path) not in keep:
+        name = posixpath.basename(info.path)
+        if info.type == pafs.FileType.File and not name.startswith(".") and name not in keep:
             cache.filesystem.delete_file(info.path)
 
 

@@ -13,14 +13,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-import posixpath
 from collections.abc import Collection, Sequence
 
 import pyarrow as pa
 import pyarrow.dataset as pads
-import pyarrow.fs as pafs
 
-from medical_assets.engine.census_parts import part_digest
+from medical_assets.engine.census_parts import part_digest, prune_cache
 from medical_assets.engine.part_groups import PartGroup, group_part_name, phi_part_groups
 from medical_assets.privacy.identifier_forms import RANKED_KINDS, collect_identifiers, identifier_columns
 from medical_assets.privacy.identifier_index import HashedIdentifiers, IdentifierIndex
@@ -49,7 +47,8 @@ def identifier_index(phi: Location, left_out_kinds: Collection[str] = (), hl7_pa
         if hl7_parts is None or kind == DICOM_SOURCE or name in hl7_parts:
             parts.append(_hashed_part(cache.child(cache_name), group, secret))
     if hl7_parts is None:
-        _prune(cache, wanted)
+        prune_cache(cache, wanted)
+    restrict_to_owner(cache)  # the arrays are PHI: owner-only, as the rest of the zone
     left_out = [rank for rank, kind in enumerate(RANKED_KINDS) if kind in left_out_kinds]
     return IdentifierIndex.from_hashed(parts, secret, RANKED_KINDS, left_out)
 
@@ -83,15 +82,6 @@ def _secret(phi: Location) -> bytes:
     location.write_bytes_atomically(os.urandom(32))
     restrict_to_owner(phi.child(*CACHE_FOLDER))
     return location.read_bytes()  # as written: another process may have made it first
-
-
-def _prune(cache: Location, keep: set[str]) -> None:
-    """Drop the arrays of parts that are gone (rewritten by the parse, or removed)."""
-    selector = pafs.FileSelector(cache.path, allow_not_found=True)
-    for info in cache.filesystem.get_file_info(selector):
-        name = posixpath.basename(info.path)
-        if info.type == pafs.FileType.File and name.endswith(".npz") and name not in keep:
-            cache.filesystem.delete_file(info.path)
 
 
 class PartColumns:

@@ -69,6 +69,10 @@ def test_nights_of_new_files_compute_only_what_changed_and_equal_one_full_run(sh
     )
     night = _plan(_run(data, key, landing))
     assert night["new"] == 1 and night["touched"] == 0 and night["carried"] >= 1, night
+    # What each part's census, identifiers and analytics summary are is kept, one file a part.
+    parts = len(list((data / "phi" / "hl7_messages").glob("part-*.parquet")))
+    for kept in ("parts", "identifiers", "summaries"):
+        assert len([f for f in (data / "phi" / "_census" / kept).iterdir() if not f.name.startswith(".")]) == parts, kept
 
     # Night 2: the old patient's next visit, at 90: every part holding them is computed again.
     (landing / "day2.hl7").write_text(_oru("OLD0002", "7700123", "ELDER", "19301115", "20210105093000"))
