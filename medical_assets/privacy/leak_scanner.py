@@ -24,6 +24,8 @@ import ahocorasick
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pydicom
+from pydicom.uid import PYDICOM_IMPLEMENTATION_UID
 
 from medical_assets.privacy.detectors import find_structured_identifiers, structured_identifier_kinds
 from medical_assets.privacy.identifier_index import IdentifierIndex, fold, joined_cell_starts
@@ -147,12 +149,17 @@ class LeakScanner:
         as latin-1, for kinds not found in a parsed element (values pydicom could not parse)."""
         parsed, raw = dicom_texts(data)
         findings: list[Finding] = []
-        year_only: Counter[str] = Counter()
+        blanked: Counter[str] = Counter()  # values left out of the raw bytes' search too
         elements: list[tuple[str, str, str]] = []
         for label, text, vr in parsed:
             if vr in _DATE_VRS and _is_year_only(text, vr):
                 # Safe Harbor's year-only date (a newborn of 1 January has it as birth date too).
-                year_only[text] += 1
+                blanked[text] += 1
+                continue
+            if _WRITER_META.get(label.partition(")")[0]) == text:
+                # The writing library's own implementation UID and version, not data: at 5,000,000
+                # patients pydicom's 1.2.826.0.1.3680043.8.498.1 held somebody's 7-digit ID.
+                blanked[text] += 1
                 continue
             elements.append((label, text, vr))
         # All elements in one search: hundreds of short texts, each searched alone, would cost the
@@ -163,7 +170,7 @@ class LeakScanner:
             findings += self._findings(f"{where}: {label}", counts)
         found = {finding.kind for finding in findings}
         raw_text = raw.decode("latin-1")
-        for value, times in year_only.items():
+        for value, times in blanked.items():
             raw_text = raw_text.replace(value, " " * len(value), times)
         raw_counts = Counter({kind: n for kind, n in self._count(raw_text).items() if kind not in found})
         return findings + self._findings(f"{where}: raw bytes", raw_counts)
@@ -385,6 +392,12 @@ def _within(spans: tuple[np.ndarray, np.ndarray], start: int, end: int) -> bool:
 
 
 _DATE_VRS = frozenset({"DA", "DT"})
+# What pydicom writes into every file meta it saves, as the software that wrote the file (our
+# DICOM export writes with pydicom), by the label's start: only these exact values are excused.
+_WRITER_META = {
+    "file meta (0002,0012": PYDICOM_IMPLEMENTATION_UID,
+    "file meta (0002,0013": f"PYDICOM {pydicom.__version__}",
+}
 # Safe Harbor's DICOM keeps a year as YYYY0101 (DA) or YYYY0101000000 (DT).
 _YEAR_ONLY = {"DA": re.compile(r"\d{4}0101"), "DT": re.compile(r"\d{4}0101(?:000000(?:\.0{1,6})?)?(?:[+-]\d{4})?")}
 # Text a person or a device could write into. Dates and times are the profile's, checked against

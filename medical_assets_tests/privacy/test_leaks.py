@@ -7,6 +7,7 @@ from io import BytesIO
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pydicom
 import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
@@ -840,3 +841,34 @@ def test_a_short_library_text_cuts_nothing_out():
     page = "<dd>2026-12-06T22:08:05+00:00</dd> call 617-555-0142".encode()
     scanner = LeakScanner({}, ["5", "0.1.0", "2026-12-06T22:08:05+00:00"])
     assert [f.kind for f in scanner.scan_file("reports/page.html", page)] == ["phone pattern"]
+
+
+def test_the_writing_librarys_implementation_uid_is_not_data_but_the_same_digits_elsewhere_are():
+    """pydicom names itself in every file meta it writes (1.2.826.0.1.3680043.8.498.1): with 5,000,000
+    patients, 3680043 was somebody's ID, and every exported file failed the DICOM check."""
+    scanner = LeakScanner({"3680043": "patient_id"})
+
+    def as_exported(dataset: Dataset) -> bytes:  # as the DICOM export writes
+        dataset.file_meta = FileMetaDataset()
+        dataset.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        buffer = BytesIO()
+        pydicom.dcmwrite(buffer, dataset, enforce_file_format=True)
+        return buffer.getvalue()
+
+    data = as_exported(_clean_dataset())
+    assert b"1.2.826.0.1.3680043.8.498.1" in data and b"PYDICOM" in data
+    assert scanner.scan_dicom(data, "exported.dcm") == []
+
+    dataset = _clean_dataset()
+    dataset.StudyInstanceUID = "1.2.826.0.1.3680043.5"  # a UID built from the ID, in the data set
+    findings = scanner.scan_dicom(as_exported(dataset), "a.dcm")
+    assert _kinds_at(findings, "a.dcm: (0020,000D) StudyInstanceUID") == {"patient_id"}
+
+    dataset = _clean_dataset()
+    dataset.file_meta = FileMetaDataset()
+    dataset.file_meta.ImplementationClassUID = "1.2.826.0.1.3680043.9"  # another writer's UID: not excused
+    dataset.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    buffer = BytesIO()
+    dataset.save_as(buffer, implicit_vr=False, little_endian=True)
+    findings = scanner.scan_dicom(buffer.getvalue(), "b.dcm")
+    assert _kinds_at(findings, "b.dcm: file meta (0002,0012) ImplementationClassUID") == {"patient_id"}
