@@ -20,7 +20,7 @@ from medical_assets.defs.selection import selected_results
 from medical_assets.defs.specs import publishing_step, table_spec
 from medical_assets.defs.staging import recovered_publication, staging
 from medical_assets.dicom.export import EXPORT_TABLES as DICOM_EXPORT_TABLES
-from medical_assets.engine import census_parts, deid_jobs
+from medical_assets.engine import census_parts, deid_jobs, identifier_parts
 from medical_assets.engine.part_groups import phi_part_groups
 from medical_assets.privacy.hl7_deid import compliance_metadata
 from medical_assets.privacy.hl7_deid_tables import DEID_HL7_TABLES
@@ -118,7 +118,6 @@ def hl7_deidentified_tables(
     # The parts of the last publication that the night's data leaves as they were are carried over.
     earlier = decision.previous.details.get("parts") if decision.previous is not None else None
     with staging(context, settings, ray_engine, publication, phi_read="HL7 tables to the de-identified zone", key_id=key.key_id):
-        leak_gate.prepare_identifier_index(context.run.run_id, settings)  # while the Ray jobs below run
         # What every part's de-identification must know of all the data: old patients, vocabulary.
         plan = census_parts.plan_hl7_parts(phi, settings.vocabulary_min_patients, settings.patient_id_scope, earlier)
         context.log.info(
@@ -131,7 +130,10 @@ def hl7_deidentified_tables(
             phi, {t: publication.staged(t) for t in schemas}, schemas, ring, settings.deid_profile,
             settings.reversible_tokens, progress_logger(context, "HL7 de-identification"), plan.census,
             settings.vocabulary_min_patients, settings.patient_id_scope, parts=plan.computed, by_part=by_part,
+            # The leak check's identifiers of the parts it reads, collected by the same tasks.
+            keep_identifiers=identifier_parts.identifiers_to_keep(phi, plan.computed),
         )
+        leak_gate.prepare_identifier_index(context.run.run_id, settings)  # from the kept parts, while this step goes on
     counts = dict(sum((Counter(part) for part in by_part.values()), Counter()) + Counter(files=len(plan.digests)))
     leak_gate.save_vocabulary(settings, plan.census.vocabulary)
     census_parts.save_published_census(phi, plan.census)

@@ -26,10 +26,9 @@ from medical_assets.analytics.summaries import SUMMARY_SCHEMAS
 from medical_assets.analytics.tables import ANALYTICS_TABLES
 from medical_assets.dicom.tables import DEID_DICOM_IMAGES
 from medical_assets.engine import multitable
-from medical_assets.engine.census_parts import part_digest, prune_cache
 from medical_assets.engine.exports import ExportTablesDatasink
 from medical_assets.engine.memory import WORKER_RELEASE_ABOVE, release_memory
-from medical_assets.engine.part_groups import part_groups_by_name
+from medical_assets.engine.part_groups import part_digest, part_groups_by_name, prune_cache
 from medical_assets.engine.tasks import TASK_OPTIONS, map_in_workers
 from medical_assets.privacy.hl7_deid import SOURCE_FILE_DOMAIN
 from medical_assets.privacy.keys import PseudonymKey, derived_key_id

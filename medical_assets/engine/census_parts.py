@@ -11,7 +11,6 @@ instead of the part. The footprint says which de-identified parts a change of th
 from __future__ import annotations
 
 import hashlib
-import posixpath
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -22,7 +21,7 @@ import pyarrow.parquet as pq
 import ray
 
 from medical_assets.engine.deid_jobs import CENSUS_ROWS, Census, census_of, part_census_rows
-from medical_assets.engine.part_groups import PartGroup, group_part_name, phi_part_groups
+from medical_assets.engine.part_groups import group_part_name, part_digest, phi_part_groups, prune_cache
 from medical_assets.engine.tasks import map_in_workers
 from medical_assets.hl7.tables import TABLES as HL7_TABLES
 from medical_assets.step_records import package_fingerprint
@@ -33,22 +32,6 @@ CACHE_FOLDER = ("_census", "parts")  # phi/_census/parts/<digest>.parquet
 # A part's census rows: "age" (patient, year), "evidence" (column, value, patient) as
 # `privacy.vocabulary.evidence` gives it, and "patient" (every patient identity the part holds).
 PART_CENSUS = pa.schema([pa.field("part", pa.string()), *CENSUS_ROWS])
-
-
-def part_digest(group: PartGroup) -> str:
-    """A digest of a part group's contents: each part's table, size and Parquet footer (row groups,
-    column sizes, statistics, metadata), read with two small reads a file, never the rows. The parse
-    carries unchanged parts over byte for byte, so their digest outlives the copy."""
-    digest = hashlib.sha256()
-    for table in sorted(group):
-        part = group[table]
-        with part.filesystem.open_input_file(part.path) as handle:
-            size = handle.size()
-            tail = handle.read_at(8, size - 8) if size >= 12 else b""
-            footer_length = int.from_bytes(tail[:4], "little") if tail[4:] == b"PAR1" else 0
-            footer = handle.read_at(footer_length, size - 8 - footer_length) if 0 < footer_length <= size - 12 else tail
-        digest.update(f"{table}\x1f{size}\x1f".encode() + hashlib.sha256(footer).digest() + b"\x1e")
-    return digest.hexdigest()
 
 
 def census_by_part(phi: Location, min_patients: int, scope: str) -> tuple[pa.Table, dict[str, str]]:
@@ -90,16 +73,6 @@ def _part_census_batch(batch: pa.Table, phi: Location, min_patients: int, scope:
             write_table_atomically(rows, cached)
         tables.append(rows)
     return pa.concat_tables([PART_CENSUS.empty_table(), *tables])
-
-
-def prune_cache(cache: Location, keep: set[str]) -> None:
-    """Drop the files of a per-part cache whose parts are gone (rewritten by the parse, or removed);
-    hidden files (a secret, a write under way) stay."""
-    selector = pafs.FileSelector(cache.path, allow_not_found=True)
-    for info in cache.filesystem.get_file_info(selector):
-        name = posixpath.basename(info.path)
-        if info.type == pafs.FileType.File and not name.startswith(".") and name not in keep:
-            cache.filesystem.delete_file(info.path)
 
 
 # The census the published de-identified parts were made with: phi/_census/published.parquet.

@@ -17,6 +17,7 @@ import ray
 from medical_assets.analytics.validation import with_validation
 from medical_assets.dicom.export import export_deidentified
 from medical_assets.dicom.tables import TABLES as DICOM_TABLES
+from medical_assets.engine.identifier_parts import KeepIdentifiers
 from medical_assets.engine.part_groups import WITHHELD_ENTRY, group_part_name, phi_part_groups, run_group_job
 from medical_assets.engine.progress import ProgressReport
 from medical_assets.engine.tasks import map_in_workers
@@ -181,11 +182,13 @@ def deidentify_hl7(
     scope: str = "issuer",
     parts: Collection[str] | None = None,
     by_part: dict[str, dict[str, int]] | None = None,
+    keep_identifiers: KeepIdentifiers | None = None,
 ) -> dict[str, int]:
     """The de-identified HL7 tables, staged under `targets` with `schemas` (which carry the compliance
     metadata): of every PHI part, or of the part names in `parts`. Besides the rows per table, the
     counts hold `withheld_key(table, column, reason)` entries: the values withheld; `by_part`
-    receives them per part."""
+    receives them per part. `keep_identifiers`: the parts whose leak-check identifiers the same tasks
+    collect and keep, while they hold the tables (`identifier_parts`)."""
     groups = phi_part_groups(phi, list(HL7_TABLES), HL7_TABLES)
     if parts is not None:
         groups = [group for group in groups if group_part_name(group) in parts]
@@ -198,8 +201,9 @@ def deidentify_hl7(
         census=census,
         min_patients=min_patients,
         scope=scope,
+        keep_identifiers=keep_identifiers,
     )
-    return run_group_job(groups, HL7_TABLES, transform, targets, schemas, report, by_part=by_part)
+    return run_group_job(groups, HL7_TABLES, transform, targets, schemas, report, by_part=by_part, named=True)
 
 
 # Counts of withheld values travel beside the rows per table, keyed `withheld<US>table<US>column<US>reason`.
@@ -238,8 +242,10 @@ def export_dicom(
 
 def _deidentify_hl7_group(
     tables: dict[str, pa.Table], ring: KeyRing, profile: str, reversible_tokens: bool, census: Census,
-    min_patients: int, scope: str,
+    min_patients: int, scope: str, keep_identifiers: KeepIdentifiers | None = None, part_name: str = "",
 ) -> dict[str, pa.Table]:
+    if keep_identifiers is not None:
+        keep_identifiers.keep(part_name, tables)
     reversible = ReversibleTokens(ring) if reversible_tokens else None
     withheld: dict[tuple[str, str, str], int] = {}
     output = deidentify_hl7_tables(

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.dataset as pads
 
-from medical_assets.engine.census_parts import part_digest, prune_cache
-from medical_assets.engine.part_groups import PartGroup, group_part_name, phi_part_groups
+from medical_assets.engine.part_groups import PartGroup, group_part_name, part_digest, phi_part_groups, prune_cache
 from medical_assets.privacy.identifier_forms import RANKED_KINDS, collect_identifiers, identifier_columns
 from medical_assets.privacy.identifier_index import HashedIdentifiers, IdentifierIndex
 from medical_assets.step_records import package_fingerprint
@@ -37,15 +37,13 @@ def identifier_index(phi: Location, left_out_kinds: Collection[str] = (), hl7_pa
     DICOM part), without the kinds `left_out_kinds`. Parts seen before are read back; the others
     are collected, hashed and kept."""
     secret = _secret(phi)
-    cache = phi.child(*CACHE_FOLDER)
-    salt = hashlib.sha256(secret + package_fingerprint().encode()).hexdigest()[:16]
     wanted, parts = set(), []
     for kind, group in _part_groups(phi):
-        name = group_part_name(group)
-        cache_name = hashlib.sha256(f"{kind}\x1f{name}\x1f{part_digest(group)}\x1f{salt}".encode()).hexdigest()[:32] + ".npz"
-        wanted.add(cache_name)
-        if hl7_parts is None or kind == DICOM_SOURCE or name in hl7_parts:
-            parts.append(_hashed_part(cache.child(cache_name), group, secret))
+        kept = _kept_location(phi, kind, group, secret)
+        wanted.add(kept.name)
+        if hl7_parts is None or kind == DICOM_SOURCE or group_part_name(group) in hl7_parts:
+            parts.append(_hashed_part(kept, group, secret))
+    cache = phi.child(*CACHE_FOLDER)
     if hl7_parts is None:
         prune_cache(cache, wanted)
     restrict_to_owner(cache)  # the arrays are PHI: owner-only, as the rest of the zone
@@ -53,20 +51,58 @@ def identifier_index(phi: Location, left_out_kinds: Collection[str] = (), hl7_pa
     return IdentifierIndex.from_hashed(parts, secret, RANKED_KINDS, left_out)
 
 
+@dataclass(frozen=True)
+class KeepIdentifiers:
+    """Where to keep the hashed identifiers of HL7 part groups that a job reads whole anyway (the
+    de-identification): by part name, the kept file to write; and the secret to hash with."""
+
+    secret: bytes
+    kept: dict[str, Location]
+
+    def keep(self, part_name: str, tables: Mapping[str, pa.Table]) -> None:
+        """Collect, hash and keep the identifiers of one part group's tables, if asked for."""
+        if part_name in self.kept:
+            _keep(self.kept[part_name], {t: tables[t] for t in HL7_SOURCES if t in tables}, self.secret)
+
+
+def identifiers_to_keep(phi: Location, part_names: Collection[str]) -> KeepIdentifiers:
+    """The HL7 part groups among `part_names` whose identifiers are not kept yet."""
+    secret = _secret(phi)
+    kept = {}
+    for kind, group in _part_groups(phi):
+        name = group_part_name(group)
+        if kind == "hl7" and name in part_names:
+            location = _kept_location(phi, kind, group, secret)
+            if not location.exists():
+                kept[name] = location
+    return KeepIdentifiers(secret, kept)
+
+
+def _kept_location(phi: Location, kind: str, group: PartGroup, secret: bytes) -> Location:
+    """Named by the part group's footer digest, the secret and our code: any change, another file."""
+    salt = hashlib.sha256(secret + package_fingerprint().encode()).hexdigest()[:16]
+    name = group_part_name(group)
+    digest = hashlib.sha256(f"{kind}\x1f{name}\x1f{part_digest(group)}\x1f{salt}".encode()).hexdigest()[:32]
+    return phi.child(*CACHE_FOLDER, digest + ".npz")
+
+
 def _part_groups(phi: Location) -> list[tuple[str, PartGroup]]:
     groups = [("hl7", group) for group in phi_part_groups(phi, list(HL7_SOURCES), {})]
     return groups + [(DICOM_SOURCE, group) for group in phi_part_groups(phi, [DICOM_SOURCE], {})]
 
 
-def _hashed_part(cached: Location, group: PartGroup, secret: bytes) -> HashedIdentifiers:
+def _hashed_part(kept: Location, group: PartGroup, secret: bytes) -> HashedIdentifiers:
     try:
-        return HashedIdentifiers.from_bytes(cached.read_bytes())
+        return HashedIdentifiers.from_bytes(kept.read_bytes())
     except (FileNotFoundError, OSError, ValueError, KeyError):
         pass
-    tables = {table: PartColumns(part, table) for table, part in group.items()}
+    return _keep(kept, {table: PartColumns(part, table) for table, part in group.items()}, secret)
+
+
+def _keep(kept: Location, tables: Mapping, secret: bytes) -> HashedIdentifiers:
     identifiers = collect_identifiers(tables, ranked=True)
     hashed = IdentifierIndex(identifiers={}, secret=secret).hashed(identifiers.ranks.items()).sorted()
-    cached.write_bytes_atomically(hashed.to_bytes())
+    kept.write_bytes_atomically(hashed.to_bytes())
     return hashed
 
 

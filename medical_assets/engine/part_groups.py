@@ -9,6 +9,7 @@ never needs a shuffle.
 
 from __future__ import annotations
 
+import hashlib
 import posixpath
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -54,6 +55,32 @@ def part_groups_by_name(zone: Location, tables: Sequence[str]) -> dict[str, Part
     return groups
 
 
+def part_digest(group: PartGroup) -> str:
+    """A digest of a part group's contents: each part's table, size and Parquet footer (row groups,
+    column sizes, statistics, metadata), read with two small reads a file, never the rows. The parse
+    carries unchanged parts over byte for byte, so their digest outlives the copy."""
+    digest = hashlib.sha256()
+    for table in sorted(group):
+        part = group[table]
+        with part.filesystem.open_input_file(part.path) as handle:
+            size = handle.size()
+            tail = handle.read_at(8, size - 8) if size >= 12 else b""
+            footer_length = int.from_bytes(tail[:4], "little") if tail[4:] == b"PAR1" else 0
+            footer = handle.read_at(footer_length, size - 8 - footer_length) if 0 < footer_length <= size - 12 else tail
+        digest.update(f"{table}\x1f{size}\x1f".encode() + hashlib.sha256(footer).digest() + b"\x1e")
+    return digest.hexdigest()
+
+
+def prune_cache(cache: Location, keep: set[str]) -> None:
+    """Drop the files of a per-part cache whose parts are gone (rewritten by the parse, or removed);
+    hidden files (a secret, a write under way) stay."""
+    selector = pafs.FileSelector(cache.path, allow_not_found=True)
+    for info in cache.filesystem.get_file_info(selector):
+        name = posixpath.basename(info.path)
+        if info.type == pafs.FileType.File and not name.startswith(".") and name not in keep:
+            cache.filesystem.delete_file(info.path)
+
+
 def run_group_job(
     groups: Sequence[PartGroup],
     input_schemas: Mapping[str, pa.Schema],
@@ -63,10 +90,12 @@ def run_group_job(
     report: ProgressReport,
     part_names: Sequence[str] | None = None,
     by_part: dict[str, dict[str, int]] | None = None,
+    named: bool = False,
 ) -> dict[str, int]:
     """`transform` of each part group in the workers, which write its tables under `targets` (a
     table without rows gets no part); rows per table, and `files`: the groups. `by_part`, when
-    given, receives the same counts per output part name.
+    given, receives the same counts per output part name. `named`: the transform is also given
+    its group's output part name (`part_name=`).
 
     A group's output part is named like its input parts (or `part_names`, one per group): so a part
     name stands for the same files in the PHI and the de-identified zone, and the analytics can
@@ -86,7 +115,8 @@ def run_group_job(
     dataset = map_in_workers(
         [{"group": number} for number in range(len(groups))],
         _transform_groups,
-        {"groups": list(groups), "input_schemas": dict(input_schemas), "transform": transform, "output": output},
+        {"groups": list(groups), "input_schemas": dict(input_schemas), "transform": transform, "output": output,
+         "named": named},
     )
     written = run_with_progress(lambda: ray.get(dataset.to_arrow_refs()), counter, report)
     totals: Counter = Counter(files=len(groups))
@@ -133,6 +163,7 @@ def _transform_groups(
     input_schemas: dict[str, pa.Schema],
     transform: GroupTransform,
     output: _GroupOutput,
+    named: bool,
 ) -> Iterable[pa.Table]:
     """The groups numbered in `batch`, one after the other: read whole, transformed, written."""
     for number in batch.column("group").to_pylist():
@@ -141,7 +172,8 @@ def _transform_groups(
             name: _read_part(group[name], schema) if name in group else schema.empty_table()
             for name, schema in input_schemas.items()
         }
-        written = output.write(number, transform(tables))
+        result = transform(tables, part_name=output.part_names[number]) if named else transform(tables)
+        written = output.write(number, result)
         del tables
         # The worker goes on with the next group: it need not keep this one's peak.
         release_memory(WORKER_RELEASE_ABOVE)
