@@ -5,7 +5,7 @@ A part's contribution to the census (its patients 90+, its vocabulary evidence) 
 settings. Each is computed once, in a worker, and kept under `phi/_census/parts/`, named by a
 digest of the part's Parquet footers, the settings and our code; the next run reads it back
 instead of the part. The footprint says which de-identified parts a change of the census touches
-(`census_changes.parts_touched`).
+(`parts_touched`).
 """
 
 from __future__ import annotations
@@ -144,7 +144,6 @@ class PartPlan:
     """Which HL7 parts a run de-identifies and which it carries over from the last publication."""
 
     census: Census
-    census_rows: pa.Table
     digests: dict[str, str]  # HL7 part name -> digest of its PHI parts
     carried: list[str]
     computed: list[str]
@@ -160,21 +159,21 @@ def plan_hl7_parts(phi: Location, min_patients: int, scope: str, earlier: Mappin
     census = census_of(rows, min_patients)
     everything = sorted(digests)
     if earlier is None:
-        return PartPlan(census, rows, digests, [], everything, "every part: no earlier publication to build on")
+        return PartPlan(census, digests, [], everything, "every part: no earlier publication to build on")
     before = load_published_census(phi)
     changed = sorted(name for name, part in earlier.items() if digests.get(name) != part.get("digest"))
     if before is None or changed:
         why = "every part: " + (f"{len(changed)} part(s) of the last publication changed or are gone" if changed
                                 else "the census of the last publication is not kept")
-        return PartPlan(census, rows, digests, [], everything, why)
+        return PartPlan(census, digests, [], everything, why)
     if any(values - census.vocabulary.get(column, frozenset()) for column, values in before.vocabulary.items()):
-        return PartPlan(census, rows, digests, [], everything, "every part: a value left the vocabulary")
+        return PartPlan(census, digests, [], everything, "every part: a value left the vocabulary")
     touched = parts_touched(rows, before, census) & set(earlier)
     carried = sorted(set(earlier) - touched)
     new = [name for name in everything if name not in earlier]
     computed = sorted([*new, *touched])
     why = f"{len(new)} new part(s), {len(touched)} whose patients' 90+ status or vocabulary the new data changed"
-    return PartPlan(census, rows, digests, carried, computed, why)
+    return PartPlan(census, digests, carried, computed, why)
 
 
 def stage_carried(zone: Location, publication: TablePublication, tables: Iterable[str], names: Iterable[str]) -> set[str]:
