@@ -9,7 +9,6 @@ one task combines them, suppresses small cells and writes the tables. No process
 from __future__ import annotations
 
 import functools
-import hashlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import NamedTuple
 
@@ -28,7 +27,7 @@ from medical_assets.dicom.tables import DEID_DICOM_IMAGES
 from medical_assets.engine import multitable
 from medical_assets.engine.exports import ExportTablesDatasink
 from medical_assets.engine.memory import WORKER_RELEASE_ABOVE, release_memory
-from medical_assets.engine.part_groups import part_digest, part_groups_by_name, prune_cache
+from medical_assets.engine.part_groups import kept_file_name, part_digest, part_groups_by_name, prune_cache
 from medical_assets.engine.tasks import TASK_OPTIONS, map_in_workers
 from medical_assets.privacy.hl7_deid import SOURCE_FILE_DOMAIN
 from medical_assets.privacy.keys import PseudonymKey, derived_key_id
@@ -117,7 +116,7 @@ def summarize_part_groups(groups: Sequence[PartInputs], key: PseudonymKey, cache
         salt = f"{derived_key_id(key.secret)}\x1f{package_fingerprint()}"
         for item, (name, inputs) in zip(items, groups):
             digest = part_digest({table: table_input.location for table, table_input in inputs.items()})
-            item["cache"] = hashlib.sha256(f"{name}\x1f{digest}\x1f{salt}".encode()).hexdigest()[:32] + ".parquet"
+            item["cache"] = kept_file_name(name, digest, salt, suffix=".parquet")
         prune_cache(cache, {item["cache"] for item in items})
     dataset = map_in_workers(items, _summarized, {"groups": list(groups), "key": key, "cache": cache})
     refs = dataset.to_arrow_refs()

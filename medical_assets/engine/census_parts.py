@@ -10,7 +10,6 @@ instead of the part. The footprint says which de-identified parts a change of th
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -21,7 +20,7 @@ import pyarrow.parquet as pq
 import ray
 
 from medical_assets.engine.deid_jobs import CENSUS_ROWS, Census, census_of, part_census_rows
-from medical_assets.engine.part_groups import group_part_name, part_digest, phi_part_groups, prune_cache
+from medical_assets.engine.part_groups import group_part_name, kept_file_name, part_digest, phi_part_groups, prune_cache
 from medical_assets.engine.tasks import map_in_workers
 from medical_assets.hl7.tables import TABLES as HL7_TABLES
 from medical_assets.step_records import package_fingerprint
@@ -48,7 +47,7 @@ def census_by_part(phi: Location, min_patients: int, scope: str) -> tuple[pa.Tab
             digest = part_digest(group)
             if kind == "hl7":
                 digests[name] = digest
-            cache_name = hashlib.sha256(f"{kind}\x1f{name}\x1f{digest}\x1f{salt}".encode()).hexdigest()[:32] + ".parquet"
+            cache_name = kept_file_name(kind, name, digest, salt, suffix=".parquet")
             items.append({"kind": kind, "name": name, "cache": cache_name})
     cache = phi.child(*CACHE_FOLDER)
     prune_cache(cache, {item["cache"] for item in items})

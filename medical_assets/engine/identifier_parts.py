@@ -19,7 +19,14 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.dataset as pads
 
-from medical_assets.engine.part_groups import PartGroup, group_part_name, part_digest, phi_part_groups, prune_cache
+from medical_assets.engine.part_groups import (
+    PartGroup,
+    group_part_name,
+    kept_file_name,
+    part_digest,
+    phi_part_groups,
+    prune_cache,
+)
 from medical_assets.privacy.identifier_forms import RANKED_KINDS, collect_identifiers, identifier_columns
 from medical_assets.privacy.identifier_index import HashedIdentifiers, IdentifierIndex
 from medical_assets.step_records import package_fingerprint
@@ -82,8 +89,7 @@ def _kept_location(phi: Location, kind: str, group: PartGroup, secret: bytes) ->
     """Named by the part group's footer digest, the secret and our code: any change, another file."""
     salt = hashlib.sha256(secret + package_fingerprint().encode()).hexdigest()[:16]
     name = group_part_name(group)
-    digest = hashlib.sha256(f"{kind}\x1f{name}\x1f{part_digest(group)}\x1f{salt}".encode()).hexdigest()[:32]
-    return phi.child(*CACHE_FOLDER, digest + ".npz")
+    return phi.child(*CACHE_FOLDER, kept_file_name(kind, name, part_digest(group), salt, suffix=".npz"))
 
 
 def _part_groups(phi: Location) -> list[tuple[str, PartGroup]]:

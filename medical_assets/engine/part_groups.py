@@ -71,6 +71,12 @@ def part_digest(group: PartGroup) -> str:
     return digest.hexdigest()
 
 
+def kept_file_name(*made_from: str, suffix: str) -> str:
+    """The name of a file kept beside the PHI parts (a part's census, identifiers, summary): a digest
+    of what it was made from (part name, footer digest, settings, code), so any change is another file."""
+    return hashlib.sha256("\x1f".join(made_from).encode()).hexdigest()[:32] + suffix
+
+
 def prune_cache(cache: Location, keep: set[str]) -> None:
     """Drop the files of a per-part cache whose parts are gone (rewritten by the parse, or removed);
     hidden files (a secret, a write under way) stay."""
