@@ -1,12 +1,16 @@
 """A night with nothing new: every step after the parse carries its output over (no file rewritten,
-every check reported, each asset says from which run); a new file, another key, a table changed by
-hand or MEDICAL_ASSETS_RECOMPUTE make the steps compute again, and the result equals a rebuild."""
+every check reported, each asset says from which run); another key, a table changed by hand or
+MEDICAL_ASSETS_RECOMPUTE make the steps compute again; nights of new files de-identify only the
+parts that changed, and the result equals a rebuild."""
 
+import re
 import secrets
 import shutil
 from pathlib import Path
 
 import dagster as dg
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import pytest
 from pydicom.data import get_testdata_file
 
@@ -99,19 +103,82 @@ def _copy(data: Path, target: Path) -> Path:
     return target
 
 
-def test_a_new_file_computes_again_and_equals_a_rebuild(history, feeds, tmp_path):
+_PLAN = re.compile(r"hl7_deidentified_tables: (\d+) part\(s\) carried over, (\d+) de-identified \((\d+) new part\(s\), (\d+) whose")
+
+
+def _oru(control: str, mrn: str, family: str, born: str, when: str, test: str = "718-7^Hemoglobin^LN") -> str:
+    """A lab result as an interface engine sends it: a patient, a visit, one order, one result (a
+    value no other patient has: a result value shared by enough patients is vocabulary too). Sex
+    unknown (U): the small history has about ten patients of each sex, so one more F or M would make
+    it vocabulary and touch every part, as it should."""
+    return "\r".join([
+        f"MSH|^~\\&|LAB|REGIONAL_CLINIC|EMR|SURGERY|{when}||ORU^R01^ORU_R01|{control}|P|2.4",
+        f"PID|1||{mrn}^^^^MR||{family}^ALICE^||{born}|U|||12 ELM ST^^BALTIMORE^MD^21201",
+        "PV1|1|O",
+        f"OBR|1|ORD{control}|LAB{control}|58410-2^CBC panel^LN|||{when}",
+        f"OBX|1|NM|{test}||13.{mrn}|g/dL|12.0-17.5|N|||F|||{when}",
+    ]) + "\r\n"
+
+
+def _plan(log: str) -> dict[str, int]:
+    carried, computed, new, touched = map(int, _PLAN.search(log).groups())
+    return {"carried": carried, "computed": computed, "new": new, "touched": touched}
+
+
+def _messages_of_years(data: Path, years: set[int]) -> list[dict]:
+    return [row for row in pq.read_table(data / "deid" / "hl7_messages").to_pylist() if row["message_year"] in years]
+
+
+def test_nights_of_new_files_compute_only_what_changed_and_equal_a_rebuild(history, feeds, tmp_path):
+    """Night 1 brings new patients (and an 89-year-old's visit, and one patient's rare test): only
+    the new part is de-identified, the history's parts are copied. Night 2 brings that patient's
+    visit at 90 and ten more patients with the rare test (11: vocabulary now): the part of night 1
+    is de-identified again. Then the published zone equals a rebuild from the same files."""
     data, key, _ = history
     data = _copy(data, tmp_path / "nightly")
-    _write_feed_file(feeds / "hl7", 2)  # the night's file, in the hospital's folder
+    nights = [feeds / "hl7" / "night-1.hl7", feeds / "hl7" / "night-2.hl7"]
+    rare = "99999-9^Ferritin special^LN"
     try:
+        nights[0].write_text(
+            _oru("NEW0001", "7700301", "NEWMAN", "19700101", "20250101080000")
+            + _oru("OLD0001", "7700123", "ELDER", "19301115", "20200301093000")  # 89 then
+            + _oru("RARE0000", "7700200", "FIRST", "19800101", "20240301093000", rare)
+        )
         result, log = _run(data, key, feeds)
         assert "HL7 parse plan: incremental: 1 new or changed files, 0 removed, 2 kept" in log, log
         assert "hl7_deidentified_tables: computed, because phi/hl7_encounters changed" in log, log
         assert all(f"{step}: computed, because" in log for step in STEPS), log
         assert not any(_carried_over(result).values())
+        night = _plan(log)
+        assert night["new"] == 1 and night["touched"] == 0 and night["carried"] >= 1, night
+        # What each part's census, identifiers and analytics summary are is kept, one file a part.
+        parts = len(list((data / "phi" / "hl7_messages").glob("part-*.parquet")))
+        images = len(list((data / "phi" / "dicom_images").glob("part-*.parquet")))
+        assert len([f for f in (data / "phi" / "_census" / "summaries").iterdir()]) == parts
+        for kept in ("parts", "identifiers"):
+            files = [f for f in (data / "phi" / "_census" / kept).iterdir() if not f.name.startswith(".")]
+            assert len(files) == parts + images, kept
+
+        nights[1].write_text(
+            _oru("OLD0002", "7700123", "ELDER", "19301115", "20210105093000")
+            + "".join(_oru(f"RARE{n:04d}", f"77002{n:02d}", "RARER", "19800102", "20250301093000", rare) for n in range(1, 11))
+        )
+        _, log = _run(data, key, feeds)
+        night = _plan(log)
+        assert night["new"] == 1 and night["touched"] >= 1, night
+        elder = _messages_of_years(data, {2020, 2021})  # the synthetic visits are later
+        assert len(elder) == 2 and len({row["patient_token"] for row in elder}) == 1, elder
+        # Their visit at 89, in a part copied over last night, no longer shows the age or birth year.
+        by_year = {row["message_year"]: (row["birth_year"], row["age_at_message"]) for row in elder}
+        assert by_year == {2020: (None, None), 2021: (None, "90+")}, by_year
+        # The rare test, withheld in last night's part until now, is published there too.
+        names = pq.read_table(data / "deid" / "hl7_lab_results").column("observation_name")
+        assert pc.sum(pc.equal(names, "Ferritin special")).as_py() == 11
+
         rebuilt, _ = _run(tmp_path / "rebuilt", key, feeds)
     finally:
-        (feeds / "hl7" / "feed-2.hl7").unlink()
+        for path in nights:
+            path.unlink(missing_ok=True)
     assert not any(_carried_over(rebuilt).values())
     nightly, full = read_published(data), read_published(tmp_path / "rebuilt")
     assert nightly.tables.keys() == full.tables.keys() and len(nightly.tables) >= 25
