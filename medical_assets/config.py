@@ -28,6 +28,7 @@ EXPORT_FORMAT_VAR = "MEDICAL_ASSETS_EXPORT_FORMAT"
 MAX_ERROR_RATE_VAR = "MEDICAL_ASSETS_MAX_ERROR_RATE"
 LOCK_TIMEOUT_VAR = "MEDICAL_ASSETS_LOCK_TIMEOUT_S"
 RECOMPUTE_VAR = "MEDICAL_ASSETS_RECOMPUTE"
+RAY_SHIP_CODE_VAR = "MEDICAL_ASSETS_RAY_SHIP_CODE"
 
 DEFAULT_DATA_DIR = "./data"
 DEFAULT_SYNTHETIC_HL7_MESSAGES = 50_000
@@ -181,6 +182,11 @@ def load_settings(
         synthetic_hl7_patients=synthetic_hl7_patients,
         recompute=_flag(env, RECOMPUTE_VAR, default=False) if recompute is None else recompute,
     )
+
+
+def ray_ship_code(env: Mapping[str, str] | None = None) -> bool:
+    """Whether a run that joins a cluster uploads this package to its workers (default yes)."""
+    return _flag(os.environ if env is None else env, RAY_SHIP_CODE_VAR, default=True)
 
 
 def _flag(env: Mapping[str, str], variable: str, default: bool) -> bool:

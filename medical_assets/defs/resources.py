@@ -13,6 +13,7 @@ from medical_assets.config import (
     ConfigurationError,
     PipelineSettings,
     load_settings,
+    ray_ship_code,
     require_readable_source,
     require_writable_data_dir,
 )
@@ -158,11 +159,20 @@ class RayResource(dg.ConfigurableResource):
 
     address: str | None = Field(default=None, description="Ray cluster to join; default RAY_ADDRESS, else a local Ray")
     num_cpus: int | None = Field(default=None, description="CPUs of a local Ray; default all")
+    ship_code: bool | None = Field(
+        default=None,
+        description="On a cluster, upload this package to the workers with each run (Ray runtime_env); "
+        "default MEDICAL_ASSETS_RAY_SHIP_CODE or on. Off: the nodes' image must hold this very version",
+    )
 
     _runtime: RayRuntime | None = PrivateAttr(default=None)
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
-        self._runtime = RayRuntime(address=self.address or os.environ.get("RAY_ADDRESS") or None, num_cpus=self.num_cpus)
+        with configuration_failure():
+            ship_code = ray_ship_code() if self.ship_code is None else self.ship_code
+        self._runtime = RayRuntime(
+            address=self.address or os.environ.get("RAY_ADDRESS") or None, num_cpus=self.num_cpus, ship_code=ship_code
+        )
         if context.run is not None:
             with configuration_failure():  # an unreachable cluster fails the run before its first step
                 self._runtime.check_address()

@@ -29,6 +29,7 @@ class RayRuntime:
     address: str | None = None  # None: a private local Ray; else join this cluster
     num_cpus: int | None = None  # local Ray only
     object_store_memory_bytes: int | None = None  # local Ray only
+    ship_code: bool = True  # joined cluster only: upload this package with the job (runtime_env)
     _temp_dir: str | None = field(default=None, init=False)
     _connected: bool = field(default=False, init=False)  # ray.init was ours to undo
     _saved_environment: dict[str, str | None] = field(default_factory=dict, init=False)
@@ -122,7 +123,12 @@ class RayRuntime:
         _require_token_file()
         _require_reachable(address)
         try:
-            ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
+            ray.init(
+                address=address,
+                runtime_env=code_runtime_env() if self.ship_code else None,
+                log_to_driver=False,
+                logging_level=logging.WARNING,
+            )
             self._connected = True
         except (ConnectionError, RuntimeError, ValueError) as error:
             raise ConfigurationError(
@@ -131,6 +137,7 @@ class RayRuntime:
                 "RAY_AUTH_MODE=token and RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH (its token) were set before this "
                 "process started; or unset RAY_ADDRESS to run on a local Ray."
             ) from None
+        _require_worker_modules()
 
     def _set_environment(self, values: dict[str, str | None]) -> None:
         for name, value in values.items():
@@ -147,6 +154,64 @@ class RayRuntime:
             else:
                 os.environ[name] = value
         self._saved_environment.clear()
+
+
+def code_runtime_env() -> dict:
+    """The job's runtime environment on a cluster: this package, uploaded once per version (Ray
+    keys the upload by content) and put first on every worker's path, so each node runs the code
+    of the process that launched the run, whatever version the cluster's image holds. The
+    dependencies (pyproject) must be installed on the nodes: installing them per job would take
+    minutes and need the package index."""
+    import medical_assets  # the whole package, not only engine/
+
+    package = os.path.dirname(os.path.abspath(medical_assets.__file__))
+    return {"py_modules": [package], "excludes": ["__pycache__/", "*.pyc"]}
+
+
+# What our tasks import on a worker: this package (shipped, or installed on the nodes) and the
+# dependencies that run inside tasks (pyproject's, by import name).
+WORKER_MODULES = (
+    "medical_assets", "pyarrow", "pandas", "numpy", "numba", "pydicom", "PIL", "pylibjpeg", "openjpeg",
+    "rle", "gdcm", "dicomanonymizer", "ahocorasick", "cryptography", "plotly", "matplotlib",
+)
+
+
+def missing_on_nodes(modules: tuple[str, ...], timeout_s: float = 120.0) -> dict[str, list[str]]:
+    """For each alive node of the connected Ray, the modules its workers cannot find (none: left out).
+
+    One zero-CPU task pinned to each node looks the modules up without importing them."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    nodes = [node for node in ray.nodes() if node.get("Alive")]
+    pending = {
+        f"{node['NodeManagerAddress']} ({node['NodeID'][:12]})": _unfound_modules.options(
+            scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)
+        ).remote(modules)
+        for node in nodes
+    }
+    found = dict(zip(pending, ray.get(list(pending.values()), timeout=timeout_s)))
+    return {node: missing for node, missing in found.items() if missing}
+
+
+@ray.remote(num_cpus=0, max_retries=0)
+def _unfound_modules(modules: tuple[str, ...]) -> list[str]:
+    import importlib.util
+
+    return [name for name in modules if importlib.util.find_spec(name) is None]
+
+
+def _require_worker_modules() -> None:
+    """A cluster whose nodes lack a dependency would fail deep inside the first job, once per task;
+    say which node lacks what before any job starts."""
+    missing = missing_on_nodes(WORKER_MODULES)
+    if missing:
+        listing = "; ".join(f"{node}: {', '.join(names)}" for node, names in sorted(missing.items()))
+        raise ConfigurationError(
+            f"RAY_ADDRESS: these nodes of the cluster cannot import what the pipeline's tasks need: {listing}. "
+            "Install medical-assets' dependencies (pyproject.toml) on every node, in the Python environment "
+            "`ray start` runs in (the README's Running on a Ray cluster); with MEDICAL_ASSETS_RAY_SHIP_CODE=0 "
+            "install medical_assets itself there too."
+        )
 
 
 # Failures a second attempt may not meet: a worker, node or owner lost, memory or the object store

@@ -7,8 +7,10 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 
 import dagster as dg
 import psutil
@@ -23,7 +25,7 @@ def free_port() -> int:
 
 
 def start_in_own_group(
-    command: Sequence[str], log_path: str, env: Mapping[str, str] | None = None, user: str | None = None
+    command: Sequence[str], log_path: str, env: Mapping[str, str] | None = None, user: str | None = None, cwd: str | None = None
 ) -> subprocess.Popen:
     """The command in a new session (so a new process group), its output in `log_path`."""
     with open(log_path, "ab") as log:
@@ -35,6 +37,7 @@ def start_in_own_group(
             env=dict(env) if env is not None else None,
             start_new_session=True,
             user=user,
+            cwd=cwd,
         )
 
 
@@ -92,6 +95,34 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
     except OSError:
         return False
     return True
+
+
+@contextmanager
+def s3_server(folder: str, bucket: str) -> Iterator[dict[str, str]]:
+    """moto's S3 server on 127.0.0.1, in its own process group, with one empty bucket. Yields the AWS
+    variables that point pyarrow, boto3 and Ray workers at it; dummy credentials, because without any,
+    writes to moto were stored corrupted (docs/engine-pitfalls.md)."""
+    import boto3
+
+    port, log = free_port(), os.path.join(folder, "moto.log")
+    moto_server = os.path.join(os.path.dirname(sys.executable), "moto_server")
+    server = start_in_own_group([moto_server, "-H", "127.0.0.1", "-p", str(port)], log)
+    endpoint = f"http://127.0.0.1:{port}"
+    variables = {
+        "AWS_ENDPOINT_URL_S3": endpoint,
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    try:
+        wait_for(lambda: port_open(port), 60, "moto_server", log)
+        boto3.client(
+            "s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing"
+        ).create_bucket(Bucket=bucket)
+        yield variables
+    finally:
+        stop_group(server)
 
 
 def materialize_graph(

@@ -3,7 +3,6 @@
 
 import os
 import secrets
-import sys
 from io import BytesIO
 
 import dagster as dg
@@ -16,15 +15,7 @@ import pytest
 from medical_assets.privacy.audit import AuditLog
 from medical_assets.storage import resolve_location
 from medical_assets_tests.defs.pipeline import materialize_planted_leak
-from medical_assets_tests.scaleout.servers import (
-    failures,
-    free_port,
-    materialize_graph,
-    port_open,
-    start_in_own_group,
-    stop_group,
-    wait_for,
-)
+from medical_assets_tests.scaleout.servers import failures, materialize_graph, s3_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.long_running, pytest.mark.ray_free]  # Ray starts with the object store settings
 
@@ -36,31 +27,14 @@ MESSAGES, DICOM_FILES = 100, 3
 
 @pytest.fixture(scope="module")
 def s3_endpoint(tmp_path_factory):
-    """moto's S3 server on 127.0.0.1, in its own process group, with one empty bucket; the AWS
-    variables that pyarrow, boto3 and the Ray workers read point at it while the module runs."""
-    folder = tmp_path_factory.mktemp("moto")
-    port = free_port()
-    log = str(folder / "moto.log")
-    moto_server = os.path.join(os.path.dirname(sys.executable), "moto_server")
-    server = start_in_own_group([moto_server, "-H", "127.0.0.1", "-p", str(port)], log)
-    endpoint = f"http://127.0.0.1:{port}"
-    try:
-        wait_for(lambda: port_open(port), 60, "moto_server", log)
-        with pytest.MonkeyPatch.context() as patch:
-            for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"):
-                patch.delenv(name, raising=False)
-            patch.setenv("AWS_ENDPOINT_URL_S3", endpoint)
-            patch.setenv("AWS_ENDPOINT_URL", endpoint)
-            # Dummy credentials: without any, writes to moto were stored corrupted (docs/engine-pitfalls.md).
-            patch.setenv("AWS_ACCESS_KEY_ID", "testing")
-            patch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-            patch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-            import boto3
-
-            boto3.client("s3").create_bucket(Bucket=BUCKET)
-            yield endpoint
-    finally:
-        stop_group(server)
+    """moto's S3 server with one empty bucket; the AWS variables that pyarrow, boto3 and the Ray
+    workers read point at it while the module runs."""
+    with s3_server(str(tmp_path_factory.mktemp("moto")), BUCKET) as variables, pytest.MonkeyPatch.context() as patch:
+        for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"):
+            patch.delenv(name, raising=False)
+        for name, value in variables.items():
+            patch.setenv(name, value)
+        yield variables["AWS_ENDPOINT_URL_S3"]
 
 
 @pytest.fixture(scope="module")
