@@ -20,7 +20,7 @@ from medical_assets.defs.selection import selected_results
 from medical_assets.defs.specs import publishing_step, table_spec
 from medical_assets.defs.staging import recovered_publication, staging
 from medical_assets.dicom.export import EXPORT_TABLES as DICOM_EXPORT_TABLES
-from medical_assets.engine import census_parts, deid_jobs, identifier_parts
+from medical_assets.engine import census_parts, deid_jobs, dicom_carry, identifier_parts
 from medical_assets.engine.part_groups import phi_part_groups
 from medical_assets.privacy.hl7_deid import compliance_metadata
 from medical_assets.privacy.hl7_deid_tables import DEID_HL7_TABLES
@@ -233,6 +233,35 @@ def dicom_deidentified_export(
         results = _dicom_results(settings, schemas, deid_tables, decision.carried.details["counts"], key.key_id)
         yield from selected_results(context, carry_over.marked(results, decision.carried))
         return
+    # Who is 90+ (HL7 and DICOM) and the DICOM vocabulary: from the parts' kept census rows.
+    census, hl7_digests = deid_jobs.Census({}, {}), {}  # no image, nothing to ask (a site without DICOM)
+    with staging(context, settings, ray_engine, phi_read="census for the DICOM export", key_id=key.key_id):
+        if phi_part_groups(phi, ["dicom_images"], {}):
+            census, hl7_digests = dicom_carry.export_census(phi, settings.vocabulary_min_patients, settings.patient_id_scope)
+        now = dicom_carry.basis_of(phi, census, hl7_digests, decision.inputs_seen, settings.patient_id_scope)
+    if decision.previous is not None:
+        # Only inputs changed: when they are HL7 parts that leave the export as it was, keep it.
+        new_parts, why = dicom_carry.new_hl7_parts(decision.previous.details, now, dicom_carry.load_old_patients(phi))
+        if new_parts is not None:
+            roots = [deid.child(t) for t in (*deid_tables, DEID_FILES)]
+            findings = leak_gate.rescan_published(context, settings, DICOM_LEAK_CHECK, roots, new_parts)
+            if not findings:
+                earlier = decision.previous
+                context.log.info(
+                    f"dicom_deidentified_export: the export of run {earlier.run_id} carried over: the new data is "
+                    f"{len(new_parts):,} HL7 part(s) that change no DICOM patient's 90+ status, and the published "
+                    "files hold none of their identifiers"
+                )
+                record.save(basis, decision, outputs, earlier.run_id, {**earlier.details, **now.details()})
+                searched = {"searched for the new HL7 parts' identifiers by run": dg.MetadataValue.text(context.run.run_id)}
+                yield from leak_gate.carried_over_checks(
+                    context, DICOM_LEAK_CHECK, exported, earlier.details["check"], earlier.run_id, searched
+                )
+                results = _dicom_results(settings, schemas, deid_tables, earlier.details["counts"], key.key_id)
+                yield from selected_results(context, carry_over.marked(results, earlier))
+                return
+            why = f"the published files hold {len(findings):,} identifier(s) of the new HL7 parts"
+        context.log.info(f"dicom_deidentified_export: exported again: {why}")
     targets = {t: deid_publication.staged(t) for t in deid_tables} | {"dicom_deid_excluded": phi_publication.staged("dicom_deid_excluded")}
     with staging(
         context, settings, ray_engine, deid_publication, phi_publication,
@@ -241,15 +270,12 @@ def dicom_deidentified_export(
         leak_gate.prepare_identifier_index(context.run.run_id, settings)  # while the Ray jobs below run
         files = deid_publication.staged(DEID_FILES)
         files.makedirs()
-        # The HL7 side's old patients and vocabulary too: the patient token joins the two.
-        census = deid_jobs.Census({}, {})  # no image, nothing to ask (a site without DICOM)
-        if phi_part_groups(phi, ["dicom_images"], {}):
-            census = deid_jobs.take_census(phi, settings.vocabulary_min_patients, settings.patient_id_scope, hl7_vocabulary=False)
         counts = deid_jobs.export_dicom(
             phi, settings.dicom_source.filesystem, files, targets, schemas, key, settings.deid_profile,
             progress_logger(context, "DICOM export"), census, settings.patient_id_scope,
         )
         phi_publication.commit({"dicom_deid_excluded": schemas["dicom_deid_excluded"]})
+    dicom_carry.save_old_patients(phi, now.old_patients)
     restrict_to_owner(phi)
     excluded = phi.child("dicom_deid_excluded")
     excluded_reasons = value_counts(excluded, "reason") if excluded.exists() else {}
@@ -258,7 +284,7 @@ def dicom_deidentified_export(
         context, settings, deid_publication, DICOM_LEAK_CHECK, exported, [*deid_tables, DEID_FILES],
         lambda: deid_publication.commit(deid_tables, folders=[DEID_FILES]),
     )
-    record.save(basis, decision, outputs, context.run.run_id, {"counts": counts, "check": scan})
+    record.save(basis, decision, outputs, context.run.run_id, {"counts": counts, "check": scan, **now.details()})
     yield from selected_results(context, _dicom_results(settings, schemas, deid_tables, counts, key.key_id))
 
 

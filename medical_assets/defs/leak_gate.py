@@ -149,11 +149,12 @@ def check_metadata(scan: Mapping) -> dict:
 
 
 def carried_over_checks(
-    context: dg.AssetExecutionContext, check_name: str, assets: Sequence[dg.AssetKey], scan: Mapping, run_id: str
+    context: dg.AssetExecutionContext, check_name: str, assets: Sequence[dg.AssetKey], scan: Mapping, run_id: str,
+    extra: Mapping | None = None,
 ) -> Iterator[dg.AssetCheckResult]:
     """The results of a step's selected leak checks when its output is carried over: the scan of
-    the run that published it, on the files that are still there unchanged."""
-    metadata = {**check_metadata(scan), "scanned by run": dg.MetadataValue.text(run_id)}
+    the run that published it, on the files that are still there unchanged (and `extra` metadata)."""
+    metadata = {**check_metadata(scan), "scanned by run": dg.MetadataValue.text(run_id), **(extra or {})}
     for asset in assets:
         if dg.AssetCheckKey(asset, check_name) in context.selected_asset_check_keys:
             yield dg.AssetCheckResult(check_name=check_name, asset_key=asset, passed=True, severity=dg.AssetCheckSeverity.ERROR, metadata=metadata)
@@ -303,6 +304,25 @@ def carried_parts(settings: PipelineSettings, files: Collection[str], hl7_parts_
             settings.zone("phi"), _left_out_kinds(settings.deid_profile), hl7_parts=frozenset(hl7_parts_read)
         )
     return CarriedParts(frozenset(files), index)
+
+
+def rescan_published(
+    context: dg.AssetExecutionContext, settings: PipelineSettings, check_name: str, roots: Sequence[Location],
+    hl7_parts_read: Collection[str],
+) -> list[Finding]:
+    """Published output kept as it is, searched for what its check could not have looked for: the
+    identifiers of the HL7 part groups read since (and of every DICOM image, as `carried_parts`),
+    with the vocabulary as it is now and without the pattern detectors (content-only: unchanged)."""
+    vocabulary = load_vocabulary(settings)
+    with audited_phi_read(context, settings, f"leak check {check_name} of the output carried over", None):
+        with _index_lock:
+            index = identifier_parts.identifier_index(
+                settings.zone("phi"), _left_out_kinds(settings.deid_profile), hl7_parts=frozenset(hl7_parts_read)
+            )
+        if index.empty:
+            return []
+        scanner = LeakScanner(index, [], measurements=MEASUREMENT_COLUMNS, vocabulary=vocabulary, patterns=False)
+        return leak_jobs.scan_trees(scanner, [root for root in roots if root.exists()])
 
 
 def prepare_identifier_index(run_id: str, settings: PipelineSettings) -> None:

@@ -106,17 +106,20 @@ def _copy(data: Path, target: Path) -> Path:
 _PLAN = re.compile(r"hl7_deidentified_tables: (\d+) part\(s\) carried over, (\d+) de-identified \((\d+) new part\(s\), (\d+) whose")
 
 
-def _oru(control: str, mrn: str, family: str, born: str, when: str, test: str = "718-7^Hemoglobin^LN") -> str:
+def _oru(
+    control: str, mrn: str, family: str, born: str, when: str, test: str = "718-7^Hemoglobin^LN",
+    facility: str = "REGIONAL_CLINIC", value: str | None = None,
+) -> str:
     """A lab result as an interface engine sends it: a patient, a visit, one order, one result (a
     value no other patient has: a result value shared by enough patients is vocabulary too). Sex
     unknown (U): the small history has about ten patients of each sex, so one more F or M would make
     it vocabulary and touch every part, as it should."""
     return "\r".join([
-        f"MSH|^~\\&|LAB|REGIONAL_CLINIC|EMR|SURGERY|{when}||ORU^R01^ORU_R01|{control}|P|2.4",
+        f"MSH|^~\\&|LAB|{facility}|EMR|SURGERY|{when}||ORU^R01^ORU_R01|{control}|P|2.4",
         f"PID|1||{mrn}^^^^MR||{family}^ALICE^||{born}|U|||12 ELM ST^^BALTIMORE^MD^21201",
         "PV1|1|O",
         f"OBR|1|ORD{control}|LAB{control}|58410-2^CBC panel^LN|||{when}",
-        f"OBX|1|NM|{test}||13.{mrn}|g/dL|12.0-17.5|N|||F|||{when}",
+        f"OBX|1|NM|{test}||{value or '13.' + mrn}|g/dL|12.0-17.5|N|||F|||{when}",
     ]) + "\r\n"
 
 
@@ -131,10 +134,12 @@ def _messages_of_years(data: Path, years: set[int]) -> list[dict]:
 
 def test_nights_of_new_files_compute_only_what_changed_and_equal_a_rebuild(history, feeds, tmp_path):
     """Night 1 brings new patients (and an 89-year-old's visit, and one patient's rare test): only
-    the new part is de-identified, the history's parts are copied. Night 2 brings that patient's
-    visit at 90 and ten more patients with the rare test (11: vocabulary now): the part of night 1
-    is de-identified again. Then the published zone equals a rebuild from the same files."""
-    data, key, _ = history
+    the new part is de-identified, the history's parts are copied, and the DICOM export is kept.
+    Night 2 brings that patient's visit at 90, ten more patients with the rare test (11: vocabulary
+    now) and a visit at 94 of the patient of an image (CT_small: MRN 1CT1 of JFK IMAGING CENTER):
+    the part of night 1 is de-identified again, and the images exported again. Then the published
+    zone equals a rebuild from the same files."""
+    data, key, first_run = history
     data = _copy(data, tmp_path / "nightly")
     nights = [feeds / "hl7" / "night-1.hl7", feeds / "hl7" / "night-2.hl7"]
     rare = "99999-9^Ferritin special^LN"
@@ -144,11 +149,16 @@ def test_nights_of_new_files_compute_only_what_changed_and_equal_a_rebuild(histo
             + _oru("OLD0001", "7700123", "ELDER", "19301115", "20200301093000")  # 89 then
             + _oru("RARE0000", "7700200", "FIRST", "19800101", "20240301093000", rare)
         )
+        dicom_before = {name: mtime for name, mtime in _file_versions(data).items() if name.startswith("deid/dicom")}
         result, log = _run(data, key, feeds)
         assert "HL7 parse plan: incremental: 1 new or changed files, 0 removed, 2 kept" in log, log
         assert "hl7_deidentified_tables: computed, because phi/hl7_encounters changed" in log, log
         assert all(f"{step}: computed, because" in log for step in STEPS), log
-        assert not any(_carried_over(result).values())
+        # The images' export stands: HL7 parts only, no DICOM patient 90+ more; its files are not rewritten.
+        assert f"dicom_deidentified_export: the export of run {first_run} carried over: the new data is 1 HL7 part(s)" in log, log
+        carried = {asset: run for asset, run in _carried_over(result).items() if run}
+        assert carried == {asset: first_run for asset in ("deid/dicom_images", "deid/dicom_thumbnails", "deid/dicom_files")}, carried
+        assert {name: mtime for name, mtime in _file_versions(data).items() if name.startswith("deid/dicom")} == dicom_before
         night = _plan(log)
         assert night["new"] == 1 and night["touched"] == 0 and night["carried"] >= 1, night
         # What each part's census, identifiers and analytics summary are is kept, one file a part.
@@ -162,8 +172,10 @@ def test_nights_of_new_files_compute_only_what_changed_and_equal_a_rebuild(histo
         nights[1].write_text(
             _oru("OLD0002", "7700123", "ELDER", "19301115", "20210105093000")
             + "".join(_oru(f"RARE{n:04d}", f"77002{n:02d}", "RARER", "19800102", "20250301093000", rare) for n in range(1, 11))
+            + _oru("CT000094", "1CT1", "SCANNED", "19100101", "20040301093000", facility="JFK IMAGING CENTER", value="13.4")
         )
         _, log = _run(data, key, feeds)
+        assert "dicom_deidentified_export: exported again: the new data changed which DICOM patients are 90+" in log, log
         night = _plan(log)
         assert night["new"] == 1 and night["touched"] >= 1, night
         elder = _messages_of_years(data, {2020, 2021})  # the synthetic visits are later
