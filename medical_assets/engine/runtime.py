@@ -137,7 +137,7 @@ class RayRuntime:
                 "RAY_AUTH_MODE=token and RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH (its token) were set before this "
                 "process started; or unset RAY_ADDRESS to run on a local Ray."
             ) from None
-        _require_worker_modules()
+        require_worker_modules()
 
     def _set_environment(self, values: dict[str, str | None]) -> None:
         for name, value in values.items():
@@ -200,7 +200,7 @@ def _unfound_modules(modules: tuple[str, ...]) -> list[str]:
     return [name for name in modules if importlib.util.find_spec(name) is None]
 
 
-def _require_worker_modules() -> None:
+def require_worker_modules() -> None:
     """A cluster whose nodes lack a dependency would fail deep inside the first job, once per task;
     say which node lacks what before any job starts."""
     missing = missing_on_nodes(WORKER_MODULES)
