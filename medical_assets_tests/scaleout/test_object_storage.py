@@ -1,11 +1,19 @@
 """MEDICAL_ASSETS_DATA_DIR=s3://...: the whole graph against a real S3-compatible server on loopback
-(moto in server mode), through pyarrow's S3 filesystem, with a local Ray that inherits the settings."""
+(moto in server mode), through pyarrow's S3 filesystem.
+
+The first run is on a Ray cluster of two nodes (RAY_ADDRESS; token authentication, loopback only)
+whose Python has every dependency but not medical_assets: the jobs run on both nodes with our code
+from the job's runtime_env, and the run only disconnects. The runs after it (the idempotent rerun, a
+planted leak) use a local Ray that inherits the object-store settings. (A node without a module
+the tasks need: engine/test_worker_modules.py.)"""
 
 import os
 import secrets
+import tempfile
 from io import BytesIO
 
 import dagster as dg
+import psutil
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
@@ -15,7 +23,8 @@ import pytest
 from medical_assets.privacy.audit import AuditLog
 from medical_assets.storage import resolve_location
 from medical_assets_tests.defs.pipeline import materialize_planted_leak
-from medical_assets_tests.scaleout.servers import failures, materialize_graph, s3_server
+from medical_assets_tests.scaleout import cluster
+from medical_assets_tests.scaleout.servers import failures, materialize_graph, port_open, s3_server, session_members
 
 pytestmark = [pytest.mark.slow, pytest.mark.long_running, pytest.mark.ray_free]  # Ray starts with the object store settings
 
@@ -35,6 +44,59 @@ def s3_endpoint(tmp_path_factory):
         for name, value in variables.items():
             patch.setenv(name, value)
         yield variables["AWS_ENDPOINT_URL_S3"]
+
+
+LOOPBACK = {"127.0.0.1", "::ffff:127.0.0.1"}
+
+
+@pytest.fixture(scope="module")
+def cluster_run(s3_endpoint, isolated_home):
+    """The whole graph on the two-node cluster, into the bucket; what the cluster and the run showed,
+    gathered while the cluster is up (it is stopped before the module's other runs)."""
+    aws = {name: os.environ[name] for name in ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID",
+                                               "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")}
+    with tempfile.TemporaryDirectory(prefix="ma-node-") as venv, tempfile.TemporaryDirectory() as cwd:
+        with cluster.two_node_cluster(cluster.node_python(venv), aws) as nodes:
+            members = session_members(nodes["process"].pid)
+            seen = {
+                "names": [p.name() for p in members],
+                "listening": {c.laddr.ip for c in psutil.net_connections(kind="inet")
+                              if c.status == psutil.CONN_LISTEN and c.pid in {p.pid for p in members}},
+            }
+            outcome = cluster.run_graph_on(nodes, aws, f"s3://{BUCKET}/{PREFIX}", KEY, MESSAGES, DICOM_FILES, cwd, str(isolated_home))
+            head_temp, second_temp = nodes["temps"]
+            seen |= {
+                "outcome": outcome,
+                "drivers": [n for n in cluster.session_logs(head_temp) if n.startswith("python-core-driver-")],
+                "tasks": [cluster.tasks_run(temp) for temp in (head_temp, second_temp)],
+                "shipped": [cluster.shipped_code(temp) for temp in (head_temp, second_temp)],
+                "still up": port_open(int(nodes["address"].rsplit(":", 1)[1])) and nodes["process"].poll() is None,
+                "still": [p.name() for p in session_members(nodes["process"].pid)],
+                "local files": os.listdir(cwd),
+                "token written": (isolated_home / ".ray").exists(),
+            }
+    return seen
+
+
+def test_the_whole_graph_runs_on_both_nodes_of_a_cluster(cluster_run):
+    assert cluster_run["names"].count("raylet") == 2 and "gcs_server" in cluster_run["names"], cluster_run["names"]
+    listening = cluster_run["listening"]
+    assert listening and listening <= LOOPBACK, f"the cluster listens beyond loopback: {listening}"
+    outcome = cluster_run["outcome"]
+    assert outcome["success"], outcome["failures"]
+    # The run's jobs ran on the cluster: its driver is registered in the cluster's session
+    # (python-core-driver-<job id>_<pid>.log), and the run started no Ray of its own.
+    assert any(name.endswith(f"_{outcome['pid']}.log") for name in cluster_run["drivers"]), cluster_run["drivers"]
+    assert not {"raylet", "gcs_server"} & set(outcome["children"]), outcome["children"]
+    # On both nodes: each node's workers ran tasks of the pipeline's jobs, with medical_assets
+    # unpacked from the job's runtime_env into that node's own temp folder.
+    for tasks, shipped in zip(cluster_run["tasks"], cluster_run["shipped"]):
+        assert {name for name in tasks if name.startswith(("ReadLandingFiles", "MapBatches("))}, tasks
+        assert shipped
+    # The run only disconnected: the cluster was still up, with the same processes; the client
+    # wrote no token of its own, and nothing to a local folder.
+    assert cluster_run["still up"] and cluster_run["still"].count("raylet") == 2
+    assert not cluster_run["token written"] and not cluster_run["local files"]
 
 
 @pytest.fixture(scope="module")
@@ -82,12 +144,11 @@ def test_ray_workers_inherit_the_object_store_settings(s3_endpoint, ray_with_the
     assert seen == {"AWS_ENDPOINT_URL_S3": s3_endpoint, "AWS_ACCESS_KEY_ID": "testing"}
 
 
-def test_whole_graph_on_object_storage_then_an_idempotent_rerun(s3_endpoint, ray_with_the_object_store_settings, tmp_path, monkeypatch):
+def test_whole_graph_on_object_storage_then_an_idempotent_rerun(cluster_run, s3_endpoint, ray_with_the_object_store_settings, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # a relative ./data would land here
     data_dir = f"s3://{BUCKET}/{PREFIX}"
-
-    first = materialize_graph(data_dir, KEY, messages=MESSAGES, dicom_files=DICOM_FILES)
-    assert first.success, failures(first)
+    first = cluster_run["outcome"]  # the run on the cluster
+    assert first["success"], first["failures"]
 
     # The synthetic corpora were generated into the bucket, under the data folder's landing zone.
     landing = _objects("landing")
@@ -111,13 +172,13 @@ def test_whole_graph_on_object_storage_then_an_idempotent_rerun(s3_endpoint, ray
     assert dataset.PatientIdentityRemoved == "YES"
 
     # The blocking leak checks ran over the bucket and passed, as did every other check.
-    evaluations = {e.check_name: e.passed for e in first.get_asset_check_evaluations()}
+    evaluations = first["checks"]
     assert evaluations.get("no_identifiers_leaked_hl7") is True
     assert evaluations.get("no_identifiers_leaked_dicom") is True
     assert all(evaluations.values()), evaluations
 
     # Every PHI read was audited, as objects in the bucket's PHI zone.
-    audit = [r for r in AuditLog(resolve_location(f"{data_dir}/phi/_audit")).records() if r.run_id == first.run_id]
+    audit = [r for r in AuditLog(resolve_location(f"{data_dir}/phi/_audit")).records() if r.run_id == first["run_id"]]
     subjects = " ".join(r.subject for r in audit)
     assert all(r.outcome == "success" for r in audit)
     for read in ("HL7 landing", "DICOM landing", "HL7 tables", "DICOM images", "leak check"):
