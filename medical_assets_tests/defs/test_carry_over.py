@@ -220,3 +220,30 @@ def test_a_table_changed_by_hand_is_made_again(history, feeds, tmp_path):
     _, log = _run(data, key, feeds, selection=[dg.AssetKey(["deid", "hl7_messages"])])
     assert f"hl7_deidentified_tables: computed, because deid/hl7_lab_results changed since run {first_run} published it" in log, log
     assert read_published(data).tables["deid/hl7_lab_results"] == before
+
+
+def test_a_carried_export_is_searched_for_the_new_parts_identifiers(history, feeds, tmp_path, shared_ray):
+    """`rescan_published` (what keeps a DICOM export through a night of HL7 files) finds, in files
+    kept as they were, a name of an HL7 part read since; and not when that part is not new."""
+    from types import SimpleNamespace
+
+    import pyarrow as pa
+
+    from medical_assets.config import load_settings
+    from medical_assets.defs.deidentified import DICOM_LEAK_CHECK
+    from medical_assets.defs.leak_gate import rescan_published
+
+    data, _, _ = history
+    data = _copy(data, tmp_path / "rescanned")
+    settings = load_settings({}, data_dir=str(data))
+    part = sorted(path.name for path in (data / "phi" / "hl7_messages").glob("part-*.parquet"))[0]
+    name = next(n for n in pq.read_table(data / "phi" / "hl7_messages" / part).column("patient_family_name").to_pylist()
+                if n and len(n) >= 5)
+    published = data / "deid" / "dicom_images"
+    pq.write_table(pa.table({"body_part_examined": [f"seen by {name} yesterday"]}), published / "part-99999.parquet")
+    context = SimpleNamespace(run=SimpleNamespace(run_id="rescan-test"))  # what the audit record needs of a run
+    roots = [settings.zone("deid").child("dicom_images")]
+    found = rescan_published(context, settings, DICOM_LEAK_CHECK, roots, [part])
+    assert [f.kind for f in found if "part-99999" in f.where] == ["patient_family_name"], found
+    assert name not in repr(found)
+    assert not rescan_published(context, settings, DICOM_LEAK_CHECK, roots, [])
