@@ -239,30 +239,35 @@ def dicom_deidentified_export(
         if phi_part_groups(phi, ["dicom_images"], {}):
             census, hl7_digests = dicom_carry.export_census(phi, settings.vocabulary_min_patients, settings.patient_id_scope)
         now = dicom_carry.basis_of(phi, census, hl7_digests, decision.inputs_seen, settings.patient_id_scope)
-    if decision.previous is not None:
-        # Only inputs changed: when they are HL7 parts that leave the export as it was, keep it.
-        new_parts, why = dicom_carry.new_hl7_parts(decision.previous.details, now, dicom_carry.load_old_patients(phi))
-        if new_parts is not None:
-            roots = [deid.child(t) for t in (*deid_tables, DEID_FILES)]
-            findings = leak_gate.rescan_published(context, settings, DICOM_LEAK_CHECK, roots, new_parts)
-            if not findings:
-                earlier = decision.previous
-                context.log.info(
-                    f"dicom_deidentified_export: the export of run {earlier.run_id} carried over: the new data is "
-                    f"{len(new_parts):,} HL7 part(s) that change no DICOM patient's 90+ status, and the published "
-                    "files hold none of their identifiers"
-                )
-                record.save(basis, decision, outputs, earlier.run_id, {**earlier.details, **now.details()})
-                searched = {"searched for the new HL7 parts' identifiers by run": dg.MetadataValue.text(context.run.run_id)}
-                yield from leak_gate.carried_over_checks(
-                    context, DICOM_LEAK_CHECK, exported, earlier.details["check"], earlier.run_id, searched
-                )
-                results = _dicom_results(settings, schemas, deid_tables, earlier.details["counts"], key.key_id)
-                yield from selected_results(context, carry_over.marked(results, earlier))
-                return
-            why = f"the published files hold {len(findings):,} identifier(s) of the new HL7 parts"
-        context.log.info(f"dicom_deidentified_export: exported again: {why}")
+    earlier = decision.previous
+    plan = dicom_carry.plan_export(earlier.details if earlier else None, now, dicom_carry.load_published(phi))
+    if plan.keep:
+        # Only HL7 parts were added, and they leave every image's export as it was: keep it whole.
+        roots = [deid.child(t) for t in (*deid_tables, DEID_FILES)]
+        findings = leak_gate.rescan_published(context, settings, DICOM_LEAK_CHECK, roots, plan.hl7_parts_read)
+        if not findings:
+            context.log.info(
+                f"dicom_deidentified_export: the export of run {earlier.run_id} carried over: the new data is "
+                f"{len(plan.hl7_parts_read):,} HL7 part(s) that change no DICOM patient's 90+ status, and the "
+                "published files hold none of their identifiers"
+            )
+            record.save(basis, decision, outputs, earlier.run_id, {**earlier.details, **now.details(_counts_by_part(earlier))})
+            searched = {"searched for the new HL7 parts' identifiers by run": dg.MetadataValue.text(context.run.run_id)}
+            yield from leak_gate.carried_over_checks(
+                context, DICOM_LEAK_CHECK, exported, earlier.details["check"], earlier.run_id, searched
+            )
+            results = _dicom_results(settings, schemas, deid_tables, earlier.details["counts"], key.key_id)
+            yield from selected_results(context, carry_over.marked(results, earlier))
+            return
+        plan = dicom_carry.ExportPlan(False, [], None, [], f"every image: the published files hold {len(findings):,} "
+                                      "identifier(s) of the new HL7 parts")
+    if earlier is not None:
+        context.log.info(
+            f"dicom_deidentified_export: {len(plan.carried):,} part(s) carried over, "
+            f"{len(plan.computed) if plan.computed is not None else len(now.dicom_parts):,} exported ({plan.why})"
+        )
     targets = {t: deid_publication.staged(t) for t in deid_tables} | {"dicom_deid_excluded": phi_publication.staged("dicom_deid_excluded")}
+    by_part = {name: dict(counts) for name, counts in _counts_by_part(earlier).items() if name in plan.carried}
     with staging(
         context, settings, ray_engine, deid_publication, phi_publication,
         phi_read="DICOM images to the de-identified zone", key_id=key.key_id,
@@ -270,22 +275,35 @@ def dicom_deidentified_export(
         leak_gate.prepare_identifier_index(context.run.run_id, settings)  # while the Ray jobs below run
         files = deid_publication.staged(DEID_FILES)
         files.makedirs()
-        counts = deid_jobs.export_dicom(
+        carried_files = census_parts.stage_carried(deid, deid_publication, deid_tables, plan.carried)
+        carried_files |= dicom_carry.stage_carried(deid, DEID_FILES, deid_publication, plan.carried)
+        census_parts.stage_carried(phi, phi_publication, ["dicom_deid_excluded"], plan.carried)
+        deid_jobs.export_dicom(
             phi, settings.dicom_source.filesystem, files, targets, schemas, key, settings.deid_profile,
             progress_logger(context, "DICOM export"), census, settings.patient_id_scope,
+            parts=plan.computed, by_part=by_part,
         )
         phi_publication.commit({"dicom_deid_excluded": schemas["dicom_deid_excluded"]})
-    dicom_carry.save_old_patients(phi, now.old_patients)
+    counts = dict(sum((Counter(part) for part in by_part.values()), Counter()) + Counter(files=len(now.dicom_parts)))
+    dicom_carry.save_published(phi, now)
     restrict_to_owner(phi)
     excluded = phi.child("dicom_deid_excluded")
     excluded_reasons = value_counts(excluded, "reason") if excluded.exists() else {}
     record_privacy(settings, "dicom", {"excluded_images": [{"reason": r, "images": n} for r, n in excluded_reasons.items()]})
+    carried = leak_gate.carried_parts(settings, carried_files, plan.hl7_parts_read) if carried_files else None
     scan = yield from leak_gate.publish_if_clean(
         context, settings, deid_publication, DICOM_LEAK_CHECK, exported, [*deid_tables, DEID_FILES],
-        lambda: deid_publication.commit(deid_tables, folders=[DEID_FILES]),
+        lambda: deid_publication.commit(deid_tables, folders=[DEID_FILES]), carried=carried,
     )
-    record.save(basis, decision, outputs, context.run.run_id, {"counts": counts, "check": scan, **now.details()})
+    record.save(basis, decision, outputs, context.run.run_id, {"counts": counts, "check": scan, **now.details(by_part)})
     yield from selected_results(context, _dicom_results(settings, schemas, deid_tables, counts, key.key_id))
+
+
+def _counts_by_part(earlier) -> dict[str, dict[str, int]]:
+    """Each DICOM part's rows as the step's record keeps them (none when there is no record)."""
+    if earlier is None:
+        return {}
+    return {name: part.get("counts", {}) for name, part in earlier.details.get("dicom parts", {}).items()}
 
 
 def _dicom_results(settings, schemas, deid_tables, counts, key_id) -> list[dg.MaterializeResult]:

@@ -228,16 +228,20 @@ def export_dicom(
     phi: Location, source_filesystem: pafs.FileSystem, deid_files: Location,
     targets: Mapping[str, Location], schemas: Mapping[str, pa.Schema],
     key: PseudonymKey, profile: str, report: ProgressReport, census: Census | None = None, scope: str = "issuer",
+    parts: Collection[str] | None = None, by_part: dict[str, dict[str, int]] | None = None,
 ) -> dict[str, int]:
-    """De-identified DICOM files under `deid_files`, and the tables of `dicom.export.EXPORT_TABLES`.
+    """De-identified DICOM files under `deid_files`, and the tables of `dicom.export.EXPORT_TABLES`:
+    of every PHI part, or of the part names in `parts` (`by_part` receives the rows per part).
     `census` names the patients 90+ at any HL7 or DICOM event (their PatientAge goes) and the vocabulary."""
     groups = phi_part_groups(phi, ["dicom_images", "dicom_thumbnails"], DICOM_TABLES)
+    if parts is not None:
+        groups = [group for group in groups if group_part_name(group) in parts]
     census = census or Census({}, {})
     transform = functools.partial(
         _export_dicom_group, key=key, profile=profile, source_filesystem=source_filesystem, deid_files=deid_files,
         over_89=frozenset(census.over_89), vocabulary=census.vocabulary, scope=scope,
     )
-    return run_group_job(groups, DICOM_TABLES, transform, targets, schemas, report)
+    return run_group_job(groups, DICOM_TABLES, transform, targets, schemas, report, by_part=by_part)
 
 
 def _deidentify_hl7_group(

@@ -1,47 +1,55 @@
-"""Whether the published DICOM export still stands after a night that brought HL7 files only.
+"""Which parts of the published DICOM export still stand after a night of new files.
 
-The export is made from the DICOM tables and, of the rest of the data, only from who is 90+ (a
-patient 90+ at any HL7 or DICOM event loses their images' PatientAge) and from the vocabulary of
-the DICOM columns, which the DICOM tables alone decide. So when the DICOM tables are those it was
-made from, every HL7 part it saw is still there unchanged, and the DICOM patients 90+ are the same
-patients, exporting again would write the same files. What the night can still change is what the
-leak check looks for: the new HL7 parts' identifiers, which the published files are searched for
-(`leak_gate.rescan_published`) before they are carried over.
+An image's export depends on its own PHI part and, of the rest of the data, only on who is 90+ (a
+patient 90+ at any HL7 or DICOM event loses their images' PatientAge) and on the vocabulary of the
+DICOM columns. So when every HL7 and DICOM part an export was made with is unchanged, and the
+DICOM patients 90+ and the DICOM vocabulary are the same, its parts would be exported again
+byte for byte: a night of HL7 files keeps the export whole, a night with new images exports only
+their parts and copies the others (`plan_export`). What a night can still change is what the leak
+check looks for: the kept files are searched for the new HL7 parts' identifiers.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 import pyarrow.compute as pc
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from medical_assets.dicom.tables import TABLES as DICOM_TABLES
 from medical_assets.engine.census_parts import census_by_part
 from medical_assets.engine.deid_jobs import Census, census_of
+from medical_assets.engine.part_groups import group_part_name, part_digest, phi_part_groups
 from medical_assets.privacy.patients import dicom_patient_identity
-from medical_assets.storage import Location
+from medical_assets.storage import Location, TablePublication
 
 DICOM_INPUTS = ("phi/dicom_images", "phi/dicom_thumbnails")
-# The digest of the DICOM patients 90+ the published export was made with (PHI zone: it is
-# derived from patient identities).
-OLD_PATIENTS_FILE = ("_census", "dicom_old_patients.json")
+# Digests of the DICOM patients 90+ and of the DICOM vocabulary the published export was made with
+# (PHI zone: they are derived from patient identities and rare values).
+PUBLISHED_FILE = ("_census", "dicom_published.json")
 _IDENTITY_COLUMNS = ("patient_id", "patient_id_issuer", "institution_name")
 
 
 @dataclass(frozen=True)
 class DicomBasis:
-    """What the published export was made from, beyond its settings and code."""
+    """What an export is made from, beyond its settings and code."""
 
     inputs: dict[str, str]  # DICOM_INPUTS -> folder digest
     hl7_parts: dict[str, str]  # HL7 part group name -> digest of its PHI parts
+    dicom_parts: dict[str, str]  # DICOM part group name -> digest of its PHI parts
     old_patients: str  # digest of the DICOM patients 90+
+    vocabulary: str  # digest of the DICOM columns' vocabulary
 
-    def details(self) -> dict:
-        """For the step's record (digests of files only; the patients' digest stays in the PHI zone)."""
-        return {"dicom inputs": self.inputs, "hl7 parts": self.hl7_parts}
+    def details(self, counts_by_part: Mapping[str, Mapping[str, int]]) -> dict:
+        """For the step's record: digests of files and each DICOM part's rows (the digests of
+        patients and vocabulary stay in the PHI zone, `save_published`)."""
+        parts = {name: {"digest": digest, "counts": dict(counts_by_part.get(name, {}))} for name, digest in self.dicom_parts.items()}
+        return {"dicom inputs": self.inputs, "hl7 parts": self.hl7_parts, "dicom parts": parts}
 
 
 def export_census(phi: Location, min_patients: int, scope: str) -> tuple[Census, dict[str, str]]:
@@ -54,8 +62,18 @@ def export_census(phi: Location, min_patients: int, scope: str) -> tuple[Census,
 
 
 def basis_of(phi: Location, census: Census, hl7_digests: Mapping[str, str], inputs_seen: Mapping[str, str], scope: str) -> DicomBasis:
-    old = old_patients_digest(phi, census.over_89, scope)
-    return DicomBasis({name: inputs_seen.get(name, "") for name in DICOM_INPUTS}, dict(hl7_digests), old)
+    groups = phi_part_groups(phi, ["dicom_images", "dicom_thumbnails"], DICOM_TABLES)
+    vocabulary = hashlib.sha256()
+    for column in sorted(census.vocabulary):
+        for value in sorted(census.vocabulary[column]):
+            vocabulary.update(f"{column}\x1f{value}\x1e".encode())
+    return DicomBasis(
+        {name: inputs_seen.get(name, "") for name in DICOM_INPUTS},
+        dict(hl7_digests),
+        {group_part_name(group): part_digest(group) for group in groups},
+        old_patients_digest(phi, census.over_89, scope),
+        vocabulary.hexdigest(),
+    )
 
 
 def old_patients_digest(phi: Location, over_89: Mapping[str, object], scope: str) -> str:
@@ -72,31 +90,81 @@ def old_patients_digest(phi: Location, over_89: Mapping[str, object], scope: str
     return digest.hexdigest()
 
 
-def save_old_patients(phi: Location, digest: str) -> None:
-    phi.child(*OLD_PATIENTS_FILE).write_bytes_atomically(json.dumps({"digest": digest}).encode())
+def save_published(phi: Location, basis: DicomBasis) -> None:
+    location = phi.child(*PUBLISHED_FILE)
+    location.write_bytes_atomically(json.dumps({"old patients": basis.old_patients, "vocabulary": basis.vocabulary}).encode())
 
 
-def load_old_patients(phi: Location) -> str | None:
-    location = phi.child(*OLD_PATIENTS_FILE)
+def load_published(phi: Location) -> dict | None:
+    location = phi.child(*PUBLISHED_FILE)
     if not location.exists():
         return None
     try:
-        return json.loads(location.read_bytes()).get("digest")
+        return json.loads(location.read_bytes())
     except (ValueError, OSError):
         return None
 
 
-def new_hl7_parts(earlier: Mapping, now: DicomBasis, saved_old_patients: str | None) -> tuple[list[str] | None, str]:
-    """The HL7 parts added since the export recorded in `earlier` (its record's details) when it
-    still stands, with "" ; else None and why it does not."""
-    if earlier.get("dicom inputs") != now.inputs:
-        return None, "the DICOM tables changed"
-    recorded = earlier.get("hl7 parts")
-    if recorded is None or saved_old_patients is None:
-        return None, "the basis of the last export is not kept"
-    changed = sorted(name for name, digest in recorded.items() if now.hl7_parts.get(name) != digest)
+@dataclass(frozen=True)
+class ExportPlan:
+    """What a run does with the published export: keep it whole (`keep`), or export `computed` and
+    copy `carried` (DICOM part names) as they are, or export everything (`computed` None)."""
+
+    keep: bool
+    carried: list[str]
+    computed: list[str] | None
+    hl7_parts_read: list[str]  # HL7 parts new since the export: what the kept files are searched for
+    why: str
+
+
+def plan_export(earlier: Mapping | None, now: DicomBasis, published: Mapping | None) -> ExportPlan:
+    """`earlier`: the details of the step's record when only inputs changed since (else None);
+    `published`: `load_published`. Old parts stand when every HL7 and DICOM part they were made
+    with is unchanged and neither the DICOM patients 90+ nor the DICOM vocabulary moved."""
+
+    def everything(why: str) -> ExportPlan:
+        return ExportPlan(False, [], None, [], why)
+
+    if earlier is None:
+        return everything("every image: no earlier export to build on")
+    recorded_hl7, recorded_dicom = earlier.get("hl7 parts"), earlier.get("dicom parts")
+    if recorded_hl7 is None or recorded_dicom is None or published is None:
+        return everything("every image: the basis of the last export is not kept")
+    changed = sorted(name for name, digest in recorded_hl7.items() if now.hl7_parts.get(name) != digest)
     if changed:
-        return None, f"{len(changed)} HL7 part(s) it was made with changed or are gone"
-    if saved_old_patients != now.old_patients:
-        return None, "the new data changed which DICOM patients are 90+"
-    return sorted(set(now.hl7_parts) - set(recorded)), ""
+        return everything(f"every image: {len(changed)} HL7 part(s) it was made with changed or are gone")
+    changed = sorted(name for name, part in recorded_dicom.items() if now.dicom_parts.get(name) != part.get("digest"))
+    if changed:
+        return everything(f"every image: {len(changed)} DICOM part(s) it was made with changed or are gone")
+    if published.get("old patients") != now.old_patients:
+        return everything("every image: the new data changed which DICOM patients are 90+")
+    if published.get("vocabulary") != now.vocabulary:
+        return everything("every image: the new images changed the DICOM vocabulary")
+    hl7_new = sorted(set(now.hl7_parts) - set(recorded_hl7))
+    dicom_new = sorted(set(now.dicom_parts) - set(recorded_dicom))
+    if not dicom_new:
+        if earlier.get("dicom inputs") != now.inputs:
+            return everything("every image: the DICOM tables changed")
+        return ExportPlan(True, sorted(recorded_dicom), [], hl7_new, "")
+    return ExportPlan(False, sorted(recorded_dicom), dicom_new, hl7_new, f"{len(dicom_new)} new DICOM part(s)")
+
+
+def stage_carried(deid: Location, files_folder: str, publication: TablePublication, names: list[str]) -> set[str]:
+    """Stage the published de-identified DICOM files of the parts `names` (the `deid_file` column of
+    their dicom_images parts) as they are: linked on a local disk, copied on an object store. Returns
+    the staged paths."""
+    staged: set[str] = set()
+    source_root, target_root = deid.child(files_folder), publication.staged(files_folder)
+    for name in names:
+        part = deid.child("dicom_images", name)
+        if not part.exists():
+            continue  # a part whose images were all kept out has no rows
+        for relative in pq.read_table(part.path, filesystem=part.filesystem, columns=["deid_file"]).column("deid_file").to_pylist():
+            source, target = source_root.child(relative), target_root.child(relative)
+            if isinstance(deid.filesystem, pafs.LocalFileSystem):
+                os.makedirs(os.path.dirname(target.path), exist_ok=True)
+                os.link(source.path, target.path)
+            else:
+                deid.filesystem.copy_file(source.path, target.path)
+            staged.add(target.path)
+    return staged

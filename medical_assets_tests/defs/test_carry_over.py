@@ -11,6 +11,7 @@ from pathlib import Path
 import dagster as dg
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 
@@ -123,6 +124,15 @@ def _oru(
     ]) + "\r\n"
 
 
+def _write_new_image(path: Path) -> None:
+    """CT_small as another patient's study: new identifiers and UIDs, written by pydicom."""
+    image = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    image.PatientID, image.PatientName = "NEW3CT", "NEWCOMER^THIRD"
+    image.StudyInstanceUID, image.SeriesInstanceUID = "1.2.826.0.1.3680043.2.1125.3.1", "1.2.826.0.1.3680043.2.1125.3.2"
+    image.SOPInstanceUID = image.file_meta.MediaStorageSOPInstanceUID = "1.2.826.0.1.3680043.2.1125.3.3"
+    image.save_as(path, enforce_file_format=True)
+
+
 def _plan(log: str) -> dict[str, int]:
     carried, computed, new, touched = map(int, _PLAN.search(log).groups())
     return {"carried": carried, "computed": computed, "new": new, "touched": touched}
@@ -137,11 +147,13 @@ def test_nights_of_new_files_compute_only_what_changed_and_equal_a_rebuild(histo
     the new part is de-identified, the history's parts are copied, and the DICOM export is kept.
     Night 2 brings that patient's visit at 90, ten more patients with the rare test (11: vocabulary
     now) and a visit at 94 of the patient of an image (CT_small: MRN 1CT1 of JFK IMAGING CENTER):
-    the part of night 1 is de-identified again, and the images exported again. Then the published
-    zone equals a rebuild from the same files."""
+    the part of night 1 is de-identified again, and the images exported again. Night 3 brings an
+    image of a new patient: only its part is exported. Then the published zone equals a rebuild
+    from the same files."""
     data, key, first_run = history
     data = _copy(data, tmp_path / "nightly")
     nights = [feeds / "hl7" / "night-1.hl7", feeds / "hl7" / "night-2.hl7"]
+    new_image = feeds / "dicom" / "night-3.dcm"
     rare = "99999-9^Ferritin special^LN"
     try:
         nights[0].write_text(
@@ -175,7 +187,8 @@ def test_nights_of_new_files_compute_only_what_changed_and_equal_a_rebuild(histo
             + _oru("CT000094", "1CT1", "SCANNED", "19100101", "20040301093000", facility="JFK IMAGING CENTER", value="13.4")
         )
         _, log = _run(data, key, feeds)
-        assert "dicom_deidentified_export: exported again: the new data changed which DICOM patients are 90+" in log, log
+        assert (f"dicom_deidentified_export: 0 part(s) carried over, {images} exported (every image: the new data changed "
+                "which DICOM patients are 90+)") in log, log
         night = _plan(log)
         assert night["new"] == 1 and night["touched"] >= 1, night
         elder = _messages_of_years(data, {2020, 2021})  # the synthetic visits are later
@@ -187,9 +200,18 @@ def test_nights_of_new_files_compute_only_what_changed_and_equal_a_rebuild(histo
         names = pq.read_table(data / "deid" / "hl7_lab_results").column("observation_name")
         assert pc.sum(pc.equal(names, "Ferritin special")).as_py() == 11
 
+        # Night 3: an image of a new patient. Only its part is exported; the published images are
+        # linked into the new publication as they are.
+        published_files = {path: path.stat().st_ino for path in (data / "deid" / "dicom").rglob("*.dcm")}
+        _write_new_image(new_image)
+        _, log = _run(data, key, feeds)
+        assert f"dicom_deidentified_export: {images} part(s) carried over, 1 exported (1 new DICOM part(s))" in log, log
+        assert published_files and {path: path.stat().st_ino for path in published_files} == published_files
+        assert len(list((data / "deid" / "dicom").rglob("*.dcm"))) == len(published_files) + 1
+
         rebuilt, _ = _run(tmp_path / "rebuilt", key, feeds)
     finally:
-        for path in nights:
+        for path in [*nights, new_image]:
             path.unlink(missing_ok=True)
     assert not any(_carried_over(rebuilt).values())
     nightly, full = read_published(data), read_published(tmp_path / "rebuilt")
