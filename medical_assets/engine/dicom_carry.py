@@ -11,6 +11,7 @@ check looks for: the kept files are searched for the new HL7 parts' identifiers.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -151,7 +152,7 @@ def plan_export(earlier: Mapping | None, now: DicomBasis, published: Mapping | N
 
 def stage_carried(deid: Location, files_folder: str, publication: TablePublication, names: list[str]) -> set[str]:
     """Stage the published de-identified DICOM files of the parts `names` (the `deid_file` column of
-    their dicom_images parts) as they are: linked on a local disk, copied on an object store. Returns
+    their dicom_images parts) as they are: hard-linked on a local disk, copied on an object store. Returns
     the staged paths."""
     staged: set[str] = set()
     source_root, target_root = deid.child(files_folder), publication.staged(files_folder)
@@ -161,10 +162,20 @@ def stage_carried(deid: Location, files_folder: str, publication: TablePublicati
             continue  # a part whose images were all kept out has no rows
         for relative in pq.read_table(part.path, filesystem=part.filesystem, columns=["deid_file"]).column("deid_file").to_pylist():
             source, target = source_root.child(relative), target_root.child(relative)
-            if isinstance(deid.filesystem, pafs.LocalFileSystem):
-                os.makedirs(os.path.dirname(target.path), exist_ok=True)
-                os.link(source.path, target.path)
-            else:
+            if not isinstance(deid.filesystem, pafs.LocalFileSystem) or not _linked(source.path, target.path):
                 deid.filesystem.copy_file(source.path, target.path)
             staged.add(target.path)
     return staged
+
+
+def _linked(source: str, target: str) -> bool:
+    """Hard-link `source` at `target` (same file system: staging is inside the zone); False where
+    the file system has no hard links (some network mounts), and the caller copies."""
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    try:
+        os.link(source, target)
+    except OSError as error:
+        if error.errno in (errno.EPERM, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
+            return False
+        raise
+    return True
