@@ -315,10 +315,7 @@ def rescan_published(
     with the vocabulary as it is now and without the pattern detectors (content-only: unchanged)."""
     vocabulary = load_vocabulary(settings)
     with audited_phi_read(context, settings, f"leak check {check_name} of the output carried over", None):
-        with _index_lock:
-            index = identifier_parts.identifier_index(
-                settings.zone("phi"), _left_out_kinds(settings.deid_profile), hl7_parts=frozenset(hl7_parts_read)
-            )
+        index = carried_parts(settings, (), hl7_parts_read).identifiers
         if index.empty:
             return []
         scanner = LeakScanner(index, [], measurements=MEASUREMENT_COLUMNS, vocabulary=vocabulary, patterns=False)

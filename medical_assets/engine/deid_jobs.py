@@ -41,7 +41,7 @@ class Census:
     vocabulary: dict[str, frozenset[str]]
 
 
-def take_census(phi: Location, min_patients: int, scope: str, hl7_vocabulary: bool = True) -> Census:
+def take_census(phi: Location, min_patients: int, scope: str) -> Census:
     """One Ray job over every PHI part: ages (HL7 messages and DICOM images) and vocabulary
     evidence, combined in the driver. What passes through the driver and the object store is
     PHI (patient identities of old patients; at most min_patients - 1 identities per rare value),
@@ -57,7 +57,7 @@ def take_census(phi: Location, min_patients: int, scope: str, hl7_vocabulary: bo
     found = map_in_workers(
         items,
         _census_batch,
-        {"phi": phi, "min_patients": min_patients, "scope": scope, "hl7_vocabulary": hl7_vocabulary},
+        {"phi": phi, "min_patients": min_patients, "scope": scope},
     )
     return census_of(pa.concat_tables([CENSUS_ROWS.empty_table(), *ray.get(found.to_arrow_refs())]), min_patients)
 
@@ -71,12 +71,9 @@ def census_of(rows: pa.Table, min_patients: int) -> Census:
     return Census(over_89, vocabulary.without_identifiers(vocabulary.merge([evidence], min_patients)))
 
 
-# What the 90+ census reads of hl7_messages.
-_AGE_COLUMNS = ["patient_id", "patient_id_issuer", "sending_facility", "patient_birth_date", "message_datetime"]
-
 # What a part's census is: its old patients (kind "age": patient, year), its vocabulary evidence
-# (kind "evidence": column, value, patient; `privacy.vocabulary.evidence`) and, for an HL7 part
-# read whole, every patient it holds (kind "patient"), which says what a change of the census touches.
+# (kind "evidence": column, value, patient; `privacy.vocabulary.evidence`) and, for an HL7 part,
+# every patient it holds (kind "patient"), which says what a change of the census touches.
 CENSUS_ROWS = pa.schema(
     [
         pa.field("kind", pa.string()),
@@ -88,17 +85,15 @@ CENSUS_ROWS = pa.schema(
 )
 
 
-def _census_batch(batch: pa.Table, phi: Location, min_patients: int, scope: str, hl7_vocabulary: bool) -> pa.Table:
+def _census_batch(batch: pa.Table, phi: Location, min_patients: int, scope: str) -> pa.Table:
     rows = [
-        part_census_rows(phi, kind, name, min_patients, scope, hl7_vocabulary)
+        part_census_rows(phi, kind, name, min_patients, scope)
         for kind, name in zip(batch.column("kind").to_pylist(), batch.column("name").to_pylist())
     ]
     return pa.concat_tables([CENSUS_ROWS.empty_table(), *rows])
 
 
-def part_census_rows(
-    phi: Location, kind: str, name: str, min_patients: int, scope: str, hl7_vocabulary: bool = True
-) -> pa.Table:
+def part_census_rows(phi: Location, kind: str, name: str, min_patients: int, scope: str) -> pa.Table:
     """The census rows of one part (`CENSUS_ROWS`): `kind` "hl7" reads the part `name` of every HL7
     table, "dicom" that of dicom_images."""
     evidence, patients = [], []
@@ -106,9 +101,6 @@ def part_census_rows(
         images = pq.read_table(phi.child("dicom_images", name).path, filesystem=phi.filesystem)
         ages = dicom_census_of_ages(images, scope)
         evidence.append(_dicom_vocabulary_evidence(images, min_patients, scope))
-    elif not hl7_vocabulary:  # the DICOM export needs only who is 90+
-        messages = pq.read_table(phi.child("hl7_messages", name).path, filesystem=phi.filesystem, columns=_AGE_COLUMNS)
-        ages = census_of_ages(messages, scope)
     else:
         tables = {
             table: pq.read_table(phi.child(table, name).path, filesystem=phi.filesystem, schema=schema)
