@@ -118,9 +118,42 @@ def write_table_atomically(table: pa.Table, target: Location, metadata: Mapping[
 
 def count_rows(location: Location) -> int:
     """Rows of a published Parquet table, from the files' footers (no data read)."""
+    return open_dataset(location).count_rows()
+
+
+def open_dataset(location: Location, schema: pa.Schema | None = None):
+    """A published table (see `table_files`) or one Parquet file, as a pyarrow dataset (nothing read yet)."""
     import pyarrow.dataset as pads
 
-    return pads.dataset(location.path, filesystem=location.filesystem, format="parquet").count_rows()
+    source = _parquet_source(location)
+    if source == []:
+        return pads.dataset((schema or pa.schema([])).empty_table())
+    return pads.dataset(source, filesystem=location.filesystem, format="parquet", schema=schema)
+
+
+def table_files(table: Location) -> list[Location]:
+    """The Parquet files of a published table, sorted by path: on an object store, those of the
+    Delta table's current version (older versions' files stay in the folder a while); elsewhere,
+    the folder's."""
+    if not _supports_rename(table.filesystem):
+        from medical_assets import delta_tables  # imports this module
+
+        current = delta_tables.current_files(table)
+        if current is not None:
+            return current
+    selector = pafs.FileSelector(table.path, allow_not_found=True)
+    files = table.filesystem.get_file_info(selector)
+    return sorted(
+        (Location(table.filesystem, info.path) for info in files if info.type == pafs.FileType.File and info.path.endswith(".parquet")),
+        key=lambda file: file.path,
+    )
+
+
+def _parquet_source(location: Location) -> str | list[str]:
+    """What pyarrow should read for a table or a file: the current files of a Delta table, else the path."""
+    if not _supports_rename(location.filesystem) and location.is_dir():
+        return [file.path for file in table_files(location)]
+    return location.path
 
 
 def read_whole_file(filesystem: pafs.FileSystem, path: str) -> bytes:
@@ -134,7 +167,11 @@ def read_whole_file(filesystem: pafs.FileSystem, path: str) -> bytes:
 
 
 def read_table(location: Location, schema: pa.Schema | None = None, columns: list[str] | None = None) -> pa.Table:
-    return pq.read_table(location.path, filesystem=location.filesystem, schema=schema, columns=columns)
+    """A Parquet file, or a published table (see `table_files`)."""
+    source = _parquet_source(location)
+    if isinstance(source, list):
+        return open_dataset(location, schema).to_table(columns=columns)
+    return pq.read_table(source, filesystem=location.filesystem, schema=schema, columns=columns)
 
 
 class TablePublication:
@@ -149,15 +186,29 @@ class TablePublication:
     4. the staging folder is deleted.
     A run that died before 2 is discarded by the next `recover`; one that died after 2 is
     rolled forward, so every table ends either as before or as the finished run leaves it.
+
+    On an object store, step 3 of a table (not of a plain folder) is one Delta Lake commit
+    instead (`delta_tables.publish`): atomic for readers too.
     """
 
     def __init__(self, zone: Location, run_id: str | None = None):
         self.zone = zone
         self.run_id = run_id or uuid.uuid4().hex
         self.staging = zone.child(STAGING_DIR, self.run_id)
+        self._carried: dict[str, set[str]] = {}
 
     def staged(self, table: str) -> Location:
         return self.staging.child(table)
+
+    def carry(self, table: str, published: Location) -> Location:
+        """Stage a published part file of `table` unchanged; returns the staged copy. On an object
+        store the commit then keeps the published file rather than add the copy."""
+        target = self.staged(table).child(posixpath.basename(published.path))
+        self.staged(table).makedirs()
+        pafs.copy_files(published.path, target.path, source_filesystem=published.filesystem,
+                        destination_filesystem=target.filesystem)
+        self._carried.setdefault(table, set()).add(target.name)
+        return target
 
     def commit(self, tables: Mapping[str, pa.Schema], folders: Iterable[str] = ()) -> None:
         """Mark the staged tables (and plain `folders` of files) complete, then publish them together.
@@ -172,8 +223,10 @@ class TablePublication:
             self.staged(folder).makedirs()
         names = sorted([*tables, *folders])
         marker = {"run_id": self.run_id, "tables": names}
+        if not _supports_rename(self.zone.filesystem):
+            marker["delta"] = {table: sorted(self._carried.get(table, ())) for table in sorted(tables)}
         self.staging.child(COMMIT_MARKER).write_bytes_atomically(json.dumps(marker).encode())
-        _roll_forward(self.zone, self.staging, names)
+        _roll_forward(self.zone, self.staging, names, marker.get("delta", {}))
 
     def abandon(self) -> None:
         self.staging.delete()
@@ -192,8 +245,8 @@ class TablePublication:
             staging = Location(zone.filesystem, info.path)
             marker = staging.child(COMMIT_MARKER)
             if marker.exists():
-                tables = json.loads(marker.read_bytes())["tables"]
-                _roll_forward(zone, staging, tables)
+                committed = json.loads(marker.read_bytes())
+                _roll_forward(zone, staging, committed["tables"], committed.get("delta", {}))
                 actions.append(f"completed publication {staging.name}")
             else:
                 staging.delete()
@@ -201,11 +254,19 @@ class TablePublication:
         return actions
 
 
-def _roll_forward(zone: Location, staging: Location, tables: Iterable[str]) -> None:
+def _roll_forward(zone: Location, staging: Location, tables: Iterable[str], delta: Mapping[str, list[str]]) -> None:
+    """`delta`: the tables to commit as Delta tables (object stores), with the names of their
+    carried-over parts."""
     fs = zone.filesystem
     for table in tables:
         staged, final = staging.child(table), zone.child(table)
         published = staging.child(table + PUBLISHED_SUFFIX)
+        if table in delta:
+            from medical_assets import delta_tables  # imports this module
+
+            if staged.exists():
+                delta_tables.publish(staged, final, staging.name, delta[table])
+            continue
         if not staged.exists() or published.exists():
             # Already swapped before an interruption; on an object store, what is left of the
             # staged copy is a part-deleted duplicate, never to be published again.

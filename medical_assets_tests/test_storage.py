@@ -105,7 +105,7 @@ def test_a_table_is_swapped_in_one_step_and_never_missing(zone, monkeypatch, kil
     _stage(new, "t", [2])
     monkeypatch.setattr(storage, "_exchange", exchange_then_die)
     with pytest.raises(_Killed):
-        new.commit({"t": SCHEMA})
+        new.commit({}, folders=["t"])
     expected_now = [2] if killed == "after the exchange" else [1]
     assert read_table(zone.child("t"))["id"].to_pylist() == expected_now
 
@@ -116,13 +116,14 @@ def test_a_table_is_swapped_in_one_step_and_never_missing(zone, monkeypatch, kil
 
 
 def test_object_store_recovery_after_a_kill_while_the_staged_copy_is_deleted(tmp_path, monkeypatch):
-    """On an object store a table is copied into place, then its staged copy deleted object by
-    object: a kill during that delete must not let the recovery publish what is left of it."""
+    """On an object store a folder of files (not a table: tables are Delta tables there) is copied
+    into place, then its staged copy deleted object by object: a kill during that delete must not let
+    the recovery publish what is left of it."""
     # Not a LocalFileSystem, so storage takes the object-store path (copy, then delete).
     zone = Location(pafs.SubTreeFileSystem(str(tmp_path), pafs.LocalFileSystem()), "phi")
     old = TablePublication(zone, "run1")
     _stage(old, "t", [0])
-    old.commit({"t": SCHEMA})
+    old.commit({}, folders=["t"])
     new = TablePublication(zone, "run2")
     for part in range(3):
         table = pa.table({"id": [part + 1]}, schema=SCHEMA)
@@ -136,7 +137,7 @@ def test_object_store_recovery_after_a_kill_while_the_staged_copy_is_deleted(tmp
 
     monkeypatch.setattr(storage, "_delete_dir", killed_after_one_object)
     with pytest.raises(_Killed):
-        new.commit({"t": SCHEMA})
+        new.commit({}, folders=["t"])
     monkeypatch.undo()
 
     assert TablePublication.recover(zone) == ["completed publication run2"]

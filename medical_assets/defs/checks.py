@@ -5,7 +5,6 @@ before anything is published (`defs.leak_gate`)."""
 
 import dagster as dg
 import pyarrow as pa
-import pyarrow.dataset as pads
 
 from medical_assets.defs.deidentified import deid_key
 from medical_assets.defs.resources import PipelineConfig
@@ -13,7 +12,7 @@ from medical_assets.dicom.tables import DEID_DICOM_IMAGES
 from medical_assets.dicom.tables import TABLES as DICOM_TABLES
 from medical_assets.hl7.tables import TABLES as HL7_TABLES
 from medical_assets.privacy.hl7_deid_tables import DEID_HL7_TABLES
-from medical_assets.storage import count_rows
+from medical_assets.storage import count_rows, open_dataset
 
 # Contract tables and the schema each must have, per zone.
 _CONTRACT_TABLES = {
@@ -53,9 +52,7 @@ def contract_schemas(context: dg.AssetCheckExecutionContext, pipeline: PipelineC
             )
             continue
         # Every file's own schema, from its footer (no data read: tables run to gigabytes).
-        found = [fragment.physical_schema for fragment in pads.dataset(
-            location.path, filesystem=location.filesystem, format="parquet"
-        ).get_fragments()]  # fmt: skip
+        found = [fragment.physical_schema for fragment in open_dataset(location).get_fragments()]
         problems = list(dict.fromkeys(p for schema in found for p in schema_differences(expected, schema)))
         if not found:
             problems = ["no Parquet file in the table's folder"]

@@ -33,7 +33,7 @@ from medical_assets.privacy.hl7_deid import SOURCE_FILE_DOMAIN
 from medical_assets.privacy.keys import PseudonymKey, derived_key_id
 from medical_assets.privacy.pseudonyms import Pseudonymizer
 from medical_assets.step_records import package_fingerprint
-from medical_assets.storage import Location, restrict_to_owner, write_table_atomically
+from medical_assets.storage import Location, read_table, restrict_to_owner, write_table_atomically
 
 
 class Input(NamedTuple):
@@ -264,7 +264,7 @@ def read_input(table: Input) -> pa.Table | None:
     if location.filesystem.get_file_info(location.path).type == pafs.FileType.NotFound:
         return None
     if table.file_format == "parquet":
-        return pq.read_table(location.path, filesystem=location.filesystem, columns=table.columns)
+        return read_table(location, columns=table.columns)  # a Delta table's current files on an object store
     # CSV and JSON Lines exports: `_compliance.json` starts with "_", which datasets ignore.
     file_format = (
         ds.CsvFileFormat(convert_options=pacsv.ConvertOptions(column_types=table.schema, strings_can_be_null=True))

@@ -15,16 +15,23 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import ray
 
 from medical_assets.engine.deid_jobs import CENSUS_ROWS, Census, census_of, part_census_rows
-from medical_assets.engine.part_groups import group_part_name, kept_file_name, part_digest, phi_part_groups, prune_cache
+from medical_assets.engine.part_groups import (
+    group_from_paths,
+    group_part_name,
+    group_paths,
+    kept_file_name,
+    part_digest,
+    phi_part_groups,
+    prune_cache,
+)
 from medical_assets.engine.tasks import map_in_workers
 from medical_assets.hl7.tables import TABLES as HL7_TABLES
 from medical_assets.step_records import package_fingerprint
-from medical_assets.storage import Location, TablePublication, restrict_to_owner, write_table_atomically
+from medical_assets.storage import Location, TablePublication, restrict_to_owner, table_files, write_table_atomically
 
 CACHE_FOLDER = ("_census", "parts")  # phi/_census/parts/<digest>.parquet
 
@@ -48,7 +55,7 @@ def census_by_part(phi: Location, min_patients: int, scope: str) -> tuple[pa.Tab
             if kind == "hl7":
                 digests[name] = digest
             cache_name = kept_file_name(kind, name, digest, salt, suffix=".parquet")
-            items.append({"kind": kind, "name": name, "cache": cache_name})
+            items.append({"kind": kind, "name": name, "cache": cache_name, "files": group_paths(group)})
     cache = phi.child(*CACHE_FOLDER)
     prune_cache(cache, {item["cache"] for item in items})
     if not items:
@@ -61,12 +68,12 @@ def census_by_part(phi: Location, min_patients: int, scope: str) -> tuple[pa.Tab
 
 def _part_census_batch(batch: pa.Table, phi: Location, min_patients: int, scope: str) -> pa.Table:
     tables = []
-    for kind, name, cache_name in zip(*(batch.column(c).to_pylist() for c in ("kind", "name", "cache"))):
+    for kind, name, cache_name, files in zip(*(batch.column(c).to_pylist() for c in ("kind", "name", "cache", "files"))):
         cached = phi.child(*CACHE_FOLDER, cache_name)
         try:
             rows = pq.read_table(cached.path, filesystem=cached.filesystem, schema=PART_CENSUS)
         except (FileNotFoundError, OSError, pa.ArrowInvalid):
-            rows = part_census_rows(phi, kind, name, min_patients, scope)
+            rows = part_census_rows(group_from_paths(phi, files), kind, min_patients, scope)
             rows = rows.append_column("part", pa.array([f"{kind}:{name}"] * rows.num_rows, pa.string()))
             rows = rows.select(PART_CENSUS.names).cast(PART_CENSUS)
             write_table_atomically(rows, cached)
@@ -179,13 +186,10 @@ def stage_carried(zone: Location, publication: TablePublication, tables: Iterabl
     """Copy the published part files `names` of `tables` into the publication's staging, as they are;
     returns the staged paths."""
     staged = set()
+    wanted = set(names)
     for table in tables:
-        target = publication.staged(table)
-        target.makedirs()
-        for name in names:
-            source = zone.child(table, name)
-            if source.exists():  # a table with no row for the part has no file
-                pafs.copy_files(source.path, target.child(name).path, source_filesystem=source.filesystem,
-                                destination_filesystem=target.filesystem)
-                staged.add(target.child(name).path)
+        publication.staged(table).makedirs()
+        for part in table_files(zone.child(table)):
+            if part.name in wanted:  # a table with no row for the part has no file
+                staged.add(publication.carry(table, part).path)
     return staged

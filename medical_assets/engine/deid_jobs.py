@@ -18,7 +18,15 @@ from medical_assets.analytics.validation import with_validation
 from medical_assets.dicom.export import export_deidentified
 from medical_assets.dicom.tables import TABLES as DICOM_TABLES
 from medical_assets.engine.identifier_parts import KeepIdentifiers
-from medical_assets.engine.part_groups import WITHHELD_ENTRY, group_part_name, phi_part_groups, run_group_job
+from medical_assets.engine.part_groups import (
+    WITHHELD_ENTRY,
+    PartGroup,
+    group_from_paths,
+    group_part_name,
+    group_paths,
+    phi_part_groups,
+    run_group_job,
+)
 from medical_assets.engine.progress import ProgressReport
 from medical_assets.engine.tasks import map_in_workers
 from medical_assets.hl7.tables import TABLES as HL7_TABLES
@@ -46,12 +54,10 @@ def take_census(phi: Location, min_patients: int, scope: str) -> Census:
     evidence, combined in the driver. What passes through the driver and the object store is
     PHI (patient identities of old patients; at most min_patients - 1 identities per rare value),
     where PHI rows already travel. (`census_parts.census_by_part` keeps each part's share.)"""
-    hl7_parts = [
-        group_part_name(group) for group in phi_part_groups(phi, list(HL7_TABLES), HL7_TABLES) if "hl7_messages" in group
-    ]
-    dicom_parts = [group_part_name(group) for group in phi_part_groups(phi, ["dicom_images"], DICOM_TABLES)]
-    items = [{"kind": "hl7", "name": name} for name in hl7_parts]
-    items += [{"kind": "dicom", "name": name} for name in dicom_parts]
+    hl7_groups = [group for group in phi_part_groups(phi, list(HL7_TABLES), HL7_TABLES) if "hl7_messages" in group]
+    dicom_groups = phi_part_groups(phi, ["dicom_images"], DICOM_TABLES)
+    items = [{"kind": "hl7", "files": group_paths(group)} for group in hl7_groups]
+    items += [{"kind": "dicom", "files": group_paths(group)} for group in dicom_groups]
     if not items:
         return Census({}, {})
     found = map_in_workers(
@@ -87,25 +93,26 @@ CENSUS_ROWS = pa.schema(
 
 def _census_batch(batch: pa.Table, phi: Location, min_patients: int, scope: str) -> pa.Table:
     rows = [
-        part_census_rows(phi, kind, name, min_patients, scope)
-        for kind, name in zip(batch.column("kind").to_pylist(), batch.column("name").to_pylist())
+        part_census_rows(group_from_paths(phi, files), kind, min_patients, scope)
+        for kind, files in zip(batch.column("kind").to_pylist(), batch.column("files").to_pylist())
     ]
     return pa.concat_tables([CENSUS_ROWS.empty_table(), *rows])
 
 
-def part_census_rows(phi: Location, kind: str, name: str, min_patients: int, scope: str) -> pa.Table:
-    """The census rows of one part (`CENSUS_ROWS`): `kind` "hl7" reads the part `name` of every HL7
-    table, "dicom" that of dicom_images."""
+def part_census_rows(group: PartGroup, kind: str, min_patients: int, scope: str) -> pa.Table:
+    """The census rows of one part group (`CENSUS_ROWS`): `kind` "hl7" reads its HL7 tables' parts,
+    "dicom" its dicom_images part."""
     evidence, patients = [], []
     if kind == "dicom":
-        images = pq.read_table(phi.child("dicom_images", name).path, filesystem=phi.filesystem)
+        part = group["dicom_images"]
+        images = pq.read_table(part.path, filesystem=part.filesystem)
         ages = dicom_census_of_ages(images, scope)
         evidence.append(_dicom_vocabulary_evidence(images, min_patients, scope))
     else:
         tables = {
-            table: pq.read_table(phi.child(table, name).path, filesystem=phi.filesystem, schema=schema)
+            table: pq.read_table(group[table].path, filesystem=group[table].filesystem, schema=schema)
             for table, schema in HL7_TABLES.items()
-            if table != "hl7_errors" and phi.child(table, name).exists()
+            if table != "hl7_errors" and table in group
         }
         if "hl7_messages" not in tables:
             return CENSUS_ROWS.empty_table()

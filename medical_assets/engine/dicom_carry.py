@@ -27,7 +27,7 @@ from medical_assets.engine.census_parts import census_by_part
 from medical_assets.engine.deid_jobs import Census, census_of
 from medical_assets.engine.part_groups import group_part_name, part_digest, phi_part_groups
 from medical_assets.privacy.patients import dicom_patient_identity
-from medical_assets.storage import Location, TablePublication
+from medical_assets.storage import Location, TablePublication, read_table, table_files
 
 DICOM_INPUTS = ("phi/dicom_images", "phi/dicom_thumbnails")
 # Digests of the DICOM patients 90+ and of the DICOM vocabulary the published export was made with
@@ -82,7 +82,7 @@ def old_patients_digest(phi: Location, over_89: Mapping[str, object], scope: str
     images = phi.child("dicom_images")
     patients: set[str] = set()
     if images.exists():
-        table = pq.read_table(images.path, filesystem=images.filesystem, columns=list(_IDENTITY_COLUMNS))
+        table = read_table(images, columns=list(_IDENTITY_COLUMNS))
         triples = set(zip(*(table.column(name).to_pylist() for name in _IDENTITY_COLUMNS)))
         patients = {identity for identity in (dicom_patient_identity(*t, scope) for t in triples) if identity in over_89}
     digest = hashlib.sha256()
@@ -156,10 +156,10 @@ def stage_carried(deid: Location, files_folder: str, publication: TablePublicati
     the staged paths."""
     staged: set[str] = set()
     source_root, target_root = deid.child(files_folder), publication.staged(files_folder)
-    for name in names:
-        part = deid.child("dicom_images", name)
-        if not part.exists():
-            continue  # a part whose images were all kept out has no rows
+    wanted = set(names)  # a part whose images were all kept out has no rows, and no file
+    for part in table_files(deid.child("dicom_images")):
+        if part.name not in wanted:
+            continue
         for relative in pq.read_table(part.path, filesystem=part.filesystem, columns=["deid_file"]).column("deid_file").to_pylist():
             source, target = source_root.child(relative), target_root.child(relative)
             if not isinstance(deid.filesystem, pafs.LocalFileSystem) or not _linked(source.path, target.path):

@@ -17,7 +17,6 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 import pyarrow as pa
-import pyarrow.dataset as pads
 
 from medical_assets.engine.part_groups import (
     PartGroup,
@@ -30,7 +29,7 @@ from medical_assets.engine.part_groups import (
 from medical_assets.privacy.identifier_forms import RANKED_KINDS, collect_identifiers, identifier_columns
 from medical_assets.privacy.identifier_index import HashedIdentifiers, IdentifierIndex
 from medical_assets.step_records import package_fingerprint
-from medical_assets.storage import Location, read_table, restrict_to_owner
+from medical_assets.storage import Location, open_dataset, read_table, restrict_to_owner
 
 CACHE_FOLDER = ("_census", "identifiers")  # phi/_census/identifiers/<digest>.npz
 _SECRET_FILE = ".index-secret"  # 32 random bytes: the hash keys of the kept arrays derive from it
@@ -133,7 +132,7 @@ class PartColumns:
 
     def __init__(self, location: Location, table: str | None = None, parts: Sequence[Location] = ()):
         self._locations = list(parts) or [location]
-        present = set(pads.dataset(location.path, filesystem=location.filesystem, format="parquet").schema.names)
+        present = set(open_dataset(location).schema.names)
         self.column_names = [name for name in identifier_columns(table or location.name) if name in present]
 
     def column(self, name: str) -> pa.ChunkedArray:

@@ -15,7 +15,6 @@ from collections.abc import Mapping
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from medical_assets.engine.part_groups import PartGroup, phi_part_groups, run_group_job
@@ -39,10 +38,7 @@ def carry_over(
     for group in groups:
         if not any(group is t for t in touched):
             for table, part in group.items():
-                staged = publication.staged(table)
-                staged.makedirs()
-                pafs.copy_files(part.path, staged.child(posixpath.basename(part.path)).path,
-                                source_filesystem=part.filesystem, destination_filesystem=staged.filesystem)
+                publication.carry(table, part)
     if touched:
         without = functools.partial(_without_files, drop=drop)
         targets = {table: publication.staged(table) for table in schemas}

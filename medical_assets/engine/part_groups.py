@@ -10,6 +10,7 @@ never needs a shuffle.
 from __future__ import annotations
 
 import hashlib
+import json
 import posixpath
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -23,7 +24,7 @@ import ray
 from medical_assets.engine.memory import WORKER_RELEASE_ABOVE, release_memory
 from medical_assets.engine.progress import ProgressReport, progress_counter, run_with_progress
 from medical_assets.engine.tasks import map_in_workers
-from medical_assets.storage import Location
+from medical_assets.storage import Location, table_files
 
 PartGroup = dict[str, Location]  # table name -> one part file
 GroupTransform = Callable[[dict[str, pa.Table]], Mapping[str, pa.Table]]
@@ -46,13 +47,22 @@ def part_groups_by_name(zone: Location, tables: Sequence[str]) -> dict[str, Part
     """The part files of `tables` in `zone`, by part name."""
     groups: dict[str, PartGroup] = {}
     for table in tables:
-        folder = zone.child(table)
-        selector = pafs.FileSelector(folder.path, allow_not_found=True)
-        for info in zone.filesystem.get_file_info(selector):
-            name = posixpath.basename(info.path)
-            if info.type == pafs.FileType.File and name.startswith("part-") and name[5:-8].isdigit():
-                groups.setdefault(name, {})[table] = Location(zone.filesystem, info.path)
+        for part in table_files(zone.child(table)):
+            name = part.name
+            if name.startswith("part-") and name[5:-8].isdigit():
+                groups.setdefault(name, {})[table] = part
     return groups
+
+
+def group_paths(group: PartGroup) -> str:
+    """A part group as text (table -> path), for a task's input rows; `group_from_paths` reads it back.
+    Workers get the paths rather than look the parts up: on an object store that means reading a
+    Delta log (`storage.table_files`)."""
+    return json.dumps({table: part.path for table, part in group.items()}, sort_keys=True)
+
+
+def group_from_paths(zone: Location, text: str) -> PartGroup:
+    return {table: Location(zone.filesystem, path) for table, path in json.loads(text).items()}
 
 
 def part_digest(group: PartGroup) -> str:

@@ -19,9 +19,11 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pydicom
 import pytest
+from deltalake import DeltaTable
 
+from medical_assets.delta_tables import RETENTION_VAR, storage_options, table_uri
 from medical_assets.privacy.audit import AuditLog
-from medical_assets.storage import resolve_location
+from medical_assets.storage import TablePublication, read_table, resolve_location, table_files, write_table_atomically
 from medical_assets_tests.defs.pipeline import materialize_planted_leak
 from medical_assets_tests.scaleout import cluster
 from medical_assets_tests.scaleout.servers import failures, materialize_graph, port_open, s3_server, session_members
@@ -119,13 +121,39 @@ def _s3() -> pafs.S3FileSystem:
     return pafs.S3FileSystem(endpoint_override=os.environ["AWS_ENDPOINT_URL_S3"], region="us-east-1")
 
 
+def _delta(zone: str, table: str) -> DeltaTable:
+    """A published table, opened as any Delta reader would (tables on an object store are Delta tables)."""
+    return DeltaTable(f"s3://{BUCKET}/{PREFIX}/{zone}/{table}", storage_options=_DELTA_OPTIONS)
+
+
+_DELTA_OPTIONS = {"AWS_ALLOW_HTTP": "true", "AWS_REGION": "us-east-1"}  # the endpoint comes from AWS_ENDPOINT_URL
+
+
+def _files(zone: str, table: str) -> list[str]:
+    """The files of the table's current version, relative to its folder."""
+    root = f"s3://{BUCKET}/{PREFIX}/{zone}/{table}/"
+    return sorted(uri[len(root):] for uri in _delta(zone, table).file_uris())
+
+
 def _rows(zone: str, table: str) -> int:
-    return pq.read_table(f"{BUCKET}/{PREFIX}/{zone}/{table}", filesystem=_s3()).num_rows
+    return _delta(zone, table).to_pyarrow_table().num_rows
 
 
 def _content(zone: str, table: str) -> list[str]:
     """The rows of a table in a comparable, order-free form."""
-    return sorted(map(repr, pq.read_table(f"{BUCKET}/{PREFIX}/{zone}/{table}", filesystem=_s3()).to_pylist()))
+    return sorted(map(repr, _delta(zone, table).to_pyarrow_table().to_pylist()))
+
+
+def _night_message(number: int) -> str:
+    """A lab result as an interface engine sends it, for a patient the history does not have (sex
+    unknown, a clinic of its own: nothing that would enter a column's vocabulary and touch every part)."""
+    return "\r".join([
+        f"MSH|^~\\&|LAB|NIGHT_CLINIC|EMR|SURGERY|20261206230{number}||ORU^R01^ORU_R01|NIGHT{number}|P|2.4",
+        f"PID|1||NIGHT{number}^^^^MR||NACHTIGALL^ROSA^||19570{number + 1}12|U|||3 QUAY RD^^BALTIMORE^MD^21202",
+        "PV1|1|O",
+        f"OBR|1|ORDN{number}|LABN{number}|58410-2^CBC panel^LN|||20261206230{number}",
+        f"OBX|1|NM|718-7^Hemoglobin^LN||13.{number}7|g/dL|12.0-17.5|N|||F|||20261206230{number}",
+    ])
 
 
 def _objects(under: str = "") -> dict[str, int]:
@@ -144,7 +172,7 @@ def test_ray_workers_inherit_the_object_store_settings(s3_endpoint, ray_with_the
     assert seen == {"AWS_ENDPOINT_URL_S3": s3_endpoint, "AWS_ACCESS_KEY_ID": "testing"}
 
 
-def test_whole_graph_on_object_storage_then_an_idempotent_rerun(cluster_run, s3_endpoint, ray_with_the_object_store_settings, tmp_path, monkeypatch):
+def test_whole_graph_on_object_storage_then_a_night_published_as_delta_commits(cluster_run, s3_endpoint, ray_with_the_object_store_settings, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # a relative ./data would land here
     data_dir = f"s3://{BUCKET}/{PREFIX}"
     first = cluster_run["outcome"]  # the run on the cluster
@@ -184,34 +212,103 @@ def test_whole_graph_on_object_storage_then_an_idempotent_rerun(cluster_run, s3_
     for read in ("HL7 landing", "DICOM landing", "HL7 tables", "DICOM images", "leak check"):
         assert read in subjects
 
-    # A second run, after a run that died before its commit left a staged table: the same rows,
-    # the landing corpus kept, the dead run's staging discarded, nothing staged left behind.
-    objects_before = sorted(name for name in _objects() if not name.startswith("phi/_audit/"))  # the audit log grows
+    # Every published table is a Delta table, its files under the run that wrote them.
+    first_files = {table: _files(*table) for table in (("phi", "hl7_messages"), ("deid", "hl7_messages"))}
+    for (zone, table), files in first_files.items():
+        assert files and all(f.startswith(f"run-{first['run_id']}/part-") for f in files), (zone, table, files)
+    assert _delta("deid", "dicom_images").version() >= 0 and _delta("phi", "hl7_parse_ledger").version() >= 0
+
+    # A night: one new file of hand-written messages, after a run that died before its commit left a
+    # staged table. The dead run's staging is discarded; one commit a table adds the night's parts and
+    # keeps the published ones where they are; the old version stays readable (time travel).
     rows_before = {table: _content(*table) for table in (("phi", "hl7_messages"), ("deid", "hl7_messages"), ("deid", "dicom_images"))}
+    versions_before = {table: _delta(*table).version() for table in first_files}
     stray = f"{BUCKET}/{PREFIX}/phi/.staging/deadrun/hl7_messages/part-00000.parquet"
-    pq.write_table(pq.read_table(f"{BUCKET}/{PREFIX}/phi/hl7_messages", filesystem=_s3()), stray, filesystem=_s3())
+    pq.write_table(_delta("phi", "hl7_messages").to_pyarrow_table(), stray, filesystem=_s3())
+    night = "\r\n".join(_night_message(n) for n in range(2)).encode()
+    with _s3().open_output_stream(f"{BUCKET}/{PREFIX}/landing/hl7/night-20261207.hl7") as out:
+        out.write(night)
     with dg.DagsterInstance.ephemeral() as instance:
         second = materialize_graph(data_dir, KEY, messages=MESSAGES, dicom_files=DICOM_FILES, instance=instance)
         assert second.success, failures(second)
         logged = [entry.user_message for entry in instance.all_logs(second.run_id)]
     assert any("discarded unfinished run deadrun" in message for message in logged), "the dead run's staging must be discarded"
-    assert _objects("landing") == landing
-    assert {table: _content(*table) for table in rows_before} == rows_before
-    assert {n for n in _objects("deid/dicom") if n.endswith(".dcm")} == set(deid_files)
+    assert _rows("phi", "hl7_messages") == _rows("deid", "hl7_messages") == MESSAGES + 2
+    assert _content("deid", "dicom_images") == rows_before[("deid", "dicom_images")]
+    for table, files in first_files.items():
+        now = _files(*table)
+        commits = [c for c in _delta(*table).history() if c.get("medical_assets.run_id") == second.run_id]
+        assert len(commits) == 1 and commits[0]["version"] > versions_before[table], commits
+        assert set(files) < set(now), f"{table}: the published parts must be kept, not copied: {files} {now}"
+        assert [f for f in now if f not in files] and all(f.startswith(f"run-{second.run_id}/") for f in now if f not in files)
+        old = _delta(*table)
+        old.load_as_version(versions_before[table])
+        assert sorted(map(repr, old.to_pyarrow_table().to_pylist())) == rows_before[table]
     after = _objects()
     assert not [name for name in after if "/.staging/" in f"/{name}"], "staging objects left behind"
-    assert sorted(name for name in after if not name.startswith("phi/_audit/")) == objects_before
+    assert {n for n in after if n.startswith("deid/dicom/") and n.endswith(".dcm")} == {f"deid/dicom/{n}" for n in deid_files}
 
     # The leak gate really walks the bucket's staging: an identifier in a staged output is found, nothing
     # is published, and the output is copied into the PHI zone's quarantine.
-    names = pq.read_table(f"{BUCKET}/{PREFIX}/phi/hl7_messages", filesystem=_s3())["patient_family_name"].to_pylist()
+    names = _delta("phi", "hl7_messages").to_pyarrow_table()["patient_family_name"].to_pylist()
     name = next(n for n in names if n and len(n) >= 5)
     check = materialize_planted_leak(data_dir, KEY, "hl7_messages", pa.table({"comment": [f"seen by {name} yesterday"]}))
     evaluations = check.get_asset_check_evaluations()
     assert [(e.check_name, e.passed) for e in evaluations] == [("planted_leak_check", False)]
     assert "part-99999.parquet" in str(evaluations[0].metadata) and name not in str(evaluations[0].metadata)
     assert not [n for n in _objects("deid/hl7_messages") if "99999" in n], "a rejected output was published"
+    assert not [f for f in _files("deid", "hl7_messages") if "99999" in f]
     assert [n for n in _objects("phi/quarantine") if n.endswith("part-99999.parquet")]
 
     assert not (tmp_path / "data").exists(), "nothing may be written to a local ./data"
     assert not os.listdir(tmp_path)
+
+
+def test_a_table_publication_killed_before_its_delta_commit_is_invisible_until_recovered(s3_endpoint, monkeypatch):
+    """The Delta commit is the moment a new version appears: a run that dies after copying its files
+    but before the commit leaves readers the old version whole; the next run's recovery commits it
+    once; old versions' files stay for the retention, then a publication vacuums them."""
+    from deltalake import DeltaTable as Table
+
+    zone = resolve_location(f"s3://{BUCKET}/units/phi")
+    table = zone.child("numbers")
+
+    def publish(run: str, parts: dict[str, list[int]], carried: tuple[str, ...] = ()) -> None:
+        publication = TablePublication(zone, run_id=run)
+        for part in carried:
+            publication.carry("numbers", next(f for f in table_files(table) if f.name == part))
+        for part, values in parts.items():
+            publication.staged("numbers").makedirs()
+            write_table_atomically(pa.table({"n": pa.array(values, pa.int64())}), publication.staged("numbers").child(part))
+        publication.commit({"numbers": pa.schema([("n", pa.int64())])})
+
+    def numbers() -> list[int]:
+        return sorted(read_table(table).column("n").to_pylist())
+
+    publish("r1", {"part-00000.parquet": [0, 1], "part-00001.parquet": [2]})
+    assert [f.path.rsplit("/", 2)[1:] for f in table_files(table)] == [["run-r1", "part-00000.parquet"], ["run-r1", "part-00001.parquet"]]
+
+    monkeypatch.setattr(Table, "create_write_transaction", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("killed")))
+    with pytest.raises(RuntimeError, match="killed"):
+        publish("r2", {"part-00001.parquet": [20, 21]}, carried=("part-00000.parquet",))
+    monkeypatch.undo()
+    assert "numbers/run-r2/part-00001.parquet" in _objects_under("units/phi"), "the run died after copying its file"
+    assert numbers() == [0, 1, 2]  # ... but before its commit: the old version, whole
+    assert Table(table_uri(table), storage_options=storage_options(table)).to_pyarrow_table().num_rows == 3
+
+    assert TablePublication.recover(zone) == ["completed publication r2"]
+    assert TablePublication.recover(zone) == []
+    assert numbers() == [0, 1, 20, 21]
+    assert [f.path.rsplit("/", 2)[1] for f in table_files(table)] == ["run-r1", "run-r2"]  # part-00000 kept where it was
+    assert "numbers/run-r1/part-00001.parquet" in _objects_under("units/phi")  # the old version's, kept for time travel
+
+    monkeypatch.setenv(RETENTION_VAR, "0")
+    publish("r3", {"part-00000.parquet": [3]})
+    assert numbers() == [3]
+    assert sorted(n for n in _objects_under("units/phi") if n.endswith(".parquet")) == ["numbers/run-r3/part-00000.parquet"]
+
+
+def _objects_under(prefix: str) -> set[str]:
+    root = f"{BUCKET}/{prefix}"
+    selector = pafs.FileSelector(root, recursive=True, allow_not_found=True)
+    return {info.path[len(root) + 1 :] for info in _s3().get_file_info(selector) if info.type == pafs.FileType.File}
