@@ -108,11 +108,13 @@ def analytics_tables(
             settings.zone("deid"), settings.zone("phi"), {t: publication.staged(t) for t in ANALYTICS_TABLES},
             settings.export_format, stamp, key, settings.suppression_threshold,
         )
+    tables = dict(ANALYTICS_TABLES) if settings.export_format == "parquet" else {}
     scan = yield from leak_gate.publish_if_clean(
         context, settings, publication, ANALYTICS_LEAK_CHECK, [analytics_key(t) for t in ANALYTICS_TABLES],
         list(ANALYTICS_TABLES),
-        # Published as folders: a CSV or JSON Lines export has no Parquet part to check for.
-        lambda: publication.commit({}, folders=list(ANALYTICS_TABLES)),
+        # Parquet exports are tables (Delta tables on an object store); CSV and JSON Lines exports are
+        # folders of files, with no Parquet part to check for.
+        lambda: publication.commit(tables, folders=[name for name in ANALYTICS_TABLES if name not in tables]),
         # The stamp we wrote beside a CSV or JSON Lines export (run id, creation time) is not data.
         library_texts=list(stamp.values()), aggregates=True,
     )

@@ -35,7 +35,7 @@ from medical_assets.privacy.identifier_forms import numbers_of
 from medical_assets.privacy.identifier_index import IdentifierIndex
 from medical_assets.privacy.leak_scanner import Finding, LeakScanner
 from medical_assets.step_records import folder_digest
-from medical_assets.storage import Location, TablePublication, restrict_to_owner, write_table_atomically
+from medical_assets.storage import Location, TablePublication, restrict_to_owner, table_files, write_table_atomically
 
 QUARANTINE = "quarantine"  # phi/quarantine/<check>/<run>/: outputs a leak check rejected
 # phi/_census/vocabulary.parquet: the vocabulary the last de-identification published, for the later
@@ -376,12 +376,10 @@ def _stamp_values(settings: PipelineSettings, tables: list[pa.Table]) -> list[st
         stamp = folder.child("_compliance.json")
         if stamp.exists():
             values |= {str(value) for value in json.loads(stamp.read_bytes()).values()}
-        selector = pafs.FileSelector(folder.path, allow_not_found=True)
-        for info in folder.filesystem.get_file_info(selector):
-            if info.path.endswith(".parquet"):
-                metadata = pq.read_schema(info.path, filesystem=folder.filesystem).metadata or {}
-                values |= {v.decode("utf-8", errors="replace") for k, v in metadata.items()
-                           if k.startswith((b"deid.", b"medical_assets."))}
+        for part in table_files(folder):
+            metadata = pq.read_schema(part.path, filesystem=folder.filesystem).metadata or {}
+            values |= {v.decode("utf-8", errors="replace") for k, v in metadata.items()
+                       if k.startswith((b"deid.", b"medical_assets."))}
     return sorted(value for value in values if value)
 
 

@@ -217,6 +217,7 @@ def test_whole_graph_on_object_storage_then_a_night_published_as_delta_commits(c
     for (zone, table), files in first_files.items():
         assert files and all(f.startswith(f"run-{first['run_id']}/part-") for f in files), (zone, table, files)
     assert _delta("deid", "dicom_images").version() >= 0 and _delta("phi", "hl7_parse_ledger").version() >= 0
+    assert _rows("deid", "analytics/message_types") > 0  # the analytics Parquet too
 
     # A night: one new file of hand-written messages, after a run that died before its commit left a
     # staged table. The dead run's staging is discarded; one commit a table adds the night's parts and
