@@ -2,7 +2,6 @@
 on an S3-compatible server (moto on 127.0.0.1), with a reader running throughout and runs killed
 mid-publication.
 
-    pip install deltalake        # not a dependency of the pipeline: only this measurement needs it
     python -m benchmarks.table_formats [parts] [rows_per_part] [kills]
 
 Writes benchmarks/output/table-formats-results.md. For each format:
