@@ -1,6 +1,8 @@
-"""Publishing a table on object storage: our staging protocol against a Delta Lake commit, measured
-on an S3-compatible server (moto on 127.0.0.1), with a reader running throughout and runs killed
-mid-publication.
+"""Publishing a table on object storage: the pipeline's publication (staged by workers, then one
+Delta Lake commit through `storage.TablePublication`) against a bare Delta commit of files written
+in place, measured on an S3-compatible server (moto on 127.0.0.1), with a Delta reader running
+throughout and runs killed mid-publication. (Before tables on object storage became Delta tables,
+"ours" here was our copy protocol: the README keeps its figures.)
 
     python -m benchmarks.table_formats [parts] [rows_per_part] [kills]
 
@@ -75,8 +77,9 @@ def _delta_options(endpoint: str) -> dict[str, str]:
 # -- the two ways to publish, each run in a child process so that it can be killed -----------------
 
 
-def publish_ours(endpoint: str, root: str, number: int, parts: int, rows: int) -> None:
-    """Our protocol (medical_assets.storage.TablePublication): stage, mark committed, swap."""
+def publish_pipeline(endpoint: str, root: str, number: int, parts: int, rows: int) -> None:
+    """As the pipeline publishes (medical_assets.storage.TablePublication): stage, mark committed,
+    then on an object store copy the staged parts under the table and make one Delta commit."""
     from medical_assets.storage import Location, TablePublication
 
     zone = Location(_s3(endpoint), root)
@@ -116,14 +119,7 @@ def publish_delta(endpoint: str, root: str, number: int, parts: int, rows: int) 
     print(f"published {time.monotonic() - started:.4f}", flush=True)
 
 
-PUBLISHERS = {"ours": publish_ours, "delta": publish_delta}
-
-
-def read_ours(endpoint: str, root: str) -> int | str:
-    try:
-        return pq.read_table(f"{root}/table", filesystem=_s3(endpoint)).num_rows
-    except (OSError, pa.ArrowInvalid) as error:
-        return f"error: {type(error).__name__}"
+PUBLISHERS = {"pipeline": publish_pipeline, "delta": publish_delta}
 
 
 def read_delta(endpoint: str, root: str) -> int | str:
@@ -135,7 +131,7 @@ def read_delta(endpoint: str, root: str) -> int | str:
         return f"error: {type(error).__name__}"
 
 
-READERS = {"ours": read_ours, "delta": read_delta}
+READERS = {"pipeline": read_delta, "delta": read_delta}  # tables on an object store are read as Delta
 
 
 def _classify(seen: int | str, old: int, new: int) -> str:
@@ -191,7 +187,7 @@ def _killed(fmt: str, endpoint: str, root: str, number: int, parts: int, rows: i
     os.killpg(child.pid, signal.SIGKILL)
     child.wait()
     outcome = {"right_after": _classify(READERS[fmt](endpoint, root), old, new)}
-    if fmt == "ours":
+    if fmt == "pipeline":
         TablePublication.recover(Location(_s3(endpoint), root))  # what our next run does first
         outcome["after_recovery"] = _classify(READERS[fmt](endpoint, root), old, new)
     return outcome
@@ -241,7 +237,7 @@ def render(results: dict, parts: int, rows: int, kills: int) -> str:
         return ", ".join(f"{name} {count}" for name, count in sorted(tally.items())) or "-"
 
     lines = [
-        "# Publishing a table on object storage: our protocol against a Delta Lake commit",
+        "# Publishing a table on object storage: the pipeline's publication against a bare Delta Lake commit",
         "",
         f"S3-compatible server (moto) on 127.0.0.1; a table of {parts} Parquet files of {rows:,} rows; "
         f"`python -m benchmarks.table_formats {parts} {rows} {kills}`.",

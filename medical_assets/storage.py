@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 
 STAGING_DIR = ".staging"
 COMMIT_MARKER = "_COMMITTED.json"
-PUBLISHED_SUFFIX = ".published"  # <table>.published in a staging folder: the table is in place
+PUBLISHED_SUFFIX = ".published"  # <folder>.published in a staging folder: the folder is in place
 EXCHANGING_SUFFIX = ".exchanging"  # <table>.exchanging: the inode of the staged folder being swapped in
 EMPTY_PART = "part-empty.parquet"
 
@@ -180,15 +180,16 @@ class TablePublication:
     Protocol (safe against a kill at any point, see `recover`):
     1. writers put each table's files under `<zone>/.staging/<run>/<table>/`;
     2. `commit` writes a marker naming the tables: from then on the run counts as finished;
-    3. each table is swapped: the old folder moves to `.staging/<run>/replaced/<table>`,
-       the staged one moves to `<zone>/<table>`; on an object store a move is a copy then a
-       delete, and `.staging/<run>/<table>.published` says the copy is complete before the delete;
-    4. the staging folder is deleted.
+    3. on a local disk, each table is swapped: one atomic exchange of the staged folder and the
+       published one, whose old content then goes to `.staging/<run>/replaced/<table>`;
+    4. the commit marker, then the staging folder, are deleted.
     A run that died before 2 is discarded by the next `recover`; one that died after 2 is
     rolled forward, so every table ends either as before or as the finished run leaves it.
 
-    On an object store, step 3 of a table (not of a plain folder) is one Delta Lake commit
-    instead (`delta_tables.publish`): atomic for readers too.
+    On an object store (no rename), step 3 is: the staged files of each plain folder are copied
+    over the published ones; each table is one Delta Lake commit (`delta_tables.publish`), atomic
+    for readers; then the folders' files the new version no longer has are deleted, and
+    `.staging/<run>/<folder>.published` records that the folder is done.
     """
 
     def __init__(self, zone: Location, run_id: str | None = None):
@@ -251,36 +252,72 @@ class TablePublication:
             else:
                 staging.delete()
                 actions.append(f"discarded unfinished run {staging.name}")
+        _delete_if_empty(staging_root)
         return actions
 
 
 def _roll_forward(zone: Location, staging: Location, tables: Iterable[str], delta: Mapping[str, list[str]]) -> None:
-    """`delta`: the tables to commit as Delta tables (object stores), with the names of their
-    carried-over parts."""
+    """Publish the staged tables and folders. `delta`: the tables to commit as Delta tables (object
+    stores), with the names of their carried-over parts.
+
+    On an object store a folder of files is merged: its staged files are copied over the published
+    ones (each PUT atomic), the tables are committed, and only then are the files the new version
+    no longer has deleted, so that a reader following a table to its files never finds one missing."""
     fs = zone.filesystem
-    for table in tables:
+    names = list(tables)
+    merged = []
+    for table in names:
         staged, final = staging.child(table), zone.child(table)
         published = staging.child(table + PUBLISHED_SUFFIX)
-        if table in delta:
-            from medical_assets import delta_tables  # imports this module
-
-            if staged.exists():
-                delta_tables.publish(staged, final, staging.name, delta[table])
+        if table in delta or not staged.exists() or published.exists():
+            # A Delta table is committed below. A folder already published before an interruption:
+            # on an object store, what is left of its staged copy may be a part-deleted duplicate.
             continue
-        if not staged.exists() or published.exists():
-            # Already swapped before an interruption; on an object store, what is left of the
-            # staged copy is a part-deleted duplicate, never to be published again.
+        if not _supports_rename(fs):
+            _copy_files_into(fs, staged.path, final.path)
+            merged.append(table)
             continue
-        if final.exists() and _supports_rename(fs) and _swap_in_one_step(staging, table, final):
+        if final.exists() and _swap_in_one_step(staging, table, final):
             continue
         if final.exists():
             replaced = staging.child("replaced", table)
             replaced.delete()
             Location(fs, posixpath.dirname(replaced.path)).makedirs()
             _move_dir(fs, final.path, replaced.path)
-        _move_dir(fs, staged.path, final.path, copied=published)
+        _move_dir(fs, staged.path, final.path)
+    for table in names:
+        if table in delta and staging.child(table).exists():
+            from medical_assets import delta_tables  # imports this module
+
+            delta_tables.publish(staging.child(table), zone.child(table), staging.name, delta[table])
+    for table in merged:
+        _delete_files_not_in(fs, zone.child(table).path, staging.child(table).path)
+        staging.child(table + PUBLISHED_SUFFIX).write_bytes_atomically(b"")
+    # The marker first: a staging folder left half-deleted by a kill is then discarded, never rolled forward.
+    staging.child(COMMIT_MARKER).delete()
     staging.delete()
     _delete_if_empty(zone.child(STAGING_DIR))
+
+
+def _copy_files_into(fs: pafs.FileSystem, source: str, destination: str) -> None:
+    fs.create_dir(destination, recursive=True)
+    for info in fs.get_file_info(pafs.FileSelector(source, recursive=True)):
+        if info.type == pafs.FileType.File:
+            target = destination + info.path[len(source) :]
+            try:
+                fs.copy_file(info.path, target)
+            except FileNotFoundError:  # a filesystem with real folders (S3 has none): make the parent
+                fs.create_dir(posixpath.dirname(target), recursive=True)
+                fs.copy_file(info.path, target)
+
+
+def _delete_files_not_in(fs: pafs.FileSystem, folder: str, reference: str) -> None:
+    """Delete the files under `folder` that have no counterpart (same relative path) under `reference`."""
+    wanted = {info.path[len(reference) :] for info in fs.get_file_info(pafs.FileSelector(reference, recursive=True))
+              if info.type == pafs.FileType.File}
+    for info in fs.get_file_info(pafs.FileSelector(folder, recursive=True, allow_not_found=True)):
+        if info.type == pafs.FileType.File and info.path[len(folder) :] not in wanted:
+            fs.delete_file(info.path)
 
 
 def _swap_in_one_step(staging: Location, table: str, final: Location) -> bool:
@@ -335,24 +372,9 @@ def _delete_if_empty(folder: Location) -> None:
         folder.delete()
 
 
-def _move_dir(fs: pafs.FileSystem, source: str, destination: str, copied: Location | None = None) -> None:
-    if _supports_rename(fs):
-        fs.move(source, destination)
-        return
-    # Object stores have no directory rename: copy every object, then delete the source. A kill
-    # during the delete leaves part of the source behind: `copied` is written in between, so that
-    # a recovery knows the destination is complete rather than copy the remains over it.
-    fs.create_dir(destination, recursive=True)
-    for info in fs.get_file_info(pafs.FileSelector(source, recursive=True)):
-        if info.type == pafs.FileType.File:
-            fs.copy_file(info.path, destination + info.path[len(source) :])
-    if copied is not None:
-        copied.write_bytes_atomically(b"")
-    _delete_dir(fs, source)
-
-
-def _delete_dir(fs: pafs.FileSystem, path: str) -> None:
-    fs.delete_dir(path)
+def _move_dir(fs: pafs.FileSystem, source: str, destination: str) -> None:
+    """A rename on a local disk (where a folder has no one-step exchange: its first publication)."""
+    fs.move(source, destination)
 
 
 def _supports_rename(fs: pafs.FileSystem) -> bool:

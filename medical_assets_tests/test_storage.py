@@ -115,33 +115,55 @@ def test_a_table_is_swapped_in_one_step_and_never_missing(zone, monkeypatch, kil
     assert not zone.child(STAGING_DIR).exists()
 
 
-def test_object_store_recovery_after_a_kill_while_the_staged_copy_is_deleted(tmp_path, monkeypatch):
-    """On an object store a folder of files (not a table: tables are Delta tables there) is copied
-    into place, then its staged copy deleted object by object: a kill during that delete must not let
-    the recovery publish what is left of it."""
-    # Not a LocalFileSystem, so storage takes the object-store path (copy, then delete).
-    zone = Location(pafs.SubTreeFileSystem(str(tmp_path), pafs.LocalFileSystem()), "phi")
-    old = TablePublication(zone, "run1")
-    _stage(old, "t", [0])
-    old.commit({}, folders=["t"])
-    new = TablePublication(zone, "run2")
-    for part in range(3):
-        table = pa.table({"id": [part + 1]}, schema=SCHEMA)
-        write_table_atomically(table, new.staged("t").child(f"part-{part:05d}.parquet"))
+def test_object_store_folders_are_merged_and_a_reader_never_misses_a_file(tmp_path, monkeypatch):
+    """On an object store a folder of files (DICOM, reports; tables are Delta tables there) is merged:
+    the new files are copied over the old, and the files the new version drops are deleted only
+    after the tables' commit. A run killed in between is completed by the next; one killed while
+    its staging is deleted (after its marker) is discarded, and the published folder is untouched."""
+    # Not a LocalFileSystem, so storage takes the object-store path.
+    zone = Location(pafs.SubTreeFileSystem(str(tmp_path), pafs.LocalFileSystem()), "deid")
 
-    def killed_after_one_object(fs, path):
-        if path == new.staged("t").path:
-            fs.delete_file(new.staged("t").child("part-00000.parquet").path)
-            raise _Killed
-        fs.delete_dir(path)
+    def stage(run: str, files: dict[str, bytes]) -> TablePublication:
+        publication = TablePublication(zone, run)
+        for name, data in files.items():
+            publication.staged("dicom").child(name).write_bytes_atomically(data)
+        return publication
 
-    monkeypatch.setattr(storage, "_delete_dir", killed_after_one_object)
+    def published() -> dict[str, bytes]:
+        root = zone.child("dicom").path
+        infos = zone.filesystem.get_file_info(pafs.FileSelector(root, recursive=True))
+        return {i.path[len(root) + 1 :]: zone.filesystem.open_input_stream(i.path).read() for i in infos if i.is_file}
+
+    stage("run1", {"a.dcm": b"1", "s/b.dcm": b"2"}).commit({}, folders=["dicom"])
+    assert published() == {"a.dcm": b"1", "s/b.dcm": b"2"}
+
+    def killed(*args):
+        raise _Killed
+
+    monkeypatch.setattr(storage, "_delete_files_not_in", killed)
     with pytest.raises(_Killed):
-        new.commit({}, folders=["t"])
+        stage("run2", {"s/b.dcm": b"3", "c.dcm": b"4"}).commit({}, folders=["dicom"])
     monkeypatch.undo()
-
+    assert published() == {"a.dcm": b"1", "s/b.dcm": b"3", "c.dcm": b"4"}  # no file of either version missing
     assert TablePublication.recover(zone) == ["completed publication run2"]
-    assert sorted(read_table(zone.child("t"))["id"].to_pylist()) == [1, 2, 3]
+    assert published() == {"s/b.dcm": b"3", "c.dcm": b"4"}
+    assert not zone.child(STAGING_DIR).exists()
+
+    third = stage("run3", {"d.dcm": b"5"})
+    delete = Location.delete
+
+    def killed_after_one_object(location):
+        if location.path == third.staging.path:
+            zone.filesystem.delete_file(third.staged("dicom").child("d.dcm").path)
+            raise _Killed
+        delete(location)
+
+    monkeypatch.setattr(Location, "delete", killed_after_one_object)
+    with pytest.raises(_Killed):
+        third.commit({}, folders=["dicom"])
+    monkeypatch.undo()
+    assert TablePublication.recover(zone) == ["discarded unfinished run run3"]
+    assert published() == {"d.dcm": b"5"}
     assert not zone.child(STAGING_DIR).exists()
 
 
