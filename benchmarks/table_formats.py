@@ -268,6 +268,7 @@ def main() -> None:
     rows = int(sys.argv[2]) if len(sys.argv) > 2 else 20_000
     kills = int(sys.argv[3]) if len(sys.argv) > 3 else 6
     with tempfile.TemporaryDirectory() as folder, s3_server(folder, BUCKET) as variables:
+        os.environ.update(variables)  # as a run finds them: the publishing children inherit them
         results = measure(variables["AWS_ENDPOINT_URL_S3"], parts, rows, kills)
     text = render(results, parts, rows, kills)
     os.makedirs(os.path.dirname(OUTPUT), exist_ok=True)
