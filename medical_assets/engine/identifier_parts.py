@@ -12,12 +12,10 @@ lowest rank wins, which is the kind a collection over the whole tables gives it.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
-import numpy as np
 import pyarrow as pa
 
 from medical_assets.engine.part_groups import (
@@ -34,8 +32,6 @@ from medical_assets.step_records import package_fingerprint
 from medical_assets.storage import Location, open_dataset, read_table, restrict_to_owner
 
 CACHE_FOLDER = ("_census", "identifiers")  # phi/_census/identifiers/<digest>.npz
-MERGED_FILE = ("_census", "identifiers-merged", "every-part.npz")  # `_every_part_merged`
-MERGED_RECORD = ("_census", "identifiers-merged", "every-part.json")  # the kept files merged, the merge's digest
 _SECRET_FILE = ".index-secret"  # 32 random bytes: the hash keys of the kept arrays derive from it
 # PHI tables the identifiers come from, HL7 part groups first (absent ones are skipped).
 HL7_SOURCES = ("hl7_messages", "hl7_encounters", "hl7_lab_results", "hl7_pharmacy_orders")
@@ -47,16 +43,12 @@ def identifier_index(phi: Location, left_out_kinds: Collection[str] = (), hl7_pa
     DICOM part), without the kinds `left_out_kinds`. Parts seen before are read back; the others
     are collected, hashed and kept."""
     secret = _secret(phi)
-    wanted, chosen = set(), []
+    wanted, parts = set(), []
     for kind, group in _part_groups(phi):
         kept = _kept_location(phi, kind, group, secret)
         wanted.add(kept.name)
         if hl7_parts is None or kind == DICOM_SOURCE or group_part_name(group) in hl7_parts:
-            chosen.append((kept, group))
-    if hl7_parts is None:
-        parts = [_every_part_merged(phi, chosen, secret)]
-    else:
-        parts = [_hashed_part(kept, group, secret) for kept, group in chosen]
+            parts.append(_hashed_part(kept, group, secret))
     cache = phi.child(*CACHE_FOLDER)
     if hl7_parts is None:
         prune_cache(cache, wanted)
@@ -117,52 +109,6 @@ def _keep(kept: Location, tables: Mapping, secret: bytes) -> HashedIdentifiers:
     hashed = IdentifierIndex(identifiers={}, secret=secret).hashed(identifiers.ranks.items()).sorted()
     kept.write_bytes_atomically(hashed.to_bytes())
     return hashed
-
-
-def _every_part_merged(phi: Location, parts: Sequence[tuple[Location, PartGroup]], secret: bytes) -> HashedIdentifiers:
-    """The identifiers of every part in one sorted array (each hash once, with its lowest rank).
-
-    The last merge is kept (`MERGED_FILE`, with the kept files it was made of): when each of those is
-    still a current part, a night merges only the parts new since into it (a sorted array and a small
-    one: a fraction of a second) instead of sorting every part's again (seconds a million patients).
-    A part gone or changed since merges everything again. The names of the kept files hold the
-    secret and our code's digest, so a merge is never reused across either."""
-    names = sorted(kept.name for kept, _ in parts)
-    merged_file, record = phi.child(*MERGED_FILE), phi.child(*MERGED_RECORD)
-    base, merged_names = None, []
-    try:
-        recorded = json.loads(record.read_bytes())
-        data = merged_file.read_bytes()
-        if hashlib.sha256(data).hexdigest() == recorded["digest"] and set(recorded["parts"]) <= set(names):
-            base, merged_names = HashedIdentifiers.from_bytes(data), recorded["parts"]
-    except (FileNotFoundError, OSError, ValueError, KeyError):
-        pass
-    if base is not None and merged_names == names:
-        return base
-    done = set(merged_names)
-    new = [_hashed_part(kept, group, secret) for kept, group in parts if kept.name not in done]
-    merged = merge_hashed([base, *new] if base is not None else new)
-    data = merged.to_bytes()
-    merged_file.write_bytes_atomically(data)  # then the record that names its digest: a kill between leaves a mismatch
-    record.write_bytes_atomically(json.dumps({"parts": names, "digest": hashlib.sha256(data).hexdigest()}).encode())
-    restrict_to_owner(phi.child(*MERGED_FILE[:-1]))  # PHI, as the kept arrays
-    return merged
-
-
-def merge_hashed(parts: Sequence[HashedIdentifiers]) -> HashedIdentifiers:
-    """Several parts' hashed identifiers as one (sorted, each hash once with its lowest code)."""
-    symbols: dict[str, int] = {}
-    for part in parts:
-        for key, code in zip(part.symbol_keys, part.symbol_codes):
-            symbols[key] = min(code, symbols.get(key, code))
-    shapes = [part.shapes for part in parts if len(part.shapes)]
-    return HashedIdentifiers(
-        np.concatenate([np.zeros(0, np.uint64), *(part.first for part in parts)]),
-        np.concatenate([np.zeros(0, np.uint64), *(part.second for part in parts)]),
-        np.concatenate([np.zeros(0, np.int64), *(part.codes for part in parts)]),
-        np.unique(np.concatenate(shapes), axis=0) if shapes else np.zeros((0, 4), np.int64),
-        list(symbols), list(symbols.values()),
-    ).sorted()
 
 
 def _secret(phi: Location) -> bytes:

@@ -1,8 +1,6 @@
 """The leak checks' identifiers are collected once per part and kept hashed, their index built once per
 run and version of the PHI tables, never from a stale one, and equal to one of the whole tables."""
 
-import json
-
 import pyarrow as pa
 
 from medical_assets.config import load_settings
@@ -58,40 +56,15 @@ def test_an_index_of_parts_equals_one_of_the_whole_tables_kind_for_kind(tmp_path
         [{"patient_id": "MRN0099999", "patient_account_number": "ACC0012345", "patient_family_name": "Lindqvist"}],
         [{"patient_id": "ACC0012345", "patient_family_name": "Lindqvist"}],
     ]
-    whole = collect_identifiers({"hl7_messages": pa.Table.from_pylist(rows[0] + rows[1], schema=HL7_MESSAGES)})
-    expected = leak_gate.LeakScanner(whole, patterns=False)
-    # The second part arrives a night later: merged into the kept merge of the first, as in one collection.
     for number, part_rows in enumerate(rows):
         write_table_atomically(pa.Table.from_pylist(part_rows, schema=HL7_MESSAGES),
                                phi.child("hl7_messages", f"part-{number:05d}.parquet"))
-        leak_gate._identifier_index(f"night-{number}", settings)
-    record = json.loads(phi.child(*identifier_parts.MERGED_RECORD).read_bytes())
-    assert len(record["parts"]) == 2
-    merged = phi.child(*identifier_parts.MERGED_FILE)
-    for run, damage in (("run-1", None), ("run-2", identifier_parts.merge_hashed([]).to_bytes())):
-        if damage:  # a merge that is not the one its record names (a kill between the two writes) is made again
-            merged.write_bytes_atomically(damage)
-        scanner = leak_gate.LeakScanner(leak_gate._identifier_index(run, settings), patterns=False)
-        for text in ("ACC0012345", "acc0012345 seen", "Lindqvist", "MRN0099999"):
-            assert scanner.scan_text(text) == expected.scan_text(text) != [], (run, text)
-        assert scanner.scan_text("ACC0012345") == ["patient_id"]
-
-
-def test_a_night_merges_only_its_new_parts_into_the_kept_merge(tmp_path, monkeypatch):
-    settings = load_settings({}, data_dir=str(tmp_path))
-    phi = settings.zone("phi")
-    for number, name in enumerate(["Okonkwo", "Vasquez-Thornbury"]):
-        write_table_atomically(_messages([name]), phi.child("hl7_messages", f"part-{number:05d}.parquet"))
-    leak_gate._identifier_index("run-1", settings)
-    merges = []
-    merge = identifier_parts.merge_hashed
-    monkeypatch.setattr(identifier_parts, "merge_hashed", lambda parts: merges.append([len(p.first) for p in parts]) or merge(parts))
-    write_table_atomically(_messages(["Abernathy-Quist"]), phi.child("hl7_messages", "part-00002.parquet"))
-    night = leak_gate._identifier_index("run-2", settings)
-    assert len(merges) == 1 and len(merges[0]) == 2 and merges[0][0] > merges[0][1]  # the kept merge, and the new part
-    assert all(leak_gate.LeakScanner(night).scan_text(n) == ["patient_family_name"] for n in ("Okonkwo", "Vasquez-Thornbury", "Abernathy-Quist"))
-    leak_gate._identifier_index("run-3", settings)
-    assert len(merges) == 1  # nothing new: the kept merge as it is
+    whole = collect_identifiers({"hl7_messages": pa.Table.from_pylist(rows[0] + rows[1], schema=HL7_MESSAGES)})
+    scanner = leak_gate.LeakScanner(leak_gate._identifier_index("run-1", settings), patterns=False)
+    expected = leak_gate.LeakScanner(whole, patterns=False)
+    for text in ("ACC0012345", "acc0012345 seen", "Lindqvist", "MRN0099999"):
+        assert scanner.scan_text(text) == expected.scan_text(text) != [], text
+    assert scanner.scan_text("ACC0012345") == ["patient_id"]
 
 
 def test_one_index_serves_every_check_of_a_run_and_a_scanner_only_checks_that_look_the_same_way(tmp_path):
