@@ -32,7 +32,7 @@ RETENTION_VAR = "MEDICAL_ASSETS_DELTA_RETENTION_HOURS"
 DEFAULT_RETENTION_HOURS = 168
 RUN_FOLDER_PREFIX = "run-"
 _APP_ID = "medical-assets run "  # + run id: the commit's idempotency key, so a recovery never commits twice
-_SCHEMES = {"s3": "s3", "gcs": "gs", "abfs": "abfs"}
+_SCHEMES = {"s3": "s3", "gcs": "gs"}  # pyarrow's filesystem type -> the URI scheme delta-rs reads (Azure: not mapped yet)
 
 
 def is_object_store(location: Location) -> bool:

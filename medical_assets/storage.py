@@ -299,6 +299,12 @@ def _roll_forward(zone: Location, staging: Location, tables: Iterable[str], delt
     _delete_if_empty(zone.child(STAGING_DIR))
 
 
+def copy_tree(source: Location, target: Location) -> None:
+    """Copy every file under `source` to the same relative path under `target` (an object store's
+    server-side copy; on a filesystem with real folders, parents are made as needed)."""
+    _copy_files_into(source.filesystem, source.path, target.path)
+
+
 def _copy_files_into(fs: pafs.FileSystem, source: str, destination: str) -> None:
     fs.create_dir(destination, recursive=True)
     for info in fs.get_file_info(pafs.FileSelector(source, recursive=True)):

@@ -35,7 +35,7 @@ from medical_assets.privacy.identifier_forms import numbers_of
 from medical_assets.privacy.identifier_index import IdentifierIndex
 from medical_assets.privacy.leak_scanner import Finding, LeakScanner
 from medical_assets.step_records import folder_digest
-from medical_assets.storage import Location, TablePublication, restrict_to_owner, table_files, write_table_atomically
+from medical_assets.storage import Location, TablePublication, copy_tree, restrict_to_owner, table_files, write_table_atomically
 
 QUARANTINE = "quarantine"  # phi/quarantine/<check>/<run>/: outputs a leak check rejected
 # phi/_census/vocabulary.parquet: the vocabulary the last de-identification published, for the later
@@ -181,7 +181,7 @@ def quarantine_staged(settings: PipelineSettings, publication: TablePublication,
         if _renames(source):
             source.filesystem.move(source.path, target.child(name).path)
         else:
-            _copy_tree(source, target.child(name))
+            copy_tree(source, target.child(name))  # object stores have no rename; the staging is deleted after
     publication.abandon()
     restrict_to_owner(settings.zone("phi"))  # the rejected output is PHI now
     return target
@@ -391,15 +391,6 @@ def _findings_table(findings: list[Finding]) -> str:
 
 def _renames(location: Location) -> bool:
     return isinstance(location.filesystem, pafs.LocalFileSystem)
-
-
-def _copy_tree(source: Location, target: Location) -> None:
-    """Object stores have no rename: copy each object (the staging is deleted after)."""
-    fs = source.filesystem
-    fs.create_dir(target.path, recursive=True)
-    for info in fs.get_file_info(pafs.FileSelector(source.path, recursive=True)):
-        if info.type == pafs.FileType.File:
-            fs.copy_file(info.path, target.path + info.path[len(source.path):])
 
 
 def plotly_js() -> str:
