@@ -63,11 +63,12 @@ def publish(staged: Location, table: Location, run_id: str, kept: Iterable[str] 
     if delta is not None and delta.transaction_version(app_id) is not None:
         return  # committed before an interruption
     fs = table.filesystem
-    names = sorted(
-        posixpath.basename(info.path)
+    sizes = {
+        posixpath.basename(info.path): info.size
         for info in fs.get_file_info(pafs.FileSelector(staged.path, allow_not_found=True))
         if info.type == pafs.FileType.File and info.path.endswith(".parquet")
-    )
+    }
+    names = sorted(sizes)
     if not names:
         raise ValueError(f"nothing staged for {table.uri}")  # commit() stages an empty part for an empty table
     schema = pq.read_schema(staged.child(names[0]).path, filesystem=fs)
@@ -81,8 +82,8 @@ def publish(staged: Location, table: Location, run_id: str, kept: Iterable[str] 
         if name in keep:
             continue
         relative = f"{RUN_FOLDER_PREFIX}{run_id}/{name}"
-        fs.copy_file(staged.child(name).path, table.child(relative).path)
-        adds.append(AddAction(relative, fs.get_file_info(table.child(relative).path).size, {}, now_ms, True, ""))
+        fs.copy_file(staged.child(name).path, table.child(relative).path)  # a copy keeps the size
+        adds.append(AddAction(relative, sizes[name], {}, now_ms, True, ""))
     properties = CommitProperties(app_transactions=[Transaction(app_id, 0)], custom_metadata={"medical_assets.run_id": run_id})
     uri, options = table_uri(table), storage_options(table)
     if delta is None:
