@@ -93,10 +93,12 @@ def restrict_to_owner(location: Location) -> None:
     os.makedirs(location.path, mode=0o700, exist_ok=True)
     os.chmod(location.path, 0o700)
     for folder, subfolders, files in os.walk(location.path):
-        for name in subfolders:
-            os.chmod(os.path.join(folder, name), 0o700)
-        for name in files:
-            os.chmod(os.path.join(folder, name), 0o600)
+        for names, mode in ((subfolders, 0o700), (files, 0o600)):
+            for name in names:
+                try:
+                    os.chmod(os.path.join(folder, name), mode)
+                except FileNotFoundError:  # a temporary file renamed by a writer meanwhile (the folder is 0700 anyway)
+                    pass
 
 
 def resolve_location(path_or_uri: str) -> Location:
