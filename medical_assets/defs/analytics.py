@@ -103,7 +103,8 @@ def analytics_tables(
         yield from selected_results(context, carry_over.marked(results, decision.carried))
         return
     with staging(context, settings, ray_engine, publication, phi_read="analytics (message months, parse errors)", key_id=key.key_id):
-        leak_gate.prepare_identifier_index(context.run.run_id, settings)  # while the Ray job below runs
+        # Part by part: the tables are aggregates, a small search for the index's size.
+        leak_gate.prepare_identifier_index(context.run.run_id, settings, merged=False)  # while the Ray job below runs
         counts = analytics_jobs.publish_analytics(
             settings.zone("deid"), settings.zone("phi"), {t: publication.staged(t) for t in ANALYTICS_TABLES},
             settings.export_format, stamp, key, settings.suppression_threshold,
@@ -116,7 +117,7 @@ def analytics_tables(
         # folders of files, with no Parquet part to check for.
         lambda: publication.commit(tables, folders=[name for name in ANALYTICS_TABLES if name not in tables]),
         # The stamp we wrote beside a CSV or JSON Lines export (run id, creation time) is not data.
-        library_texts=list(stamp.values()), aggregates=True,
+        library_texts=list(stamp.values()), aggregates=True, merged_index=False,
     )
     record.save(basis, decision, outputs, context.run.run_id, {"counts": counts, "check": scan})
     context.log.info(f"analytics: {len(counts)} tables published as {settings.export_format}")

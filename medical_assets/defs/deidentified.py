@@ -133,7 +133,9 @@ def hl7_deidentified_tables(
             # The leak check's identifiers of the parts it reads, collected by the same tasks.
             keep_identifiers=identifier_parts.identifiers_to_keep(phi, plan.computed),
         )
-        leak_gate.prepare_identifier_index(context.run.run_id, settings)  # from the kept parts, while this step goes on
+        merged_index = leak_gate.merge_index_for(len(plan.computed), len(plan.carried))
+        # From the kept parts, while this step goes on.
+        leak_gate.prepare_identifier_index(context.run.run_id, settings, merged_index)
     counts = dict(sum((Counter(part) for part in by_part.values()), Counter()) + Counter(files=len(plan.digests)))
     leak_gate.save_vocabulary(settings, plan.census.vocabulary)
     census_parts.save_published_census(phi, plan.census)
@@ -145,7 +147,7 @@ def hl7_deidentified_tables(
         carried = leak_gate.carried_parts(settings, carried_files, plan.computed)
     scan = yield from leak_gate.publish_if_clean(
         context, settings, publication, HL7_LEAK_CHECK, [deid_key(t) for t in schemas], list(schemas),
-        lambda: publication.commit(schemas), carried=carried,
+        lambda: publication.commit(schemas), carried=carried, merged_index=merged_index,
     )
     parts = {name: {"digest": plan.digests[name], "counts": by_part.get(name, {})} for name in plan.digests}
     record.save(basis, decision, outputs, context.run.run_id,
@@ -272,7 +274,8 @@ def dicom_deidentified_export(
         context, settings, ray_engine, deid_publication, phi_publication,
         phi_read="DICOM images to the de-identified zone", key_id=key.key_id,
     ):
-        leak_gate.prepare_identifier_index(context.run.run_id, settings)  # while the Ray jobs below run
+        merged_index = plan.computed is None or leak_gate.merge_index_for(len(plan.computed), len(plan.carried))
+        leak_gate.prepare_identifier_index(context.run.run_id, settings, merged_index)  # while the Ray jobs below run
         files = deid_publication.staged(DEID_FILES)
         files.makedirs()
         carried_files = census_parts.stage_carried(deid, deid_publication, deid_tables, plan.carried)
@@ -293,7 +296,7 @@ def dicom_deidentified_export(
     carried = leak_gate.carried_parts(settings, carried_files, plan.hl7_parts_read) if carried_files else None
     scan = yield from leak_gate.publish_if_clean(
         context, settings, deid_publication, DICOM_LEAK_CHECK, exported, [*deid_tables, DEID_FILES],
-        lambda: deid_publication.commit(deid_tables, folders=[DEID_FILES]), carried=carried,
+        lambda: deid_publication.commit(deid_tables, folders=[DEID_FILES]), carried=carried, merged_index=merged_index,
     )
     record.save(basis, decision, outputs, context.run.run_id, {"counts": counts, "check": scan, **now.details(by_part)})
     yield from selected_results(context, _dicom_results(settings, schemas, deid_tables, counts, key.key_id))

@@ -95,6 +95,7 @@ def publish_if_clean(
     aggregates: bool = False,
     counts: Iterable[int] = (),
     carried: CarriedParts | None = None,
+    merged_index: bool = True,
 ) -> Generator[dg.AssetCheckResult, None, dict]:
     """Scan `staged` (folder names of `publication`), then commit or quarantine; yields the result of
     each selected check of `assets`. The scan and the commit happen whatever was selected. Returns
@@ -104,7 +105,7 @@ def publish_if_clean(
     with audited_phi_read(context, settings, f"leak check {check_name}", None):
         findings, identifier_count = scan_for_leaks(
             context.run.run_id, settings, [publication.staged(name) for name in staged], vocabulary,
-            list(library_texts), drawn_from_analytics, aggregates, counts, carried,
+            list(library_texts), drawn_from_analytics, aggregates, counts, carried, merged_index,
         )
     if identifier_count >= RELEASE_AFTER_IDENTIFIERS:
         release_memory()  # the identifiers are gone: the run's process need not keep their peak
@@ -197,17 +198,19 @@ def scan_for_leaks(
     aggregates: bool,
     counts: Iterable[int] = (),
     carried: CarriedParts | None = None,
+    merged_index: bool = True,
 ) -> tuple[list[Finding], int]:
     """The findings under `roots`, and how many identifiers were looked for."""
-    index = _identifier_index(run_id, settings)
+    index = _identifier_index(run_id, settings, merged_index)
     if carried is not None and carried.files:
         scanner = _scanner(run_id, settings.deid_profile, index, library_texts, aggregates, vocabulary)
         findings = leak_jobs.scan_trees(scanner, list(roots), keep=lambda path: path not in carried.files)
         # The carried files passed a check that looked for every other identifier, with the same
-        # detectors and no more vocabulary than now: only the new identifiers can be found in them.
+        # detectors and no more vocabulary than now: only the new identifiers can be found in them,
+        # and not in our tokens (most of the text: a digest of a value checked then).
         new_identifiers = LeakScanner(
             carried.identifiers, library_texts, aggregates=aggregates,
-            measurements=MEASUREMENT_COLUMNS, vocabulary=vocabulary, patterns=False,
+            measurements=MEASUREMENT_COLUMNS, vocabulary=vocabulary, patterns=False, token_columns=False,
         )
         if not carried.identifiers.empty:  # nothing new to look for (no new part, no DICOM): no scan
             findings += leak_jobs.scan_trees(new_identifiers, list(roots), keep=lambda path: path in carried.files)
@@ -264,16 +267,34 @@ _VOCABULARY_SCHEMA = pa.schema([pa.field("column", pa.string()), pa.field("value
 # profile (which decides what is looked for), so another run or a rewritten table is read afresh.
 _index_cache: dict[tuple, IdentifierIndex] = {}
 _index_lock = threading.Lock()  # a check waits for the index that `prepare_identifier_index` is building
+_MERGED = "merged"  # the cached index's form is part of its key's last element
 
 
-def _identifier_index(run_id: str, settings: PipelineSettings) -> IdentifierIndex:
+def _identifier_index(run_id: str, settings: PipelineSettings, merged: bool = True) -> IdentifierIndex:
+    """The run's index of every identifier; `merged` for a check that searches a whole output, part
+    by part for one that searches a night's few new files or the small analytics outputs, where
+    merging the parts would cost more than the search (`IdentifierIndex.from_hashed`). A merged
+    index serves both."""
     phi = settings.zone("phi")
     with _index_lock:
         key = (run_id, phi.uri, tuple(folder_digest(phi.child(t)) for t in _IDENTIFIER_SOURCES), settings.deid_profile)
-        if key not in _index_cache:
-            _index_cache.clear()
-            _index_cache[key] = identifier_parts.identifier_index(phi, _left_out_kinds(settings.deid_profile))
-        return _index_cache[key]
+        for form in ((_MERGED,) if merged else (_MERGED, "parts")):
+            if (*key, form) in _index_cache:
+                return _index_cache[(*key, form)]
+        _index_cache.clear()
+        index = identifier_parts.identifier_index(phi, _left_out_kinds(settings.deid_profile), merged=merged)
+        _index_cache[(*key, _MERGED if merged else "parts")] = index
+        return index
+
+
+def merge_index_for(parts_searched: int, parts_carried: int) -> bool:
+    """Whether a check that searches the new output of `parts_searched` part groups, beside
+    `parts_carried` carried over, should merge the index: a lookup in an index left part by part
+    searches every part, so that is worth it only for a night's few parts."""
+    return parts_carried == 0 or parts_searched > _PARTS_SEARCHED_UNMERGED
+
+
+_PARTS_SEARCHED_UNMERGED = 2
 
 
 def _left_out_kinds(profile: str) -> frozenset[str]:
@@ -318,11 +339,13 @@ def rescan_published(
         index = carried_parts(settings, (), hl7_parts_read).identifiers
         if index.empty:
             return []
-        scanner = LeakScanner(index, [], measurements=MEASUREMENT_COLUMNS, vocabulary=vocabulary, patterns=False)
+        scanner = LeakScanner(
+            index, [], measurements=MEASUREMENT_COLUMNS, vocabulary=vocabulary, patterns=False, token_columns=False
+        )
         return leak_jobs.scan_trees(scanner, [root for root in roots if root.exists()])
 
 
-def prepare_identifier_index(run_id: str, settings: PipelineSettings) -> None:
+def prepare_identifier_index(run_id: str, settings: PipelineSettings, merged: bool = True) -> None:
     """Start building the run's identifier index in a thread of this process, to overlap the Ray
     jobs before the step's leak check: their work is in Ray's workers while this process mostly
     waits, and the index depends only on the PHI tables the step reads. The check then finds it
@@ -330,7 +353,7 @@ def prepare_identifier_index(run_id: str, settings: PipelineSettings) -> None:
 
     def build() -> None:
         try:
-            _identifier_index(run_id, settings)
+            _identifier_index(run_id, settings, merged)
         except Exception:  # noqa: BLE001 - the check builds the index again and reports its error
             pass
 

@@ -138,7 +138,7 @@ def dashboards(context: dg.AssetExecutionContext, pipeline: PipelineConfig, ray_
         yield from selected_results(context, carry_over.marked(results, decision.carried))
         return
     with staging(context, settings, ray_engine, publication):
-        leak_gate.prepare_identifier_index(context.run.run_id, settings)  # while the reports are drawn
+        leak_gate.prepare_identifier_index(context.run.run_id, settings, merged=False)  # while the reports are drawn
         files = analytics_jobs.build_reports(
             deid.child("analytics"), settings.export_format, deid, publication.staged(REPORTS_FOLDER),
             stamp, settings.suppression_threshold,
@@ -149,7 +149,7 @@ def dashboards(context: dg.AssetExecutionContext, pipeline: PipelineConfig, ray_
         lambda: publication.commit({}, folders=[REPORTS_FOLDER]),
         # Library code and the stamp we wrote (run id, creation time, version) are not data.
         library_texts=[leak_gate.plotly_js(), *stamp.values()], drawn_from_analytics=True,
-        counts=printed_counts(privacy_report),
+        counts=printed_counts(privacy_report), merged_index=False,
     )
     summary = privacy_report_markdown(privacy_report)
     record.save(basis, decision, outputs, context.run.run_id, {"check": scan, "privacy report": summary})

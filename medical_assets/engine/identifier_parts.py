@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import hashlib
 import os
+import zipfile
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 import pyarrow as pa
+import pyarrow.fs as pafs
 
 from medical_assets.engine.part_groups import (
     PartGroup,
@@ -38,10 +40,13 @@ HL7_SOURCES = ("hl7_messages", "hl7_encounters", "hl7_lab_results", "hl7_pharmac
 DICOM_SOURCE = "dicom_images"
 
 
-def identifier_index(phi: Location, left_out_kinds: Collection[str] = (), hl7_parts: Collection[str] | None = None) -> IdentifierIndex:
+def identifier_index(
+    phi: Location, left_out_kinds: Collection[str] = (), hl7_parts: Collection[str] | None = None, merged: bool = True
+) -> IdentifierIndex:
     """The index of every identifier of the PHI zone (or of the HL7 part groups `hl7_parts` and every
-    DICOM part), without the kinds `left_out_kinds`. Parts seen before are read back; the others
-    are collected, hashed and kept."""
+    DICOM part), without the kinds `left_out_kinds`; `merged` or part by part
+    (`IdentifierIndex.from_hashed`). Parts seen before are read back; the others are collected,
+    hashed and kept."""
     secret = _secret(phi)
     wanted, parts = set(), []
     for kind, group in _part_groups(phi):
@@ -54,7 +59,7 @@ def identifier_index(phi: Location, left_out_kinds: Collection[str] = (), hl7_pa
         prune_cache(cache, wanted)
     restrict_to_owner(cache)  # the arrays are PHI: owner-only, as the rest of the zone
     left_out = [rank for rank, kind in enumerate(RANKED_KINDS) if kind in left_out_kinds]
-    return IdentifierIndex.from_hashed(parts, secret, RANKED_KINDS, left_out)
+    return IdentifierIndex.from_hashed(parts, secret, RANKED_KINDS, left_out, merged=merged)
 
 
 @dataclass(frozen=True)
@@ -98,10 +103,19 @@ def _part_groups(phi: Location) -> list[tuple[str, PartGroup]]:
 
 def _hashed_part(kept: Location, group: PartGroup, secret: bytes) -> HashedIdentifiers:
     try:
-        return HashedIdentifiers.from_bytes(kept.read_bytes())
-    except (FileNotFoundError, OSError, ValueError, KeyError):
+        return HashedIdentifiers.from_bytes(_mapped(kept))
+    except (FileNotFoundError, OSError, ValueError, KeyError, zipfile.BadZipFile):
         pass
     return _keep(kept, {table: PartColumns(part, table) for table, part in group.items()}, secret)
+
+
+def _mapped(location: Location) -> bytes | memoryview:
+    """A local file memory-mapped (its pages are the page cache's: no copy, no fresh memory, which
+    at millions of patients cost a second of page faults a run), another file read whole. Kept
+    files are replaced by a rename, never rewritten in place, so a mapping never sees a torn one."""
+    if isinstance(location.filesystem, pafs.LocalFileSystem):
+        return memoryview(pa.memory_map(location.path, "r").read_buffer())
+    return location.read_bytes()
 
 
 def _keep(kept: Location, tables: Mapping, secret: bytes) -> HashedIdentifiers:

@@ -24,6 +24,8 @@ from __future__ import annotations
 import hashlib
 import io
 import secrets
+import struct
+import zipfile
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from itertools import islice
 from typing import NamedTuple
@@ -63,10 +65,13 @@ class HashedIdentifiers(NamedTuple):
         return out.getvalue()
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> HashedIdentifiers:
-        with np.load(io.BytesIO(data), allow_pickle=False) as arrays:
-            return cls(arrays["first"], arrays["second"], arrays["codes"], arrays["shapes"].reshape(-1, 4),
-                       arrays["symbol_keys"].tolist(), arrays["symbol_codes"].tolist())
+    def from_bytes(cls, data: bytes | memoryview) -> HashedIdentifiers:
+        """What `to_bytes` wrote. The arrays are views into `data`, not copies: a night reads every
+        part's arrays (hundreds of MB at millions of patients), and a memory-mapped file read this
+        way costs no copy and no fresh memory."""
+        arrays = _npz_views(memoryview(data))
+        return cls(arrays["first"], arrays["second"], arrays["codes"], arrays["shapes"].reshape(-1, 4),
+                   arrays["symbol_keys"].tolist(), arrays["symbol_codes"].tolist())
 
 
 class IdentifierIndex:
@@ -85,13 +90,19 @@ class IdentifierIndex:
 
     @classmethod
     def from_hashed(
-        cls, parts: Sequence[HashedIdentifiers], secret: bytes, kind_names: Sequence[str], left_out: Collection[int] = ()
+        cls, parts: Sequence[HashedIdentifiers], secret: bytes, kind_names: Sequence[str], left_out: Collection[int] = (),
+        merged: bool = True,
     ) -> IdentifierIndex:
         """The index of identifiers hashed apart (`hashed`, with the same `secret`): of values that
-        fold to the same text, the lowest code wins; codes in `left_out` are not looked for."""
+        fold to the same text, the lowest code wins; codes in `left_out` are not looked for.
+
+        `merged`: the parts' hashes sorted into one array (seconds at millions of identifiers), so
+        that a lookup is one binary search; otherwise each part stays an array of its own, ready at
+        once, and a lookup searches every part: for a search through little text (a night's new
+        rows, the analytics tables, the reports), where assembling would cost more than the search."""
         index = cls.__new__(cls)
         index._keys, index._bases = _hash_keys_of(secret)
-        index._assemble(parts, list(kind_names), lowest_code_wins=True, left_out=frozenset(left_out))
+        index._assemble(parts, list(kind_names), lowest_code_wins=True, left_out=frozenset(left_out), merged=merged)
         return index
 
     def hashed(self, identifiers: Iterable[tuple[str, int]]) -> HashedIdentifiers:
@@ -125,13 +136,24 @@ class IdentifierIndex:
 
     def _assemble(
         self, parts: Sequence[HashedIdentifiers], kind_names: list[str], lowest_code_wins: bool,
-        left_out: frozenset[int] = frozenset(),
+        left_out: frozenset[int] = frozenset(), merged: bool = True,
     ) -> None:
         self._kind_names = kind_names
         kept = [part.without(left_out) for part in parts] if left_out else list(parts)
-        self._first, self._second, self._kinds = _sorted_distinct(
-            [p.first for p in kept], [p.second for p in kept], [p.codes for p in kept], len(kind_names), lowest_code_wins
-        )
+        if merged:
+            groups = [kept]
+        else:
+            # Each part sorted and distinct on its own (kept parts come so: `HashedIdentifiers.sorted`).
+            groups = [[part] for part in kept if len(part.first)]
+        # (first halves, second halves, codes) of each sorted array a lookup searches.
+        self._segments = [
+            _sorted_distinct(
+                [p.first for p in group], [p.second for p in group], [p.codes for p in group], len(kind_names),
+                lowest_code_wins, already_sorted=len(group) == 1 and _is_sorted(group[0].first),
+            )
+            for group in groups
+        ]
+        self._segments = [segment for segment in self._segments if len(segment[0])]
         symbols: dict[str, int] = {}
         for part in parts:
             for key, code in zip(part.symbol_keys, part.symbol_codes):
@@ -145,10 +167,11 @@ class IdentifierIndex:
 
     @property
     def empty(self) -> bool:
-        return len(self._first) == 0
+        return not self._segments
 
     def __len__(self) -> int:
-        return len(self._first)
+        """The identifiers looked for; unmerged, a value two parts hold counts twice."""
+        return sum(len(first) for first, _, _ in self._segments)
 
     def whole_word_matches(self, folded: str, cell_starts: np.ndarray | None = None) -> Iterator[tuple[int, int, str]]:
         """(start, stop, kind) of every identifier in the folded text whose letters and digits at
@@ -219,7 +242,7 @@ class IdentifierIndex:
             starts, stops = starts[index], stops[index]
             found = self._lookup(*(prefix.of(starts, stops) for prefix in hashes))
             hit = found >= 0
-            for start, stop, code in zip(starts[hit].tolist(), stops[hit].tolist(), self._kinds[found[hit]].tolist()):
+            for start, stop, code in zip(starts[hit].tolist(), stops[hit].tolist(), found[hit].tolist()):
                 yield start + offset, stop + offset, self._kind_names[code]
 
     def _shape_rows(self) -> Iterator[tuple[int, int, int, np.ndarray]]:
@@ -248,26 +271,63 @@ class IdentifierIndex:
         return tuple(_PrefixHashes(codes, key, base) for key, base in zip(self._keys, self._bases))
 
     def _lookup(self, first: np.ndarray, second: np.ndarray) -> np.ndarray:
-        """The index of each (first, second) hash pair in the sorted arrays, -1 where absent."""
+        """The kind code of each (first, second) hash pair, -1 where absent: of the parts that hold
+        it (an unmerged index), the lowest code, as merging them would keep."""
         found = np.full(len(first), -1, np.int64)
-        if not len(self._first) or not len(first):
+        if not len(first):
             return found
-        position = np.searchsorted(self._first, first)
-        clipped = np.minimum(position, len(self._first) - 1)
-        same_first = self._first[clipped] == first
-        both = same_first & (self._second[clipped] == second)
-        found[both] = clipped[both]
-        # Identifiers that share a first half (about one pair in 10**5 runs at 10**7 identifiers)
-        # sit next to each other, sorted by the second half.
-        for query in np.flatnonzero(same_first & ~both).tolist():
-            index = int(position[query]) + 1
-            while index < len(self._first) and self._first[index] == first[query]:
-                if self._second[index] == second[query]:
-                    found[query] = index
-                    break
-                index += 1
+        for segment in self._segments:
+            codes = _segment_lookup(*segment, first, second)
+            better = (codes >= 0) & ((found < 0) | (codes < found))
+            found[better] = codes[better]
         return found
 
+
+def _segment_lookup(
+    sorted_first: np.ndarray, sorted_second: np.ndarray, kinds: np.ndarray, first: np.ndarray, second: np.ndarray
+) -> np.ndarray:
+    """The kind code of each (first, second) pair in one sorted array of hashes, -1 where absent."""
+    found = np.full(len(first), -1, np.int64)
+    position = np.searchsorted(sorted_first, first)
+    clipped = np.minimum(position, len(sorted_first) - 1)
+    same_first = sorted_first[clipped] == first
+    both = same_first & (sorted_second[clipped] == second)
+    found[both] = kinds[clipped[both]]
+    # Identifiers that share a first half (about one pair in 10**5 runs at 10**7 identifiers)
+    # sit next to each other, sorted by the second half.
+    for query in np.flatnonzero(same_first & ~both).tolist():
+        index = int(position[query]) + 1
+        while index < len(sorted_first) and sorted_first[index] == first[query]:
+            if sorted_second[index] == second[query]:
+                found[query] = kinds[index]
+                break
+            index += 1
+    return found
+
+
+def _npz_views(data: memoryview) -> dict[str, np.ndarray]:
+    """The arrays of an uncompressed .npz (`np.savez`), each a read-only view into `data`."""
+    arrays = {}
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        for member in archive.infolist():
+            if member.compress_type != zipfile.ZIP_STORED:
+                raise ValueError(f"{member.filename}: compressed, not written by to_bytes")
+            # The local header's name and extra field may differ in length from the central directory's.
+            local = member.header_offset
+            name_length, extra_length = struct.unpack("<HH", data[local + 26 : local + 30])
+            start = local + 30 + name_length + extra_length
+            header = io.BytesIO(data[start : start + min(member.file_size, 1 << 16)])
+            version = np.lib.format.read_magic(header)
+            read_header = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+            if version not in read_header:
+                raise ValueError(f"{member.filename}: .npy version {version}, not written by to_bytes")
+            shape, fortran_order, dtype = read_header[version](header)
+            if dtype.hasobject or fortran_order:
+                raise ValueError(f"{member.filename}: not an array written by to_bytes")
+            count = int(np.prod(shape, dtype=np.int64))
+            array = np.frombuffer(data, dtype=dtype, count=count, offset=start + header.tell())
+            arrays[member.filename.removesuffix(".npy")] = array.reshape(shape)
+    return arrays
 
 
 def _hash_keys_of(secret: bytes | None) -> tuple[tuple[int, int], tuple[int, int]]:
@@ -352,17 +412,25 @@ def _words(alnum: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _sorted_distinct(
-    firsts: list[np.ndarray], seconds: list[np.ndarray], codes: list[np.ndarray], kinds: int, lowest_code_wins: bool = False
+    firsts: list[np.ndarray], seconds: list[np.ndarray], codes: list[np.ndarray], kinds: int, lowest_code_wins: bool = False,
+    already_sorted: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The hashes sorted, each once, with the kind of its first occurrence (as the identifiers
-    were given: the first kind given for a value wins), or of its lowest code."""
+    were given: the first kind given for a value wins), or of its lowest code. `already_sorted`:
+    one array, sorted by its first half (a kept part): no sort, no copy if each hash is there once."""
     if not firsts or not sum(map(len, firsts)):
         return np.zeros(0, np.uint64), np.zeros(0, np.uint64), np.zeros(0, np.uint8)
-    first, second, code = np.concatenate(firsts), np.concatenate(seconds), np.concatenate(codes)
-    # By the first half alone, stable (equal hashes keep the order they were given in): a third of the
-    # time of sorting by both halves and the code, less on parts that come sorted (`HashedIdentifiers.sorted`).
-    order = np.argsort(first, kind="stable")
-    first, second, code = first[order], second[order], code[order]
+    code_type = np.min_scalar_type(max(kinds - 1, 0))
+    if already_sorted:
+        first, second, code = firsts[0], seconds[0], codes[0]
+        if not np.any(first[1:] == first[:-1]):
+            return first, second, code.astype(code_type)
+    else:
+        first, second, code = np.concatenate(firsts), np.concatenate(seconds), np.concatenate(codes)
+        # By the first half alone, stable (equal hashes keep the order they were given in): a third of the
+        # time of sorting by both halves and the code, less on parts that come sorted (`HashedIdentifiers.sorted`).
+        order = np.argsort(first, kind="stable")
+        first, second, code = first[order], second[order], code[order]
     same_first = first[1:] == first[:-1]
     if np.any(same_first & (second[1:] != second[:-1])):
         # Two identifiers share a first half (about once in 10**6 indexes of 10**7): order by both.
@@ -371,7 +439,11 @@ def _sorted_distinct(
         same_first = (first[1:] == first[:-1]) & (second[1:] == second[:-1])
     starts = np.flatnonzero(np.concatenate(([True], ~same_first)))
     code = np.minimum.reduceat(code, starts) if lowest_code_wins else code[starts]
-    return first[starts], second[starts], code.astype(np.min_scalar_type(max(kinds - 1, 0)))
+    return first[starts], second[starts], code.astype(code_type)
+
+
+def _is_sorted(values: np.ndarray) -> bool:
+    return bool(np.all(values[1:] >= values[:-1]))
 
 
 def _shapes(batches: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -80,6 +80,7 @@ class LeakScanner:
         patterns: bool = True,
         excused_numbers: Collection[str] = (),
         one_word_kinds_excused: Collection[str] = (),
+        token_columns: bool = True,
     ):
         """`identifiers`: value -> kind, or an IdentifierIndex already built from them (a run's
         checks share one: building it costs time that grows with the patients).
@@ -87,7 +88,11 @@ class LeakScanner:
         shows: `identifier_forms.numbers_of`); `one_word_kinds_excused`: kinds whose identifiers of one
         word without digits are not looked for (names, where a report's own words match them by
         chance). Either is the same as leaving those identifiers out of `identifiers`, except that a
-        word folded equal to two identifiers counts as the kind given first."""
+        word folded equal to two identifiers counts as the kind given first.
+        `token_columns=False`: a table's columns of our keyed tokens (`_is_token_column`) are not
+        searched, for a file that passed a check searching them for every identifier known then: a
+        token's text is our digest of one value, so a later identifier it equalled would be a
+        coincidence that tells nothing of that patient, never a leak of them."""
         # Third-party code inlined in reports (plotly.js: megabytes of words and numbers) is not
         # data; it is cut out before a report is scanned, so it cannot fake a finding.
         # Cut out whole, longest first, and only texts long enough to be a text: cutting a short
@@ -109,6 +114,7 @@ class LeakScanner:
         self._excused_numbers = frozenset(excused_numbers)
         self._one_word_kinds_excused = frozenset(one_word_kinds_excused)
         self._vocabulary = _phrase_automaton(vocabulary)
+        self._token_columns = token_columns
 
     def scan_text(self, text: str) -> list[str]:
         """The kinds of identifier in the text, known identifiers and patterns, sorted."""
@@ -118,6 +124,8 @@ class LeakScanner:
         """Every cell of every column (nested values too), and the schema: names and metadata."""
         findings = self._findings(f"{where}: schema", self._schema_count(table.schema))
         for index, name in enumerate(table.column_names):
+            if not self._token_columns and _is_token_column(table.schema.field(index)):
+                continue
             counts: Counter[str] = Counter()
             numbers = (self._aggregates or name in self._measurements) and is_number_type(table.schema.field(index).type)
             for chunk in table.column(index).chunks:

@@ -123,3 +123,42 @@ def test_an_index_prepared_while_the_step_works_is_the_one_its_check_uses(tmp_pa
     assert len(builds) == 1
     assert leak_gate._identifier_index("run-7", settings) is index
     assert leak_gate.LeakScanner(index).scan_text("seen: Okonkwo") == ["patient_family_name"]
+
+
+def test_a_night_check_uses_the_parts_as_kept_and_a_merged_index_serves_every_check(tmp_path):
+    """Merging the parts' arrays costs seconds at millions of patients: a check of a night's few
+    files (or of the analytics) asks for the parts as kept, found in the same places; a check of a
+    whole output asks for a merged one, which then serves the run's later checks too."""
+    settings = load_settings({}, data_dir=str(tmp_path))
+    phi = settings.zone("phi")
+    write_table_atomically(_messages(["Okonkwo"]), phi.child("hl7_messages", "part-00000.parquet"))
+    write_table_atomically(_messages(["Vasquez-Thornbury"]), phi.child("hl7_messages", "part-00001.parquet"))
+
+    by_part = leak_gate._identifier_index("run-1", settings, merged=False)
+    assert leak_gate._identifier_index("run-1", settings, merged=False) is by_part
+    merged = leak_gate._identifier_index("run-1", settings, merged=True)
+    assert merged is not by_part
+    assert leak_gate._identifier_index("run-1", settings, merged=False) is merged
+    text = "seen: Okonkwo, Vasquez-Thornbury, MRN0000000"
+    assert leak_gate.LeakScanner(by_part).scan_text(text) == leak_gate.LeakScanner(merged).scan_text(text) != []
+    # The same MRN in both parts: counted once merged, once a part unmerged.
+    assert len(by_part) > len(merged)
+
+    assert leak_gate.merge_index_for(parts_searched=1, parts_carried=40) is False  # a night
+    assert leak_gate.merge_index_for(parts_searched=12, parts_carried=0) is True  # a first run
+    assert leak_gate.merge_index_for(parts_searched=9, parts_carried=31) is True  # a 90+ change touched many
+
+
+def test_kept_arrays_are_read_in_place_and_a_damaged_file_is_collected_again(tmp_path):
+    settings = load_settings({}, data_dir=str(tmp_path))
+    phi = settings.zone("phi")
+    write_table_atomically(_messages(["Okonkwo"]), phi.child("hl7_messages", "part-00000.parquet"))
+    leak_gate._identifier_index("run-1", settings, merged=False)  # collects and keeps the part's arrays
+    index = leak_gate._identifier_index("run-2", settings, merged=False)
+    first_half = index._segments[0][0]
+    assert not first_half.flags.owndata and not first_half.flags.writeable  # a view of the mapped file
+
+    (kept,) = (tmp_path / "phi" / "_census" / "identifiers").glob("*.npz")
+    kept.write_bytes(kept.read_bytes()[:100])  # torn by something outside the pipeline
+    again = leak_gate._identifier_index("run-3", settings, merged=False)
+    assert leak_gate.LeakScanner(again).scan_text("seen: Okonkwo") == ["patient_family_name"]

@@ -161,14 +161,48 @@ def test_hashes_sharing_a_first_half_are_told_apart_by_the_second_and_the_lowest
     assert [a.tolist() for a in without_ties] == [[2, 9], [1, 1], [2, 1]]
 
 
-def test_an_index_assembled_from_parts_hashed_apart_finds_what_one_index_of_all_finds():
+@pytest.mark.parametrize("merged", [True, False])
+def test_an_index_assembled_from_parts_hashed_apart_finds_what_one_index_of_all_finds(merged):
     secret = b"s" * 32
     parts = [{"Okonkwo": 1, "ACC0012345": 8}, {"ACC0012345": 0, "Lindqvist": 1, "----": 3}]
     hasher = identifier_index.IdentifierIndex({}, secret=secret)
     hashed = [identifier_index.HashedIdentifiers.from_bytes(hasher.hashed(p.items()).sorted().to_bytes()) for p in parts]
     kinds = ["id", "name", "x", "dashes", "y", "z", "w", "v", "account"]
-    assembled = LeakScanner(identifier_index.IdentifierIndex.from_hashed(hashed, secret, kinds), patterns=False)
+    assembled = LeakScanner(identifier_index.IdentifierIndex.from_hashed(hashed, secret, kinds, merged=merged), patterns=False)
     assert assembled.scan_text("ACC0012345") == ["id"]  # the lowest code of the two parts
     assert assembled.scan_text("seen Okonkwo, Lindqvist ---- ") == ["dashes", "name"]
-    left_out = LeakScanner(identifier_index.IdentifierIndex.from_hashed(hashed, secret, kinds, left_out=[1]), patterns=False)
-    assert left_out.scan_text("Okonkwo ACC0012345") == ["id"]
+    left_out = identifier_index.IdentifierIndex.from_hashed(hashed, secret, kinds, left_out=[1], merged=merged)
+    assert LeakScanner(left_out, patterns=False).scan_text("Okonkwo ACC0012345") == ["id"]
+
+
+def test_an_index_left_part_by_part_finds_what_the_merged_index_finds_on_random_texts():
+    """A night's check searches each kept part's sorted arrays instead of merging them: the same
+    matches, and of a value several parts hold, the same (lowest) kind."""
+    rng = random.Random(31)
+    secret = b"k" * 32
+    hasher = identifier_index.IdentifierIndex({}, secret=secret)
+    kinds = [f"kind_{code}" for code in range(6)]
+    for _ in range(150):
+        identifiers, texts = _random_case(rng)
+        values = list(identifiers)
+        parts = [{value: rng.randrange(len(kinds)) for value in rng.sample(values, rng.randint(1, len(values)))} for _ in range(3)]
+        hashed = [hasher.hashed(part.items()).sorted() for part in parts]
+        left_out = [rng.randrange(len(kinds))] if rng.random() < 0.3 else []
+        merged, by_part = (
+            LeakScanner(identifier_index.IdentifierIndex.from_hashed(hashed, secret, kinds, left_out, merged=m), patterns=False)
+            for m in (True, False)
+        )
+        assert _scanned_counts(by_part, texts) == _scanned_counts(merged, texts), (parts, texts)
+
+
+def test_a_lookup_part_by_part_tells_shared_first_halves_apart_and_keeps_the_lowest_code():
+    def part(first, second, codes):
+        return identifier_index.HashedIdentifiers(
+            np.array(first, np.uint64), np.array(second, np.uint64), np.array(codes, np.int64), np.zeros((0, 4), np.int64), [], []
+        )
+
+    parts = [part([3, 7, 7], [1, 10, 20], [4, 5, 2]), part([7, 9], [20, 1], [1, 3])]
+    index = identifier_index.IdentifierIndex.from_hashed(parts, b"s" * 32, [str(code) for code in range(6)], merged=False)
+    assert len(index) == 5  # counted part by part: (7, 20) twice
+    found = index._lookup(np.array([7, 7, 7, 3, 9, 4], np.uint64), np.array([20, 10, 5, 1, 1, 1], np.uint64))
+    assert found.tolist() == [1, 5, -1, 4, 3, -1]

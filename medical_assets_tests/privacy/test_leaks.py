@@ -834,6 +834,23 @@ def test_token_columns_are_searched_for_identifiers_but_not_read_by_the_patterns
     assert ("column message_token", "phone pattern") not in kinds
 
 
+def test_a_rescan_of_carried_files_for_new_identifiers_skips_our_token_columns_only():
+    """A carried file passed a check that searched its tokens for every identifier known then; the
+    night's rescan (`token_columns=False`) searches every other column, declared or named."""
+    table = pa.table(
+        {"message_token": ["MRN4417"], "patient_ref": ["MRN4417"], "comment": ["MRN4417 seen"]},
+        schema=pa.schema([
+            pa.field("message_token", pa.string()),
+            pa.field("patient_ref", pa.string(), metadata={"treatment": "tokenise"}),
+            pa.field("comment", pa.string()),
+        ]),
+    )
+    rescan = LeakScanner({"MRN4417": "patient_id"}, [], patterns=False, token_columns=False)
+    assert [f.where for f in rescan.scan_table(table, "t")] == ["t: column comment"]
+    full = LeakScanner({"MRN4417": "patient_id"}, [], patterns=False)
+    assert len(full.scan_table(table, "t")) == 3
+
+
 def test_a_short_library_text_cuts_nothing_out():
     """A stamp carries short values (a threshold "5", a version "0.1.0"): cut out of everything they
     would break a creation time into something else and hide a phone number (617-555-0142 without
