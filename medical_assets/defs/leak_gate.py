@@ -107,8 +107,10 @@ def publish_if_clean(
             context.run.run_id, settings, [publication.staged(name) for name in staged], vocabulary,
             list(library_texts), drawn_from_analytics, aggregates, counts, carried, merged_index,
         )
-    if identifier_count >= RELEASE_AFTER_IDENTIFIERS:
-        release_memory()  # the identifiers are gone: the run's process need not keep their peak
+    if merged_index and identifier_count >= RELEASE_AFTER_IDENTIFIERS:
+        # The identifiers are gone: the run's process need not keep their peak. (Unmerged, the
+        # index's arrays are the kept files, mapped: nothing of the heap to hand back.)
+        release_memory()
     scan = {
         "identifiers checked": identifier_count,
         "vocabulary values": len(vocabulary),

@@ -1,6 +1,8 @@
 """The leak check's scan as a Ray Data job: the files under the de-identified folders read and
 searched in the workers, side by side (the scan is single-threaded Python: at a million messages,
 7 s in one process); the driver sees only the findings, which name a place and a kind, never a value.
+Files that together hold a few MB (a night's new part, the analytics tables, the reports) are
+searched in the run's process instead: the same scanner, without shipping it.
 
 The scanner carries the PHI zone's identifiers to the workers (through Ray's object store, spilled
 to the run's private session folder if memory runs short): the same workers and store that parse
@@ -21,6 +23,8 @@ from medical_assets.privacy.leak_readers import tree_files
 from medical_assets.privacy.leak_scanner import Finding, LeakScanner
 from medical_assets.sources.folder import LandingFile
 from medical_assets.storage import Location
+
+IN_PROCESS_BYTES = 8 << 20  # files that together hold less are scanned in the run's process
 
 _FINDINGS = pa.schema(
     [
@@ -45,6 +49,11 @@ def scan_trees(scanner: LeakScanner, roots: Sequence[Location], keep: Callable[[
             files.append(LandingFile(path, path[len(root.path) :].lstrip("/"), size, None))
     if not files:
         return []
+    if sum(file.size_bytes for file in files) <= IN_PROCESS_BYTES:
+        # A few small files (a night's analytics tables, the reports): searched here, in well under
+        # the time it takes to put the scanner (the index: hundreds of MB at millions of patients)
+        # into the object store and start the tasks.
+        return [finding for file in files for finding in scanner.scan_tree_file(owners[file.path][1], file.path)]
     filesystems = {type(root.filesystem) for root in roots}
     if len(filesystems) != 1:
         raise ValueError(f"the folders to scan are on different filesystems: {sorted(map(str, filesystems))}")

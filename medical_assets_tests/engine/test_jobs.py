@@ -106,9 +106,16 @@ def test_dicom_job_equals_the_reader_run_without_ray(shared_ray, tmp_path):
     assert counts["dicom_images"] == counts["dicom_thumbnails"] == 10 and counts["dicom_errors"] == 1
 
 
-def test_the_leak_scan_in_workers_finds_what_the_scanner_finds_alone(shared_ray, tmp_path):
+@pytest.mark.parametrize("in_process_bytes", [0, 8 << 20], ids=["in workers", "small: in the run's process"])
+def test_the_leak_scan_in_workers_finds_what_the_scanner_finds_alone(shared_ray, tmp_path, monkeypatch, in_process_bytes):
+    from medical_assets.engine import leak_jobs
     from medical_assets.engine.leak_jobs import scan_trees
+    from medical_assets.engine.tasks import read_in_workers
     from medical_assets.privacy.leak_scanner import LeakScanner
+
+    monkeypatch.setattr(leak_jobs, "IN_PROCESS_BYTES", in_process_bytes)
+    jobs = []
+    monkeypatch.setattr(leak_jobs, "read_in_workers", lambda *args: jobs.append(args) or read_in_workers(*args))
     from medical_assets.storage import write_table_atomically
 
     scanner = LeakScanner({"Okonkwo": "patient_family_name", "MRN0048213": "patient_id"})
@@ -125,6 +132,7 @@ def test_the_leak_scan_in_workers_finds_what_the_scanner_finds_alone(shared_ray,
 
     assert len(expected) > 40
     assert scan_trees(scanner, roots) == expected
+    assert len(jobs) == (1 if in_process_bytes == 0 else 0)
     assert scan_trees(scanner, [deid.child("never_published")]) == []
 
 
