@@ -13,7 +13,8 @@ def _loaded_in_a_worker(refs: list) -> dict:
 
     scanner = ray.get(refs[0])
     time.sleep(1)  # holds its CPU, so that the other task runs in the other worker
-    arrays = [scanner._index._first, scanner._index._second, scanner._index._kinds]
+    (segment,) = scanner._index._segments  # one merged array of hashes, and the kinds
+    arrays = list(segment)
     return {
         "pid": os.getpid(),
         # Ray hands out numpy arrays read from the object store as read-only views of its shared
