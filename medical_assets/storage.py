@@ -199,6 +199,7 @@ class TablePublication:
         self.run_id = run_id or uuid.uuid4().hex
         self.staging = zone.child(STAGING_DIR, self.run_id)
         self._carried: dict[str, set[str]] = {}
+        self._carried_files: dict[str, set[str]] = {}
 
     def staged(self, table: str) -> Location:
         return self.staging.child(table)
@@ -212,6 +213,12 @@ class TablePublication:
                         destination_filesystem=target.filesystem)
         self._carried.setdefault(table, set()).add(target.name)
         return target
+
+    def carried_file(self, folder: str, relative_path: str) -> None:
+        """Record that the staged file `relative_path` of `folder` (a plain folder of files) is a copy
+        of the published one: on an object store the commit leaves the published file as it is
+        instead of copying the staged one back over it (a night's DICOM export keeps thousands)."""
+        self._carried_files.setdefault(folder, set()).add(relative_path)
 
     def commit(self, tables: Mapping[str, pa.Schema], folders: Iterable[str] = ()) -> None:
         """Mark the staged tables (and plain `folders` of files) complete, then publish them together.
@@ -228,8 +235,9 @@ class TablePublication:
         marker = {"run_id": self.run_id, "tables": names}
         if not _supports_rename(self.zone.filesystem):
             marker["delta"] = {table: sorted(self._carried.get(table, ())) for table in sorted(tables)}
+            marker["kept files"] = {folder: sorted(self._carried_files.get(folder, ())) for folder in sorted(folders)}
         self.staging.child(COMMIT_MARKER).write_bytes_atomically(json.dumps(marker).encode())
-        _roll_forward(self.zone, self.staging, names, marker.get("delta", {}))
+        _roll_forward(self.zone, self.staging, names, marker.get("delta", {}), marker.get("kept files", {}))
 
     def abandon(self) -> None:
         self.staging.delete()
@@ -249,7 +257,7 @@ class TablePublication:
             marker = staging.child(COMMIT_MARKER)
             if marker.exists():
                 committed = json.loads(marker.read_bytes())
-                _roll_forward(zone, staging, committed["tables"], committed.get("delta", {}))
+                _roll_forward(zone, staging, committed["tables"], committed.get("delta", {}), committed.get("kept files", {}))
                 actions.append(f"completed publication {staging.name}")
             else:
                 staging.delete()
@@ -258,9 +266,13 @@ class TablePublication:
         return actions
 
 
-def _roll_forward(zone: Location, staging: Location, tables: Iterable[str], delta: Mapping[str, list[str]]) -> None:
+def _roll_forward(
+    zone: Location, staging: Location, tables: Iterable[str], delta: Mapping[str, list[str]],
+    kept_files: Mapping[str, list[str]] | None = None,
+) -> None:
     """Publish the staged tables and folders. `delta`: the tables to commit as Delta tables (object
-    stores), with the names of their carried-over parts.
+    stores), with the names of their carried-over parts; `kept_files`: by folder, the staged files
+    that are copies of the published ones (object stores), which are not copied back.
 
     On an object store a folder of files is merged: its staged files are copied over the published
     ones (each PUT atomic), the tables are committed, and only then are the files the new version
@@ -276,7 +288,7 @@ def _roll_forward(zone: Location, staging: Location, tables: Iterable[str], delt
             # on an object store, what is left of its staged copy may be a part-deleted duplicate.
             continue
         if not _supports_rename(fs):
-            _copy_files_into(fs, staged.path, final.path)
+            _copy_files_into(fs, staged.path, final.path, skip=frozenset((kept_files or {}).get(table, ())))
             merged.append(table)
             continue
         if final.exists() and _swap_in_one_step(staging, table, final):
@@ -307,10 +319,14 @@ def copy_tree(source: Location, target: Location) -> None:
     _copy_files_into(source.filesystem, source.path, target.path)
 
 
-def _copy_files_into(fs: pafs.FileSystem, source: str, destination: str) -> None:
+def _copy_files_into(fs: pafs.FileSystem, source: str, destination: str, skip: frozenset[str] = frozenset()) -> None:
+    """Every file under `source` copied to the same place under `destination`, but those whose path
+    relative to `source` is in `skip`."""
     fs.create_dir(destination, recursive=True)
     for info in fs.get_file_info(pafs.FileSelector(source, recursive=True)):
         if info.type == pafs.FileType.File:
+            if info.path[len(source) :].lstrip("/") in skip:
+                continue
             target = destination + info.path[len(source) :]
             try:
                 fs.copy_file(info.path, target)

@@ -5,6 +5,7 @@ import pyarrow.fs as pafs
 import pytest
 
 from medical_assets import storage
+from medical_assets.storage import _delete_files_not_in
 from medical_assets.storage import (
     COMMIT_MARKER,
     STAGING_DIR,
@@ -165,6 +166,42 @@ def test_object_store_folders_are_merged_and_a_reader_never_misses_a_file(tmp_pa
     assert TablePublication.recover(zone) == ["discarded unfinished run run3"]
     assert published() == {"d.dcm": b"5"}
     assert not zone.child(STAGING_DIR).exists()
+
+
+def test_object_store_files_carried_over_are_not_copied_back_nor_deleted(tmp_path, monkeypatch):
+    """A night's DICOM export stages the published files it keeps (one copy each); the commit leaves
+    the published files as they are instead of copying each back (a second request per image),
+    also when a killed run's commit is completed by the next run."""
+    zone = Location(pafs.SubTreeFileSystem(str(tmp_path), pafs.LocalFileSystem()), "deid")
+    folder = tmp_path / "deid" / "dicom"
+    first = TablePublication(zone, "run1")
+    for name in ("a.dcm", "s/b.dcm"):
+        first.staged("dicom").child(name).write_bytes_atomically(name.encode())
+    first.commit({}, folders=["dicom"])
+
+    def night(run: str) -> TablePublication:
+        publication = TablePublication(zone, run)
+        for name in ("a.dcm", "s/b.dcm"):  # carried: staged as a copy of the published file
+            publication.staged("dicom").child(name).write_bytes_atomically(zone.child("dicom", name).read_bytes())
+            publication.carried_file("dicom", name)
+        publication.staged("dicom").child(f"{run}.dcm").write_bytes_atomically(b"new")
+        return publication
+
+    def files() -> dict[str, int]:  # relative path -> inode: a copy over a file makes a new one
+        return {p.relative_to(folder).as_posix(): p.stat().st_ino for p in folder.rglob("*.dcm")}
+
+    kept = files()
+    night("run2").commit({}, folders=["dicom"])
+    assert files() == {**kept, "run2.dcm": files()["run2.dcm"]}
+
+    killed = night("run3")
+    monkeypatch.setattr(storage, "_delete_files_not_in", lambda *args: (_ for _ in ()).throw(_Killed()))
+    with pytest.raises(_Killed):
+        killed.commit({}, folders=["dicom"])
+    monkeypatch.setattr(storage, "_delete_files_not_in", _delete_files_not_in)
+    assert TablePublication.recover(zone) == ["completed publication run3"]
+    assert files() == {**kept, "run3.dcm": files()["run3.dcm"]}  # run2's file dropped, the kept ones untouched
+    assert (folder / "s" / "b.dcm").read_bytes() == b"s/b.dcm"
 
 
 def test_atomic_write_leaves_no_temporary_file(tmp_path):

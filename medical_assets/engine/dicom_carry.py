@@ -152,8 +152,8 @@ def plan_export(earlier: Mapping | None, now: DicomBasis, published: Mapping | N
 
 def stage_carried(deid: Location, files_folder: str, publication: TablePublication, names: list[str]) -> set[str]:
     """Stage the published de-identified DICOM files of the parts `names` (the `deid_file` column of
-    their dicom_images parts) as they are: hard-linked on a local disk, copied on an object store. Returns
-    the staged paths."""
+    their dicom_images parts) as they are: hard-linked on a local disk, copied on an object store
+    (where the commit then leaves the published file as it is). Returns the staged paths."""
     staged: set[str] = set()
     source_root, target_root = deid.child(files_folder), publication.staged(files_folder)
     wanted = set(names)  # a part whose images were all kept out has no rows, and no file
@@ -164,6 +164,7 @@ def stage_carried(deid: Location, files_folder: str, publication: TablePublicati
             source, target = source_root.child(relative), target_root.child(relative)
             if not isinstance(deid.filesystem, pafs.LocalFileSystem) or not _linked(source.path, target.path):
                 deid.filesystem.copy_file(source.path, target.path)
+            publication.carried_file(files_folder, relative)
             staged.add(target.path)
     return staged
 
