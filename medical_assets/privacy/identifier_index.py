@@ -154,6 +154,7 @@ class IdentifierIndex:
             for group in groups
         ]
         self._segments = [segment for segment in self._segments if len(segment[0])]
+        self._present, self._present_shift = _presence_table([first for first, _, _ in self._segments])
         symbols: dict[str, int] = {}
         for part in parts:
             for key, code in zip(part.symbol_keys, part.symbol_codes):
@@ -219,7 +220,9 @@ class IdentifierIndex:
         # fewer words than it has (and "^1/b" matched in "^1/b3" as a word and three signs).
         previous_stops = np.concatenate(([0], word_stops[:-1]))
         next_starts = np.concatenate((word_starts[1:], [len(piece)]))
-        hashes = None
+        # Every run of words some shape allows, shape after shape, then one lookup for all of them
+        # (a lookup searches every part of an unmerged index: once a piece, not once a shape).
+        candidate_starts, candidate_stops = [], []
         for words, before, after, lengths in self._shape_rows():
             runs = len(word_starts) - words + 1
             if runs <= 0:
@@ -235,15 +238,16 @@ class IdentifierIndex:
                 # Cells are joined by newlines to be searched at once; no match may span two.
                 first_cell = np.searchsorted(cell_starts, starts[index] + offset, side="right")
                 index = index[first_cell == np.searchsorted(cell_starts, stops[index] + offset - 1, side="right")]
-            if not len(index):
-                continue
-            if hashes is None:
-                hashes = self._prefix_hashes(codes)
-            starts, stops = starts[index], stops[index]
-            found = self._lookup(*(prefix.of(starts, stops) for prefix in hashes))
-            hit = found >= 0
-            for start, stop, code in zip(starts[hit].tolist(), stops[hit].tolist(), found[hit].tolist()):
-                yield start + offset, stop + offset, self._kind_names[code]
+            if len(index):
+                candidate_starts.append(starts[index])
+                candidate_stops.append(stops[index])
+        if not candidate_starts:
+            return
+        starts, stops = np.concatenate(candidate_starts), np.concatenate(candidate_stops)
+        found = self._lookup(*(prefix.of(starts, stops) for prefix in self._prefix_hashes(codes)))
+        hit = found >= 0
+        for start, stop, code in zip(starts[hit].tolist(), stops[hit].tolist(), found[hit].tolist()):
+            yield start + offset, stop + offset, self._kind_names[code]
 
     def _shape_rows(self) -> Iterator[tuple[int, int, int, np.ndarray]]:
         """(words, signs before, signs after, which lengths occur) of each shape."""
@@ -276,11 +280,38 @@ class IdentifierIndex:
         found = np.full(len(first), -1, np.int64)
         if not len(first):
             return found
+        if self._present is None:
+            for segment in self._segments:
+                found = np.maximum(found, _segment_lookup(*segment, first, second))  # one segment: -1 or its code
+            return found
+        # Part by part: only the pairs whose first half's leading bits some identifier has (about
+        # one in five of those that are none) are searched in every part, in sorted order, so that
+        # each binary search starts where the last one ended.
+        maybe = np.flatnonzero(self._present[first >> self._present_shift])
+        maybe = maybe[np.argsort(first[maybe])]
+        first, second = first[maybe], second[maybe]
+        codes_found = np.full(len(maybe), -1, np.int64)
         for segment in self._segments:
             codes = _segment_lookup(*segment, first, second)
-            better = (codes >= 0) & ((found < 0) | (codes < found))
-            found[better] = codes[better]
+            better = (codes >= 0) & ((codes_found < 0) | (codes < codes_found))
+            codes_found[better] = codes[better]
+        found[maybe] = codes_found
         return found
+
+
+def _presence_table(firsts: list[np.ndarray]) -> tuple[np.ndarray | None, np.uint64]:
+    """For an index of several sorted parts: which values of the leading bits of the first hash half
+    some identifier has (a table about four times as long as the identifiers are many, at most
+    128 MiB), so that a lookup skips most runs of words before searching each part. None for one part."""
+    if len(firsts) <= 1:
+        return None, np.uint64(0)
+    total = sum(len(first) for first in firsts)
+    bits = int(min(27, max(16, np.ceil(np.log2(4 * total)))))
+    shift = np.uint64(64 - bits)
+    present = np.zeros(1 << bits, bool)
+    for first in firsts:
+        present[first >> shift] = True
+    return present, shift
 
 
 def _segment_lookup(
