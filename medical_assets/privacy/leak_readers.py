@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import warnings
 import zlib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from io import BytesIO
 
 import pyarrow as pa
@@ -41,14 +41,18 @@ def tree_files(root: Location) -> list[tuple[str, int]]:
     return sorted((info.path, info.size) for info in infos if info.type == pafs.FileType.File)
 
 
-def read_table(data: bytes, suffix: str) -> pa.Table | None:
+def read_table(data: bytes, suffix: str, skip: Callable[[pa.Field], bool] | None = None) -> pa.Table | None:
     """A Parquet, CSV or JSON Lines file as a table, so that its number columns are known as such;
     None for another kind of file, or one that does not parse (then it is scanned as text).
+    `skip`: which of a Parquet file's columns not to read (`pq.read_schema` gives the whole schema).
 
     CSV and JSON Lines carry no schema: a column whose every value reads as a number counts as one.
     """
     try:
         if suffix == ".parquet":
+            if skip is not None:
+                schema = pq.read_schema(pa.BufferReader(data))
+                return pq.read_table(pa.BufferReader(data), columns=[f.name for f in schema if not skip(f)])
             return pq.read_table(pa.BufferReader(data))
         if suffix == ".csv":
             return pacsv.read_csv(pa.BufferReader(data))

@@ -24,6 +24,7 @@ import ahocorasick
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import pydicom
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID
 
@@ -120,9 +121,10 @@ class LeakScanner:
         """The kinds of identifier in the text, known identifiers and patterns, sorted."""
         return sorted(self._count(text) | self._pattern_count(text))
 
-    def scan_table(self, table: pa.Table, where: str) -> list[Finding]:
-        """Every cell of every column (nested values too), and the schema: names and metadata."""
-        findings = self._findings(f"{where}: schema", self._schema_count(table.schema))
+    def scan_table(self, table: pa.Table, where: str, schema: pa.Schema | None = None) -> list[Finding]:
+        """Every cell of every column (nested values too), and the schema: names and metadata
+        (`schema`: the file's, when only some of its columns were read)."""
+        findings = self._findings(f"{where}: schema", self._schema_count(schema or table.schema))
         for index, name in enumerate(table.column_names):
             if not self._token_columns and _is_token_column(table.schema.field(index)):
                 continue
@@ -219,6 +221,11 @@ class LeakScanner:
     def _scan_named(self, where: str, name: str, data: bytes) -> list[Finding]:
         findings = self._findings(f"{where}: file name", self._count(name))
         suffix = posixpath.splitext(name)[1].lower()
+        if suffix == ".parquet" and not self._token_columns:
+            # Our token columns are not searched: not read either (most of a part's bytes).
+            table = read_table(data, suffix, skip=_is_token_column)
+            if table is not None:
+                return findings + self.scan_table(table, where, schema=pq.read_schema(pa.BufferReader(data)))
         table = read_table(data, suffix)
         if table is not None:
             return findings + self.scan_table(table, where)

@@ -847,6 +847,11 @@ def test_a_rescan_of_carried_files_for_new_identifiers_skips_our_token_columns_o
     )
     rescan = LeakScanner({"MRN4417": "patient_id"}, [], patterns=False, token_columns=False)
     assert [f.where for f in rescan.scan_table(table, "t")] == ["t: column comment"]
+    # A Parquet file: the token columns are not even read; its whole schema is still searched.
+    buffer = pa.BufferOutputStream()
+    pq.write_table(table.replace_schema_metadata({b"note": b"MRN4417"}), buffer)
+    found = rescan.scan_file("deid/t/part-0.parquet", buffer.getvalue().to_pybytes())
+    assert sorted(f.where for f in found) == ["deid/t/part-0.parquet: column comment", "deid/t/part-0.parquet: schema"]
     full = LeakScanner({"MRN4417": "patient_id"}, [], patterns=False)
     assert len(full.scan_table(table, "t")) == 3
 
