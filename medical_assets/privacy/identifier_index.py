@@ -31,6 +31,7 @@ from itertools import islice
 from typing import NamedTuple
 
 import numpy as np
+import pyarrow as pa
 
 _BLOCK_CHARS = 1 << 20  # a text is hashed in pieces of this many characters: bounded memory
 _IDENTIFIER_BATCH = 200_000  # identifiers folded and hashed at a time while the index is built
@@ -339,7 +340,7 @@ def _segment_lookup(
 def _npz_views(data: memoryview) -> dict[str, np.ndarray]:
     """The arrays of an uncompressed .npz (`np.savez`), each a read-only view into `data`."""
     arrays = {}
-    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+    with zipfile.ZipFile(pa.BufferReader(pa.py_buffer(data))) as archive:  # io.BytesIO would copy it all
         for member in archive.infolist():
             if member.compress_type != zipfile.ZIP_STORED:
                 raise ValueError(f"{member.filename}: compressed, not written by to_bytes")
