@@ -5,12 +5,12 @@ import pyarrow.fs as pafs
 import pytest
 
 from medical_assets import storage
-from medical_assets.storage import _delete_files_not_in
 from medical_assets.storage import (
     COMMIT_MARKER,
     STAGING_DIR,
     Location,
     TablePublication,
+    _delete_files_not_in,
     read_table,
     resolve_location,
     write_table_atomically,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import struct
 import zipfile
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
@@ -104,7 +105,7 @@ def _part_groups(phi: Location) -> list[tuple[str, PartGroup]]:
 def _hashed_part(kept: Location, group: PartGroup, secret: bytes) -> HashedIdentifiers:
     try:
         return HashedIdentifiers.from_bytes(_mapped(kept))
-    except (FileNotFoundError, OSError, ValueError, KeyError, zipfile.BadZipFile):
+    except (FileNotFoundError, OSError, ValueError, KeyError, zipfile.BadZipFile, struct.error):
         pass
     return _keep(kept, {table: PartColumns(part, table) for table, part in group.items()}, secret)
 
