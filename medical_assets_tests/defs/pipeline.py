@@ -29,9 +29,10 @@ def materialize_all(
     )
 
 
-def materialize_planted_leak(data_dir, key: str, table: str, planted):
+def materialize_planted_leak(data_dir, key: str, table: str, planted, merged_index: bool = True):
     """An asset that stages `planted` (an Arrow table) as deid/`table` and publishes it through the
-    real leak gate: what a de-identification that let an identifier through would do."""
+    real leak gate: what a de-identification that let an identifier through would do.
+    `merged_index=False`: the check searches the index part by part, as a night's checks do."""
     import pyarrow.parquet as pq
 
     from medical_assets.defs import leak_gate
@@ -49,7 +50,7 @@ def materialize_planted_leak(data_dir, key: str, table: str, planted):
         pq.write_table(planted, staged.child("part-99999.parquet").path, filesystem=staged.filesystem)
         yield from leak_gate.publish_if_clean(
             context, settings, publication, "planted_leak_check", [dg.AssetKey("planted")], [table],
-            lambda: publication.commit({}, folders=[table]),
+            lambda: publication.commit({}, folders=[table]), merged_index=merged_index,
         )
         yield dg.MaterializeResult()
 

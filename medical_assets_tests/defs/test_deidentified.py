@@ -207,16 +207,18 @@ def test_same_key_same_tokens_other_key_other_tokens_reversible_tokens_and_date_
     ] == b"date_shift"
 
 
-def test_a_leak_is_never_published_and_waits_in_quarantine(pipeline_run, tmp_path):
+@pytest.mark.parametrize("merged_index", [True, False], ids=["merged index", "index part by part, as a night's"])
+def test_a_leak_is_never_published_and_waits_in_quarantine(pipeline_run, tmp_path, merged_index):
     """Publish on pass: an output with an identifier (a patient's name, a phone number anyone's)
     stays out of deid/, which keeps its previous version; the output waits in phi/quarantine/.
     On a copy of the shared run's zones, which the planted output changes."""
     data = pipeline_run.copy(tmp_path / "data")
+    assert len(os.listdir(data / "phi" / "_census" / "identifiers")) >= 3  # the secret and 2+ parts: several to search
     phi = _table(data, "phi", "hl7_messages")
     name = next(n for n in phi["patient_family_name"].to_pylist() if n and len(n) >= 5)
     before = sorted(os.listdir(data / "deid" / "hl7_messages"))
     leaked = pa.table({"comment": [f"seen by {name} yesterday", "call 617-555-0142"]})
-    result = materialize_planted_leak(data, pipeline_run.key, "hl7_messages", leaked)
+    result = materialize_planted_leak(data, pipeline_run.key, "hl7_messages", leaked, merged_index=merged_index)
     assert not result.success
     evaluations = result.get_asset_check_evaluations()
     assert [(e.check_name, e.passed) for e in evaluations] == [("planted_leak_check", False)]
