@@ -103,16 +103,17 @@ def publish_if_clean(
     files copied unchanged from a published output, searched only for the identifiers new since."""
     vocabulary = load_vocabulary(settings)
     with audited_phi_read(context, settings, f"leak check {check_name}", None):
-        findings, identifier_count = scan_for_leaks(
+        findings, identifier_count, index_merged = scan_for_leaks(
             context.run.run_id, settings, [publication.staged(name) for name in staged], vocabulary,
             list(library_texts), drawn_from_analytics, aggregates, counts, carried, merged_index,
         )
-    if merged_index and identifier_count >= RELEASE_AFTER_IDENTIFIERS:
+    if index_merged and identifier_count >= RELEASE_AFTER_IDENTIFIERS:
         # The identifiers are gone: the run's process need not keep their peak. (Unmerged, the
         # index's arrays are the kept files, mapped: nothing of the heap to hand back.)
         release_memory()
     scan = {
         "identifiers checked": identifier_count,
+        **({} if index_merged else {"identifiers counted": _COUNTED_PER_PART}),
         "vocabulary values": len(vocabulary),
         "de-identification profile": settings.deid_profile,
         "findings": len(findings),
@@ -139,10 +140,14 @@ def publish_if_clean(
     )
 
 
+_COUNTED_PER_PART = "once per PHI part that holds them (a night's check searches the index part by part)"
+
+
 def check_metadata(scan: Mapping) -> dict:
     """The metadata of a leak check's result in the UI, from what the scan found."""
     return {
         "identifiers checked": scan["identifiers checked"],
+        **({"identifiers counted": scan["identifiers counted"]} if "identifiers counted" in scan else {}),
         "vocabulary values": scan["vocabulary values"],
         "detectors": dg.MetadataValue.md(", ".join(DETECTORS)),
         "de-identification profile": scan["de-identification profile"],
@@ -201,8 +206,9 @@ def scan_for_leaks(
     counts: Iterable[int] = (),
     carried: CarriedParts | None = None,
     merged_index: bool = True,
-) -> tuple[list[Finding], int]:
-    """The findings under `roots`, and how many identifiers were looked for."""
+) -> tuple[list[Finding], int, bool]:
+    """The findings under `roots`, how many identifiers were looked for, and whether the index that
+    held them was merged (otherwise a value several parts hold is counted once per part)."""
     index = _identifier_index(run_id, settings, merged_index)
     if carried is not None and carried.files:
         scanner = _scanner(run_id, settings.deid_profile, index, library_texts, aggregates, vocabulary)
@@ -216,7 +222,7 @@ def scan_for_leaks(
         )
         if not carried.identifiers.empty:  # nothing new to look for (no new part, no DICOM): no scan
             findings += leak_jobs.scan_trees(new_identifiers, list(roots), keep=lambda path: path in carried.files)
-        return findings, len(index)
+        return findings, len(index), index.merged
     if drawn_from_analytics:
         analytics = _published_analytics(settings)
         # The reports print the analytics tables' stamp (run id, creation time): ours, not data.
@@ -235,7 +241,7 @@ def scan_for_leaks(
             _index_cache.clear()
     else:
         scanner = _scanner(run_id, settings.deid_profile, index, library_texts, aggregates, vocabulary)
-    return leak_jobs.scan_trees(scanner, list(roots)), len(index)
+    return leak_jobs.scan_trees(scanner, list(roots)), len(index), index.merged
 
 
 _ONE_WORD_NAME_KINDS = frozenset(

@@ -140,6 +140,7 @@ class IdentifierIndex:
         left_out: frozenset[int] = frozenset(), merged: bool = True,
     ) -> None:
         self._kind_names = kind_names
+        self._merged = merged
         kept = [part.without(left_out) for part in parts] if left_out else list(parts)
         if merged:
             groups = [kept]
@@ -170,6 +171,11 @@ class IdentifierIndex:
     @property
     def empty(self) -> bool:
         return not self._segments
+
+    @property
+    def merged(self) -> bool:
+        """One sorted array; otherwise the parts' arrays as they were kept (`from_hashed`)."""
+        return self._merged
 
     def __len__(self) -> int:
         """The identifiers looked for; unmerged, a value two parts hold counts twice."""

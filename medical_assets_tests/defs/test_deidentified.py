@@ -222,6 +222,8 @@ def test_a_leak_is_never_published_and_waits_in_quarantine(pipeline_run, tmp_pat
     assert not result.success
     evaluations = result.get_asset_check_evaluations()
     assert [(e.check_name, e.passed) for e in evaluations] == [("planted_leak_check", False)]
+    # Part by part, a value several parts hold counts once a part: the check says so.
+    assert ("identifiers counted" in evaluations[0].metadata) == (not merged_index)
     shown = str(evaluations[0].metadata)
     assert "part-99999.parquet" in shown and "phone pattern" in shown and name not in shown and "0142" not in shown
     assert sorted(os.listdir(data / "deid" / "hl7_messages")) == before  # the previous version, untouched
