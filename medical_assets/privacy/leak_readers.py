@@ -41,18 +41,14 @@ def tree_files(root: Location) -> list[tuple[str, int]]:
     return sorted((info.path, info.size) for info in infos if info.type == pafs.FileType.File)
 
 
-def read_table(data: bytes, suffix: str, skip: Callable[[pa.Field], bool] | None = None) -> pa.Table | None:
+def read_table(data: bytes, suffix: str) -> pa.Table | None:
     """A Parquet, CSV or JSON Lines file as a table, so that its number columns are known as such;
     None for another kind of file, or one that does not parse (then it is scanned as text).
-    `skip`: which of a Parquet file's columns not to read (`pq.read_schema` gives the whole schema).
 
     CSV and JSON Lines carry no schema: a column whose every value reads as a number counts as one.
     """
     try:
         if suffix == ".parquet":
-            if skip is not None:
-                schema = pq.read_schema(pa.BufferReader(data))
-                return pq.read_table(pa.BufferReader(data), columns=[f.name for f in schema if not skip(f)])
             return pq.read_table(pa.BufferReader(data))
         if suffix == ".csv":
             return pacsv.read_csv(pa.BufferReader(data))
@@ -61,6 +57,17 @@ def read_table(data: bytes, suffix: str, skip: Callable[[pa.Field], bool] | None
     except (pa.ArrowException, OSError):
         pass
     return None
+
+
+def read_parquet_without(data: bytes, skip: Callable[[pa.Field], bool]) -> tuple[pa.Table, pa.Schema] | None:
+    """A Parquet file's columns but those `skip` accepts, and the file's whole schema; None when the
+    bytes are not Parquet (then the file is read as `read_table` reads it)."""
+    try:
+        parquet = pq.ParquetFile(pa.BufferReader(data))
+        schema = parquet.schema_arrow
+        return parquet.read(columns=[field.name for field in schema if not skip(field)]), schema
+    except (pa.ArrowException, OSError):
+        return None
 
 
 def cell_texts(array: pa.Array, text_only: bool = False) -> list[pa.Array]:

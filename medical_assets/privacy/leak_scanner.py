@@ -24,7 +24,6 @@ import ahocorasick
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 import pydicom
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID
 
@@ -40,6 +39,7 @@ from medical_assets.privacy.leak_readers import (
     is_number_type,
     is_our_stamp,
     png_text,
+    read_parquet_without,
     read_table,
     schema_texts,
     tree_files,
@@ -223,9 +223,9 @@ class LeakScanner:
         suffix = posixpath.splitext(name)[1].lower()
         if suffix == ".parquet" and not self._token_columns:
             # Our token columns are not searched: not read either (most of a part's bytes).
-            table = read_table(data, suffix, skip=_is_token_column)
-            if table is not None:
-                return findings + self.scan_table(table, where, schema=pq.read_schema(pa.BufferReader(data)))
+            read = read_parquet_without(data, _is_token_column)
+            if read is not None:
+                return findings + self.scan_table(read[0], where, schema=read[1])
         table = read_table(data, suffix)
         if table is not None:
             return findings + self.scan_table(table, where)
