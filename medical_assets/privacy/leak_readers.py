@@ -9,6 +9,7 @@ import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from io import BytesIO
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
@@ -63,9 +64,13 @@ def read_parquet_without(data: bytes, skip: Callable[[pa.Field], bool]) -> tuple
     """A Parquet file's columns but those `skip` accepts, and the file's whole schema; None when the
     bytes are not Parquet (then the file is read as `read_table` reads it)."""
     try:
-        parquet = pq.ParquetFile(pa.BufferReader(data))
-        schema = parquet.schema_arrow
-        return parquet.read(columns=[field.name for field in schema if not skip(field)]), schema
+        schema = pq.ParquetFile(pa.BufferReader(data)).schema_arrow
+        read = [field for field in schema if not skip(field)]
+        # Text columns as dictionaries, as Parquet stores them: a column of a few distinct values is
+        # then not spelled out once per row (`distinct_cell_texts` counts the dictionary's values).
+        as_dictionaries = [field.name for field in read if _is_text_type(field.type)]
+        parquet = pq.ParquetFile(pa.BufferReader(data), read_dictionary=as_dictionaries)
+        return parquet.read(columns=[field.name for field in read]), schema
     except (pa.ArrowException, OSError):
         return None
 
@@ -101,6 +106,41 @@ def cell_texts(array: pa.Array, text_only: bool = False) -> list[pa.Array]:
         return [array.cast(pa.string()).drop_null()]
     except (pa.ArrowNotImplementedError, pa.ArrowInvalid):
         return [pa.array([str(value) for value in array.to_pylist() if value is not None], pa.string())]
+
+
+def distinct_cell_texts(array: pa.Array) -> list[tuple[pa.Array, np.ndarray]]:
+    """The texts of `cell_texts(array)`, each distinct value once, with how many cells hold it. The
+    values are counted before they are written out as text: a column repeats its years, dates and
+    codes, and turning every cell into text would cost more than the search."""
+    kind = array.type
+    if isinstance(kind, pa.BaseExtensionType):
+        return distinct_cell_texts(array.storage)
+    if pa.types.is_map(kind):
+        return distinct_cell_texts(array.keys) + distinct_cell_texts(array.items)
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind):
+        return distinct_cell_texts(array.flatten())
+    if pa.types.is_struct(kind):
+        return [texts for child in array.flatten() for texts in distinct_cell_texts(child)]
+    if pa.types.is_null(kind) or len(array) == array.null_count:
+        return []
+    try:
+        distinct = pc.value_counts(array)
+    except pa.ArrowNotImplementedError:  # a type Arrow cannot count: its texts, counted as texts
+        return [_counted(texts) for texts in cell_texts(array)]
+    values, counts = distinct.field("values"), distinct.field("counts").to_numpy(zero_copy_only=False)
+    if pa.types.is_dictionary(values.type):
+        values = values.dictionary_decode()
+    known = values.is_valid()
+    values, counts = values.filter(known), counts[known.to_numpy(zero_copy_only=False)]
+    if pa.types.is_floating(values.type):
+        whole = _whole_numbers(values)
+        values, counts = values.filter(whole), counts[whole.to_numpy(zero_copy_only=False)]
+    return [(texts, counts) for texts in cell_texts(values)]
+
+
+def _counted(texts: pa.Array) -> tuple[pa.Array, np.ndarray]:
+    distinct = pc.value_counts(texts)
+    return distinct.field("values"), distinct.field("counts").to_numpy(zero_copy_only=False)
 
 
 def schema_texts(schema: pa.Schema) -> tuple[list[str], list[str]]:
@@ -166,9 +206,14 @@ def dicom_texts(data: bytes) -> tuple[list[tuple[str, str, str]], bytes]:
 def _whole_number_texts(array: pa.Array) -> pa.Array:
     """Only the floats that are whole numbers, written as integers: an ID read as a number becomes
     4827691.0, while the digits after the point of a measurement (0.4827691) would match IDs by chance."""
-    values = array.drop_null().cast(pa.float64())
-    whole = pc.and_(pc.equal(pc.floor(values), values), pc.less(pc.abs(values), 1e15))
-    return values.filter(whole).cast(pa.int64()).cast(pa.string())
+    values = array.drop_null()
+    return values.filter(_whole_numbers(values)).cast(pa.float64()).cast(pa.int64()).cast(pa.string())
+
+
+def _whole_numbers(values: pa.Array) -> pa.Array:
+    """Where the floats are whole numbers small enough to be an ID (NaN and infinities are not)."""
+    values = values.cast(pa.float64())
+    return pc.fill_null(pc.and_(pc.equal(pc.floor(values), values), pc.less(pc.abs(values), 1e15)), False)
 
 
 def _is_text_type(kind: pa.DataType) -> bool:

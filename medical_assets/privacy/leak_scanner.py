@@ -36,6 +36,7 @@ from medical_assets.privacy.leak_readers import (
     PNG_SIGNATURE,
     cell_texts,
     dicom_texts,
+    distinct_cell_texts,
     is_number_type,
     is_our_stamp,
     png_text,
@@ -131,8 +132,9 @@ class LeakScanner:
             counts: Counter[str] = Counter()
             numbers = (self._aggregates or name in self._measurements) and is_number_type(table.schema.field(index).type)
             for chunk in table.column(index).chunks:
-                for texts in cell_texts(chunk):
-                    counts.update(self._count_cells(texts, skip_digit_only=numbers))
+                if not self._empty:
+                    for texts, occurrences in distinct_cell_texts(chunk):
+                        counts.update(self._count_cells(texts, occurrences, skip_digit_only=numbers))
                 # A column named like our stamp (`_compliance.json` beside a CSV export, read as a
                 # table) holds our run id and creation time: not data, so no pattern applies.
                 if self._patterns and not name.encode().startswith(OWN_METADATA_PREFIXES) and not _is_token_column(
@@ -318,16 +320,14 @@ class LeakScanner:
             kept.append((start, kind))
         return kept
 
-    def _count_cells(self, texts: pa.Array, skip_digit_only: bool = False) -> Counter[str]:
-        """`_count` over every cell of a string array, each distinct text searched once: columns
-        repeat their values (facilities, message types, years), and the search is what costs."""
+    def _count_cells(self, texts: pa.Array, occurrences: np.ndarray, skip_digit_only: bool = False) -> Counter[str]:
+        """`_count` over cells: `texts` (distinct, from `distinct_cell_texts`), each held by its number
+        of `occurrences` cells, so that each is searched once: columns repeat their values
+        (facilities, message types, years), and the search is what costs."""
         if self._empty or len(texts) == 0:
             return Counter()
-        distinct = pc.value_counts(texts)
-        values = distinct.field("values")
-        lengths = pc.utf8_length(values).to_numpy(zero_copy_only=False).astype(np.int64)
-        occurrences = distinct.field("counts").to_numpy(zero_copy_only=False)
-        return self._count("\n".join(values.to_pylist()), skip_digit_only, (joined_cell_starts(lengths), occurrences))
+        lengths = pc.utf8_length(texts).to_numpy(zero_copy_only=False).astype(np.int64)
+        return self._count("\n".join(texts.to_pylist()), skip_digit_only, (joined_cell_starts(lengths), occurrences))
 
     def _findings(self, where: str, counts: Mapping[str, int]) -> list[Finding]:
         if not counts:

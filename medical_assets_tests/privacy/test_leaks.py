@@ -2,6 +2,7 @@
 are and never by what they are; clean outputs give no finding."""
 
 import struct
+from collections import Counter
 from io import BytesIO
 
 import numpy as np
@@ -15,6 +16,7 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
 
 from medical_assets.privacy.identifier_forms import Identifiers, collect_identifiers, numbers_of
 from medical_assets.privacy.identifier_index import IdentifierIndex
+from medical_assets.privacy.leak_readers import cell_texts, distinct_cell_texts
 from medical_assets.privacy.leak_scanner import Finding, LeakScanner
 from medical_assets.storage import resolve_location
 
@@ -854,6 +856,30 @@ def test_a_rescan_of_carried_files_for_new_identifiers_skips_our_token_columns_o
     assert sorted(f.where for f in found) == ["deid/t/part-0.parquet: column comment", "deid/t/part-0.parquet: schema"]
     full = LeakScanner({"MRN4417": "patient_id"}, [], patterns=False)
     assert len(full.scan_table(table, "t")) == 3
+
+
+def test_distinct_values_are_counted_as_every_cell_spelled_out_would_count_them():
+    """The scanner counts a column's distinct values before writing them out as text: the texts and
+    their counts must be those of every cell written out, for every kind of column."""
+    rng = np.random.default_rng(7)
+    floats = rng.choice([0.0, -0.0, 1.5, 4827691.0, float("nan"), 1e16, 12.0], 500).tolist()
+    columns = [
+        pa.array(floats + [None]),
+        pa.array(rng.choice(["BALTIMORE", "Ω 4827691", ""], 300).tolist() + [None]).dictionary_encode(),
+        pa.array(rng.integers(1900, 1905, 300), pa.int16()),
+        pa.array(rng.integers(0, 3, 200).astype("datetime64[D]").astype("datetime64[us]")),
+        pa.array([[1, 2], None, [2, 2], []], pa.list_(pa.int64())),
+        pa.array([{"a": "x", "b": 3.0}, {"a": "x", "b": None}, None]),
+        pa.array([b"ab", b"\xff", b"ab", None]),
+        pa.array([None, None], pa.null()),
+    ]
+    for column in columns:
+        spelled_out = Counter(text for texts in cell_texts(column) for text in texts.to_pylist())
+        counted: Counter[str] = Counter()
+        for texts, occurrences in distinct_cell_texts(column):
+            for text, times in zip(texts.to_pylist(), occurrences.tolist()):
+                counted[text] += times
+        assert counted == spelled_out, column.type
 
 
 def test_a_short_library_text_cuts_nothing_out():
