@@ -84,7 +84,8 @@ def _publish_manifest(
     checksums = known_checksums(files, previous, changed_files(files, previous))
     to_read = [f for f in files if f.path not in checksums]
     if to_read:
-        ray_engine.ensure_started()
+        if jobs.checksums_need_ray(to_read):
+            ray_engine.ensure_started()
         with ray_engine.transient_failures_retried():
             checksums |= jobs.checksum_files(to_read, source.filesystem)
     write_table_atomically(manifest_table(files, checksums), target)

@@ -55,10 +55,22 @@ def generate_synthetic_dicom(settings: synthetic_dicom.DicomCorpusSettings, land
     return generate_synthetic_corpus(SYNTHETIC_DICOM.corpus(settings), landing, cluster_cpus())
 
 
+# New files that together hold less are hashed in the run's process: a night's few megabytes hash
+# in milliseconds, where a Ray job costs a second or more (and starting Ray, several).
+IN_PROCESS_CHECKSUM_BYTES = 64 << 20
+
+
+def checksums_need_ray(files: list[LandingFile]) -> bool:
+    """Whether `checksum_files` hashes these files in Ray's workers (Ray must then be started)."""
+    return sum(f.size_bytes for f in files) > IN_PROCESS_CHECKSUM_BYTES
+
+
 def checksum_files(files: list[LandingFile], filesystem) -> dict[str, str]:
-    """SHA-256 of every file, computed in the workers that read them."""
+    """SHA-256 of every file, computed in the workers that read them (a few small files: here)."""
     if not files:
         return {}
+    if not checksums_need_ray(files):
+        return {f.path: sha256_of(filesystem, f.path) for f in files}
     dataset = map_in_workers(
         [{"path": f.path} for f in files],
         _checksum_batch,
