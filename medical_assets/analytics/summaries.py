@@ -110,19 +110,56 @@ def summarize(
     }
 
 
-def combine(summary: Mapping[str, pa.Table]) -> dict[str, pa.Table]:
-    """The HL7 analytics tables, unsuppressed, from the summaries of every group concatenated in part order."""
+def combine(summary: Mapping[str, pa.Table], one_row_per_patient: bool = False) -> dict[str, pa.Table]:
+    """The HL7 analytics tables, unsuppressed, from the summaries of every group concatenated in part
+    order, or from their reduction (`reduced`, `folded`: say so with `one_row_per_patient`)."""
     quality = _summed(summary["file_quality"], ["source_file_token", "sending_facility"], ["messages", "score_sum", "scored"])
     file_errors = _summed(summary["file_errors"], ["source_file_token"], ["errors"])
     return {
         "hospital_utilization": _finished_utilization(summary["utilization"]),
-        "patient_demographics": patient_demographics(summary["latest_patients"]),
+        "patient_demographics": patient_demographics(summary["latest_patients"], one_row_per_patient),
         "message_types": _finished_message_types(summary["message_types"]),
         "lab_results": _finished_lab_results(summary["lab_values"]),
         "pharmacy": _finished_pharmacy(summary["pharmacy"]),
         "data_quality_files": _data_quality_files(quality, file_errors),
         "data_quality_facilities": _data_quality_facilities(quality, file_errors),
     }
+
+
+# How each summary reduces: its keys and the counts summed per key (latest_patients: a row per patient).
+_SUMMED = {
+    "utilization": (_UTILIZATION_KEYS, _UTILIZATION_COUNTS),
+    "message_types": (_TYPE_KEYS, ["messages"]),
+    "lab_values": ([*_TEST_KEYS, "numeric_value"], ["results", "abnormal_results"]),
+    "pharmacy": (ORDER_KEYS, ["orders"]),
+    "file_quality": (["source_file_token", "sending_facility"], ["messages", "score_sum", "scored"]),
+    "file_errors": (["source_file_token"], ["errors"]),
+}
+
+
+def reduced(summary: Mapping[str, pa.Table]) -> dict[str, pa.Table]:
+    """The summaries of several groups, concatenated in part order, reduced to what their combination
+    needs: counts summed per key, each patient's latest row. `combine` of it (with
+    `one_row_per_patient`) gives the tables that `combine` of the summaries gives; `folded` adds
+    the summaries of later groups to it."""
+    result = {name: _summed(summary[name], keys, counts) for name, (keys, counts) in _SUMMED.items()}
+    return result | {"latest_patients": latest_per_patient(summary["latest_patients"])}
+
+
+def folded(earlier: Mapping[str, pa.Table], later: Mapping[str, pa.Table]) -> dict[str, pa.Table]:
+    """`reduced` of the summaries of the groups `earlier` reduced and of later groups (`later`,
+    concatenated in part order), without sorting every patient again: only the later groups'
+    patients are looked up among the earlier ones. Counts are added in the order a reduction of
+    all the summaries adds them (the earlier total first), so the sums are the same to the last bit."""
+    result = {
+        name: _summed(pa.concat_tables([earlier[name], later[name]]), keys, counts) for name, (keys, counts) in _SUMMED.items()
+    }
+    latest = latest_per_patient(later["latest_patients"])
+    before = earlier["latest_patients"]
+    seen = pc.is_in(before.column("patient_token"), value_set=latest.column("patient_token").combine_chunks())
+    # A patient of both keeps the later row when the years tie, as the later group's row wins in `reduced`.
+    again = latest_per_patient(pa.concat_tables([before.filter(seen), latest]))
+    return result | {"latest_patients": pa.concat_tables([before.filter(pc.invert(seen)), again])}
 
 
 def empty_summary() -> dict[str, pa.Table]:
@@ -148,9 +185,11 @@ def latest_per_patient(rows: pa.Table) -> pa.Table:
     return rows.take(order[last])
 
 
-def patient_demographics(latest: pa.Table) -> pa.Table:
-    """Distinct patients by gender and age band, from `latest_per_patient` rows (of any grouping)."""
-    latest = latest_per_patient(latest)
+def patient_demographics(latest: pa.Table, one_row_per_patient: bool = False) -> pa.Table:
+    """Distinct patients by gender and age band, from `latest_per_patient` rows (of any grouping;
+    `one_row_per_patient`: of all of them, already reduced)."""
+    if not one_row_per_patient:
+        latest = latest_per_patient(latest)
     keys = ["patient_gender", "age_band"]
     grouped = _summed(_with_ones(latest.select(keys), "patients"), keys, ["patients"]).to_pandas()
     band_order = grouped["age_band"].map({band: order for order, band in enumerate(AGE_BAND_ORDER)})

@@ -107,7 +107,7 @@ def analytics_tables(
         leak_gate.prepare_identifier_index(context.run.run_id, settings, merged=False)  # while the Ray job below runs
         counts = analytics_jobs.publish_analytics(
             settings.zone("deid"), settings.zone("phi"), {t: publication.staged(t) for t in ANALYTICS_TABLES},
-            settings.export_format, stamp, key, settings.suppression_threshold,
+            settings.export_format, stamp, key, settings.suppression_threshold, context.log.info,
         )
     tables = dict(ANALYTICS_TABLES) if settings.export_format == "parquet" else {}
     scan = yield from leak_gate.publish_if_clean(

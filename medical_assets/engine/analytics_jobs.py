@@ -9,6 +9,7 @@ one task combines them, suppresses small cells and writes the tables. No process
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import NamedTuple
 
@@ -21,7 +22,7 @@ import ray
 
 from medical_assets.analytics.aggregates import DEID_COLUMNS_READ, combine_all, publish_combined, summarize_group
 from medical_assets.analytics.chart_data import DASHBOARD_FILE, REPORT_GROUPS
-from medical_assets.analytics.summaries import SUMMARY_SCHEMAS
+from medical_assets.analytics.summaries import SUMMARY_SCHEMAS, folded, reduced
 from medical_assets.analytics.tables import ANALYTICS_TABLES
 from medical_assets.dicom.tables import DEID_DICOM_IMAGES
 from medical_assets.engine import multitable
@@ -64,12 +65,27 @@ def publish_analytics(
     stamp: Mapping[str, str],
     key: PseudonymKey,
     threshold: int,
+    log: Callable[[str], None] = lambda line: None,
 ) -> dict[str, int]:
     """Every table of `ANALYTICS_TABLES`, staged under `targets`: part groups summarized in parallel
-    tasks, then combined and suppressed in one, which writes them."""
-    summaries = summarize_part_groups(analytics_part_groups(deid, phi), key, phi.child(*SUMMARIES_FOLDER))
+    tasks, then combined and suppressed in one, which writes them. The combination of the groups
+    the last run combined is kept (`COMBINED_FOLDER`): when those groups are the first of today's,
+    unchanged, only the later ones are summarized and folded into it."""
+    groups = analytics_part_groups(deid, phi)
+    cache = phi.child(*SUMMARIES_FOLDER)
+    names = summary_file_names(groups, key)
+    prune_cache(cache, set(names))
+    combined = phi.child(*COMBINED_FOLDER)
+    earlier = combined_groups(combined.child(COMBINED_FILE), names)
+    log(
+        f"analytics: {len(names) - earlier:,} part group(s) summarized and folded into the kept combination of {earlier:,}"
+        if earlier else f"analytics: all {len(names):,} part group(s) combined (no kept combination of the first ones)"
+    )
+    summaries = summarize_part_groups(groups[earlier:], key, cache, names[earlier:])
     images = Input(deid.child("dicom_images"), ANALYTICS_DEID_INPUTS["dicom_images"])
-    compute = functools.partial(_combined_analytics, summaries=summaries, threshold=threshold)
+    compute = functools.partial(
+        _combined_analytics, summaries=summaries, threshold=threshold, combined=combined, groups=names, earlier=earlier
+    )
     schemas = {name: ANALYTICS_TABLES[name] for name in targets}
     return export_computed_tables({"deid/dicom_images": images}, compute, targets, schemas, file_format, stamp)
 
@@ -103,21 +119,45 @@ def analytics_part_groups(deid: Location, phi: Location) -> list[PartInputs]:
 # phi/_census/summaries/<digest>.parquet: each part group's summary, kept so that a night summarizes
 # only the groups it has not seen. PHI: the months and counts before suppression.
 SUMMARIES_FOLDER = ("_census", "summaries")
+# phi/_census/analytics/combined.parquet: the reduced combination of the groups the last run
+# combined (`summaries.reduced`), and in its metadata their summaries' file names, in part order.
+COMBINED_FOLDER = ("_census", "analytics")
+COMBINED_FILE = "combined.parquet"
+_COMBINED_GROUPS = b"medical_assets.summaries"
 
 
-def summarize_part_groups(groups: Sequence[PartInputs], key: PseudonymKey, cache: Location | None = None) -> list[ray.ObjectRef]:
+def summary_file_names(groups: Sequence[PartInputs], key: PseudonymKey) -> list[str]:
+    """The name each group's kept summary has: a digest of its input parts (by their Parquet
+    footers), its part name, the key and our code."""
+    salt = f"{derived_key_id(key.secret)}\x1f{package_fingerprint()}"
+    return [
+        kept_file_name(name, part_digest({table: table_input.location for table, table_input in inputs.items()}), salt, suffix=".parquet")
+        for name, inputs in groups
+    ]
+
+
+def combined_groups(combined: Location, names: Sequence[str]) -> int:
+    """How many of the groups (by their summaries' names, in part order) the kept combination holds:
+    all of its groups, when they are the first of `names`; else 0 (a group changed or went, a group
+    came before them, another key or code: everything is combined again)."""
+    try:
+        metadata = pq.read_schema(combined.path, filesystem=combined.filesystem).metadata or {}
+        held = json.loads(metadata[_COMBINED_GROUPS])
+    except (FileNotFoundError, OSError, KeyError, ValueError, pa.ArrowInvalid):
+        return 0
+    return len(held) if held and held == list(names[: len(held)]) else 0
+
+
+def summarize_part_groups(
+    groups: Sequence[PartInputs], key: PseudonymKey, cache: Location | None = None, names: Sequence[str] | None = None
+) -> list[ray.ObjectRef]:
     """`summaries.summarize` of each group in the workers; references to blocks of packed summaries
-    (one row per group, `source_file` holding the part name). With `cache`, a group whose input
-    parts (by their Parquet footers), key and code are those of a kept summary is read back."""
+    (one row per group, `source_file` holding the part name). With `cache` (and the groups' kept
+    `names`, `summary_file_names`), a group whose kept summary is there is read back."""
     if not groups:
         return []
-    items = [{"group": number, "cache": ""} for number in range(len(groups))]
-    if cache is not None:
-        salt = f"{derived_key_id(key.secret)}\x1f{package_fingerprint()}"
-        for item, (name, inputs) in zip(items, groups):
-            digest = part_digest({table: table_input.location for table, table_input in inputs.items()})
-            item["cache"] = kept_file_name(name, digest, salt, suffix=".parquet")
-        prune_cache(cache, {item["cache"] for item in items})
+    names = names if names is not None else summary_file_names(groups, key) if cache is not None else [""] * len(groups)
+    items = [{"group": number, "cache": name} for number, name in enumerate(names)]
     dataset = map_in_workers(items, _summarized, {"groups": list(groups), "key": key, "cache": cache})
     refs = dataset.to_arrow_refs()
     if cache is not None:
@@ -126,13 +166,37 @@ def summarize_part_groups(groups: Sequence[PartInputs], key: PseudonymKey, cache
 
 
 def _combined_analytics(
-    tables: dict[str, pa.Table | None], summaries: Sequence[ray.ObjectRef], threshold: int
+    tables: dict[str, pa.Table | None],
+    summaries: Sequence[ray.ObjectRef],
+    threshold: int,
+    combined: Location | None = None,
+    groups: Sequence[str] = (),
+    earlier: int = 0,
 ) -> dict[str, pa.Table]:
-    blocks = [block for block in ray.get(list(summaries)) if block.num_rows]
-    packed = pa.concat_tables(blocks).sort_by("source_file") if blocks else _SUMMARY_PACKED.empty_table()
-    summary = {name: multitable.unpack(packed, name, schema) for name, schema in SUMMARY_SCHEMAS.items()}
+    """The analytics tables from `summaries` (of the groups after the first `earlier` ones, whose
+    combination is kept in the folder `combined`); the combination of all `groups` is kept there."""
+    later = _unpacked([block for block in ray.get(list(summaries)) if block.num_rows])
+    if earlier:
+        kept = combined.child(COMBINED_FILE)
+        summary = folded(_unpacked([pq.read_table(kept.path, filesystem=kept.filesystem, schema=_SUMMARY_PACKED)]), later)
+    else:
+        summary = reduced(later)
+    if combined is not None and earlier < len(groups):  # else it holds these very groups already
+        combined.makedirs()
+        write_table_atomically(
+            multitable.pack("combined", summary, _SUMMARY_PACKED), combined.child(COMBINED_FILE),
+            {_COMBINED_GROUPS: json.dumps(list(groups))},
+        )
+        restrict_to_owner(combined)  # PHI: owner-only, as the rest of the zone
     images = tables.get("deid/dicom_images")
-    return publish_combined(combine_all(summary, images if images is not None else DEID_DICOM_IMAGES.empty_table()), threshold)
+    images = images if images is not None else DEID_DICOM_IMAGES.empty_table()
+    return publish_combined(combine_all(summary, images, one_row_per_patient=True), threshold)
+
+
+def _unpacked(blocks: list[pa.Table]) -> dict[str, pa.Table]:
+    """The summaries of packed blocks, concatenated in part order."""
+    packed = pa.concat_tables(blocks).sort_by("source_file") if blocks else _SUMMARY_PACKED.empty_table()
+    return {name: multitable.unpack(packed, name, schema) for name, schema in SUMMARY_SCHEMAS.items()}
 
 
 def _summarized(batch: pa.Table, groups: list[PartInputs], key: PseudonymKey, cache: Location | None) -> Iterable[pa.Table]:

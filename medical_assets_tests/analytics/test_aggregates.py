@@ -481,6 +481,40 @@ def test_summaries_of_part_groups_combine_to_the_tables_of_the_whole(computed, d
             assert got == {k: pytest.approx(v) if isinstance(v, float) else v for k, v in expected.items()}, name
 
 
+def test_later_groups_folded_into_a_kept_combination_give_the_tables_of_the_whole(deid, phi, checked, file_token):
+    """A night folds its new groups into the combination the last run kept (`summaries.folded`):
+    whatever the split, the tables are those of all the groups combined, to the last bit. Patients
+    recur across groups, and a tie of years goes to the later group, as in one combination."""
+    files = sorted(set(phi["hl7_messages"]["source_file"].to_pylist()) | set(phi["hl7_errors"]["source_file"].to_pylist()))
+    groups = []
+    for start in range(4):
+        tokens, names = pa.array([file_token(name) for name in files[start::4]]), pa.array(files[start::4])
+        deid_part = {name: _rows_of(deid[name], "source_file_token", tokens) for name in DEID_HL7_TABLES}
+        phi_part = {name: _rows_of(phi[name], "source_file", names) for name in ("hl7_messages", "hl7_errors")}
+        groups.append(aggregates.summarize_group(deid_part, phi_part, _rows_of(checked, "source_file_token", tokens), file_token))
+    # The same patient in the first and the last group, same year, other gender: the last row wins.
+    recurring = groups[0]["latest_patients"].slice(0, 1)
+    groups[3]["latest_patients"] = pa.concat_tables([
+        groups[3]["latest_patients"],
+        recurring.set_column(2, "patient_gender", pa.array(["X" if recurring["patient_gender"][0].as_py() != "X" else "Y"])),
+    ])
+
+    def concatenated(parts):
+        return {name: pa.concat_tables([part[name] for part in parts]) for name in summaries.SUMMARY_SCHEMAS}
+
+    whole = aggregates.combine_all(concatenated(groups), deid["dicom_images"])
+    assert aggregates.combine_all(summaries.reduced(concatenated(groups)), deid["dicom_images"], one_row_per_patient=True) == whole
+    for split in range(1, len(groups) + 1):
+        kept = summaries.reduced(concatenated(groups[:split]))
+        later = concatenated(groups[split:]) if split < len(groups) else summaries.empty_summary()
+        folded = summaries.folded(kept, later)
+        assert aggregates.combine_all(folded, deid["dicom_images"], one_row_per_patient=True) == whole, split
+        # And once more, as the night after: the fold's result is a combination to fold into.
+        assert summaries.folded(folded, summaries.empty_summary())["latest_patients"].num_rows == folded["latest_patients"].num_rows
+    genders = whole["patient_demographics"].column("patient_gender").to_pylist()
+    assert "X" in genders or "Y" in genders
+
+
 def _rows_of(table: pa.Table, column: str, values: pa.Array) -> pa.Table:
     return table.filter(pc.is_in(table[column], value_set=values))
 

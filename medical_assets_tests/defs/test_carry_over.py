@@ -166,6 +166,8 @@ def test_nights_of_new_files_compute_only_what_changed_and_equal_a_rebuild(histo
         assert "HL7 parse plan: incremental: 1 new or changed files, 0 removed, 2 kept" in log, log
         assert "hl7_deidentified_tables: computed, because phi/hl7_encounters changed" in log, log
         assert all(f"{step}: computed, because" in log for step in STEPS), log
+        # The analytics summarize the new part only, and fold it into the last run's combination.
+        assert "analytics: 1 part group(s) summarized and folded into the kept combination of" in log, log
         # The images' export stands: HL7 parts only, no DICOM patient 90+ more; its files are not rewritten.
         assert f"dicom_deidentified_export: the export of run {first_run} carried over: the new data is 1 HL7 part(s)" in log, log
         carried = {asset: run for asset, run in _carried_over(result).items() if run}
@@ -191,6 +193,8 @@ def test_nights_of_new_files_compute_only_what_changed_and_equal_a_rebuild(histo
                 "which DICOM patients are 90+)") in log, log
         night = _plan(log)
         assert night["new"] == 1 and night["touched"] >= 1, night
+        # Night 1's part was de-identified again: its summary changed, so every group is combined again.
+        assert "part group(s) combined (no kept combination of the first ones)" in log, log
         elder = _messages_of_years(data, {2020, 2021})  # the synthetic visits are later
         assert len(elder) == 2 and len({row["patient_token"] for row in elder}) == 1, elder
         # Their visit at 89, in a part copied over last night, no longer shows the age or birth year.
