@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import functools
 import json
+import posixpath
+import secrets
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import NamedTuple
 
@@ -119,11 +121,15 @@ def analytics_part_groups(deid: Location, phi: Location) -> list[PartInputs]:
 # phi/_census/summaries/<digest>.parquet: each part group's summary, kept so that a night summarizes
 # only the groups it has not seen. PHI: the months and counts before suppression.
 SUMMARIES_FOLDER = ("_census", "summaries")
-# phi/_census/analytics/combined.parquet: the reduced combination of the groups the last run
-# combined (`summaries.reduced`), and in its metadata their summaries' file names, in part order.
+# phi/_census/analytics/: the reduced combination of the groups the last run combined
+# (`summaries.reduced`). combined.parquet holds its small tables, packed, and in its metadata the
+# summaries' file names, in part order, and the name of the file of its latest row per patient
+# (latest-<random>.arrow: a flat Arrow file, written first; read and written in a tenth of the time
+# the same rows take packed in Parquet).
 COMBINED_FOLDER = ("_census", "analytics")
 COMBINED_FILE = "combined.parquet"
 _COMBINED_GROUPS = b"medical_assets.summaries"
+_COMBINED_LATEST = b"medical_assets.latest_patients"
 
 
 def summary_file_names(groups: Sequence[PartInputs], key: PseudonymKey) -> list[str]:
@@ -143,7 +149,10 @@ def combined_groups(combined: Location, names: Sequence[str]) -> int:
     try:
         metadata = pq.read_schema(combined.path, filesystem=combined.filesystem).metadata or {}
         held = json.loads(metadata[_COMBINED_GROUPS])
+        latest = combined.filesystem.get_file_info(posixpath.join(posixpath.dirname(combined.path), metadata[_COMBINED_LATEST].decode()))
     except (FileNotFoundError, OSError, KeyError, ValueError, pa.ArrowInvalid):
+        return 0
+    if latest.type != pafs.FileType.File:
         return 0
     return len(held) if held and held == list(names[: len(held)]) else 0
 
@@ -176,21 +185,40 @@ def _combined_analytics(
     """The analytics tables from `summaries` (of the groups after the first `earlier` ones, whose
     combination is kept in the folder `combined`); the combination of all `groups` is kept there."""
     later = _unpacked([block for block in ray.get(list(summaries)) if block.num_rows])
-    if earlier:
-        kept = combined.child(COMBINED_FILE)
-        summary = folded(_unpacked([pq.read_table(kept.path, filesystem=kept.filesystem, schema=_SUMMARY_PACKED)]), later)
-    else:
-        summary = reduced(later)
+    summary = folded(_read_combined(combined), later) if earlier else reduced(later)
     if combined is not None and earlier < len(groups):  # else it holds these very groups already
-        combined.makedirs()
-        write_table_atomically(
-            multitable.pack("combined", summary, _SUMMARY_PACKED), combined.child(COMBINED_FILE),
-            {_COMBINED_GROUPS: json.dumps(list(groups))},
-        )
-        restrict_to_owner(combined)  # PHI: owner-only, as the rest of the zone
+        _write_combined(combined, summary, groups)
     images = tables.get("deid/dicom_images")
     images = images if images is not None else DEID_DICOM_IMAGES.empty_table()
     return publish_combined(combine_all(summary, images, one_row_per_patient=True), threshold)
+
+
+def _write_combined(folder: Location, summary: Mapping[str, pa.Table], groups: Sequence[str]) -> None:
+    """Keep `summary`, the combination of `groups`: its latest rows in a new file, then
+    combined.parquet naming it (atomically: a reader finds the old pair or the new), then the
+    latest rows of earlier combinations are deleted."""
+    folder.makedirs()
+    latest_name = f"latest-{secrets.token_hex(8)}.arrow"
+    sink = pa.BufferOutputStream()
+    latest = summary["latest_patients"]
+    with pa.ipc.new_file(sink, latest.schema, options=pa.ipc.IpcWriteOptions(compression="lz4")) as writer:
+        writer.write_table(latest)
+    folder.child(latest_name).write_bytes_atomically(sink.getvalue().to_pybytes())
+    small = {**summary, "latest_patients": latest.schema.empty_table()}
+    write_table_atomically(
+        multitable.pack("combined", small, _SUMMARY_PACKED), folder.child(COMBINED_FILE),
+        {_COMBINED_GROUPS: json.dumps(list(groups)), _COMBINED_LATEST: latest_name},
+    )
+    prune_cache(folder, {COMBINED_FILE, latest_name})
+    restrict_to_owner(folder)  # PHI: owner-only, as the rest of the zone
+
+
+def _read_combined(folder: Location) -> dict[str, pa.Table]:
+    kept = folder.child(COMBINED_FILE)
+    small = pq.read_table(kept.path, filesystem=kept.filesystem, schema=_SUMMARY_PACKED)
+    metadata = pq.read_schema(kept.path, filesystem=kept.filesystem).metadata
+    latest = pa.ipc.open_file(pa.BufferReader(folder.child(metadata[_COMBINED_LATEST].decode()).read_bytes())).read_all()
+    return _unpacked([small]) | {"latest_patients": latest.cast(SUMMARY_SCHEMAS["latest_patients"])}
 
 
 def _unpacked(blocks: list[pa.Table]) -> dict[str, pa.Table]:

@@ -10,7 +10,7 @@ instead of the part. The footprint says which de-identified parts a change of th
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -40,10 +40,14 @@ CACHE_FOLDER = ("_census", "parts")  # phi/_census/parts/<digest>.parquet
 PART_CENSUS = pa.schema([pa.field("part", pa.string()), *CENSUS_ROWS])
 
 
-def census_by_part(phi: Location, min_patients: int, scope: str) -> tuple[pa.Table, dict[str, str]]:
+def census_by_part(
+    phi: Location, min_patients: int, scope: str, patients: Collection[str] | None = ()
+) -> tuple[pa.Table, dict[str, str]]:
     """Every part's census rows (`PART_CENSUS`; `part` is "hl7:<name>" or "dicom:<name>"), and the
     digest of each HL7 part group by name. Parts seen before are read from the cache, the others
-    computed in workers, which add them to it; the cache keeps only the current parts."""
+    computed in workers, which add them to it; the cache keeps only the current parts. Of the
+    "patient" rows (every patient of every part: as many as the history has patients), only those
+    of `patients` come back (None: all)."""
     hl7_groups = [g for g in phi_part_groups(phi, list(HL7_TABLES), HL7_TABLES) if "hl7_messages" in g]
     dicom_groups = phi_part_groups(phi, ["dicom_images"], {})
     salt = f"{min_patients}\x1f{scope}\x1f{package_fingerprint()}"
@@ -60,13 +64,16 @@ def census_by_part(phi: Location, min_patients: int, scope: str) -> tuple[pa.Tab
     prune_cache(cache, {item["cache"] for item in items})
     if not items:
         return PART_CENSUS.empty_table(), digests
-    found = map_in_workers(items, _part_census_batch, {"phi": phi, "min_patients": min_patients, "scope": scope})
+    wanted = None if patients is None else sorted(patients)
+    found = map_in_workers(
+        items, _part_census_batch, {"phi": phi, "min_patients": min_patients, "scope": scope, "patients": wanted}
+    )
     rows = pa.concat_tables([PART_CENSUS.empty_table(), *ray.get(found.to_arrow_refs())])
     restrict_to_owner(cache)  # PHI: owner-only, as the rest of the zone
     return rows, digests
 
 
-def _part_census_batch(batch: pa.Table, phi: Location, min_patients: int, scope: str) -> pa.Table:
+def _part_census_batch(batch: pa.Table, phi: Location, min_patients: int, scope: str, patients: list[str] | None) -> pa.Table:
     tables = []
     for kind, name, cache_name, files in zip(*(batch.column(c).to_pylist() for c in ("kind", "name", "cache", "files"))):
         cached = phi.child(*CACHE_FOLDER, cache_name)
@@ -77,6 +84,9 @@ def _part_census_batch(batch: pa.Table, phi: Location, min_patients: int, scope:
             rows = rows.append_column("part", pa.array([f"{kind}:{name}"] * rows.num_rows, pa.string()))
             rows = rows.select(PART_CENSUS.names).cast(PART_CENSUS)
             write_table_atomically(rows, cached)
+        if patients is not None:
+            wanted = pc.is_in(rows.column("patient"), value_set=pa.array(patients, pa.string()))
+            rows = rows.filter(pc.or_(pc.not_equal(rows.column("kind"), "patient"), pc.fill_null(wanted, False)))
         tables.append(rows)
     return pa.concat_tables([PART_CENSUS.empty_table(), *tables])
 
@@ -120,14 +130,20 @@ def load_published_census(phi: Location) -> Census | None:
 _ABSENT = object()
 
 
+def patients_changed(before: Census, after: Census) -> set[str]:
+    """The patients whose 90+ status or year differs from `before` to `after`."""
+    return {
+        patient for patient in before.over_89.keys() | after.over_89.keys()
+        if before.over_89.get(patient, _ABSENT) != after.over_89.get(patient, _ABSENT)
+    }
+
+
 def parts_touched(rows: pa.Table, before: Census, after: Census) -> set[str]:
     """The HL7 parts whose de-identification a change of the census from `before` to `after` alters:
     those holding a patient whose 90+ status or year changed, or a value that entered or left a
-    column's vocabulary (`rows`: every part's census rows, `census_by_part`)."""
-    patients = [
-        patient for patient in before.over_89.keys() | after.over_89.keys()
-        if before.over_89.get(patient, _ABSENT) != after.over_89.get(patient, _ABSENT)
-    ]
+    column's vocabulary (`rows`: every part's census rows, `census_by_part`, with the "patient"
+    rows of at least the `patients_changed`)."""
+    patients = sorted(patients_changed(before, after))
     words = [
         f"{column}\x1f{value}"
         for column in before.vocabulary.keys() | after.vocabulary.keys()
@@ -174,6 +190,9 @@ def plan_hl7_parts(phi: Location, min_patients: int, scope: str, earlier: Mappin
         return PartPlan(census, digests, [], everything, why)
     if any(values - census.vocabulary.get(column, frozenset()) for column, values in before.vocabulary.items()):
         return PartPlan(census, digests, [], everything, "every part: a value left the vocabulary")
+    changed = patients_changed(before, census)
+    if changed:  # which parts hold them: their "patient" rows, read again from the kept census
+        rows, _ = census_by_part(phi, min_patients, scope, patients=changed)
     touched = parts_touched(rows, before, census) & set(earlier)
     carried = sorted(set(earlier) - touched)
     new = [name for name in everything if name not in earlier]

@@ -234,6 +234,23 @@ def test_analytics_job_summarizes_each_part_group_and_equals_the_tables_of_the_w
     assert months.null_count < len(months)  # every part found its PHI months
     assert pq.read_table(str(tmp_path / "analytics" / "data_quality_files")).num_rows == len(files)
 
+    # The combination is kept: the same groups again fold nothing new in; with the file of its
+    # latest rows lost, every group is combined again. Both publish the same tables.
+    kept = tmp_path / "phi" / "_census" / "analytics"
+    first = {name: pq.read_table(str(tmp_path / "analytics" / name)) for name in ANALYTICS_TABLES}
+    assert sorted(p.name.split("-")[0] for p in kept.iterdir()) == ["combined.parquet", "latest"]
+    for lose_latest in (False, True):
+        if lose_latest:
+            next(kept.glob("latest-*.arrow")).unlink()
+        lines = []
+        analytics_jobs.publish_analytics(deid, phi, analytics, "parquet", {}, ring.current, 5, lines.append)
+        expected_line = ("all 3 part group(s) combined" if lose_latest else
+                         "0 part group(s) summarized and folded into the kept combination of 3")
+        assert any(expected_line in line for line in lines), lines
+        for name, table in first.items():
+            assert pq.read_table(str(tmp_path / "analytics" / name)).equals(table), name
+    assert len(list(kept.glob("latest-*.arrow"))) == 1
+
 
 def _table_builds():
     """Two builds of the kind the reports use, each writing its own files from the inputs."""
