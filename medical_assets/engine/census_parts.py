@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import ray
 
@@ -33,7 +34,7 @@ from medical_assets.hl7.tables import TABLES as HL7_TABLES
 from medical_assets.step_records import package_fingerprint
 from medical_assets.storage import Location, TablePublication, restrict_to_owner, table_files, write_table_atomically
 
-CACHE_FOLDER = ("_census", "parts")  # phi/_census/parts/<digest>.parquet
+CACHE_FOLDER = ("_census", "parts")  # phi/_census/parts/<digest>.parquet and <digest>.patients.parquet
 
 # A part's census rows: "age" (patient, year), "evidence" (column, value, patient) as
 # `privacy.vocabulary.evidence` gives it, and "patient" (every patient identity the part holds).
@@ -47,7 +48,9 @@ def census_by_part(
     digest of each HL7 part group by name. Parts seen before are read from the cache, the others
     computed in workers, which add them to it; the cache keeps only the current parts. Of the
     "patient" rows (every patient of every part: as many as the history has patients), only those
-    of `patients` come back (None: all)."""
+    of `patients` come back (None: all). Without them, the kept parts' rows are few (the patients
+    90+ and the vocabulary evidence): this process reads them itself, and a Ray job runs only for
+    the parts not seen before."""
     hl7_groups = [g for g in phi_part_groups(phi, list(HL7_TABLES), HL7_TABLES) if "hl7_messages" in g]
     dicom_groups = phi_part_groups(phi, ["dicom_images"], {})
     salt = f"{min_patients}\x1f{scope}\x1f{package_fingerprint()}"
@@ -61,29 +64,48 @@ def census_by_part(
             cache_name = kept_file_name(kind, name, digest, salt, suffix=".parquet")
             items.append({"kind": kind, "name": name, "cache": cache_name, "files": group_paths(group)})
     cache = phi.child(*CACHE_FOLDER)
-    prune_cache(cache, {item["cache"] for item in items})
-    if not items:
-        return PART_CENSUS.empty_table(), digests
-    wanted = None if patients is None else sorted(patients)
-    found = map_in_workers(
-        items, _part_census_batch, {"phi": phi, "min_patients": min_patients, "scope": scope, "patients": wanted}
-    )
-    rows = pa.concat_tables([PART_CENSUS.empty_table(), *ray.get(found.to_arrow_refs())])
+    prune_cache(cache, {name for item in items for name in (item["cache"], _patients_file(item["cache"]))})
+    rows = [PART_CENSUS.empty_table()]
+    if patients is not None and not patients:
+        kept = {info.base_name for info in cache.filesystem.get_file_info(pafs.FileSelector(cache.path, allow_not_found=True))}
+        rows += [_read_kept(cache.child(item["cache"])) for item in items if item["cache"] in kept]
+        items = [item for item in items if item["cache"] not in kept]
+    if items:
+        wanted = None if patients is None else sorted(patients)
+        found = map_in_workers(
+            items, _part_census_batch, {"phi": phi, "min_patients": min_patients, "scope": scope, "patients": wanted}
+        )
+        rows += ray.get(found.to_arrow_refs())
     restrict_to_owner(cache)  # PHI: owner-only, as the rest of the zone
-    return rows, digests
+    return pa.concat_tables(rows), digests
+
+
+def _patients_file(cache_name: str) -> str:
+    """A part's kept "patient" rows, beside its other census rows (`cache_name`), apart: those are
+    as many as its patients, the others few."""
+    return cache_name.removesuffix(".parquet") + ".patients.parquet"
+
+
+def _read_kept(location: Location) -> pa.Table:
+    return pq.read_table(location.path, filesystem=location.filesystem, schema=PART_CENSUS)
 
 
 def _part_census_batch(batch: pa.Table, phi: Location, min_patients: int, scope: str, patients: list[str] | None) -> pa.Table:
     tables = []
     for kind, name, cache_name, files in zip(*(batch.column(c).to_pylist() for c in ("kind", "name", "cache", "files"))):
-        cached = phi.child(*CACHE_FOLDER, cache_name)
+        kept, kept_patients = phi.child(*CACHE_FOLDER, cache_name), phi.child(*CACHE_FOLDER, _patients_file(cache_name))
         try:
-            rows = pq.read_table(cached.path, filesystem=cached.filesystem, schema=PART_CENSUS)
+            rows = _read_kept(kept)
+            if patients is None or patients:
+                rows = pa.concat_tables([rows, _read_kept(kept_patients)])
         except (FileNotFoundError, OSError, pa.ArrowInvalid):
             rows = part_census_rows(group_from_paths(phi, files), kind, min_patients, scope)
             rows = rows.append_column("part", pa.array([f"{kind}:{name}"] * rows.num_rows, pa.string()))
             rows = rows.select(PART_CENSUS.names).cast(PART_CENSUS)
-            write_table_atomically(rows, cached)
+            is_patient = pc.equal(rows.column("kind"), "patient")
+            # The patients first: the other file's presence says the part's census is kept whole.
+            write_table_atomically(rows.filter(is_patient), kept_patients)
+            write_table_atomically(rows.filter(pc.invert(is_patient)), kept)
         if patients is not None:
             wanted = pc.is_in(rows.column("patient"), value_set=pa.array(patients, pa.string()))
             rows = rows.filter(pc.or_(pc.not_equal(rows.column("kind"), "patient"), pc.fill_null(wanted, False)))

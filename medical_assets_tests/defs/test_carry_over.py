@@ -175,13 +175,16 @@ def test_nights_of_new_files_compute_only_what_changed_and_equal_a_rebuild(histo
         assert {name: mtime for name, mtime in _file_versions(data).items() if name.startswith("deid/dicom")} == dicom_before
         night = _plan(log)
         assert night["new"] == 1 and night["touched"] == 0 and night["carried"] >= 1, night
-        # What each part's census, identifiers and analytics summary are is kept, one file a part.
+        # What each part's census, identifiers and analytics summary are is kept, one file a part
+        # (the census in two: its patients apart from its few other rows).
         parts = len(list((data / "phi" / "hl7_messages").glob("part-*.parquet")))
         images = len(list((data / "phi" / "dicom_images").glob("part-*.parquet")))
         assert len([f for f in (data / "phi" / "_census" / "summaries").iterdir()]) == parts
         for kept in ("parts", "identifiers"):
             files = [f for f in (data / "phi" / "_census" / kept).iterdir() if not f.name.startswith(".")]
-            assert len(files) == parts + images, kept
+            census_patients = [f for f in files if f.name.endswith(".patients.parquet")]
+            assert len(files) - len(census_patients) == parts + images, kept
+            assert len(census_patients) == (parts + images if kept == "parts" else 0), kept
 
         nights[1].write_text(
             _oru("OLD0002", "7700123", "ELDER", "19301115", "20210105093000")
