@@ -68,8 +68,15 @@ def census_by_part(
     rows = [PART_CENSUS.empty_table()]
     if patients is not None and not patients:
         kept = {info.base_name for info in cache.filesystem.get_file_info(pafs.FileSelector(cache.path, allow_not_found=True))}
-        rows += [_read_kept(cache.child(item["cache"])) for item in items if item["cache"] in kept]
-        items = [item for item in items if item["cache"] not in kept]
+        unread = []
+        for item in items:
+            try:
+                if item["cache"] not in kept:
+                    raise FileNotFoundError(item["cache"])
+                rows.append(_read_kept(cache.child(item["cache"])))
+            except (FileNotFoundError, OSError, pa.ArrowInvalid):  # not kept, or damaged: computed again
+                unread.append(item)
+        items = unread
     if items:
         wanted = None if patients is None else sorted(patients)
         found = map_in_workers(

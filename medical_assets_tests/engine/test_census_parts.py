@@ -46,6 +46,13 @@ def test_kept_parts_are_read_without_a_job_and_patients_come_back_only_when_aske
     assert len(jobs) == 1 and again == digests
     assert sorted(map(repr, rows.to_pylist())) == sorted(map(repr, few.to_pylist()))
 
+    # A damaged kept file is computed again, in a job, not a failure.
+    damaged = next(path for path in (tmp_path / "phi" / "_census" / "parts").iterdir() if not path.name.endswith(".patients.parquet"))
+    damaged.write_bytes(b"not parquet")
+    rows, _ = census_parts.census_by_part(phi, 3, "issuer")
+    assert len(jobs) == 2 and sorted(map(repr, rows.to_pylist())) == sorted(map(repr, few.to_pylist()))
+    jobs.pop()
+
     # Asked for two patients: their rows (in whichever parts hold them), in a job that reads the kept files.
     asked = sorted(set(patients.column("patient").to_pylist()))[:2]
     rows, _ = census_parts.census_by_part(phi, 3, "issuer", patients=asked)
