@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import json
-import posixpath
 import secrets
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import NamedTuple
@@ -78,7 +77,7 @@ def publish_analytics(
     names = summary_file_names(groups, key)
     prune_cache(cache, set(names))
     combined = phi.child(*COMBINED_FOLDER)
-    earlier = combined_groups(combined.child(COMBINED_FILE), names)
+    earlier = combined_groups(combined, names)
     log(
         f"analytics: {len(names) - earlier:,} part group(s) summarized and folded into the kept combination of {earlier:,}"
         if earlier else f"analytics: all {len(names):,} part group(s) combined (no kept combination of the first ones)"
@@ -142,17 +141,18 @@ def summary_file_names(groups: Sequence[PartInputs], key: PseudonymKey) -> list[
     ]
 
 
-def combined_groups(combined: Location, names: Sequence[str]) -> int:
-    """How many of the groups (by their summaries' names, in part order) the kept combination holds:
-    all of its groups, when they are the first of `names`; else 0 (a group changed or went, a group
-    came before them, another key or code: everything is combined again)."""
+def combined_groups(folder: Location, names: Sequence[str]) -> int:
+    """How many of the groups (by their summaries' names, in part order) the combination kept in
+    `folder` holds: all of its groups, when they are the first of `names`; else 0 (a group changed
+    or went, a group came before them, another key or code: everything is combined again)."""
+    kept = folder.child(COMBINED_FILE)
     try:
-        metadata = pq.read_schema(combined.path, filesystem=combined.filesystem).metadata or {}
+        metadata = pq.read_schema(kept.path, filesystem=kept.filesystem).metadata or {}
         held = json.loads(metadata[_COMBINED_GROUPS])
-        latest = combined.filesystem.get_file_info(posixpath.join(posixpath.dirname(combined.path), metadata[_COMBINED_LATEST].decode()))
+        latest = folder.child(metadata[_COMBINED_LATEST].decode())
     except (FileNotFoundError, OSError, KeyError, ValueError, pa.ArrowInvalid):
         return 0
-    if latest.type != pafs.FileType.File:
+    if not latest.exists():
         return 0
     return len(held) if held and held == list(names[: len(held)]) else 0
 
@@ -215,9 +215,9 @@ def _write_combined(folder: Location, summary: Mapping[str, pa.Table], groups: S
 
 def _read_combined(folder: Location) -> dict[str, pa.Table]:
     kept = folder.child(COMBINED_FILE)
-    small = pq.read_table(kept.path, filesystem=kept.filesystem, schema=_SUMMARY_PACKED)
-    metadata = pq.read_schema(kept.path, filesystem=kept.filesystem).metadata
-    latest = pa.ipc.open_file(pa.BufferReader(folder.child(metadata[_COMBINED_LATEST].decode()).read_bytes())).read_all()
+    small = pq.read_table(kept.path, filesystem=kept.filesystem)  # its schema: _SUMMARY_PACKED and our metadata
+    latest_file = folder.child(small.schema.metadata[_COMBINED_LATEST].decode())
+    latest = pa.ipc.open_file(pa.BufferReader(latest_file.read_bytes())).read_all()
     return _unpacked([small]) | {"latest_patients": latest.cast(SUMMARY_SCHEMAS["latest_patients"])}
 
 

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import ray
 
@@ -64,10 +63,9 @@ def census_by_part(
             cache_name = kept_file_name(kind, name, digest, salt, suffix=".parquet")
             items.append({"kind": kind, "name": name, "cache": cache_name, "files": group_paths(group)})
     cache = phi.child(*CACHE_FOLDER)
-    prune_cache(cache, {name for item in items for name in (item["cache"], _patients_file(item["cache"]))})
+    kept = prune_cache(cache, {name for item in items for name in (item["cache"], _patients_file(item["cache"]))})
     rows = [PART_CENSUS.empty_table()]
     if patients is not None and not patients:
-        kept = {info.base_name for info in cache.filesystem.get_file_info(pafs.FileSelector(cache.path, allow_not_found=True))}
         unread = []
         for item in items:
             try:

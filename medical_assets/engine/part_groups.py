@@ -87,14 +87,20 @@ def kept_file_name(*made_from: str, suffix: str) -> str:
     return hashlib.sha256("\x1f".join(made_from).encode()).hexdigest()[:32] + suffix
 
 
-def prune_cache(cache: Location, keep: set[str]) -> None:
+def prune_cache(cache: Location, keep: set[str]) -> set[str]:
     """Drop the files of a per-part cache whose parts are gone (rewritten by the parse, or removed);
-    hidden files (a secret, a write under way) stay."""
+    hidden files (a secret, a write under way) stay. Returns the names of `keep` that are there."""
     selector = pafs.FileSelector(cache.path, allow_not_found=True)
+    present = set()
     for info in cache.filesystem.get_file_info(selector):
         name = posixpath.basename(info.path)
-        if info.type == pafs.FileType.File and not name.startswith(".") and name not in keep:
+        if info.type != pafs.FileType.File or name.startswith("."):
+            continue
+        if name in keep:
+            present.add(name)
+        else:
             cache.filesystem.delete_file(info.path)
+    return present
 
 
 def run_group_job(
