@@ -29,6 +29,7 @@ MAX_ERROR_RATE_VAR = "MEDICAL_ASSETS_MAX_ERROR_RATE"
 LOCK_TIMEOUT_VAR = "MEDICAL_ASSETS_LOCK_TIMEOUT_S"
 RECOMPUTE_VAR = "MEDICAL_ASSETS_RECOMPUTE"
 RAY_SHIP_CODE_VAR = "MEDICAL_ASSETS_RAY_SHIP_CODE"
+IN_PROCESS_JOBS_VAR = "MEDICAL_ASSETS_IN_PROCESS_JOBS"
 
 DEFAULT_DATA_DIR = "./data"
 DEFAULT_SYNTHETIC_HL7_MESSAGES = 50_000
@@ -187,6 +188,11 @@ def load_settings(
 def ray_ship_code(env: Mapping[str, str] | None = None) -> bool:
     """Whether a run that joins a cluster uploads this package to its workers (default yes)."""
     return _flag(os.environ if env is None else env, RAY_SHIP_CODE_VAR, default=True)
+
+
+def in_process_jobs(env: Mapping[str, str] | None = None) -> bool:
+    """Whether jobs on little input run in the run's process rather than in Ray's workers (default yes)."""
+    return _flag(os.environ if env is None else env, IN_PROCESS_JOBS_VAR, default=True)
 
 
 def _flag(env: Mapping[str, str], variable: str, default: bool) -> bool:

@@ -221,7 +221,10 @@ def scan_for_leaks(
             measurements=MEASUREMENT_COLUMNS, vocabulary=vocabulary, patterns=False, token_columns=False,
         )
         if not carried.identifiers.empty:  # nothing new to look for (no new part, no DICOM): no scan
-            findings += leak_jobs.scan_trees(new_identifiers, list(roots), keep=lambda path: path in carried.files)
+            findings += leak_jobs.scan_trees(
+                new_identifiers, list(roots), keep=lambda path: path in carried.files,
+                in_process_bytes=leak_jobs.RESCAN_IN_PROCESS_BYTES,
+            )
         return findings, len(index), index.merged
     if drawn_from_analytics:
         analytics = _published_analytics(settings)

@@ -72,15 +72,10 @@ def _parsed_tables_asset(name: str, kind: str, tables: dict, manifest_asset, man
         restrict_to_owner(phi)  # before the first PHI byte is written
         if not plan.unchanged:
             publication = TablePublication(phi, run_id=context.run.run_id)
-            # Ray only when there is work for it: a night with nothing new starts none.
-            with staging(context, settings, ray_engine, publication, phi_read=f"{kind.upper()} landing files to the PHI zone",
-                         start_ray=False):
+            with staging(context, settings, ray_engine, publication, phi_read=f"{kind.upper()} landing files to the PHI zone"):
                 first_part = 0
                 if not plan.full:  # keep what the last run parsed, minus the changed files
-                    ray_engine.ensure_started()
                     first_part = incremental.carry_over(phi, tables, plan.drop, publication, report)
-                if files:
-                    ray_engine.ensure_started()
                 parse_files(files, settings, publication, report, first_part)
                 write_table_atomically(ledger_table(manifest, build), publication.staged(ledger_location.name).child("part-00000.parquet"))
                 publication.commit({**tables, ledger_location.name: LEDGER_SCHEMA})

@@ -39,7 +39,6 @@ def _synthetic_files_asset(kind: str, description: str, generate: Callable, coun
         if settings.source_is_external(kind):
             context.log.info(f"{_SOURCE_VARS[kind]} is set: reading real {kind.upper()} from there, generating nothing")
             return dg.MaterializeResult(metadata={"skipped": f"{_SOURCE_VARS[kind]} is set"})
-        ray_engine.ensure_started()
         with ray_engine.transient_failures_retried():
             result = generate(settings)
         counts = {"files": result.files, **counted(settings)}
@@ -84,8 +83,6 @@ def _publish_manifest(
     checksums = known_checksums(files, previous, changed_files(files, previous))
     to_read = [f for f in files if f.path not in checksums]
     if to_read:
-        if jobs.checksums_need_ray(to_read):
-            ray_engine.ensure_started()
         with ray_engine.transient_failures_retried():
             checksums |= jobs.checksum_files(to_read, source.filesystem)
     write_table_atomically(manifest_table(files, checksums), target)

@@ -10,6 +10,7 @@ from pydantic import Field, PrivateAttr
 from medical_assets.config import (
     DICOM_SOURCE_VAR,
     HL7_SOURCE_VAR,
+    IN_PROCESS_JOBS_VAR,
     ConfigurationError,
     PipelineSettings,
     load_settings,
@@ -17,7 +18,7 @@ from medical_assets.config import (
     require_readable_source,
     require_writable_data_dir,
 )
-from medical_assets.engine.runtime import RayRuntime, is_transient
+from medical_assets.engine.runtime import RayRuntime, is_transient, start_on_demand
 from medical_assets.locking import DataFolderLock
 from medical_assets.privacy.keys import PSEUDONYM_KEY_VAR, RELEASE_SCOPE_VAR, KeyRing, load_key_ring, parse_key_ring
 
@@ -166,6 +167,7 @@ class RayResource(dg.ConfigurableResource):
     )
 
     _runtime: RayRuntime | None = PrivateAttr(default=None)
+    _needed: bool = PrivateAttr(default=False)  # a job of this run asked for Ray's workers
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         with configuration_failure():
@@ -176,8 +178,15 @@ class RayResource(dg.ConfigurableResource):
         if context.run is not None:
             with configuration_failure():  # an unreachable cluster fails the run before its first step
                 self._runtime.check_address()
+        start_on_demand(self.ensure_started)  # by the first job that hands work to Ray's workers
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        start_on_demand(None)
+        if context.run is not None and not self._needed:
+            context.log.info(
+                "Ray was not started: every job of this run ran in its own process (their inputs were small; "
+                f"{IN_PROCESS_JOBS_VAR}=0 sends every job to Ray)"
+            )
         if self._runtime is not None:
             self._runtime.stop()
 
@@ -196,6 +205,7 @@ class RayResource(dg.ConfigurableResource):
     def ensure_started(self) -> None:
         if self._runtime is None:
             raise RuntimeError("RayResource used outside a Dagster run")
+        self._needed = True
         with configuration_failure():
             self._runtime.ensure_started()
 

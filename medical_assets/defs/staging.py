@@ -27,18 +27,15 @@ def staging(
     *publications: TablePublication,
     phi_read: str | None = None,
     key_id: str | None = None,
-    start_ray: bool = True,
 ) -> Iterator[None]:
-    """Stage into `publications`: the PHI read audited (when `phi_read` says what is read), Ray
-    started unless the step starts it itself, its transient failures retried, and every publication
-    abandoned if anything fails before the step commits."""
+    """Stage into `publications`: the PHI read audited (when `phi_read` says what is read), the
+    transient failures of Ray jobs retried (Ray starts at the first job that needs its workers), and
+    every publication abandoned if anything fails before the step commits."""
     with ExitStack() as stack:
         if phi_read:
             stack.enter_context(audited_phi_read(context, settings, phi_read, key_id))
         stack.enter_context(ray_engine.transient_failures_retried())
         try:
-            if start_ray:
-                ray_engine.ensure_started()
             yield
         except BaseException:
             for publication in publications:

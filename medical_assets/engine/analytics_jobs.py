@@ -1,5 +1,7 @@
 """Ray jobs of the analytics and reports: each reads its inputs inside a worker, computes there,
-and writes there; the driver only sees row counts, file names and object references.
+and writes there; the driver only sees row counts, file names and object references. A night's
+few new part groups, the fold of their summaries into the kept combination and the reports of
+small tables are computed in the run's process instead (`tasks.runs_here`): the same functions.
 
 The analytics are a map and a reduce (`analytics.summaries`): a task per bucket of part groups
 reads the de-identified and PHI parts of the same name and makes their small partial aggregates;
@@ -30,7 +32,14 @@ from medical_assets.engine import multitable
 from medical_assets.engine.exports import ExportTablesDatasink
 from medical_assets.engine.memory import WORKER_RELEASE_ABOVE, release_memory
 from medical_assets.engine.part_groups import kept_file_name, part_digest, part_groups_by_name, prune_cache
-from medical_assets.engine.tasks import TASK_OPTIONS, map_in_workers
+from medical_assets.engine.tasks import (
+    IN_PROCESS_PARQUET_BYTES,
+    TASK_OPTIONS,
+    map_in_workers,
+    map_tables,
+    runs_here,
+    write_tables,
+)
 from medical_assets.privacy.hl7_deid import SOURCE_FILE_DOMAIN
 from medical_assets.privacy.keys import PseudonymKey, derived_key_id
 from medical_assets.privacy.pseudonyms import Pseudonymizer
@@ -82,13 +91,21 @@ def publish_analytics(
         f"analytics: {len(names) - earlier:,} part group(s) summarized and folded into the kept combination of {earlier:,}"
         if earlier else f"analytics: all {len(names):,} part group(s) combined (no kept combination of the first ones)"
     )
-    summaries = summarize_part_groups(groups[earlier:], key, cache, names[earlier:])
+    later = groups[earlier:]
+    # A night's few new groups are summarized here, and then combined here too unless the kept
+    # combination is too large for this process (its latest row per patient: 72 MB at 2,000,000 patients).
+    here = runs_here(sum(inputs_size_bytes(inputs) for _, inputs in later), IN_PROCESS_PARQUET_BYTES)
+    summaries = summarize_part_groups(later, key, cache, names[earlier:], here=here)
     images = Input(deid.child("dicom_images"), ANALYTICS_DEID_INPUTS["dicom_images"])
     compute = functools.partial(
         _combined_analytics, summaries=summaries, threshold=threshold, combined=combined, groups=names, earlier=earlier
     )
     schemas = {name: ANALYTICS_TABLES[name] for name in targets}
-    return export_computed_tables({"deid/dicom_images": images}, compute, targets, schemas, file_format, stamp)
+    kept_bytes = inputs_size_bytes({"kept": Input(combined)}) if earlier else 0
+    return export_computed_tables(
+        {"deid/dicom_images": images}, compute, targets, schemas, file_format, stamp,
+        here=here and runs_here(kept_bytes, COMBINE_IN_PROCESS_BYTES),
+    )
 
 
 PartInputs = tuple[str, dict[str, Input]]  # a part name, and the inputs of that name in both zones
@@ -127,6 +144,9 @@ SUMMARIES_FOLDER = ("_census", "summaries")
 # the same rows take packed in Parquet).
 COMBINED_FOLDER = ("_census", "analytics")
 COMBINED_FILE = "combined.parquet"
+# A kept combination that holds less is folded with a night's summaries in the run's process (at
+# 5,000,000 patients its files hold 180 MB); a larger one, in a worker.
+COMBINE_IN_PROCESS_BYTES = 256 << 20
 _COMBINED_GROUPS = b"medical_assets.summaries"
 _COMBINED_LATEST = b"medical_assets.latest_patients"
 
@@ -158,25 +178,45 @@ def combined_groups(folder: Location, names: Sequence[str]) -> int:
 
 
 def summarize_part_groups(
-    groups: Sequence[PartInputs], key: PseudonymKey, cache: Location | None = None, names: Sequence[str] | None = None
-) -> list[ray.ObjectRef]:
-    """`summaries.summarize` of each group in the workers; references to blocks of packed summaries
-    (one row per group, `source_file` holding the part name). With `cache` (and the groups' kept
-    `names`, `summary_file_names`), a group whose kept summary is there is read back."""
+    groups: Sequence[PartInputs],
+    key: PseudonymKey,
+    cache: Location | None = None,
+    names: Sequence[str] | None = None,
+    here: bool = False,
+) -> list[pa.Table | ray.ObjectRef]:
+    """`summaries.summarize` of each group in the workers (or `here`, in this process): blocks of
+    packed summaries (one row per group, `source_file` holding the part name), as references to
+    the workers' blocks or as tables. With `cache` (and the groups' kept `names`,
+    `summary_file_names`), a group whose kept summary is there is read back."""
     if not groups:
         return []
     names = names if names is not None else summary_file_names(groups, key) if cache is not None else [""] * len(groups)
     items = [{"group": number, "cache": name} for number, name in enumerate(names)]
-    dataset = map_in_workers(items, _summarized, {"groups": list(groups), "key": key, "cache": cache})
-    refs = dataset.to_arrow_refs()
+    kwargs = {"groups": list(groups), "key": key, "cache": cache}
+    # In the workers the driver goes on while they summarize: the combination fetches the blocks.
+    summaries = map_tables(items, _summarized, kwargs, here=True) if here else map_in_workers(items, _summarized, kwargs).to_arrow_refs()
     if cache is not None:
         restrict_to_owner(cache)  # PHI: owner-only, as the rest of the zone
-    return refs
+    return summaries
+
+
+def inputs_size_bytes(inputs: Inputs) -> int:
+    """The bytes of every file of `inputs` (a table's folder, or one part file)."""
+    total = 0
+    for table in inputs.values():
+        filesystem, path = table.location.filesystem, table.location.path
+        info = filesystem.get_file_info(path)
+        if info.type == pafs.FileType.File:
+            total += info.size or 0
+        elif info.type == pafs.FileType.Directory:
+            found = filesystem.get_file_info(pafs.FileSelector(path, recursive=True))
+            total += sum(entry.size or 0 for entry in found if entry.type == pafs.FileType.File)
+    return total
 
 
 def _combined_analytics(
     tables: dict[str, pa.Table | None],
-    summaries: Sequence[ray.ObjectRef],
+    summaries: Sequence[pa.Table | ray.ObjectRef],
     threshold: int,
     combined: Location | None = None,
     groups: Sequence[str] = (),
@@ -184,7 +224,8 @@ def _combined_analytics(
 ) -> dict[str, pa.Table]:
     """The analytics tables from `summaries` (of the groups after the first `earlier` ones, whose
     combination is kept in the folder `combined`); the combination of all `groups` is kept there."""
-    later = _unpacked([block for block in ray.get(list(summaries)) if block.num_rows])
+    blocks = [summary if isinstance(summary, pa.Table) else ray.get(summary) for summary in summaries]
+    later = _unpacked([block for block in blocks if block.num_rows])
     summary = folded(_read_combined(combined), later) if earlier else reduced(later)
     if combined is not None and earlier < len(groups):  # else it holds these very groups already
         _write_combined(combined, summary, groups)
@@ -301,11 +342,16 @@ def export_computed_tables(
     schemas: Mapping[str, pa.Schema],
     file_format: str,
     stamp: Mapping[str, str],
+    here: bool = False,
 ) -> dict[str, int]:
-    """`compute(inputs)` in one worker, its tables written by the export datasink; rows per table."""
-    dataset = computed_in_workers(inputs, [compute], multitable.packed_schema(schemas))
+    """`compute(inputs)` in one worker (or `here`, in this process), its tables written by the
+    export datasink; rows per table."""
     sink = ExportTablesDatasink(targets, schemas, file_format, stamp)
-    dataset.write_datasink(sink, ray_remote_args=TASK_OPTIONS)
+    computes, schema = [compute], multitable.packed_schema(schemas)
+    if here:
+        write_tables(computed_here(inputs, computes, schema), sink)
+    else:
+        computed_in_workers(inputs, computes, schema).write_datasink(sink, ray_remote_args=TASK_OPTIONS)
     return dict(sink.totals)
 
 
@@ -326,8 +372,11 @@ def build_files(
 
         return build_and_write
 
-    dataset = computed_in_workers(inputs, [writing(build) for build in builds], schema)
-    written = pa.concat_tables(ray.get(dataset.to_arrow_refs()))
+    computes = [writing(build) for build in builds]
+    if runs_here(inputs_size_bytes(inputs)):
+        written = pa.concat_tables(computed_here(inputs, computes, schema))
+    else:
+        written = pa.concat_tables(ray.get(computed_in_workers(inputs, computes, schema).to_arrow_refs()))
     return sorted(written["name"].to_pylist())
 
 
@@ -340,6 +389,11 @@ def computed_in_workers(inputs: Inputs, computes: Sequence[Callable], schema: pa
         {"inputs": dict(inputs), "computes": list(computes), "schema": schema},
         tasks=len(computes),
     )
+
+
+def computed_here(inputs: Inputs, computes: Sequence[Callable], schema: pa.Schema) -> list[pa.Table]:
+    """What `computed_in_workers` computes, in this process, one function after the other."""
+    return list(_compute(pa.table({"compute": list(range(len(computes)))}), dict(inputs), list(computes), schema))
 
 
 def _compute(

@@ -16,19 +16,19 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-import ray
 
 from medical_assets.engine.deid_jobs import CENSUS_ROWS, Census, census_of, part_census_rows
 from medical_assets.engine.part_groups import (
     group_from_paths,
     group_part_name,
     group_paths,
+    groups_size_bytes,
     kept_file_name,
     part_digest,
     phi_part_groups,
     prune_cache,
 )
-from medical_assets.engine.tasks import map_in_workers
+from medical_assets.engine.tasks import IN_PROCESS_PARQUET_BYTES, map_tables, runs_here
 from medical_assets.hl7.tables import TABLES as HL7_TABLES
 from medical_assets.step_records import package_fingerprint
 from medical_assets.storage import Location, TablePublication, restrict_to_owner, table_files, write_table_atomically
@@ -53,7 +53,7 @@ def census_by_part(
     hl7_groups = [g for g in phi_part_groups(phi, list(HL7_TABLES), HL7_TABLES) if "hl7_messages" in g]
     dicom_groups = phi_part_groups(phi, ["dicom_images"], {})
     salt = f"{min_patients}\x1f{scope}\x1f{package_fingerprint()}"
-    items, digests = [], {}
+    items, digests, groups_by_cache = [], {}, {}
     for kind, groups in (("hl7", hl7_groups), ("dicom", dicom_groups)):
         for group in groups:
             name = group_part_name(group)
@@ -62,6 +62,7 @@ def census_by_part(
                 digests[name] = digest
             cache_name = kept_file_name(kind, name, digest, salt, suffix=".parquet")
             items.append({"kind": kind, "name": name, "cache": cache_name, "files": group_paths(group)})
+            groups_by_cache[cache_name] = group
     cache = phi.child(*CACHE_FOLDER)
     kept = prune_cache(cache, {name for item in items for name in (item["cache"], _patients_file(item["cache"]))})
     rows = [PART_CENSUS.empty_table()]
@@ -77,10 +78,11 @@ def census_by_part(
         items = unread
     if items:
         wanted = None if patients is None else sorted(patients)
-        found = map_in_workers(
-            items, _part_census_batch, {"phi": phi, "min_patients": min_patients, "scope": scope, "patients": wanted}
+        here = runs_here(groups_size_bytes([groups_by_cache[item["cache"]] for item in items]), IN_PROCESS_PARQUET_BYTES)
+        rows += map_tables(
+            items, _part_census_batch, {"phi": phi, "min_patients": min_patients, "scope": scope, "patients": wanted},
+            here=here,
         )
-        rows += ray.get(found.to_arrow_refs())
     restrict_to_owner(cache)  # PHI: owner-only, as the rest of the zone
     return pa.concat_tables(rows), digests
 

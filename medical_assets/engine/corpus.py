@@ -9,6 +9,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import ray
 
+from medical_assets.engine.tasks import cluster_cpus
 from medical_assets.sources.folder import deliver
 from medical_assets.sources.synthetic import SyntheticCorpus
 from medical_assets.storage import Location
@@ -23,7 +24,7 @@ class CorpusResult:
     bytes: int
 
 
-def generate_synthetic_corpus(corpus: SyntheticCorpus, landing: Location, cpus: int) -> CorpusResult:
+def generate_synthetic_corpus(corpus: SyntheticCorpus, landing: Location) -> CorpusResult:
     """Render every file in Ray tasks, atomically each; a marker written last says the corpus is complete."""
     marker = landing.child(corpus.marker_name)
     names = [corpus.file_name(index) for index in range(corpus.file_count)]
@@ -36,7 +37,7 @@ def generate_synthetic_corpus(corpus: SyntheticCorpus, landing: Location, cpus: 
     marker.delete()  # until the new corpus is complete
     total_bytes = 0
     if names:
-        dataset = ray.data.range(len(names), override_num_blocks=min(len(names), cpus * 2)).map_batches(
+        dataset = ray.data.range(len(names), override_num_blocks=min(len(names), cluster_cpus() * 2)).map_batches(
             _write_files, fn_kwargs={"corpus": corpus, "landing": landing}, batch_format="pyarrow", batch_size=None
         )
         written = pa.concat_tables(ray.get(dataset.to_arrow_refs()))

@@ -12,7 +12,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
-import ray
 
 from medical_assets.analytics.validation import with_validation
 from medical_assets.dicom.export import export_deidentified
@@ -24,11 +23,12 @@ from medical_assets.engine.part_groups import (
     group_from_paths,
     group_part_name,
     group_paths,
+    groups_size_bytes,
     phi_part_groups,
     run_group_job,
 )
 from medical_assets.engine.progress import ProgressReport
-from medical_assets.engine.tasks import map_in_workers
+from medical_assets.engine.tasks import IN_PROCESS_PARQUET_BYTES, map_tables, runs_here
 from medical_assets.hl7.tables import TABLES as HL7_TABLES
 from medical_assets.privacy import vocabulary
 from medical_assets.privacy.hl7_deid import deidentify_hl7_tables, vocabulary_evidence
@@ -60,12 +60,13 @@ def take_census(phi: Location, min_patients: int, scope: str) -> Census:
     items += [{"kind": "dicom", "files": group_paths(group)} for group in dicom_groups]
     if not items:
         return Census({}, {})
-    found = map_in_workers(
+    found = map_tables(
         items,
         _census_batch,
         {"phi": phi, "min_patients": min_patients, "scope": scope},
+        here=runs_here(groups_size_bytes([*hl7_groups, *dicom_groups]), IN_PROCESS_PARQUET_BYTES),
     )
-    return census_of(pa.concat_tables([CENSUS_ROWS.empty_table(), *ray.get(found.to_arrow_refs())]), min_patients)
+    return census_of(pa.concat_tables([CENSUS_ROWS.empty_table(), *found]), min_patients)
 
 
 def census_of(rows: pa.Table, min_patients: int) -> Census:

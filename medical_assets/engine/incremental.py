@@ -2,7 +2,7 @@
 
 An incremental parse stages complete tables, like a full one: the parts of the last run that hold
 no changed file are copied as they are (bytes, no decoding); the parts that do are rewritten in
-Ray workers without those files' rows; the new and changed files are then parsed into parts
+Ray workers (in the run's process, when they are small) without those files' rows; the new and changed files are then parsed into parts
 numbered after all of these. The parse jobs write every table of a file through the same task,
 so a part name stands for the same files in every table, and this keeps it so.
 """

@@ -7,7 +7,6 @@ import math
 from collections.abc import Mapping
 
 import pyarrow as pa
-import ray
 
 from medical_assets import hl7
 from medical_assets.dicom import read_dicom_file
@@ -17,7 +16,7 @@ from medical_assets.engine.corpus import CorpusResult, generate_synthetic_corpus
 from medical_assets.engine.datasources import BLOCK_INPUT_BYTES, FileReader, LandingFilesDatasource
 from medical_assets.engine.progress import ProgressReport, progress_counter, run_with_progress
 from medical_assets.engine.sinks import StagedTablesDatasink
-from medical_assets.engine.tasks import TASK_OPTIONS, cluster_cpus, map_in_workers, read_in_workers
+from medical_assets.engine.tasks import cluster_cpus, map_tables, runs_here, write_read
 from medical_assets.hl7.tables import TABLES as HL7_TABLES
 from medical_assets.landing import sha256_of
 from medical_assets.sources.folder import LandingFile
@@ -48,11 +47,11 @@ def read_task_count(total_bytes: int, file_count: int, cpus: int, max_bytes_per_
 
 
 def generate_synthetic_hl7(settings: synthetic_hl7.HL7CorpusSettings, landing: Location) -> CorpusResult:
-    return generate_synthetic_corpus(SYNTHETIC_HL7.corpus(settings), landing, cluster_cpus())
+    return generate_synthetic_corpus(SYNTHETIC_HL7.corpus(settings), landing)
 
 
 def generate_synthetic_dicom(settings: synthetic_dicom.DicomCorpusSettings, landing: Location) -> CorpusResult:
-    return generate_synthetic_corpus(SYNTHETIC_DICOM.corpus(settings), landing, cluster_cpus())
+    return generate_synthetic_corpus(SYNTHETIC_DICOM.corpus(settings), landing)
 
 
 # New files that together hold less are hashed in the run's process: a night's few megabytes hash
@@ -60,24 +59,21 @@ def generate_synthetic_dicom(settings: synthetic_dicom.DicomCorpusSettings, land
 IN_PROCESS_CHECKSUM_BYTES = 64 << 20
 
 
-def checksums_need_ray(files: list[LandingFile]) -> bool:
-    """Whether `checksum_files` hashes these files in Ray's workers (Ray must then be started)."""
-    return sum(f.size_bytes for f in files) > IN_PROCESS_CHECKSUM_BYTES
-
-
 def checksum_files(files: list[LandingFile], filesystem) -> dict[str, str]:
     """SHA-256 of every file, computed in the workers that read them (a few small files: here)."""
     if not files:
         return {}
-    if not checksums_need_ray(files):
+    total_bytes = sum(f.size_bytes for f in files)
+    if runs_here(total_bytes, IN_PROCESS_CHECKSUM_BYTES):
         return {f.path: sha256_of(filesystem, f.path) for f in files}
-    dataset = map_in_workers(
-        [{"path": f.path} for f in files],
-        _checksum_batch,
-        {"filesystem": filesystem},
-        read_task_count(sum(f.size_bytes for f in files), len(files), cluster_cpus()),
+    table = pa.concat_tables(
+        map_tables(
+            [{"path": f.path} for f in files],
+            _checksum_batch,
+            {"filesystem": filesystem},
+            read_task_count(total_bytes, len(files), cluster_cpus()),
+        )
     )
-    table = pa.concat_tables(ray.get(dataset.to_arrow_refs()))
     return dict(zip(table["path"].to_pylist(), table["sha256"].to_pylist()))
 
 
@@ -124,10 +120,11 @@ def parse_landing_files(
         return {"files": 0}  # Ray Data refuses to read zero files; the caller publishes empty tables
     datasource = LandingFilesDatasource(files, filesystem, read_file, packed_schema, block_input_bytes)
     total_bytes = sum(f.size_bytes for f in files)
-    dataset = read_in_workers(datasource, read_task_count(total_bytes, len(files), cluster_cpus(), max_bytes_per_task))
-    counter = progress_counter()
+    here = runs_here(total_bytes)  # a night's few files: one part, written here
+    tasks = 1 if here else read_task_count(total_bytes, len(files), cluster_cpus(), max_bytes_per_task)
+    counter = progress_counter(here)
     sink = StagedTablesDatasink({name: publication.staged(name) for name in schemas}, schemas, counter, first_part)
-    run_with_progress(lambda: dataset.write_datasink(sink, ray_remote_args=TASK_OPTIONS), counter, report)
+    run_with_progress(lambda: write_read(datasource, tasks, sink, here), counter, report)
     return dict(sink.totals)
 
 

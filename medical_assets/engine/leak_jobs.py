@@ -1,8 +1,9 @@
 """The leak check's scan as a Ray Data job: the files under the de-identified folders read and
 searched in the workers, side by side (the scan is single-threaded Python: at a million messages,
 7 s in one process); the driver sees only the findings, which name a place and a kind, never a value.
-Files that together hold a few MB (a night's new part, the analytics tables, the reports) are
-searched in the run's process instead: the same scanner, without shipping it.
+Files that together hold a few MB (a night's new part, the analytics tables, the reports), and the
+carried parts a night searches for its few new identifiers, are searched in the run's process
+instead: the same scanner, without shipping it, and no Ray to start.
 
 The scanner carries the PHI zone's identifiers to the workers (through Ray's object store, spilled
 to the run's private session folder if memory runs short): the same workers and store that parse
@@ -18,13 +19,17 @@ import ray
 
 from medical_assets.engine.datasources import LandingFilesDatasource
 from medical_assets.engine.memory import WORKER_RELEASE_ABOVE, release_memory
-from medical_assets.engine.tasks import cluster_cpus, read_in_workers
+from medical_assets.engine.tasks import cluster_cpus, read_tables, runs_here
 from medical_assets.privacy.leak_readers import tree_files
 from medical_assets.privacy.leak_scanner import Finding, LeakScanner
 from medical_assets.sources.folder import LandingFile
 from medical_assets.storage import Location
 
 IN_PROCESS_BYTES = 8 << 20  # files that together hold less are scanned in the run's process
+# A scan that skips our token columns and looks for few identifiers (a night's new ones, in the
+# parts it carried over) reads about 100 MB a second in one process: 2,000,000 messages of history
+# in 1 s, where Ray's start, first job and stop would cost 8 s before its workers' share.
+RESCAN_IN_PROCESS_BYTES = 512 << 20
 
 _FINDINGS = pa.schema(
     [
@@ -36,9 +41,15 @@ _FINDINGS = pa.schema(
 )
 
 
-def scan_trees(scanner: LeakScanner, roots: Sequence[Location], keep: Callable[[str], bool] | None = None) -> list[Finding]:
+def scan_trees(
+    scanner: LeakScanner,
+    roots: Sequence[Location],
+    keep: Callable[[str], bool] | None = None,
+    in_process_bytes: int | None = None,
+) -> list[Finding]:
     """What `scanner.scan_tree` finds under each of `roots` (all on one filesystem), in the same
-    order; with `keep`, only in the files whose path it accepts."""
+    order; with `keep`, only in the files whose path it accepts. Files that hold no more than
+    `in_process_bytes` (default IN_PROCESS_BYTES) together are searched in this process."""
     files: list[LandingFile] = []
     owners: dict[str, tuple[int, Location]] = {}
     for root in roots:
@@ -49,7 +60,7 @@ def scan_trees(scanner: LeakScanner, roots: Sequence[Location], keep: Callable[[
             files.append(LandingFile(path, path[len(root.path) :].lstrip("/"), size, None))
     if not files:
         return []
-    if sum(file.size_bytes for file in files) <= IN_PROCESS_BYTES:
+    if runs_here(sum(file.size_bytes for file in files), IN_PROCESS_BYTES if in_process_bytes is None else in_process_bytes):
         # A few small files (a night's analytics tables, the reports): searched here, in well under
         # the time it takes to put the scanner (the index: hundreds of MB at millions of patients)
         # into the object store and start the tasks.
@@ -63,10 +74,11 @@ def scan_trees(scanner: LeakScanner, roots: Sequence[Location], keep: Callable[[
     # scanner once, streams its share of the files through it, and drops it when the task ends.
     # The scanner's identifiers are numpy arrays of hashes (17 bytes an identifier): Ray stores them
     # out of band and every worker of a node maps that one copy, read-only, instead of unpickling its own.
+    tasks = cluster_cpus()  # Ray started, before the scanner goes into its object store
     scan = _ScanFiles(ray.put(scanner), owners)
-    dataset = read_in_workers(LandingFilesDatasource(files, roots[0].filesystem, scan, _FINDINGS), cluster_cpus())
-    refs = dataset.to_arrow_refs()
-    found = pa.concat_tables([_FINDINGS.empty_table(), *ray.get(refs)])
+    found = pa.concat_tables(
+        [_FINDINGS.empty_table(), *read_tables(LandingFilesDatasource(files, roots[0].filesystem, scan, _FINDINGS), tasks)]
+    )
     # Stable: a file's findings keep the order the scanner gave them.
     found = found.take(pc.sort_indices(found, [("file_index", "ascending")]))
     return [Finding(row["where"], row["kind"], row["count"]) for row in found.to_pylist()]

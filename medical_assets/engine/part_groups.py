@@ -19,11 +19,10 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
-import ray
 
 from medical_assets.engine.memory import WORKER_RELEASE_ABOVE, release_memory
-from medical_assets.engine.progress import ProgressReport, progress_counter, run_with_progress
-from medical_assets.engine.tasks import map_in_workers
+from medical_assets.engine.progress import Progress, ProgressReport, progress_counter, run_with_progress
+from medical_assets.engine.tasks import IN_PROCESS_PARQUET_BYTES, map_tables, runs_here
 from medical_assets.storage import Location, table_files
 
 PartGroup = dict[str, Location]  # table name -> one part file
@@ -103,6 +102,14 @@ def prune_cache(cache: Location, keep: set[str]) -> set[str]:
     return present
 
 
+def groups_size_bytes(groups: Sequence[PartGroup]) -> int:
+    """The bytes of every part of `groups` (one listing call)."""
+    parts = [part for group in groups for part in group.values()]
+    if not parts:
+        return 0
+    return sum(info.size or 0 for info in parts[0].filesystem.get_file_info([part.path for part in parts]))
+
+
 def run_group_job(
     groups: Sequence[PartGroup],
     input_schemas: Mapping[str, pa.Schema],
@@ -114,8 +121,8 @@ def run_group_job(
     by_part: dict[str, dict[str, int]] | None = None,
     named: bool = False,
 ) -> dict[str, int]:
-    """`transform` of each part group in the workers, which write its tables under `targets` (a
-    table without rows gets no part); rows per table, and `files`: the groups. `by_part`, when
+    """`transform` of each part group in the workers (in this process when the groups' parts hold
+    less than IN_PROCESS_PARQUET_BYTES), which write its tables under `targets` (a table without rows gets no part); rows per table, and `files`: the groups. `by_part`, when
     given, receives the same counts per output part name. `named`: the transform is also given
     its group's output part name (`part_name=`).
 
@@ -131,16 +138,21 @@ def run_group_job(
         return {"files": 0}
     for target in targets.values():
         target.makedirs()
-    counter = progress_counter()
+    here = runs_here(groups_size_bytes(groups), IN_PROCESS_PARQUET_BYTES)
+    counter = progress_counter(here)
     names = list(part_names) if part_names is not None else [group_part_name(group) for group in groups]
     output = _GroupOutput(dict(targets), dict(schemas), names, counter)
-    dataset = map_in_workers(
-        [{"group": number} for number in range(len(groups))],
-        _transform_groups,
-        {"groups": list(groups), "input_schemas": dict(input_schemas), "transform": transform, "output": output,
-         "named": named},
+    written = run_with_progress(
+        lambda: map_tables(
+            [{"group": number} for number in range(len(groups))],
+            _transform_groups,
+            {"groups": list(groups), "input_schemas": dict(input_schemas), "transform": transform, "output": output,
+             "named": named},
+            here=here,
+        ),
+        counter,
+        report,
     )
-    written = run_with_progress(lambda: ray.get(dataset.to_arrow_refs()), counter, report)
     totals: Counter = Counter(files=len(groups))
     for block in written:
         for row in block.to_pylist():
@@ -159,7 +171,7 @@ class _GroupOutput:
     targets: dict[str, Location]
     schemas: dict[str, pa.Schema]  # with the metadata each file must carry
     part_names: list[str]  # by group number
-    progress: object  # a ProgressCounter actor handle, or None
+    progress: Progress | None
 
     def write(self, number: int, tables: Mapping[str, pa.Table]) -> pa.Table:
         written = dict(tables.get(WITHHELD_ENTRY, {}))  # counts a transform reports beside its tables
@@ -173,7 +185,7 @@ class _GroupOutput:
             written[name] = table.num_rows
         if self.progress is not None:
             # `files`: this group, done (the progress line counts groups, as the job's totals do).
-            self.progress.report.remote(number, {**written, "files": 1})
+            self.progress.report(number, {**written, "files": 1})
         return pa.table(
             {"group": [number] * len(written), "table": list(written), "rows": list(written.values())}, schema=_WRITTEN
         )

@@ -9,12 +9,13 @@ from collections.abc import Callable
 
 import ray
 
+from medical_assets.engine.runtime import require_ray
+
 # Called with the counts done so far and the seconds elapsed.
 ProgressReport = Callable[[dict, float], None]
 
 
-@ray.remote(num_cpus=0)
-class ProgressCounter:
+class TaskTotals:
     """What each write task has done so far. A task reports its own running totals, which replace its
     last report: a retried task starts again from zero, so its first attempt is never counted twice."""
 
@@ -34,19 +35,44 @@ class ProgressCounter:
         self._by_task.clear()
 
 
-def progress_counter():
-    """This driver's counter, reset: one actor per Ray connection, since each costs a worker process to start.
+ProgressCounter = ray.remote(num_cpus=0)(TaskTotals)  # the same, as an actor the workers report to
 
-    The handle is kept here: Ray ends an actor once no handle refers to it, and a new job
+
+class Progress:
+    """The counts a job's tasks report (`report`), read by the driver (`snapshot`): kept in this
+    process for a job that runs here, or in a `ProgressCounter` actor for one in Ray's workers."""
+
+    def __init__(self, actor=None):
+        self._actor = actor
+        self._here = TaskTotals() if actor is None else None
+
+    def report(self, task: int, totals: dict) -> None:
+        if self._actor is not None:
+            self._actor.report.remote(task, totals)
+        else:
+            self._here.report(task, totals)
+
+    def snapshot(self) -> dict:
+        return ray.get(self._actor.snapshot.remote()) if self._actor is not None else self._here.snapshot()
+
+
+def progress_counter(here: bool = False) -> Progress:
+    """This driver's counter, reset: for a job in Ray's workers one actor per Ray connection, since
+    each costs a worker process to start; for a job `here`, a new one in this process.
+
+    The actor's handle is kept here: Ray ends an actor once no handle refers to it, and a new job
     must not race that ending.
     """
+    if here:
+        return Progress()
+    require_ray()
     context = ray.get_runtime_context()
     session = (context.get_node_id(), context.get_job_id())  # job ids restart at 1 in a new cluster
     if _counter.get("session") != session:
         _counter.update(session=session, handle=ProgressCounter.remote())
     counter = _counter["handle"]
     ray.get(counter.reset.remote())
-    return counter
+    return Progress(counter)
 
 
 _counter: dict = {}
@@ -68,8 +94,8 @@ def run_with_progress(job: Callable[[], object], counter, report: ProgressReport
     while worker.is_alive():
         worker.join(interval_s)
         if worker.is_alive():
-            report(ray.get(counter.snapshot.remote()), time.monotonic() - started)
-    report(ray.get(counter.snapshot.remote()), time.monotonic() - started)
+            report(counter.snapshot(), time.monotonic() - started)
+    report(counter.snapshot(), time.monotonic() - started)
     if "error" in outcome:
         raise outcome["error"]
     return outcome.get("value")

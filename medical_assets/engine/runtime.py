@@ -9,6 +9,7 @@ import shutil
 import socket
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import ray
@@ -154,6 +155,25 @@ class RayRuntime:
             else:
                 os.environ[name] = value
         self._saved_environment.clear()
+
+
+# The run's Ray, started by the first job that hands work to Ray's workers (`require_ray`), not by
+# the steps: a night whose jobs are all small enough for the run's process never starts one.
+_started_on_demand: list[Callable[[], None]] = []
+
+
+def start_on_demand(start: Callable[[], None] | None) -> None:
+    """Make `start` (a run's `RayRuntime.ensure_started`, say) what `require_ray` calls; None: nothing."""
+    _started_on_demand[:] = [start] if start is not None else []
+
+
+def require_ray() -> None:
+    """Ray, before a job hands work to its workers: the run's Ray started if it is not yet. Without
+    a run (a test, a notebook) a Ray this process already joined is used."""
+    if _started_on_demand:
+        _started_on_demand[0]()
+    elif not ray.is_initialized():
+        raise RuntimeError("this job needs Ray: start one first (RayRuntime.ensure_started, or ray.init)")
 
 
 def code_runtime_env() -> dict:

@@ -42,7 +42,7 @@ class StagedTablesDatasink(TablesDatasink):
     def __init__(self, targets: Mapping[str, Location], schemas: Mapping[str, pa.Schema], progress=None, first_part: int = 0):
         super().__init__(targets, schemas)
         self._first_part = first_part  # parts kept from an earlier run hold the numbers below it
-        self._progress = progress  # a ProgressCounter actor handle, or None
+        self._progress = progress  # a progress.Progress, or None
 
     def get_name(self) -> str:
         return "StagedTables"
@@ -78,5 +78,5 @@ class StagedTablesDatasink(TablesDatasink):
                 block_rows[name] = table.num_rows
             rows.update(block_rows)
             if self._progress is not None:
-                self._progress.report.remote(ctx.task_idx, dict(rows))
+                self._progress.report(ctx.task_idx, dict(rows))
         return rows

@@ -8,7 +8,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from medical_assets_tests.defs.pipeline import materialize_all
+from medical_assets_tests.defs.pipeline import every_job_in_ray, materialize_all
 
 # Enough messages for most published counts to clear the suppression threshold, and images of two
 # modalities (the first study, a CT series, has 12).
@@ -35,6 +35,10 @@ class PipelineRun:
 
 @pytest.fixture(scope="session")
 def pipeline_run(shared_ray, tmp_path_factory) -> PipelineRun:
+    """Every job of this run goes to Ray's workers, however small its input: the tests that read it
+    check the Ray side of each job (the nights of test_carry_over, among others, run theirs here)."""
     data = tmp_path_factory.mktemp("pipeline_run") / "data"
     key = secrets.token_urlsafe(32)
-    return PipelineRun(data, key, materialize_all(data, key, messages=MESSAGES, dicom_files=DICOM_FILES))
+    with every_job_in_ray():
+        return PipelineRun(data, key, materialize_all(data, key, messages=MESSAGES, dicom_files=DICOM_FILES))
+

@@ -1,8 +1,31 @@
 """The whole code location through dagster.materialize, with settings of the test's choosing."""
 
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import dagster as dg
 
+from medical_assets.config import IN_PROCESS_JOBS_VAR
 from medical_assets.defs.resources import PipelineConfig, PrivacyResource, RayResource
+
+# What a run's log says when none of its jobs needed Ray's workers.
+RAY_NOT_NEEDED = "Ray was not started: every job of this run ran in its own process"
+
+
+@contextmanager
+def every_job_in_ray() -> Iterator[None]:
+    """MEDICAL_ASSETS_IN_PROCESS_JOBS=0 for the block: every job in Ray's workers, however small its
+    input (for module and session fixtures, which cannot use monkeypatch)."""
+    saved = os.environ.get(IN_PROCESS_JOBS_VAR)
+    os.environ[IN_PROCESS_JOBS_VAR] = "0"
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop(IN_PROCESS_JOBS_VAR, None)
+        else:
+            os.environ[IN_PROCESS_JOBS_VAR] = saved
 
 
 def materialize_all(

@@ -6,7 +6,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from medical_assets.engine import census_parts
-from medical_assets.engine.tasks import map_in_workers
+from medical_assets.engine.tasks import map_tables
 from medical_assets.hl7 import parse_hl7_file
 from medical_assets.hl7.tables import TABLES
 from medical_assets.storage import resolve_location
@@ -30,7 +30,7 @@ def _phi_zone(tmp_path, parts: int):
 def test_kept_parts_are_read_without_a_job_and_patients_come_back_only_when_asked(shared_ray, tmp_path, monkeypatch):
     phi = _phi_zone(tmp_path, parts=3)
     jobs = []
-    monkeypatch.setattr(census_parts, "map_in_workers", lambda *args, **kwargs: jobs.append(args) or map_in_workers(*args, **kwargs))
+    monkeypatch.setattr(census_parts, "map_tables", lambda *args, **kwargs: jobs.append(args) or map_tables(*args, **kwargs))
 
     everything, digests = census_parts.census_by_part(phi, 3, "issuer", patients=None)  # computes and keeps every part
     assert len(jobs) == 1 and sorted(digests) == [f"part-{n:05d}.parquet" for n in range(3)]

@@ -1,4 +1,6 @@
-"""The Ray jobs on small corpora, checked against the same code run without Ray."""
+"""The Ray jobs on small corpora, checked against the same code run without Ray. Each job goes to
+Ray's workers, however small its input; the tests that take `place` also run it in this process
+(what a job on little input does by default) and expect the same result."""
 
 import hashlib
 import os
@@ -8,6 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 import ray
 
+from medical_assets.config import IN_PROCESS_JOBS_VAR
 from medical_assets.engine import jobs
 from medical_assets.hl7 import parse_hl7_file
 from medical_assets.hl7.tables import TABLES
@@ -17,6 +20,19 @@ from medical_assets.synthetic.hl7 import HL7CorpusSettings, file_name, render_fi
 from medical_assets_tests import hl7_samples
 
 pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(autouse=True)
+def jobs_in_ray_workers(no_pipeline_environment, monkeypatch):
+    monkeypatch.setenv(IN_PROCESS_JOBS_VAR, "0")
+
+
+@pytest.fixture(params=["ray_workers", "this_process"])
+def place(request, monkeypatch):
+    """Where the test's jobs run: in Ray's workers, or in this process."""
+    if request.param == "this_process":
+        monkeypatch.setenv(IN_PROCESS_JOBS_VAR, "1")
+    return request.param
 
 
 def _digests(folder):
@@ -47,7 +63,7 @@ def test_a_smaller_corpus_replaces_only_its_own_files(shared_ray, tmp_path):
     assert names == sorted([file_name(0), file_name(1), "site_feed.hl7"])
 
 
-def test_parse_job_equals_the_parser_run_without_ray(shared_ray, tmp_path):
+def test_parse_job_equals_the_parser_run_without_ray(shared_ray, tmp_path, place):
     landing = tmp_path / "landing"
     jobs.generate_synthetic_hl7(HL7CorpusSettings(total_messages=2_000, messages_per_file=300), resolve_location(str(landing)))
     (landing / "broken.hl7").write_bytes(hl7_samples.feed_with_broken_message())
@@ -70,12 +86,12 @@ def test_parse_job_equals_the_parser_run_without_ray(shared_ray, tmp_path):
         assert published.sort_by(order).equals(direct.sort_by(order)), name
     assert counts["hl7_messages"] == 2_002 and counts["hl7_errors"] == 2
     assert counts["files"] == len(files) == reports[-1]["files"]
-    assert len(os.listdir(zone.child("hl7_messages").path)) <= jobs.read_task_count(
-        sum(f.size_bytes for f in files), len(files), 2, jobs.HL7_BYTES_PER_TASK
-    )
+    parts = len(os.listdir(zone.child("hl7_messages").path))
+    assert parts <= jobs.read_task_count(sum(f.size_bytes for f in files), len(files), 2, jobs.HL7_BYTES_PER_TASK)
+    assert (parts == 1) == (place == "this_process"), "in this process the files make one part"
 
 
-def test_dicom_job_equals_the_reader_run_without_ray(shared_ray, tmp_path):
+def test_dicom_job_equals_the_reader_run_without_ray(shared_ray, tmp_path, place):
     from medical_assets.dicom import read_dicom_file
     from medical_assets.dicom.tables import TABLES as DICOM_TABLES
     from medical_assets.synthetic.dicom import DicomCorpusSettings
@@ -110,12 +126,13 @@ def test_dicom_job_equals_the_reader_run_without_ray(shared_ray, tmp_path):
 def test_the_leak_scan_in_workers_finds_what_the_scanner_finds_alone(shared_ray, tmp_path, monkeypatch, in_process_bytes):
     from medical_assets.engine import leak_jobs
     from medical_assets.engine.leak_jobs import scan_trees
-    from medical_assets.engine.tasks import read_in_workers
+    from medical_assets.engine.tasks import read_tables
     from medical_assets.privacy.leak_scanner import LeakScanner
 
     monkeypatch.setattr(leak_jobs, "IN_PROCESS_BYTES", in_process_bytes)
+    monkeypatch.setenv(IN_PROCESS_JOBS_VAR, "1")
     jobs = []
-    monkeypatch.setattr(leak_jobs, "read_in_workers", lambda *args: jobs.append(args) or read_in_workers(*args))
+    monkeypatch.setattr(leak_jobs, "read_tables", lambda *args: jobs.append(args) or read_tables(*args))
     from medical_assets.storage import write_table_atomically
 
     scanner = LeakScanner({"Okonkwo": "patient_family_name", "MRN0048213": "patient_id"})
@@ -160,7 +177,7 @@ def _old_patient_message(control_id: str, sent: str) -> str:
     return f"MSH|^~\\&|APP|GENERAL_HOSPITAL|EMR|CARDIOLOGY|{sent}||ADT^A08^ADT_A08|{control_id}|P|2.5\r{pid}\r"
 
 
-def test_deidentification_withholds_the_birth_year_of_a_patient_90_plus_in_another_part(shared_ray, tmp_path):
+def test_deidentification_withholds_the_birth_year_of_a_patient_90_plus_in_another_part(shared_ray, tmp_path, place):
     from medical_assets.engine import deid_jobs
     from medical_assets.privacy.hl7_deid_tables import DEID_HL7_TABLES
     from medical_assets.privacy.keys import parse_key_ring
@@ -191,7 +208,7 @@ def test_deidentification_withholds_the_birth_year_of_a_patient_90_plus_in_anoth
     assert [row["birth_year"] for row in old] == [None, None]
 
 
-def test_analytics_job_summarizes_each_part_group_and_equals_the_tables_of_the_whole(shared_ray, tmp_path):
+def test_analytics_job_summarizes_each_part_group_and_equals_the_tables_of_the_whole(shared_ray, tmp_path, place):
     """Part names as an incremental parse leaves them (not consecutive): the de-identified parts take
     the names of their PHI parts, and the analytics job joins the two zones part by part."""
     from medical_assets.analytics.aggregates import publish_all
@@ -264,7 +281,7 @@ def _table_builds():
     return [summary, absent]
 
 
-def test_each_build_writes_its_files_in_a_worker_task_of_its_own(shared_ray, tmp_path):
+def test_each_build_writes_its_own_files(shared_ray, tmp_path, place):
     from medical_assets.engine.analytics_jobs import Input, build_files
 
     numbers = resolve_location(str(tmp_path / "numbers"))
@@ -280,7 +297,7 @@ def test_each_build_writes_its_files_in_a_worker_task_of_its_own(shared_ray, tmp
     assert (tmp_path / "reports" / "absent.txt").read_bytes() == b"none"
 
 
-def test_computed_tables_are_exported_and_an_empty_one_still_gets_a_file(shared_ray, tmp_path):
+def test_computed_tables_are_exported_and_an_empty_one_still_gets_a_file(shared_ray, tmp_path, place):
     from medical_assets.engine.analytics_jobs import Input, export_computed_tables
 
     numbers = resolve_location(str(tmp_path / "numbers"))
@@ -293,7 +310,9 @@ def test_computed_tables_are_exported_and_an_empty_one_still_gets_a_file(shared_
         evens = [n for n in tables["numbers"]["n"].to_pylist() if n % 2 == 0]
         return {"evens": pa.table({"n": evens}, schema=schemas["evens"]), "none": schemas["none"].empty_table()}
 
-    counts = export_computed_tables({"numbers": Input(numbers)}, compute, targets, schemas, "parquet", {"stamp": "yes"})
+    counts = export_computed_tables(
+        {"numbers": Input(numbers)}, compute, targets, schemas, "parquet", {"stamp": "yes"}, here=place == "this_process"
+    )
 
     assert counts == {"evens": 3, "none": 0}
     evens = pq.read_table(str(tmp_path / "out" / "evens"))

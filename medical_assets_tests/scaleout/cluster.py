@@ -136,6 +136,8 @@ def run_graph_on(cluster: Mapping, aws: Mapping[str, str], data_dir: str, key: s
         RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0",
         RAY_USAGE_STATS_ENABLED="0",
         TEST_PSEUDONYM_KEY=key,
+        # Every job on the cluster, however small its input: the test shows tasks on both nodes.
+        MEDICAL_ASSETS_IN_PROCESS_JOBS="0",
     )
     run = subprocess.run(
         [sys.executable, "-c", _RUN, data_dir, str(messages), str(dicom_files)],
