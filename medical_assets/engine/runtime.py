@@ -160,20 +160,29 @@ class RayRuntime:
 # The run's Ray, started by the first job that hands work to Ray's workers (`require_ray`), not by
 # the steps: a night whose jobs are all small enough for the run's process never starts one.
 _started_on_demand: list[Callable[[], None]] = []
+_required: list[bool] = [False]  # a job of the run asked for Ray
 
 
 def start_on_demand(start: Callable[[], None] | None) -> None:
-    """Make `start` (a run's `RayRuntime.ensure_started`, say) what `require_ray` calls; None: nothing."""
+    """Make `start` (a run's `RayResource.ensure_started`, say) what `require_ray` calls; None: nothing."""
     _started_on_demand[:] = [start] if start is not None else []
+    _required[0] = False
 
 
 def require_ray() -> None:
     """Ray, before a job hands work to its workers: the run's Ray started if it is not yet. Without
     a run (a test, a notebook) a Ray this process already joined is used."""
     if _started_on_demand:
+        _required[0] = True
         _started_on_demand[0]()
     elif not ray.is_initialized():
         raise RuntimeError("this job needs Ray: start one first (RayRuntime.ensure_started, or ray.init)")
+
+
+def ray_is_paid_for() -> bool:
+    """Whether Ray's start is paid: a job of this run has started it (outside a run: whether this
+    process is connected to one)."""
+    return _required[0] if _started_on_demand else ray.is_initialized()
 
 
 def code_runtime_env() -> dict:

@@ -290,7 +290,7 @@ def test_each_build_writes_its_own_files(shared_ray, tmp_path, place):
     inputs = {"numbers": Input(numbers), "never_published": Input(resolve_location(str(tmp_path / "missing")))}
     target = resolve_location(str(tmp_path / "reports"))
 
-    names = build_files(inputs, _table_builds(), target)
+    names = build_files(inputs, _table_builds(), target, here=place == "this_process")
 
     assert names == ["absent.txt", "rows.txt"]
     assert (tmp_path / "reports" / "rows.txt").read_bytes() == b"7"

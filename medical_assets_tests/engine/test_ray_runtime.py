@@ -69,3 +69,19 @@ def test_a_missing_token_file_fails_with_a_message_instead_of_aborting_the_proce
     monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(tmp_path / "empty"))
     with pytest.raises(ConfigurationError, match="RAY_AUTH_TOKEN_PATH=.*is empty"):
         RayRuntime(address="127.0.0.1:1").ensure_started()
+
+
+def test_ray_is_started_by_the_first_job_that_asks_for_it_not_before():
+    from medical_assets.engine.runtime import ray_is_paid_for, require_ray, start_on_demand
+
+    started = []
+    start_on_demand(lambda: started.append(True))  # what a run's RayResource arms
+    try:
+        assert not ray_is_paid_for() and not started  # steps start no Ray; a job in this process neither
+        require_ray()
+        require_ray()
+        assert ray_is_paid_for() and len(started) == 2  # each job asks; the run's runtime starts Ray once
+        start_on_demand(lambda: started.append(True))  # the next run
+        assert not ray_is_paid_for()
+    finally:
+        start_on_demand(None)
