@@ -11,10 +11,8 @@ check looks for: the kept files are searched for the new HL7 parts' identifiers.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -27,7 +25,7 @@ from medical_assets.engine.census_parts import census_by_part
 from medical_assets.engine.deid_jobs import Census, census_of
 from medical_assets.engine.part_groups import group_part_name, part_digest, phi_part_groups
 from medical_assets.privacy.patients import dicom_patient_identity
-from medical_assets.storage import Location, TablePublication, read_table, table_files
+from medical_assets.storage import Location, TablePublication, hard_link, read_table, table_files
 
 DICOM_INPUTS = ("phi/dicom_images", "phi/dicom_thumbnails")
 # Digests of the DICOM patients 90+ and of the DICOM vocabulary the published export was made with
@@ -162,21 +160,8 @@ def stage_carried(deid: Location, files_folder: str, publication: TablePublicati
             continue
         for relative in pq.read_table(part.path, filesystem=part.filesystem, columns=["deid_file"]).column("deid_file").to_pylist():
             source, target = source_root.child(relative), target_root.child(relative)
-            if not isinstance(deid.filesystem, pafs.LocalFileSystem) or not _linked(source.path, target.path):
+            if not isinstance(deid.filesystem, pafs.LocalFileSystem) or not hard_link(source.path, target.path):
                 deid.filesystem.copy_file(source.path, target.path)
             publication.carried_file(files_folder, relative)
             staged.add(target.path)
     return staged
-
-
-def _linked(source: str, target: str) -> bool:
-    """Hard-link `source` at `target` (same file system: staging is inside the zone); False where
-    the file system has no hard links (some network mounts), and the caller copies."""
-    os.makedirs(os.path.dirname(target), exist_ok=True)
-    try:
-        os.link(source, target)
-    except OSError as error:
-        if error.errno in (errno.EPERM, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
-            return False
-        raise
-    return True

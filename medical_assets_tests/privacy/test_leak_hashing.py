@@ -206,3 +206,24 @@ def test_a_lookup_part_by_part_tells_shared_first_halves_apart_and_keeps_the_low
     assert len(index) == 5  # counted part by part: (7, 20) twice
     found = index._lookup(np.array([7, 7, 7, 3, 9, 4], np.uint64), np.array([20, 10, 5, 1, 1, 1], np.uint64))
     assert found.tolist() == [1, 5, -1, 4, 3, -1]
+
+
+def test_a_lookup_part_by_part_finds_an_identifier_in_whichever_of_hundreds_of_parts_holds_it():
+    """Each part searched only for the words whose leading bits its identifiers have: past the 254th
+    part (no owner code of its own) and where parts share leading bits, a part is still searched."""
+    def part(first, second, code):
+        return identifier_index.HashedIdentifiers(
+            np.array(first, np.uint64), np.array(second, np.uint64), np.array([code] * len(first), np.int64),
+            np.zeros((0, 4), np.int64), [], [],
+        )
+
+    rng = np.random.default_rng(7)
+    firsts = rng.integers(1, 2**63, 300, dtype=np.uint64)
+    firsts[299] = firsts[3] + np.uint64(1)  # the last part shares leading bits with the fourth
+    parts = [part([first], [number], number % 6) for number, first in enumerate(firsts.tolist())]
+    index = identifier_index.IdentifierIndex.from_hashed(parts, b"s" * 32, [str(code) for code in range(6)], merged=False)
+    asked_first = np.concatenate([firsts, firsts[:10]])
+    asked_second = np.concatenate([np.arange(300, dtype=np.uint64), np.arange(10, dtype=np.uint64) + np.uint64(1000)])
+    found = index._lookup(asked_first, asked_second)
+    assert found[:300].tolist() == [number % 6 for number in range(300)]
+    assert found[300:].tolist() == [-1] * 10  # the same first halves with other second halves: none
