@@ -60,10 +60,10 @@ class HashedIdentifiers(NamedTuple):
         return self._replace(first=self.first[keep], second=self.second[keep], codes=self.codes[keep])
 
     def to_bytes(self) -> bytes:
-        out = io.BytesIO()
-        np.savez(out, first=self.first, second=self.second, codes=self.codes, shapes=self.shapes,
-                 symbol_keys=np.array(self.symbol_keys, dtype=str), symbol_codes=np.array(self.symbol_codes, np.int64))
-        return out.getvalue()
+        """An uncompressed .npz (`np.load` reads it) whose arrays start on 64-byte boundaries."""
+        arrays = {"first": self.first, "second": self.second, "codes": self.codes, "shapes": self.shapes,
+                  "symbol_keys": np.array(self.symbol_keys, dtype=str), "symbol_codes": np.array(self.symbol_codes, np.int64)}
+        return _aligned_npz(arrays)
 
     @classmethod
     def from_bytes(cls, data: bytes | memoryview) -> HashedIdentifiers:
@@ -360,6 +360,36 @@ def _segment_lookup(
     return found
 
 
+# Where the arrays of a kept file start. A numpy array viewed at an address that is not a multiple
+# of its item size is "unaligned", and np.searchsorted copies the whole array before every search:
+# 0.9 ms a search in a part of 1,500,000 identifiers instead of 2 us (2 s of a night's checks at
+# 5,000,000 patients). np.savez leaves the data wherever the zip's headers end.
+_ARRAY_ALIGNMENT = 64
+_PADDING_FIELD = 0x6D61  # a zip "extra" field of our own (readers skip ids they do not know)
+
+
+def _aligned_npz(arrays: Mapping[str, np.ndarray]) -> bytes:
+    """`arrays` as np.savez would store them, each member's local header padded (with an extra
+    field) so that its array's data starts on a multiple of _ARRAY_ALIGNMENT."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as archive:
+        for name, array in arrays.items():
+            npy = io.BytesIO()
+            np.lib.format.write_array(npy, np.ascontiguousarray(array), allow_pickle=False)
+            member = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            npy.seek(0)
+            version = np.lib.format.read_magic(npy)
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            read_header(npy)  # leaves `npy` where the array's data starts
+            data_start = out.tell() + 30 + len(member.filename.encode()) + npy.tell()
+            padding = -data_start % _ARRAY_ALIGNMENT
+            if padding:
+                padding += _ARRAY_ALIGNMENT if padding < 4 else 0  # a field is at least its 4-byte header
+                member.extra = struct.pack("<HH", _PADDING_FIELD, padding - 4) + bytes(padding - 4)
+            archive.writestr(member, npy.getvalue())
+    return out.getvalue()
+
+
 def _npz_views(data: memoryview) -> dict[str, np.ndarray]:
     """The arrays of an uncompressed .npz (`np.savez`), each a read-only view into `data`."""
     arrays = {}
@@ -381,6 +411,8 @@ def _npz_views(data: memoryview) -> dict[str, np.ndarray]:
                 raise ValueError(f"{member.filename}: not an array written by to_bytes")
             count = int(np.prod(shape, dtype=np.int64))
             array = np.frombuffer(data, dtype=dtype, count=count, offset=start + header.tell())
+            if not array.flags.aligned:  # a file written before `_aligned_npz`: copied once, not at every search
+                array = array.copy()
             arrays[member.filename.removesuffix(".npy")] = array.reshape(shape)
     return arrays
 

@@ -227,3 +227,21 @@ def test_a_lookup_part_by_part_finds_an_identifier_in_whichever_of_hundreds_of_p
     found = index._lookup(asked_first, asked_second)
     assert found[:300].tolist() == [number % 6 for number in range(300)]
     assert found[300:].tolist() == [-1] * 10  # the same first halves with other second halves: none
+
+
+def test_kept_arrays_are_read_back_aligned_and_as_np_load_reads_them(tmp_path):
+    """Unaligned views made np.searchsorted copy a whole part before each search (0.9 ms, not 2 us)."""
+    hasher = identifier_index.IdentifierIndex({}, secret=b"k" * 32)
+    for count in (1, 7, 1000):  # headers of other lengths before each array
+        hashed = hasher.hashed({f"value {n}": n % 5 for n in range(count)}.items()).sorted()
+        data = hashed.to_bytes()
+        buffer = np.frombuffer(data, np.uint8)
+        read = identifier_index.HashedIdentifiers.from_bytes(memoryview(data))
+        for name in ("first", "second", "codes", "shapes"):
+            view = getattr(read, name)
+            assert view.flags.aligned and np.array_equal(view, getattr(hashed, name)), name
+            inside = buffer.ctypes.data <= view.ctypes.data < buffer.ctypes.data + len(data)
+            assert inside or not view.size, f"{name}: a view into the kept bytes, not a copy"
+        (tmp_path / "kept.npz").write_bytes(data)
+        with np.load(tmp_path / "kept.npz") as loaded:
+            assert np.array_equal(loaded["first"], hashed.first) and loaded["symbol_keys"].tolist() == hashed.symbol_keys
