@@ -62,7 +62,7 @@ class Location:
     def read_bytes(self) -> bytes:
         return read_whole_file(self.filesystem, self.path)
 
-    def write_bytes_atomically(self, data: bytes, durable: bool = False) -> None:
+    def write_bytes_atomically(self, data: bytes | pa.Buffer, durable: bool = False) -> None:
         """Write a file so that readers see either the old or the new content, never a torn one.
 
         `durable`: on a local disk, the content and then the new name are flushed to the disk
@@ -115,7 +115,7 @@ def write_table_atomically(table: pa.Table, target: Location, metadata: Mapping[
         table = table.replace_schema_metadata({**(table.schema.metadata or {}), **metadata})
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink, compression="zstd")
-    target.write_bytes_atomically(sink.getvalue().to_pybytes())
+    target.write_bytes_atomically(sink.getvalue())
 
 
 def count_rows(location: Location) -> int:

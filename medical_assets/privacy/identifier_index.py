@@ -292,50 +292,33 @@ class IdentifierIndex:
                 found = np.maximum(found, _segment_lookup(*segment, first, second))  # one segment: -1 or its code
             return found
         # Part by part: only the pairs whose first half's leading bits some identifier has (about
-        # one in five of those that are none) are searched, each in the one part whose identifiers
-        # have those bits (or in every part, where several have), in sorted order, so that each
-        # binary search starts where the last one ended.
-        owners = self._present[first >> self._present_shift]
-        maybe = np.flatnonzero(owners)
+        # one in five of those that are none) are searched in every part, in sorted order, so that
+        # each binary search starts where the last one ended.
+        maybe = np.flatnonzero(self._present[first >> self._present_shift])
         maybe = maybe[np.argsort(first[maybe])]
-        first, second, owners = first[maybe], second[maybe], owners[maybe]
+        first, second = first[maybe], second[maybe]
         codes_found = np.full(len(maybe), -1, np.int64)
-        for number, segment in enumerate(self._segments):
-            asked = np.flatnonzero((owners == _owner_code(number)) | (owners == _SEVERAL_PARTS))
-            codes = _segment_lookup(*segment, first[asked], second[asked])
-            better = (codes >= 0) & ((codes_found[asked] < 0) | (codes < codes_found[asked]))
-            codes_found[asked[better]] = codes[better]
+        for segment in self._segments:
+            codes = _segment_lookup(*segment, first, second)
+            better = (codes >= 0) & ((codes_found < 0) | (codes < codes_found))
+            codes_found[better] = codes[better]
         found[maybe] = codes_found
         return found
 
 
-# In the presence table: no identifier has these leading bits (0), identifiers of several parts
-# have (255), or of one part only (its owner code, 1 to 254; parts past the 254th count as several).
-_SEVERAL_PARTS = np.uint8(255)
-
-
-def _owner_code(number: int) -> np.uint8:
-    return np.uint8(number + 1) if number < 254 else _SEVERAL_PARTS
-
-
 def _presence_table(firsts: list[np.ndarray]) -> tuple[np.ndarray | None, np.uint64]:
-    """For an index of several sorted parts: which part's identifiers have each value of the
-    leading bits of the first hash half (a byte each, `_owner_code`; a table about four times as
-    long as the identifiers are many, at most 128 MiB), so that a lookup skips most runs of words
-    and searches most of the others in one part, not in all (at 5,000,000 patients a night's checks
-    searched 20 parts: 2 s). None for one part."""
+    """For an index of several sorted parts: which values of the leading bits of the first hash half
+    some identifier has (a table about four times as long as the identifiers are many, at most
+    128 MiB), so that a lookup skips most runs of words before searching each part. None for one part."""
     if len(firsts) <= 1:
         return None, np.uint64(0)
     total = sum(len(first) for first in firsts)
     bits = int(min(27, max(16, np.ceil(np.log2(4 * total)))))
     shift = np.uint64(64 - bits)
-    owners = np.zeros(1 << bits, np.uint8)
-    for number, first in enumerate(firsts):
-        code = _owner_code(number)
-        slots = first >> shift
-        held = owners[slots]
-        owners[slots] = np.where((held == 0) | (held == code), code, _SEVERAL_PARTS)
-    return owners, shift
+    present = np.zeros(1 << bits, bool)
+    for first in firsts:
+        present[first >> shift] = True
+    return present, shift
 
 
 def _segment_lookup(
