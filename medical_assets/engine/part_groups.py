@@ -122,7 +122,8 @@ def run_group_job(
     named: bool = False,
 ) -> dict[str, int]:
     """`transform` of each part group in the workers (in this process when the groups' parts hold
-    less than IN_PROCESS_PARQUET_BYTES), which write its tables under `targets` (a table without rows gets no part); rows per table, and `files`: the groups. `by_part`, when
+    less than IN_PROCESS_PARQUET_BYTES), which write its tables under `targets` (a table without
+    rows gets no part); rows per table, and `files`: the groups. `by_part`, when
     given, receives the same counts per output part name. `named`: the transform is also given
     its group's output part name (`part_name=`).
 

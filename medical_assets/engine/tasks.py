@@ -86,10 +86,8 @@ def read_in_workers(datasource: Datasource, tasks: int) -> ray.data.Dataset:
         return ray.data.read_datasource(datasource, override_num_blocks=tasks, ray_remote_args=TASK_OPTIONS)
 
 
-def read_tables(datasource: Datasource, tasks: int, here: bool = False) -> list[pa.Table]:
-    """The blocks `datasource` reads: in Ray's workers, or `here`, in this process, one read task after the other."""
-    if here:
-        return [block for task in datasource.get_read_tasks(tasks) for block in task()]
+def read_tables(datasource: Datasource, tasks: int) -> list[pa.Table]:
+    """The blocks `datasource` reads in `tasks` worker tasks."""
     return ray.get(read_in_workers(datasource, tasks).to_arrow_refs())
 
 
