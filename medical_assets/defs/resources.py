@@ -151,6 +151,10 @@ class PrivacyResource(dg.ConfigurableResource):
         return ring
 
 
+# What the run's log says when a job first needs Ray's workers; a run without it never started Ray.
+RAY_STARTED = "Ray started (or joined) for this run"
+
+
 class RayResource(dg.ConfigurableResource):
     """Ray for one run: started at the first asset that needs it, stopped when the run ends.
 
@@ -168,6 +172,7 @@ class RayResource(dg.ConfigurableResource):
 
     _runtime: RayRuntime | None = PrivateAttr(default=None)
     _needed: bool = PrivateAttr(default=False)  # a job of this run asked for Ray's workers
+    _log: object = PrivateAttr(default=None)  # the run's log
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         with configuration_failure():
@@ -178,15 +183,11 @@ class RayResource(dg.ConfigurableResource):
         if context.run is not None:
             with configuration_failure():  # an unreachable cluster fails the run before its first step
                 self._runtime.check_address()
+        self._log = context.log
         start_on_demand(self.ensure_started)  # by the first job that hands work to Ray's workers
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         start_on_demand(None)
-        if context.run is not None and not self._needed:
-            context.log.info(
-                "Ray was not started: every job of this run ran in its own process (their inputs were small; "
-                f"{IN_PROCESS_JOBS_VAR}=0 sends every job to Ray)"
-            )
         if self._runtime is not None:
             self._runtime.stop()
 
@@ -205,6 +206,11 @@ class RayResource(dg.ConfigurableResource):
     def ensure_started(self) -> None:
         if self._runtime is None:
             raise RuntimeError("RayResource used outside a Dagster run")
+        if not self._needed and self._log is not None:
+            self._log.info(
+                f"{RAY_STARTED}: a job's input is too large for the run's own process "
+                f"({IN_PROCESS_JOBS_VAR}=0 sends every job to Ray)"
+            )
         self._needed = True
         with configuration_failure():
             self._runtime.ensure_started()

@@ -9,9 +9,6 @@ import dagster as dg
 from medical_assets.config import IN_PROCESS_JOBS_VAR
 from medical_assets.defs.resources import PipelineConfig, PrivacyResource, RayResource
 
-# What a run's log says when none of its jobs needed Ray's workers.
-RAY_NOT_NEEDED = "Ray was not started: every job of this run ran in its own process"
-
 
 @contextmanager
 def every_job_in_ray() -> Iterator[None]:

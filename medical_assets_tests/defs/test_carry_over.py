@@ -16,8 +16,9 @@ import pytest
 from pydicom.data import get_testdata_file
 
 from medical_assets.defs.carry_over import CARRIED_OVER
+from medical_assets.defs.resources import RAY_STARTED
 from medical_assets.synthetic.hl7 import HL7CorpusSettings, render_message
-from medical_assets_tests.defs.pipeline import RAY_NOT_NEEDED, every_job_in_ray, materialize_all
+from medical_assets_tests.defs.pipeline import every_job_in_ray, materialize_all
 from medical_assets_tests.published import read_published
 
 pytestmark = pytest.mark.slow
@@ -79,7 +80,7 @@ def history(feeds, tmp_path_factory, shared_ray):
     key = secrets.token_urlsafe(32)
     with every_job_in_ray():  # the nights' jobs run in their own process: the two must agree
         first, log = _run(data, key, feeds)
-    assert RAY_NOT_NEEDED not in log
+    assert RAY_STARTED in log
     assert all(f"{step}: computed, because no earlier run of this step is recorded" in log for step in STEPS), log
     return data, key, first.run_id
 
@@ -166,7 +167,7 @@ def test_nights_of_new_files_compute_only_what_changed_and_equal_a_rebuild(histo
         dicom_before = {name: mtime for name, mtime in _file_versions(data).items() if name.startswith("deid/dicom")}
         result, log = _run(data, key, feeds)
         assert "HL7 parse plan: incremental: 1 new or changed files, 0 removed, 2 kept" in log, log
-        assert RAY_NOT_NEEDED in log, "a night of a few messages runs every job in the run's process"
+        assert RAY_STARTED not in log, "a night of a few messages runs every job in the run's process"
         assert "hl7_deidentified_tables: computed, because phi/hl7_encounters changed" in log, log
         assert all(f"{step}: computed, because" in log for step in STEPS), log
         # The analytics summarize the new part only, and fold it into the last run's combination.
