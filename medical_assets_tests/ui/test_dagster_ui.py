@@ -150,6 +150,9 @@ def dagster_dev(tmp_path: Path, dagster_home: Path, data_dir: Path, tmp_dir: Pat
         MEDICAL_ASSETS_SYNTHETIC_HL7_MESSAGES=str(MESSAGES),
         MEDICAL_ASSETS_SYNTHETIC_DICOM_FILES=str(DICOM_FILES),
         TMPDIR=str(tmp_dir),  # Ray's session folder and Dagster's gRPC sockets go here
+        # The run's jobs in Ray's workers, small as they are: the test watches its Ray (loopback
+        # only, stopped with the run), which a run of small jobs would not start.
+        MEDICAL_ASSETS_IN_PROCESS_JOBS="0",
         RAY_USAGE_STATS_ENABLED="0",
         DAGSTER_DISABLE_TELEMETRY="yes",  # read by dagster's telemetry upload, besides dagster.yaml
     )
