@@ -9,7 +9,7 @@ import json
 import os
 import posixpath
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -156,6 +156,22 @@ def _parquet_source(location: Location) -> str | list[str]:
     if not _supports_rename(location.filesystem) and location.is_dir():
         return [file.path for file in table_files(location)]
     return location.path
+
+
+def size_bytes(locations: Sequence[Location]) -> int:
+    """The bytes of the files at `locations` (all on one filesystem), and of every file under those
+    that are folders; absent ones count nothing. One listing call for the files."""
+    if not locations:
+        return 0
+    filesystem = locations[0].filesystem
+    total = 0
+    for info in filesystem.get_file_info([location.path for location in locations]):
+        if info.type == pafs.FileType.File:
+            total += info.size or 0
+        elif info.type == pafs.FileType.Directory:
+            found = filesystem.get_file_info(pafs.FileSelector(info.path, recursive=True))
+            total += sum(entry.size or 0 for entry in found if entry.type == pafs.FileType.File)
+    return total
 
 
 def hard_link(source: str, target: str) -> bool:

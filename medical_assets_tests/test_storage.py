@@ -210,3 +210,15 @@ def test_atomic_write_leaves_no_temporary_file(tmp_path):
     target.write_bytes_atomically(b"two")
     assert target.read_bytes() == b"two"
     assert [p.name for p in (tmp_path / "dir").iterdir()] == ["file.bin"]
+
+
+def test_size_bytes_counts_files_and_whole_folders_and_nothing_for_what_is_absent(tmp_path):
+    from medical_assets.storage import size_bytes
+
+    (tmp_path / "table" / "nested").mkdir(parents=True)
+    (tmp_path / "table" / "part-00000.parquet").write_bytes(b"x" * 10)
+    (tmp_path / "table" / "nested" / "more.bin").write_bytes(b"y" * 5)
+    (tmp_path / "alone.parquet").write_bytes(b"z" * 7)
+    root = resolve_location(str(tmp_path))
+    assert size_bytes([root.child("table"), root.child("alone.parquet"), root.child("missing")]) == 22
+    assert size_bytes([]) == 0

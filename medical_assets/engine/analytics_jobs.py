@@ -45,7 +45,7 @@ from medical_assets.privacy.hl7_deid import SOURCE_FILE_DOMAIN
 from medical_assets.privacy.keys import PseudonymKey, derived_key_id
 from medical_assets.privacy.pseudonyms import Pseudonymizer
 from medical_assets.step_records import package_fingerprint
-from medical_assets.storage import Location, read_table, restrict_to_owner, write_table_atomically
+from medical_assets.storage import Location, read_table, restrict_to_owner, size_bytes, write_table_atomically
 
 
 class Input(NamedTuple):
@@ -203,16 +203,7 @@ def summarize_part_groups(
 
 def inputs_size_bytes(inputs: Inputs) -> int:
     """The bytes of every file of `inputs` (a table's folder, or one part file)."""
-    total = 0
-    for table in inputs.values():
-        filesystem, path = table.location.filesystem, table.location.path
-        info = filesystem.get_file_info(path)
-        if info.type == pafs.FileType.File:
-            total += info.size or 0
-        elif info.type == pafs.FileType.Directory:
-            found = filesystem.get_file_info(pafs.FileSelector(path, recursive=True))
-            total += sum(entry.size or 0 for entry in found if entry.type == pafs.FileType.File)
-    return total
+    return size_bytes([table.location for table in inputs.values()])
 
 
 def _combined_analytics(

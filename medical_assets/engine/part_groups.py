@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 from medical_assets.engine.memory import WORKER_RELEASE_ABOVE, release_memory
 from medical_assets.engine.progress import Progress, ProgressReport, progress_counter, run_with_progress
 from medical_assets.engine.tasks import IN_PROCESS_PARQUET_BYTES, map_tables, runs_here
-from medical_assets.storage import Location, table_files
+from medical_assets.storage import Location, size_bytes, table_files
 
 PartGroup = dict[str, Location]  # table name -> one part file
 GroupTransform = Callable[[dict[str, pa.Table]], Mapping[str, pa.Table]]
@@ -103,11 +103,8 @@ def prune_cache(cache: Location, keep: set[str]) -> set[str]:
 
 
 def groups_size_bytes(groups: Sequence[PartGroup]) -> int:
-    """The bytes of every part of `groups` (one listing call)."""
-    parts = [part for group in groups for part in group.values()]
-    if not parts:
-        return 0
-    return sum(info.size or 0 for info in parts[0].filesystem.get_file_info([part.path for part in parts]))
+    """The bytes of every part of `groups`."""
+    return size_bytes([part for group in groups for part in group.values()])
 
 
 def run_group_job(
