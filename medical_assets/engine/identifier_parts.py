@@ -2,8 +2,8 @@
 and hashes only the parts it has not seen.
 
 Each PHI part group (the HL7 tables' parts of one name; each part of dicom_images) has its
-identifiers collected (`identifier_forms.collect_identifiers`, ranked by the column that gave
-them) and hashed with keys derived from a secret of the PHI zone, and the arrays are kept under
+identifiers collected (the forms `identifier_forms.collect_identifiers` names, made in Arrow by
+`identifier_arrays`, ranked by the column that gave them) and hashed with keys derived from a secret of the PHI zone, and the arrays are kept under
 `phi/_census/identifiers/`, named by a digest of the part's Parquet footers, the secret and our
 code. An index is assembled from the arrays of every part: of a value several parts give, the
 lowest rank wins, which is the kind a collection over the whole tables gives it.
@@ -29,7 +29,8 @@ from medical_assets.engine.part_groups import (
     phi_part_groups,
     prune_cache,
 )
-from medical_assets.privacy.identifier_forms import RANKED_KINDS, collect_identifiers, identifier_columns
+from medical_assets.privacy.identifier_arrays import ranked_identifiers
+from medical_assets.privacy.identifier_forms import RANKED_KINDS, identifier_columns
 from medical_assets.privacy.identifier_index import HashedIdentifiers, IdentifierIndex
 from medical_assets.step_records import package_fingerprint
 from medical_assets.storage import Location, open_dataset, read_table, restrict_to_owner
@@ -120,8 +121,7 @@ def _mapped(location: Location) -> bytes | memoryview:
 
 
 def _keep(kept: Location, tables: Mapping, secret: bytes) -> HashedIdentifiers:
-    identifiers = collect_identifiers(tables, ranked=True)
-    hashed = IdentifierIndex(identifiers={}, secret=secret).hashed(identifiers.ranks.items()).sorted()
+    hashed = IdentifierIndex(identifiers={}, secret=secret).hashed_array(*ranked_identifiers(tables)).sorted()
     kept.write_bytes_atomically(hashed.to_bytes())
     return hashed
 

@@ -26,15 +26,18 @@ import io
 import secrets
 import struct
 import zipfile
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from itertools import islice
 from typing import NamedTuple
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 _BLOCK_CHARS = 1 << 20  # a text is hashed in pieces of this many characters: bounded memory
 _IDENTIFIER_BATCH = 200_000  # identifiers folded and hashed at a time while the index is built
+# What `str.strip()` removes among ASCII characters (the information separators too).
+_ASCII_WHITESPACE = "".join(chr(code) for code in range(128) if chr(code).isspace())
 _ASCII_ALNUM = np.array([chr(code).isalnum() for code in range(128)])
 _MIX_1, _MIX_2 = 0xBF58476D1CE4E5B9, 0x94D049BB133111EB  # splitmix64's finaliser
 
@@ -108,7 +111,7 @@ class IdentifierIndex:
 
     def hashed(self, identifiers: Iterable[tuple[str, int]]) -> HashedIdentifiers:
         """(value, code) pairs folded and hashed with this index's keys, for `from_hashed`."""
-        firsts, seconds, codes, shapes, symbols = [], [], [], [], {}
+        batches = []
         items = iter(identifiers)
         while batch := list(islice(items, _IDENTIFIER_BATCH)):
             keys, batch_codes = [], []
@@ -117,23 +120,42 @@ class IdentifierIndex:
                 if key:
                     keys.append(key)
                     batch_codes.append(code)
-            if not keys:
-                continue
-            first, second, shape = self._hash_keys(keys)
-            firsts.append(first)
-            seconds.append(second)
-            codes.append(np.array(batch_codes, np.int64))
-            shapes.append(np.unique(shape, axis=0))
-            for index in np.flatnonzero(shape[:, 0] == 0).tolist():
-                # No letter or digit at all ("----"): too rare to hash by words, found by `str.find`.
-                symbols.setdefault(keys[index], batch_codes[index])
-        return HashedIdentifiers(
-            np.concatenate(firsts) if firsts else np.zeros(0, np.uint64),
-            np.concatenate(seconds) if seconds else np.zeros(0, np.uint64),
-            np.concatenate(codes) if codes else np.zeros(0, np.int64),
-            np.unique(np.concatenate(shapes), axis=0) if shapes else np.zeros((0, 4), np.int64),
-            list(symbols), list(symbols.values()),
-        )
+            if keys:
+                lengths = np.fromiter(map(len, keys), np.int64, len(keys))
+                batches.append(self._hashed_batch(_code_points("\n".join(keys)), lengths, np.array(batch_codes, np.int64),
+                                                  lambda index, keys=keys: keys[index]))
+        return _concatenated(batches)
+
+    def hashed_array(self, values: pa.Array, codes: np.ndarray) -> HashedIdentifiers:
+        """As `hashed(zip(values, codes))`, of a string array without nulls: its ASCII values
+        (nearly all of a hospital's identifiers) folded and laid out for hashing by Arrow and numpy,
+        with no Python call per value; the others as `hashed` does them."""
+        values = values.cast(pa.string())
+        ascii_mask = pc.string_is_ascii(values).to_numpy(zero_copy_only=False)
+        batches = [self.hashed(zip(values.filter(pa.array(~ascii_mask)).to_pylist(), codes[~ascii_mask].tolist()))]
+        ascii_values = values.filter(pa.array(ascii_mask))
+        ascii_codes = codes[ascii_mask]
+        # As `str.strip()` and `fold` leave ASCII text; values left empty are not identifiers.
+        folded = pc.ascii_lower(pc.utf8_trim(ascii_values, characters=_ASCII_WHITESPACE))
+        kept = pc.greater(pc.utf8_length(folded), 0)
+        folded, ascii_codes = folded.filter(kept), ascii_codes[kept.to_numpy(zero_copy_only=False)]
+        for start in range(0, len(folded), _IDENTIFIER_BATCH):
+            batch = folded.slice(start, _IDENTIFIER_BATCH)
+            codes_joined, lengths = _joined_ascii(batch)
+            batches.append(self._hashed_batch(codes_joined, lengths, ascii_codes[start : start + len(batch)],
+                                              lambda index, batch=batch: batch[index].as_py()))
+        return _concatenated(batches)
+
+    def _hashed_batch(
+        self, codes: np.ndarray, lengths: np.ndarray, batch_codes: np.ndarray, key_at: Callable[[int], str]
+    ) -> HashedIdentifiers:
+        """The hashes of keys joined by one newline each (`codes`, their code points)."""
+        first, second, shape = self._hash_spans(codes, lengths)
+        # No letter or digit at all ("----"): too rare to hash by words, found by `str.find`. Each
+        # occurrence is listed: the index keeps the first code or the lowest (`_assemble`).
+        symbols = np.flatnonzero(shape[:, 0] == 0).tolist()
+        return HashedIdentifiers(first, second, batch_codes, _distinct_rows(shape), [key_at(index) for index in symbols],
+                                 batch_codes[symbols].tolist())
 
     def _assemble(
         self, parts: Sequence[HashedIdentifiers], kind_names: list[str], lowest_code_wins: bool,
@@ -263,10 +285,12 @@ class IdentifierIndex:
 
     def _hash_keys(self, keys: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Both hash halves of each key, and its shape: (words, signs before, signs after, length)."""
-        lengths = np.fromiter(map(len, keys), np.int64, len(keys))
+        return self._hash_spans(_code_points("\n".join(keys)), np.fromiter(map(len, keys), np.int64, len(keys)))
+
+    def _hash_spans(self, codes: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """As `_hash_keys`, of keys given as the code points of their newline-joined text and their lengths."""
         starts = joined_cell_starts(lengths)
         stops = starts + lengths
-        codes = _code_points("\n".join(keys))
         hashes = self._prefix_hashes(codes)
         first, second = (prefix.of(starts, stops) for prefix in hashes)
         # A sentinel word past the end, so that a key without words indexes something.
@@ -400,6 +424,42 @@ def _npz_views(data: memoryview) -> dict[str, np.ndarray]:
     return arrays
 
 
+def _concatenated(batches: Sequence[HashedIdentifiers]) -> HashedIdentifiers:
+    batches = [batch for batch in batches if len(batch.first)]
+    return HashedIdentifiers(
+        np.concatenate([batch.first for batch in batches]) if batches else np.zeros(0, np.uint64),
+        np.concatenate([batch.second for batch in batches]) if batches else np.zeros(0, np.uint64),
+        np.concatenate([batch.codes for batch in batches]) if batches else np.zeros(0, np.int64),
+        _distinct_rows(np.concatenate([batch.shapes for batch in batches])) if batches else np.zeros((0, 4), np.int64),
+        [key for batch in batches for key in batch.symbol_keys], [code for batch in batches for code in batch.symbol_codes],
+    )
+
+
+def _joined_ascii(values: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """The code points of ASCII strings joined by one newline each, and each string's length:
+    what `_code_points("\\n".join(values))` gives, from the array's buffers."""
+    offsets = np.frombuffer(values.buffers()[1], np.int32)[values.offset : values.offset + len(values) + 1]
+    lengths = np.diff(offsets).astype(np.int64)
+    data = np.frombuffer(values.buffers()[2], np.uint8)[offsets[0] : offsets[-1]] if len(values) else np.zeros(0, np.uint8)
+    joined = np.full(int(lengths.sum()) + max(len(values) - 1, 0), ord("\n"), np.uint32)
+    # Each character moves right by one place for every key before its own (the newlines).
+    joined[np.arange(len(data)) + np.repeat(np.arange(len(values)), lengths)] = data
+    return joined, lengths
+
+
+def _distinct_rows(shapes: np.ndarray) -> np.ndarray:
+    """`np.unique(shapes, axis=0)` of (words, before, after, length) rows: packed into one integer
+    each when they fit (a sort by rows is ten times slower than a sort of integers)."""
+    if not len(shapes):
+        return np.zeros((0, 4), np.int64)
+    if shapes.min() < 0 or shapes.max() >= 1 << 15:
+        return np.unique(shapes, axis=0)
+    shapes = shapes.astype(np.int64)
+    packed = np.unique((shapes[:, 0] << 45) | (shapes[:, 1] << 30) | (shapes[:, 2] << 15) | shapes[:, 3])
+    mask = (1 << 15) - 1
+    return np.stack([packed >> 45, (packed >> 30) & mask, (packed >> 15) & mask, packed & mask], axis=1)
+
+
 def _hash_keys_of(secret: bytes | None) -> tuple[tuple[int, int], tuple[int, int]]:
     """The two hash keys and (odd) bases: from `secret` (an index assembled from parts hashed apart
     needs the same ones every time), or random."""
@@ -520,7 +580,7 @@ def _shapes(batches: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarr
     """From the (words, signs before, signs after, length) of every identifier: the distinct
     (words, before, after) with at least one word, for each a mask of the lengths it occurs with,
     and every distinct length."""
-    rows = np.unique(np.concatenate(batches), axis=0) if batches else np.zeros((0, 4), np.int64)
+    rows = _distinct_rows(np.concatenate(batches)) if batches else np.zeros((0, 4), np.int64)
     lengths = np.unique(rows[:, 3])
     rows = rows[rows[:, 0] > 0]
     shapes, shape_of_row = np.unique(rows[:, :3], axis=0, return_inverse=True)

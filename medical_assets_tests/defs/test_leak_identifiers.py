@@ -22,8 +22,8 @@ def test_each_part_is_collected_once_and_later_runs_read_its_hashes_back(tmp_pat
     part = phi.child("hl7_messages", "part-00000.parquet")
     write_table_atomically(_messages(["Okonkwo"]), part)
     reads = []  # one entry per collection of a part's identifiers
-    collect = identifier_parts.collect_identifiers
-    monkeypatch.setattr(identifier_parts, "collect_identifiers", lambda tables, **kw: reads.append(tables) or collect(tables, **kw))
+    collect = identifier_parts.ranked_identifiers
+    monkeypatch.setattr(identifier_parts, "ranked_identifiers", lambda tables, **kw: reads.append(tables) or collect(tables, **kw))
 
     first = leak_gate._identifier_index("run-1", settings)
     assert leak_gate._identifier_index("run-1", settings) is first
