@@ -339,3 +339,14 @@ def test_no_ray_remote_args_warning_is_filtered_for_the_whole_process_nor_escape
     deprecations = [w for w in caught if "ray_remote_args" in str(w.message)]
     # Only the call made here, outside the engine, is warned about.
     assert len(deprecations) == 1 and deprecations[0].filename == __file__
+
+
+def test_checksums_are_the_files_sha256_in_this_process_threads_and_in_ray_workers(shared_ray, tmp_path, place):
+    contents = {f"file-{number:02d}.hl7": os.urandom(number * 70_001) for number in range(9)}
+    for name, data in contents.items():
+        (tmp_path / name).write_bytes(data)
+    source = resolve_location(str(tmp_path))
+    checksums = jobs.checksum_files(list_landing_files(source, (".hl7",)), source.filesystem)
+    assert {os.path.basename(path): digest for path, digest in checksums.items()} == {
+        name: hashlib.sha256(data).hexdigest() for name, data in contents.items()
+    }
