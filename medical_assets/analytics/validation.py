@@ -36,8 +36,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from medical_assets.analytics.tables import MESSAGE_VALIDATION
 from medical_assets.hl7 import tables as phi_tables
@@ -136,13 +136,13 @@ def validate_messages(
     hl7_pharmacy_orders; an absent one counts as empty). `message_token` and `source_file_token`:
     the functions that made the de-identified tables' tokens of MSH-10 and of the file name.
     """
-    messages = _frame(phi, "hl7_messages", _MESSAGE_COLUMNS)
+    messages = _table(phi, "hl7_messages", _MESSAGE_COLUMNS)
     scores, issues = _score(messages, phi)
     return pa.Table.from_arrays(
         [
-            _per_distinct(messages["message_control_id"], message_token),
-            _per_distinct(messages["source_file"], source_file_token),
-            pa.array(messages["message_index"].to_numpy(), pa.int32(), from_pandas=True),
+            _per_distinct(messages.column("message_control_id"), message_token),
+            _per_distinct(messages.column("source_file"), source_file_token),
+            messages.column("message_index").cast(pa.int32()).combine_chunks(),
             scores,
             issues,
         ],
@@ -153,9 +153,9 @@ def validate_messages(
 def with_validation(deid_messages: pa.Table, phi: Mapping[str, pa.Table]) -> pa.Table:
     """De-identified `hl7_messages` made from `phi["hl7_messages"]` (row for row, as
     `privacy.hl7_deid` makes it), with its `validation_score` and `validation_issues` filled in."""
-    messages = _frame(phi, "hl7_messages", _MESSAGE_COLUMNS)
-    if len(messages) != deid_messages.num_rows:
-        raise ValueError(f"{deid_messages.num_rows} de-identified messages for {len(messages)} parsed ones")
+    messages = _table(phi, "hl7_messages", _MESSAGE_COLUMNS)
+    if messages.num_rows != deid_messages.num_rows:
+        raise ValueError(f"{deid_messages.num_rows} de-identified messages for {messages.num_rows} parsed ones")
     scores, issues = _score(messages, phi)
     for name, column in (("validation_score", scores), ("validation_issues", issues)):
         index = deid_messages.schema.get_field_index(name)
@@ -164,12 +164,14 @@ def with_validation(deid_messages: pa.Table, phi: Mapping[str, pa.Table]) -> pa.
 
 
 _MESSAGE_COLUMNS = ["message_type", *_MESSAGE_KEY, *dict.fromkeys(c for names in _MESSAGE_ITEMS.values() for c in names)]
+# What `str.strip()` removes: a text of only these is blank.
+_WHITESPACE = "".join(chr(code) for code in range(0x3001) if chr(code).isspace())
 
 
-def _score(messages: pd.DataFrame, phi: Mapping[str, pa.Table]) -> tuple[pa.Array, pa.Array]:
+def _score(messages: pa.Table, phi: Mapping[str, pa.Table]) -> tuple[pa.Array, pa.Array]:
     """Each message's score (satisfied / assessed required items) and its failed items."""
     status = _item_status(messages, phi)
-    required = _required(messages["message_type"])
+    required = _required(messages.column("message_type"))
     assessed = required & ~np.isnan(status)
     failed = assessed & (status == 0)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -177,40 +179,57 @@ def _score(messages: pd.DataFrame, phi: Mapping[str, pa.Table]) -> tuple[pa.Arra
     return pa.array(scores, pa.float64()), _issues(failed)
 
 
-def _item_status(messages: pd.DataFrame, phi: Mapping[str, pa.Table]) -> np.ndarray:
+def _item_status(messages: pa.Table, phi: Mapping[str, pa.Table]) -> np.ndarray:
     """Messages x `_ITEMS`: 1.0 present, 0.0 absent, NaN not assessable (no child row to look in)."""
-    status = {"MSH-9": messages["message_type"].str.contains("^", regex=False, na=False).to_numpy(dtype=bool)}
+    has_event = pc.fill_null(pc.match_substring(messages.column("message_type"), "^"), False)
+    status = {"MSH-9": _numpy(has_event)}
     for item, columns in _MESSAGE_ITEMS.items():
-        status[item] = np.logical_or.reduce([_present(messages[column]) for column in columns])
+        status[item] = np.logical_or.reduce([_present(messages.column(column)) for column in columns])
     for table, items in _CHILD_ITEMS.items():
-        children = _frame(phi, table, [*_MESSAGE_KEY, *filter(None, items.values())])
+        children = _table(phi, table, [*_MESSAGE_KEY, *filter(None, items.values())])
         status.update(_child_status(messages, children, items))
-    matrix = np.empty((len(messages), len(_ITEMS)))
+    matrix = np.empty((messages.num_rows, len(_ITEMS)))
     for column, item in enumerate(_ITEMS):
         matrix[:, column] = status[item]
     return matrix
 
 
-def _child_status(messages: pd.DataFrame, children: pd.DataFrame, items: dict[str, str | None]) -> dict:
+def _child_status(messages: pa.Table, children: pa.Table, items: dict[str, str | None]) -> dict:
     """Per message: the segment 1.0 when it has rows, else 0.0; each field 1.0 when every row has it,
     0.0 when one lacks it, NaN without rows."""
     segment = next(item for item, column in items.items() if column is None)
     fields = {item: column for item, column in items.items() if column is not None}
-    present = pd.DataFrame({item: _present(children[column]) for item, column in fields.items()})
-    present[_MESSAGE_KEY] = children[_MESSAGE_KEY]
-    per_message = present.groupby(_MESSAGE_KEY, dropna=False)[list(fields)].all().astype(float).reset_index()
-    found = messages[_MESSAGE_KEY].merge(per_message, how="left", on=_MESSAGE_KEY)
-    any_field = next(iter(fields))
-    status = {segment: found[any_field].notna().to_numpy(dtype=float)}
-    status.update({item: found[item].to_numpy(dtype=float) for item in fields})
+    message_keys, child_keys = _keys(messages, children)
+    distinct, child_group = np.unique(child_keys, return_inverse=True)
+    place = np.minimum(np.searchsorted(distinct, message_keys), max(len(distinct) - 1, 0))
+    has_rows = distinct[place] == message_keys if len(distinct) else np.zeros(len(message_keys), bool)
+    status = {segment: has_rows.astype(float)}
+    for item, column in fields.items():
+        # A message's field is present when no row of it lacks it.
+        lacking = np.bincount(child_group.reshape(-1), weights=(~_present(children.column(column))).astype(float), minlength=len(distinct))
+        every = (lacking == 0).astype(float)
+        status[item] = np.where(has_rows, every[place] if len(distinct) else 0.0, np.nan)
     return status
 
 
-def _required(message_types: pd.Series) -> np.ndarray:
+def _keys(messages: pa.Table, children: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+    """(source_file, message_index) of each message and child row as one integer, with one code
+    for each file name across both (a null as a value of its own, as a join on it would pair them)."""
+    files = pa.chunked_array([*messages.column("source_file").chunks, *children.column("source_file").chunks], pa.string())
+    codes = _numpy(pc.dictionary_encode(files, null_encoding="encode").combine_chunks().indices).astype(np.int64)
+    indexes = np.concatenate([
+        _numpy(pc.fill_null(table.column("message_index").cast(pa.int64()), -1)) for table in (messages, children)
+    ])
+    keys = (codes << 33) | (indexes & ((1 << 33) - 1))
+    return keys[: messages.num_rows], keys[messages.num_rows :]
+
+
+def _required(message_types: pa.ChunkedArray) -> np.ndarray:
     """Messages x `_ITEMS`: whether the message's rule requires the item (one rule lookup per distinct type)."""
-    codes, distinct = pd.factorize(message_types, use_na_sentinel=False)
+    encoded = pc.dictionary_encode(message_types, null_encoding="encode").combine_chunks()
+    distinct = encoded.dictionary.to_pylist()
     vectors = np.array([[item in rule_for(value) for item in _ITEMS] for value in distinct], dtype=bool)
-    return vectors[codes] if len(distinct) else np.zeros((0, len(_ITEMS)), dtype=bool)
+    return vectors[_numpy(encoded.indices)] if distinct else np.zeros((0, len(_ITEMS)), dtype=bool)
 
 
 def _issues(failed: np.ndarray) -> pa.Array:
@@ -223,25 +242,29 @@ def _issues(failed: np.ndarray) -> pa.Array:
     return pa.ListArray.from_arrays(pa.array(offsets), texts.take(pa.array(columns, pa.int64())))
 
 
-def _present(values: pd.Series) -> np.ndarray:
-    """Non-null, and for text not blank."""
-    present = values.notna().to_numpy(dtype=bool)
-    if pd.api.types.is_string_dtype(values):
-        return present & values.str.strip().ne("").to_numpy(dtype=bool)
-    return present
+def _present(values: pa.ChunkedArray) -> np.ndarray:
+    """Non-null, and for text not blank (as `str.strip()` sees blank)."""
+    present = pc.is_valid(values)
+    if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
+        present = pc.and_(present, pc.fill_null(pc.greater(pc.utf8_length(pc.utf8_trim(values, _WHITESPACE)), 0), False))
+    return _numpy(present)
 
 
-def _per_distinct(values: pd.Series, token: Callable[[str | None], str | None]) -> pa.Array:
+def _numpy(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    return values.to_numpy(zero_copy_only=False)
+
+
+def _per_distinct(values: pa.ChunkedArray, token: Callable[[str | None], str | None]) -> pa.Array:
     """`token` of each value, called once per distinct value."""
-    codes, distinct = pd.factorize(values, use_na_sentinel=False)
-    tokens = pa.array([token(None if pd.isna(value) else value) for value in distinct], pa.string())
-    return tokens.take(pa.array(codes))
+    encoded = pc.dictionary_encode(values, null_encoding="encode").combine_chunks()
+    tokens = pa.array([token(value) for value in encoded.dictionary.to_pylist()], pa.string())
+    return tokens.take(encoded.indices)
 
 
-def _frame(phi: Mapping[str, pa.Table], name: str, columns: list[str]) -> pd.DataFrame:
+def _table(phi: Mapping[str, pa.Table], name: str, columns: list[str]) -> pa.Table:
     table = phi.get(name)
     if table is None:
         table = phi_tables.TABLES[name].empty_table()
-    frame = table.select(columns).to_pandas()
-    frame["message_index"] = frame["message_index"].astype("Int64")
-    return frame
+    return table.select(columns)

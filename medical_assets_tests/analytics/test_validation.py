@@ -147,6 +147,26 @@ def test_blank_values_count_as_empty():
     assert row["validation_issues"] == ["PID-8 empty"]
 
 
+@pytest.mark.parametrize("blank", ["\u00a0", "\x1c", "\u3000 \t", "\u2003"])
+def test_text_of_only_whitespace_of_any_kind_counts_as_empty(blank):
+    parsed = parse_hl7_file(("\r".join(_admission()) + "\r").encode(), SOURCE_FILE).tables()
+    messages = parsed["hl7_messages"]
+    index = messages.schema.get_field_index("patient_gender")
+    parsed["hl7_messages"] = messages.set_column(index, "patient_gender", pa.array([blank], pa.string()))
+    (row,) = validation.validate_messages(parsed, lambda value: value, lambda value: value).to_pylist()
+    assert row["validation_issues"] == ["PID-8 empty"]
+
+
+def test_child_rows_count_for_the_message_of_their_own_file_only():
+    """Two files number their messages from 0 alike: a file's PV1 rows must not satisfy the other's."""
+    first = parse_hl7_file(("\r".join(_admission()) + "\r").encode(), "feeds/a.hl7").tables()
+    second = parse_hl7_file(("\r".join([_header("ADT^A01^ADT_A01"), _PID]) + "\r").encode(), "feeds/b.hl7").tables()
+    both = {name: pa.concat_tables([first[name], second[name]]) for name in first}
+    rows = validation.validate_messages(both, lambda value: value, lambda value: value).to_pylist()
+    assert [row["validation_issues"] for row in rows] == [[], ["PV1 missing"]]
+    assert rows[0]["validation_score"] == 1.0 and rows[1]["validation_score"] < 1.0
+
+
 def test_issues_name_items_and_never_values():
     pid = _segment("PID", {1: "1", 3: "MRN4711^^^GH^MR", 5: "QUIXOTE^ALONSO"})
     rows = _validate(
