@@ -43,11 +43,14 @@ from medical_assets.privacy import safe_harbor, vocabulary
 from medical_assets.privacy.declarations import vocabulary_columns
 from medical_assets.privacy.hl7_deid_tables import DEID_HL7_TABLES
 from medical_assets.privacy.hl7_patients import (
-    ages_at,
-    ages_of_the_oldest,
-    days_of,
+    AGE_CODE_90_PLUS,
+    AGE_CODE_NONE,
+    age_bands,
+    age_codes,
+    age_texts,
     first_years_over_89,
     patient_identities,
+    without_ages_of_the_oldest,
 )
 from medical_assets.privacy.lab_values import NUMERIC_VALUE_TYPES, observation_values
 from medical_assets.privacy.pseudonyms import ISSUER_SCOPE, PATIENT_DOMAIN, Pseudonymizer, ReversibleTokens
@@ -281,20 +284,20 @@ def _record_keys(table: pa.Table, rows: pa.Array, patients: _Patients, pseudonym
 
 def _message_columns(messages: pa.Table, patients: _Patients, profile: str, withheld: dict) -> dict:
     """ZIP3, the state, the age at the message and its band, and the birth year or shifted birth date."""
-    birth_dates = _column(messages, "patient_birth_date").to_pylist()
-    ages = ages_at(birth_dates, days_of(_column(messages, "message_datetime")))
-    years = pc.year(_column(messages, "message_datetime")).to_pylist()
-    ages = ages_of_the_oldest(patients.identities.to_pylist(), ages, years, patients.over_89)
-    withheld_birth = [
-        age is None or age == safe_harbor.AGE_OVER_89 or patient in patients.over_89
-        for patient, age in zip(patients.identities.to_pylist(), ages)
-    ]
+    born, moments = _column(messages, "patient_birth_date"), _column(messages, "message_datetime")
+    ages = without_ages_of_the_oldest(age_codes(born, moments), patients.identities, pc.year(moments), patients.over_89)
+    withheld_birth = (ages == AGE_CODE_NONE) | (ages == AGE_CODE_90_PLUS)
+    if patients.over_89:
+        in_over_89 = pc.is_in(patients.identities, value_set=pa.array(list(patients.over_89), pa.string()))
+        withheld_birth |= pc.fill_null(in_over_89, False).to_numpy(zero_copy_only=False)
     if profile == SAFE_HARBOR:
-        shifted = [None] * len(birth_dates)
-        birth_years = [None if hidden else safe_harbor.year_of(born) for born, hidden in zip(birth_dates, withheld_birth)]
+        shifted = pa.nulls(len(born), pa.string())
+        # An age is known only where the birth date is one: its year is then there to take.
+        birth_years = pc.if_else(pa.array(withheld_birth), pa.scalar(None, pa.int16()),
+                                 _per_distinct(born, safe_harbor.year_of, pa.int16()))
     else:
-        shifted = _shifted_birth_dates(birth_dates, patients.offsets.to_pylist(), withheld_birth)
-        birth_years = [safe_harbor.year_of(born) for born in shifted]
+        shifted = pa.array(_shifted_birth_dates(born.to_pylist(), patients.offsets.to_pylist(), withheld_birth.tolist()), pa.string())
+        birth_years = pa.array([safe_harbor.year_of(value) for value in shifted.to_pylist()], pa.int16())
     states = _column(messages, "patient_state")
     is_state = _per_distinct(states, is_us_state, pa.bool_())
     _add(withheld, "hl7_messages", "patient_state", NOT_A_STATE, pc.sum(pc.invert(is_state).cast(pa.int64())).as_py() or 0)
@@ -302,10 +305,10 @@ def _message_columns(messages: pa.Table, patients: _Patients, profile: str, with
     return {
         "patient_zip3": _per_distinct(_column(messages, "patient_zip"), safe_harbor.zip3, pa.string()),
         "patient_state": pc.if_else(not_null, pa.scalar(vocabulary.WITHHELD), pc.utf8_trim_whitespace(states)),
-        "age_at_message": pa.array(ages, pa.string()),
-        "age_band": pa.array([safe_harbor.age_band(age) for age in ages], pa.string()),
-        "birth_year": pa.array(birth_years, pa.int16()),
-        "birth_date_shifted": pa.array(shifted, pa.string()),
+        "age_at_message": age_texts(ages),
+        "age_band": age_bands(ages),
+        "birth_year": birth_years,
+        "birth_date_shifted": shifted,
     }
 
 

@@ -87,15 +87,21 @@ def year_of(value: str | date | datetime | None) -> int | None:
 def age_range(birth_date: str | None, at: date | datetime | None) -> tuple[int, int] | None:
     """The youngest and oldest the patient can be at `at`, in completed years, given the precision of
     the HL7 birth date; None when a date is missing or invalid, or the birth comes after `at`."""
-    birth = parse_hl7_date(birth_date)
-    if birth is None or at is None:
+    span = birth_span(birth_date)
+    if span is None or at is None:
         return None
     at = at.date() if isinstance(at, datetime) else at
-    earliest, latest = _possible_days(birth)
+    earliest, latest = span
     if earliest > at:
         return None
     youngest = _completed_years(latest, at) if latest <= at else 0
     return youngest, _completed_years(earliest, at)
+
+
+def birth_span(birth_date: str | None) -> tuple[date, date] | None:
+    """The first and last day an HL7 birth date can stand for, given its precision; None when it is not a date."""
+    birth = parse_hl7_date(birth_date)
+    return None if birth is None else _possible_days(birth)
 
 
 def safe_harbor_age(birth_date: str | None, at: date | datetime | None) -> str | None:
