@@ -46,6 +46,25 @@ def test_ages_of_a_table_equal_the_age_of_each_row(seed):
     assert "90+" in expected and None in expected and "0" in expected
 
 
+def test_ages_turn_on_the_birthday_and_at_the_edges_of_an_imprecise_birth_date():
+    """Messages on the birth day, on birthdays 1, 89 and 90 years on, and the day either side; for
+    a month or a year of birth, on the first and last day it can stand for."""
+    births, moments = [], []
+    for born in ["19320229", "19350301", "19341231", "19350101", "193506", "1935", "20240101", "202402"]:
+        first, last = safe_harbor.birth_span(born)
+        for anchor_day in (first, last):
+            for years in (0, 1, 89, 90):
+                try:
+                    birthday = anchor_day.replace(year=anchor_day.year + years)
+                except ValueError:  # 29 February in a common year
+                    birthday = dt.date(anchor_day.year + years, 3, 1)
+                for shift in (-1, 0, 1):
+                    births.append(born)
+                    moments.append(dt.datetime.combine(birthday + dt.timedelta(days=shift), dt.time(12)))
+    codes = age_codes(pa.array(births, pa.string()), pa.array(moments, pa.timestamp("us")))
+    assert age_texts(codes).to_pylist() == [safe_harbor.safe_harbor_age(born, at) for born, at in zip(births, moments)]
+
+
 def _reference_oldest(patients, ages, years, over_89):
     """The rule written plainly, row by row."""
     result = []
