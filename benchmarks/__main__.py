@@ -4,6 +4,8 @@
     python -m benchmarks report     # rewrite the results from the last run's JSON (benchmarks/output/)
     python -m benchmarks listeners  # the live intake alone: its section of the results replaced, the rest kept
     python -m benchmarks nightly    # the nightly section alone, into benchmarks/output/nightly-results.md
+    python -m benchmarks pipeline   # the whole pipeline against the tutorial's parse alone, into
+                                    # benchmarks/output/pipeline-results.md
 
 Settings (environment variables):
 
@@ -20,6 +22,8 @@ Settings (environment variables):
   the tutorial's messages with as many distinct patients as messages (a hospital's history has
   nearly as many patients as visits): a full run, then a night with 0.1% new messages from new
   patients, side by side in the same folder.
+- BENCH_PIPELINE_SIZES (default 2000000): corpus sizes of `python -m benchmarks pipeline`, which
+  runs the whole pipeline from the CLI and the tutorial's parse of the same files, taking turns.
 - BENCH_LISTENERS (default 1): measure the live intake (0 skips it; its settings: benchmarks/listeners.py).
 - BENCH_SPARK_PYTHON: a Python with pyspark, for the Spark baseline when the project's venv has
   none (Java must be on the PATH).
@@ -74,6 +78,7 @@ DICOM_FILES = int(_setting("BENCH_DICOM_FILES", "1000", "60"))
 MEASURE_MAKE_RUN = _setting("BENCH_MAKE_RUN", "1") != "0"
 NIGHTLY_SIZES = [int(s.replace("_", "")) for s in _setting("BENCH_NIGHTLY_SIZES", "500000,2000000", "5000").split(",") if s.strip()]
 NIGHTLY_SHARE = 1000  # a night brings 1/1000 of the history
+PIPELINE_SIZES = [int(s.replace("_", "")) for s in _setting("BENCH_PIPELINE_SIZES", "2000000", "20000").split(",") if s.strip()]
 MEASURE_LISTENERS = _setting("BENCH_LISTENERS", "1") != "0"
 # The default graph of `make run` (config.DEFAULT_SYNTHETIC_*), smaller in quick mode.
 MAKE_RUN_SYNTHETIC = None if not QUICK else {"MEDICAL_ASSETS_SYNTHETIC_HL7_MESSAGES": "5000",
@@ -99,6 +104,8 @@ def main() -> None:
         return _listeners_only()
     if sys.argv[1:] == ["nightly"]:
         return _nightly_only()
+    if sys.argv[1:] == ["pipeline"]:
+        return _pipeline_only()
     os.makedirs(LOGS, exist_ok=True)
     results = {
         "machine": _machine(),
@@ -177,9 +184,14 @@ def _record(results: dict, group: str, name: str, size: int, run_once) -> None:
     _record_in_turns(results, group, size, {name: run_once})
 
 
-def _record_in_turns(results: dict, group: str, size: int, runs_once: dict, repeats: int = REPEATS) -> None:
-    """`_record` of several measurements, taking turns: each one's first run, then each one's second..."""
-    entries = {name: {"group": group, "name": name, "size": size, "runs": [], "error": None} for name in runs_once}
+def _record_in_turns(
+    results: dict, group: str, size: int, runs_once: dict, repeats: int = REPEATS, groups: dict | None = None
+) -> None:
+    """`_record` of several measurements, taking turns: each one's first run, then each one's second...
+    `groups`: the group of a measurement whose group is not `group`."""
+    groups = groups or {}
+    entries = {name: {"group": groups.get(name, group), "name": name, "size": size, "runs": [], "error": None}
+               for name in runs_once}
     results["measurements"].extend(entries.values())
     stopped = set()
     for _ in range(repeats):
@@ -447,6 +459,32 @@ def _nightly_only() -> None:
     with open(os.path.join(OUTPUT, "nightly-results.md"), "w") as out:
         out.write(report.render_nightly(results))
     print(f"written to {os.path.relpath(os.path.join(OUTPUT, 'nightly-results.md'), ROOT)}")
+
+
+def _pipeline_only() -> None:
+    """`python -m benchmarks pipeline`: the whole pipeline from the CLI and the tutorial's parse of
+    the same files (the tutorial's corpus), taking turns, REPEATS times each, at BENCH_PIPELINE_SIZES;
+    written apart from the full plan's results."""
+    global RESULTS_JSON
+    RESULTS_JSON = os.path.join(OUTPUT, "pipeline-results.json")
+    os.makedirs(LOGS, exist_ok=True)
+    results = {"machine": _machine(), "settings": {"sizes": PIPELINE_SIZES, "repeats": REPEATS, "quick": QUICK},
+               "started": dt.datetime.now().isoformat(timespec="seconds"), "load_at_start": os.getloadavg(),
+               "measurements": [], "not_measured": []}
+    for size in PIPELINE_SIZES:
+        corpus = _tutorial_corpus(size)
+        tutorial_argv = [sys.executable, "-m", "benchmarks.measure", "tutorial_single_thread", corpus]
+        _record_in_turns(results, "pipeline", size, {
+            "tutorial_single_thread": lambda output, argv=tutorial_argv, size=size: _run_measurement(
+                argv + [output], "tutorial_single_thread", size),
+            "pipeline_cli": lambda output, corpus=corpus, size=size: _pipeline_on_corpus(corpus, output, size),
+        }, groups={"tutorial_single_thread": "hl7"})
+    results |= {"finished": dt.datetime.now().isoformat(timespec="seconds"), "load_at_end": os.getloadavg()}
+    _save(results)
+    path = os.path.join(OUTPUT, "pipeline-results.md")
+    with open(path, "w") as out:
+        out.write(report.render_pipeline(results))
+    print(f"written to {os.path.relpath(path, ROOT)}")
 
 
 def _history_and_night(results: dict, corpus: str, size: int) -> None:
