@@ -147,7 +147,7 @@ def hl7_deidentified_tables(
         carried = leak_gate.carried_parts(settings, carried_files, plan.computed)
     scan = yield from leak_gate.publish_if_clean(
         context, settings, publication, HL7_LEAK_CHECK, [deid_key(t) for t in schemas], list(schemas),
-        lambda: publication.commit(schemas), carried=carried, merged_index=merged_index,
+        lambda: publication.commit(schemas), carried=carried, merged_index=merged_index, keep_cell_texts=True,
     )
     parts = {name: {"digest": plan.digests[name], "counts": by_part.get(name, {})} for name in plan.digests}
     record.save(basis, decision, outputs, context.run.run_id,

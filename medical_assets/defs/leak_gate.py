@@ -28,6 +28,8 @@ from medical_assets.defs.audit import audited_phi_read
 from medical_assets.dicom.tables import DEID_DICOM_IMAGES
 from medical_assets.engine import identifier_parts, leak_jobs
 from medical_assets.engine.analytics_jobs import Input, read_input
+from medical_assets.engine.cell_texts import CACHE_FOLDER as CELL_TEXTS_FOLDER
+from medical_assets.engine.cell_texts import CellTextFolder
 from medical_assets.engine.memory import release_memory
 from medical_assets.privacy.detectors import KINDS as detector_kinds
 from medical_assets.privacy.hl7_deid_tables import DEID_HL7_TABLES
@@ -96,16 +98,20 @@ def publish_if_clean(
     counts: Iterable[int] = (),
     carried: CarriedParts | None = None,
     merged_index: bool = True,
+    keep_cell_texts: bool = False,
 ) -> Generator[dg.AssetCheckResult, None, dict]:
     """Scan `staged` (folder names of `publication`), then commit or quarantine; yields the result of
     each selected check of `assets`. The scan and the commit happen whatever was selected. Returns
     what the scan found (counts and places, never a value), for the step's record. `carried`: staged
-    files copied unchanged from a published output, searched only for the identifiers new since."""
+    files copied unchanged from a published output, searched only for the identifiers new since.
+    `keep_cell_texts`: the Parquet files' texts are kept for a later night's search of them
+    (`engine.cell_texts`), and only those of the files published are kept."""
     vocabulary = load_vocabulary(settings)
+    cell_texts = CellTextFolder(settings.zone("phi").child(*CELL_TEXTS_FOLDER)) if keep_cell_texts else None
     with audited_phi_read(context, settings, f"leak check {check_name}", None):
         findings, identifier_count, index_merged = scan_for_leaks(
             context.run.run_id, settings, [publication.staged(name) for name in staged], vocabulary,
-            list(library_texts), drawn_from_analytics, aggregates, counts, carried, merged_index,
+            list(library_texts), drawn_from_analytics, aggregates, counts, carried, merged_index, cell_texts,
         )
     if index_merged and identifier_count >= RELEASE_AFTER_IDENTIFIERS:
         # The identifiers are gone: the run's process need not keep their peak. (Unmerged, the
@@ -123,6 +129,9 @@ def publish_if_clean(
     selected = [asset for asset in assets if dg.AssetCheckKey(asset, check_name) in context.selected_asset_check_keys]
     if not findings:
         commit()
+        if cell_texts is not None:
+            zone = publication.zone
+            cell_texts.prune(file for name in staged for file in table_files(zone.child(name)))
         for asset in selected:
             yield dg.AssetCheckResult(check_name=check_name, asset_key=asset, passed=True, severity=dg.AssetCheckSeverity.ERROR, metadata=metadata)
         return scan
@@ -206,12 +215,13 @@ def scan_for_leaks(
     counts: Iterable[int] = (),
     carried: CarriedParts | None = None,
     merged_index: bool = True,
+    cell_texts: CellTextFolder | None = None,
 ) -> tuple[list[Finding], int, bool]:
     """The findings under `roots`, how many identifiers were looked for, and whether the index that
     held them was merged (otherwise a value several parts hold is counted once per part)."""
     index = _identifier_index(run_id, settings, merged_index)
     if carried is not None and carried.files:
-        scanner = _scanner(run_id, settings.deid_profile, index, library_texts, aggregates, vocabulary)
+        scanner = _scanner(run_id, settings.deid_profile, index, library_texts, aggregates, vocabulary, cell_texts)
         findings = leak_jobs.scan_trees(scanner, list(roots), keep=lambda path: path not in carried.files)
         # The carried files passed a check that looked for every other identifier, with the same
         # detectors and no more vocabulary than now: only the new identifiers can be found in them,
@@ -219,6 +229,7 @@ def scan_for_leaks(
         new_identifiers = LeakScanner(
             carried.identifiers, library_texts, aggregates=aggregates,
             measurements=MEASUREMENT_COLUMNS, vocabulary=vocabulary, patterns=False, token_columns=False,
+            cell_texts=cell_texts,
         )
         if not carried.identifiers.empty:  # nothing new to look for (no new part, no DICOM): no scan
             findings += leak_jobs.scan_trees(
@@ -243,7 +254,7 @@ def scan_for_leaks(
             _scanner_cache.clear()
             _index_cache.clear()
     else:
-        scanner = _scanner(run_id, settings.deid_profile, index, library_texts, aggregates, vocabulary)
+        scanner = _scanner(run_id, settings.deid_profile, index, library_texts, aggregates, vocabulary, cell_texts)
     return leak_jobs.scan_trees(scanner, list(roots)), len(index), index.merged
 
 
@@ -376,13 +387,15 @@ def prepare_identifier_index(run_id: str, settings: PipelineSettings, merged: bo
 _scanner_cache: dict[tuple, LeakScanner] = {}
 
 
-def _scanner(run_id, profile, index, library_texts, aggregates, vocabulary=frozenset()) -> LeakScanner:
+def _scanner(run_id, profile, index, library_texts, aggregates, vocabulary=frozenset(), cell_texts=None) -> LeakScanner:
     # The index by identity: the cached scanner holds it, so no other index can take its id.
-    key = (run_id, id(index), profile, tuple(hash(t) for t in library_texts), aggregates, hash(vocabulary))
+    key = (run_id, id(index), profile, tuple(hash(t) for t in library_texts), aggregates, hash(vocabulary),
+           None if cell_texts is None else cell_texts.folder.uri)
     if key not in _scanner_cache:
         _scanner_cache.clear()
         _scanner_cache[key] = LeakScanner(
-            index, library_texts, aggregates=aggregates, measurements=MEASUREMENT_COLUMNS, vocabulary=vocabulary
+            index, library_texts, aggregates=aggregates, measurements=MEASUREMENT_COLUMNS, vocabulary=vocabulary,
+            cell_texts=cell_texts,
         )
     return _scanner_cache[key]
 

@@ -3,6 +3,7 @@ elements and raw bytes, a PNG's text chunks; and the files under a folder."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import warnings
 import zlib
@@ -58,6 +59,43 @@ def read_table(data: bytes, suffix: str) -> pa.Table | None:
     except (pa.ArrowException, OSError):
         pass
     return None
+
+
+def parquet_footer_digest(data: bytes) -> str | None:
+    """A digest of a Parquet file's footer (its schema, row groups, statistics and our stamp with
+    the run and the time it was written): the same bytes give the same digest, and a file written
+    again another. None when the bytes do not end as Parquet does."""
+    if len(data) < 12 or data[-4:] != b"PAR1":
+        return None
+    length = int.from_bytes(data[-8:-4], "little")
+    if length + 8 > len(data):
+        return None
+    return hashlib.sha256(data[-8 - length :]).hexdigest()[:32]
+
+
+def parquet_file_footer_digest(location: Location) -> str | None:
+    """`parquet_footer_digest` of a file, from its last bytes only (None when it cannot be read)."""
+    try:
+        with location.filesystem.open_input_file(location.path) as stream:
+            size = stream.size()
+            stream.seek(size - min(size, _FOOTER_TAIL))
+            data = stream.read(min(size, _FOOTER_TAIL))
+            if len(data) >= 8 and data[-4:] == b"PAR1":
+                length = int.from_bytes(data[-8:-4], "little")
+                if len(data) < 8 + length <= size:  # a footer larger than the tail: read it whole
+                    stream.seek(size - 8 - length)
+                    data = stream.read(8 + length)
+    except (FileNotFoundError, OSError):
+        return None
+    return parquet_footer_digest(data)
+
+
+_FOOTER_TAIL = 1 << 16  # bytes read from a file's end to find its footer
+
+
+def parquet_schema(data: bytes) -> pa.Schema:
+    """The Arrow schema of a Parquet file, from its footer alone."""
+    return pq.ParquetFile(pa.BufferReader(data)).schema_arrow
 
 
 def read_parquet_without(data: bytes, skip: Callable[[pa.Field], bool]) -> tuple[pa.Table, pa.Schema] | None:

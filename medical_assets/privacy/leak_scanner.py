@@ -19,11 +19,13 @@ import re
 from collections import Counter
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 import ahocorasick
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import pydicom
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID
 
@@ -39,6 +41,9 @@ from medical_assets.privacy.leak_readers import (
     distinct_cell_texts,
     is_number_type,
     is_our_stamp,
+    parquet_file_footer_digest,
+    parquet_footer_digest,
+    parquet_schema,
     png_text,
     read_parquet_without,
     read_table,
@@ -57,6 +62,18 @@ MIN_LIBRARY_TEXT = 8  # characters: shorter library texts are not cut out (LeakS
 # Columns that hold a date moved by the patient's secret offset under the date-shift profile (and
 # are null under Safe Harbor) without the suffix: the de-identified dicom_images' study_date.
 SHIFTED_DATE_COLUMNS = frozenset({"study_date"})
+
+
+# A Parquet file's distinct cell texts by column, each a list of (texts, how many cells hold each).
+CellTexts = dict[str, list[tuple[pa.Array, np.ndarray]]]
+
+
+class CellTextStore(Protocol):
+    """Kept `CellTexts` by a Parquet file's footer digest (`engine.cell_texts.CellTextFolder`)."""
+
+    def get(self, digest: str) -> CellTexts | None: ...
+
+    def put(self, digest: str, texts: CellTexts) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -83,6 +100,7 @@ class LeakScanner:
         excused_numbers: Collection[str] = (),
         one_word_kinds_excused: Collection[str] = (),
         token_columns: bool = True,
+        cell_texts: CellTextStore | None = None,
     ):
         """`identifiers`: value -> kind, or an IdentifierIndex already built from them (a run's
         checks share one: building it costs time that grows with the patients).
@@ -94,7 +112,11 @@ class LeakScanner:
         `token_columns=False`: a table's columns of our keyed tokens (`_is_token_column`) are not
         searched, for a file that passed a check searching them for every identifier known then: a
         token's text is our digest of one value, so a later identifier it equalled would be a
-        coincidence that tells nothing of that patient, never a leak of them."""
+        coincidence that tells nothing of that patient, never a leak of them.
+        `cell_texts`: where the distinct texts of a Parquet file's columns (all but the token
+        columns) are kept by the file's footer digest: a search for a night's few new identifiers
+        (`token_columns=False`, `patterns=False`) of files searched before reads those instead of
+        the files (`CellTextStore`)."""
         # Third-party code inlined in reports (plotly.js: megabytes of words and numbers) is not
         # data; it is cut out before a report is scanned, so it cannot fake a finding.
         # Cut out whole, longest first, and only texts long enough to be a text: cutting a short
@@ -117,23 +139,30 @@ class LeakScanner:
         self._one_word_kinds_excused = frozenset(one_word_kinds_excused)
         self._vocabulary = _phrase_automaton(vocabulary)
         self._token_columns = token_columns
+        self._cell_texts = cell_texts
 
     def scan_text(self, text: str) -> list[str]:
         """The kinds of identifier in the text, known identifiers and patterns, sorted."""
         return sorted(self._count(text) | self._pattern_count(text))
 
-    def scan_table(self, table: pa.Table, where: str, schema: pa.Schema | None = None) -> list[Finding]:
+    def scan_table(
+        self, table: pa.Table, where: str, schema: pa.Schema | None = None, texts_out: CellTexts | None = None
+    ) -> list[Finding]:
         """Every cell of every column (nested values too), and the schema: names and metadata
-        (`schema`: the file's, when only some of its columns were read)."""
+        (`schema`: the file's, when only some of its columns were read). `texts_out` receives the
+        distinct texts of each column but the token columns (for a `CellTextStore`)."""
         findings = self._findings(f"{where}: schema", self._schema_count(schema or table.schema))
         for index, name in enumerate(table.column_names):
-            if not self._token_columns and _is_token_column(table.schema.field(index)):
+            token_column = _is_token_column(table.schema.field(index))
+            if not self._token_columns and token_column:
                 continue
             counts: Counter[str] = Counter()
-            numbers = (self._aggregates or name in self._measurements) and is_number_type(table.schema.field(index).type)
+            numbers = self._skips_digit_only(table.schema.field(index))
             for chunk in table.column(index).chunks:
-                if not self._empty:
+                if not self._empty or (texts_out is not None and not token_column):
                     for texts, occurrences in distinct_cell_texts(chunk):
+                        if texts_out is not None and not token_column:
+                            texts_out.setdefault(name, []).append((texts, occurrences))
                         counts.update(self._count_cells(texts, occurrences, skip_digit_only=numbers))
                 # A column named like our stamp (`_compliance.json` beside a CSV export, read as a
                 # table) holds our run id and creation time: not data, so no pattern applies.
@@ -144,6 +173,21 @@ class LeakScanner:
                     for texts in cell_texts(chunk, text_only=True):
                         counts.update(_pattern_kinds(structured_identifier_kinds(texts), skip))
             findings += self._findings(f"{where}: column {name}", counts)
+        return findings
+
+    def _skips_digit_only(self, field: pa.Field) -> bool:
+        return (self._aggregates or field.name in self._measurements) and is_number_type(field.type)
+
+    def _scan_kept_texts(self, texts: CellTexts, schema: pa.Schema, where: str) -> list[Finding]:
+        """What `scan_table` finds without token columns and patterns, from a file's kept texts."""
+        findings = self._findings(f"{where}: schema", self._schema_count(schema))
+        for field in schema:
+            if _is_token_column(field) or field.name not in texts:
+                continue
+            counts: Counter[str] = Counter()
+            for values, occurrences in texts[field.name]:
+                counts.update(self._count_cells(values, occurrences, skip_digit_only=self._skips_digit_only(field)))
+            findings += self._findings(f"{where}: column {field.name}", counts)
         return findings
 
     def _schema_count(self, schema: pa.Schema) -> Counter[str]:
@@ -199,9 +243,24 @@ class LeakScanner:
     def scan_tree_file(self, root: Location, path: str, data: bytes | None = None) -> list[Finding]:
         """One file of `tree_files(root)` (its bytes read here unless given), named as `scan_tree` names it."""
         relative = path[len(root.path) :].lstrip("/")
+        where = posixpath.join(root.name, relative)
         if data is None:
-            data = Location(root.filesystem, path).read_bytes()
-        return self._scan_named(posixpath.join(root.name, relative), relative, data)
+            location = Location(root.filesystem, path)
+            kept = self._kept_texts_of(location) if relative.lower().endswith(".parquet") else None
+            if kept is not None:  # the file's kept texts: not read at all
+                return self._findings(f"{where}: file name", self._count(relative)) + self._scan_kept_texts(*kept, where)
+            data = location.read_bytes()
+        return self._scan_named(where, relative, data)
+
+    def _kept_texts_of(self, location: Location) -> tuple[CellTexts, pa.Schema] | None:
+        """The kept texts and the schema of a Parquet file, for a search that may use them."""
+        if self._cell_texts is None or self._token_columns or self._patterns:
+            return None
+        digest = parquet_file_footer_digest(location)
+        texts = self._cell_texts.get(digest) if digest is not None else None
+        if texts is None:
+            return None
+        return texts, pq.read_schema(location.path, filesystem=location.filesystem)
 
     def redact(self, text: str) -> str:
         """The text with every identifier replaced, even inside a longer word: for labels we show."""
@@ -223,14 +282,26 @@ class LeakScanner:
     def _scan_named(self, where: str, name: str, data: bytes) -> list[Finding]:
         findings = self._findings(f"{where}: file name", self._count(name))
         suffix = posixpath.splitext(name)[1].lower()
+        digest = parquet_footer_digest(data) if suffix == ".parquet" and self._cell_texts is not None else None
+        if digest is not None and not self._token_columns and not self._patterns:
+            kept = self._cell_texts.get(digest)
+            if kept is not None:
+                return findings + self._scan_kept_texts(kept, parquet_schema(data), where)
+        texts: CellTexts | None = {} if digest is not None else None
         if suffix == ".parquet" and not self._token_columns:
             # Our token columns are not searched: not read either (most of a part's bytes).
             read = read_parquet_without(data, _is_token_column)
             if read is not None:
-                return findings + self.scan_table(read[0], where, schema=read[1])
+                found = self.scan_table(read[0], where, schema=read[1], texts_out=texts)
+                if texts is not None:
+                    self._cell_texts.put(digest, texts)
+                return findings + found
         table = read_table(data, suffix)
         if table is not None:
-            return findings + self.scan_table(table, where)
+            found = self.scan_table(table, where, texts_out=texts if suffix == ".parquet" else None)
+            if texts is not None:
+                self._cell_texts.put(digest, texts)
+            return findings + found
         if suffix in DICOM_SUFFIXES or data[128:132] == b"DICM":
             return findings + self.scan_dicom(data, where)
         if suffix == ".png" or data[:8] == PNG_SIGNATURE:
