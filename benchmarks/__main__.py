@@ -447,30 +447,17 @@ def _measure_nightly(results: dict) -> None:
 
 def _nightly_only() -> None:
     """`python -m benchmarks nightly`: the nightly section alone, written apart from the full plan's results."""
-    global RESULTS_JSON
-    RESULTS_JSON = os.path.join(OUTPUT, "nightly-results.json")
-    os.makedirs(LOGS, exist_ok=True)
-    results = {"machine": _machine(), "settings": {"sizes": NIGHTLY_SIZES, "repeats": REPEATS, "quick": QUICK},
-               "started": dt.datetime.now().isoformat(timespec="seconds"), "load_at_start": os.getloadavg(),
-               "measurements": [], "not_measured": []}
-    _measure_nightly(results)
-    results |= {"finished": dt.datetime.now().isoformat(timespec="seconds"), "load_at_end": os.getloadavg()}
-    _save(results)
-    with open(os.path.join(OUTPUT, "nightly-results.md"), "w") as out:
-        out.write(report.render_nightly(results))
-    print(f"written to {os.path.relpath(os.path.join(OUTPUT, 'nightly-results.md'), ROOT)}")
+    _section_alone("nightly", NIGHTLY_SIZES, _measure_nightly, report.render_nightly)
 
 
 def _pipeline_only() -> None:
     """`python -m benchmarks pipeline`: the whole pipeline from the CLI and the tutorial's parse of
     the same files (the tutorial's corpus), taking turns, REPEATS times each, at BENCH_PIPELINE_SIZES;
     written apart from the full plan's results."""
-    global RESULTS_JSON
-    RESULTS_JSON = os.path.join(OUTPUT, "pipeline-results.json")
-    os.makedirs(LOGS, exist_ok=True)
-    results = {"machine": _machine(), "settings": {"sizes": PIPELINE_SIZES, "repeats": REPEATS, "quick": QUICK},
-               "started": dt.datetime.now().isoformat(timespec="seconds"), "load_at_start": os.getloadavg(),
-               "measurements": [], "not_measured": []}
+    _section_alone("pipeline", PIPELINE_SIZES, _measure_pipeline_and_tutorial, report.render_pipeline)
+
+
+def _measure_pipeline_and_tutorial(results: dict) -> None:
     for size in PIPELINE_SIZES:
         corpus = _tutorial_corpus(size)
         tutorial_argv = [sys.executable, "-m", "benchmarks.measure", "tutorial_single_thread", corpus]
@@ -479,11 +466,22 @@ def _pipeline_only() -> None:
                 argv + [output], "tutorial_single_thread", size),
             "pipeline_cli": lambda output, corpus=corpus, size=size: _pipeline_on_corpus(corpus, output, size),
         }, groups={"tutorial_single_thread": "hl7"})
+
+
+def _section_alone(name: str, sizes: list[int], measure, render) -> None:
+    """One section's measurements, into benchmarks/output/<name>-results.json and .md."""
+    global RESULTS_JSON
+    RESULTS_JSON = os.path.join(OUTPUT, f"{name}-results.json")
+    os.makedirs(LOGS, exist_ok=True)
+    results = {"machine": _machine(), "settings": {"sizes": sizes, "repeats": REPEATS, "quick": QUICK},
+               "started": dt.datetime.now().isoformat(timespec="seconds"), "load_at_start": os.getloadavg(),
+               "measurements": [], "not_measured": []}
+    measure(results)
     results |= {"finished": dt.datetime.now().isoformat(timespec="seconds"), "load_at_end": os.getloadavg()}
     _save(results)
-    path = os.path.join(OUTPUT, "pipeline-results.md")
+    path = os.path.join(OUTPUT, f"{name}-results.md")
     with open(path, "w") as out:
-        out.write(report.render_pipeline(results))
+        out.write(render(results))
     print(f"written to {os.path.relpath(path, ROOT)}")
 
 
