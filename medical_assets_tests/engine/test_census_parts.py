@@ -71,3 +71,21 @@ def test_kept_parts_are_read_without_a_job_and_patients_come_back_only_when_aske
     rows, _ = census_parts.census_by_part(phi, 3, "issuer", patients=None)
     assert pc.sum(pc.equal(rows.column("kind"), "patient")).as_py() > 0
     assert len(list((tmp_path / "phi" / "_census" / "parts").glob("*.patients.parquet"))) == 4
+
+
+def test_looking_for_the_parts_of_a_patient_who_turned_90_reads_the_kept_files_here(shared_ray, tmp_path, monkeypatch):
+    """A night in which a patient turns 90 reads every part's kept "patient" rows: in this process,
+    however large the parts' tables (whose size decides where a census is computed); a part with
+    nothing kept is still computed where its tables' size says."""
+    phi = _phi_zone(tmp_path, parts=3)
+    everything, _ = census_parts.census_by_part(phi, 3, "issuer", patients=None)
+    places = []
+    monkeypatch.setattr(census_parts, "map_tables", lambda *args, here=False, **kwargs: places.append(here) or map_tables(*args, here=here, **kwargs))
+    monkeypatch.setattr(census_parts, "IN_PROCESS_PARQUET_BYTES", 1)  # every part's tables "too large" for here
+    patient = everything.filter(pc.equal(everything.column("kind"), "patient")).column("patient")[0].as_py()
+    rows, _ = census_parts.census_by_part(phi, 3, "issuer", patients=[patient])
+    assert places == [True] and patient in rows.column("patient").to_pylist()
+
+    next((tmp_path / "phi" / "_census" / "parts").glob("*.patients.parquet")).unlink()  # one part's patients lost
+    rows, _ = census_parts.census_by_part(phi, 3, "issuer", patients=[patient])
+    assert places == [True, False] and patient in rows.column("patient").to_pylist()
