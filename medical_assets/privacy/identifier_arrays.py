@@ -34,9 +34,8 @@ from medical_assets.privacy.identifier_forms import (
     _phone_variants,
     _ssn_variants,
 )
+from medical_assets.privacy.identifier_index import ASCII_WHITESPACE
 
-# What `str.strip()` removes among ASCII characters (the information separators too).
-_ASCII_WHITESPACE = "".join(chr(code) for code in range(128) if chr(code).isspace())
 _DIGITS = "^[0-9]+$"
 
 
@@ -111,7 +110,7 @@ def _split_ascii(values: pa.Array) -> tuple[pa.Array, pa.Array]:
 
 def _stripped(values: pa.Array | pa.ChunkedArray, drop_empty: bool = True) -> pa.Array:
     """ASCII values as `str.strip()` leaves them (empty ones dropped, unless told not to)."""
-    stripped = pc.utf8_trim(values, characters=_ASCII_WHITESPACE)
+    stripped = pc.utf8_trim(values, characters=ASCII_WHITESPACE)
     if isinstance(stripped, pa.ChunkedArray):
         stripped = stripped.combine_chunks()
     return stripped.filter(pc.greater(pc.utf8_length(stripped), 0)) if drop_empty else stripped

@@ -36,8 +36,9 @@ import pyarrow.compute as pc
 
 _BLOCK_CHARS = 1 << 20  # a text is hashed in pieces of this many characters: bounded memory
 _IDENTIFIER_BATCH = 200_000  # identifiers folded and hashed at a time while the index is built
-# What `str.strip()` removes among ASCII characters (the information separators too).
-_ASCII_WHITESPACE = "".join(chr(code) for code in range(128) if chr(code).isspace())
+# What `str.strip()` removes among ASCII characters (the information separators too): Arrow's
+# `utf8_trim` with these strips an ASCII text as Python does.
+ASCII_WHITESPACE = "".join(chr(code) for code in range(128) if chr(code).isspace())
 _ASCII_ALNUM = np.array([chr(code).isalnum() for code in range(128)])
 _MIX_1, _MIX_2 = 0xBF58476D1CE4E5B9, 0x94D049BB133111EB  # splitmix64's finaliser
 
@@ -136,7 +137,7 @@ class IdentifierIndex:
         ascii_values = values.filter(pa.array(ascii_mask))
         ascii_codes = codes[ascii_mask]
         # As `str.strip()` and `fold` leave ASCII text; values left empty are not identifiers.
-        folded = pc.ascii_lower(pc.utf8_trim(ascii_values, characters=_ASCII_WHITESPACE))
+        folded = pc.ascii_lower(pc.utf8_trim(ascii_values, characters=ASCII_WHITESPACE))
         kept = pc.greater(pc.utf8_length(folded), 0)
         folded, ascii_codes = folded.filter(kept), ascii_codes[kept.to_numpy(zero_copy_only=False)]
         for start in range(0, len(folded), _IDENTIFIER_BATCH):
