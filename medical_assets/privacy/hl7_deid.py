@@ -49,6 +49,7 @@ from medical_assets.privacy.hl7_patients import (
     age_codes,
     age_texts,
     first_years_over_89,
+    over_89_somewhere,
     patient_identities,
     without_ages_of_the_oldest,
 )
@@ -286,10 +287,7 @@ def _message_columns(messages: pa.Table, patients: _Patients, profile: str, with
     """ZIP3, the state, the age at the message and its band, and the birth year or shifted birth date."""
     born, moments = _column(messages, "patient_birth_date"), _column(messages, "message_datetime")
     ages = without_ages_of_the_oldest(age_codes(born, moments), patients.identities, pc.year(moments), patients.over_89)
-    withheld_birth = (ages == AGE_CODE_NONE) | (ages == AGE_CODE_90_PLUS)
-    if patients.over_89:
-        in_over_89 = pc.is_in(patients.identities, value_set=pa.array(list(patients.over_89), pa.string()))
-        withheld_birth |= pc.fill_null(in_over_89, False).to_numpy(zero_copy_only=False)
+    withheld_birth = (ages == AGE_CODE_NONE) | (ages == AGE_CODE_90_PLUS) | over_89_somewhere(patients.identities, patients.over_89)
     if profile == SAFE_HARBOR:
         shifted = pa.nulls(len(born), pa.string())
         # An age is known only where the birth date is one: its year is then there to take.

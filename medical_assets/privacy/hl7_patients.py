@@ -115,13 +115,20 @@ def without_ages_of_the_oldest(
     codes = codes.copy()
     if not over_89:
         return codes
-    oldest = pc.fill_null(pc.is_in(patients, value_set=pa.array(list(over_89), pa.string())), False)
-    rows = np.flatnonzero(oldest.to_numpy(zero_copy_only=False) & (codes != AGE_CODE_90_PLUS))
+    rows = np.flatnonzero(over_89_somewhere(patients, over_89) & (codes != AGE_CODE_90_PLUS))
     row_years = years.take(pa.array(rows, pa.int64())).to_pylist()
     for row, patient, year in zip(rows.tolist(), patients.take(pa.array(rows, pa.int64())).to_pylist(), row_years):
         first_year = over_89[patient]
         codes[row] = AGE_CODE_90_PLUS if first_year is not None and year is not None and year >= first_year else AGE_CODE_NONE
     return codes
+
+
+def over_89_somewhere(patients: pa.Array, over_89: Mapping[str, int | None]) -> np.ndarray:
+    """Whether each row's patient is 90+ at some HL7 or DICOM event (a key of `over_89`)."""
+    if not over_89:
+        return np.zeros(len(patients), bool)
+    found = pc.is_in(patients, value_set=pa.array(list(over_89), pa.string()))
+    return pc.fill_null(found, False).to_numpy(zero_copy_only=False)
 
 
 def age_texts(codes: np.ndarray) -> pa.Array:
