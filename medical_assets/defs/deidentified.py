@@ -20,7 +20,7 @@ from medical_assets.defs.selection import selected_results
 from medical_assets.defs.specs import publishing_step, table_spec
 from medical_assets.defs.staging import recovered_publication, staging
 from medical_assets.dicom.export import EXPORT_TABLES as DICOM_EXPORT_TABLES
-from medical_assets.engine import census_parts, deid_jobs, dicom_carry, identifier_parts
+from medical_assets.engine import cell_texts, census_parts, deid_jobs, dicom_carry, identifier_parts
 from medical_assets.engine.part_groups import phi_part_groups
 from medical_assets.privacy.hl7_deid import compliance_metadata
 from medical_assets.privacy.hl7_deid_tables import DEID_HL7_TABLES
@@ -147,7 +147,7 @@ def hl7_deidentified_tables(
         carried = leak_gate.carried_parts(settings, carried_files, plan.computed)
     scan = yield from leak_gate.publish_if_clean(
         context, settings, publication, HL7_LEAK_CHECK, [deid_key(t) for t in schemas], list(schemas),
-        lambda: publication.commit(schemas), carried=carried, merged_index=merged_index, keep_cell_texts=True,
+        lambda: publication.commit(schemas), carried=carried, merged_index=merged_index, keep_cell_texts=cell_texts.CACHE_FOLDER,
     )
     parts = {name: {"digest": plan.digests[name], "counts": by_part.get(name, {})} for name in plan.digests}
     record.save(basis, decision, outputs, context.run.run_id,
@@ -246,7 +246,9 @@ def dicom_deidentified_export(
     if plan.keep:
         # Only HL7 parts were added, and they leave every image's export as it was: keep it whole.
         roots = [deid.child(t) for t in (*deid_tables, DEID_FILES)]
-        findings = leak_gate.rescan_published(context, settings, DICOM_LEAK_CHECK, roots, plan.hl7_parts_read)
+        findings = leak_gate.rescan_published(
+            context, settings, DICOM_LEAK_CHECK, roots, plan.hl7_parts_read, cell_texts.DICOM_FOLDER
+        )
         if not findings:
             context.log.info(
                 f"dicom_deidentified_export: the export of run {earlier.run_id} carried over: the new data is "
@@ -297,6 +299,7 @@ def dicom_deidentified_export(
     scan = yield from leak_gate.publish_if_clean(
         context, settings, deid_publication, DICOM_LEAK_CHECK, exported, [*deid_tables, DEID_FILES],
         lambda: deid_publication.commit(deid_tables, folders=[DEID_FILES]), carried=carried, merged_index=merged_index,
+        keep_cell_texts=cell_texts.DICOM_FOLDER,
     )
     record.save(basis, decision, outputs, context.run.run_id, {"counts": counts, "check": scan, **now.details(by_part)})
     yield from selected_results(context, _dicom_results(settings, schemas, deid_tables, counts, key.key_id))

@@ -28,8 +28,7 @@ from medical_assets.defs.audit import audited_phi_read
 from medical_assets.dicom.tables import DEID_DICOM_IMAGES
 from medical_assets.engine import identifier_parts, leak_jobs
 from medical_assets.engine.analytics_jobs import Input, read_input
-from medical_assets.engine.cell_texts import CACHE_FOLDER as CELL_TEXTS_FOLDER
-from medical_assets.engine.cell_texts import CellTextFolder
+from medical_assets.engine.cell_texts import CellTextFolder, published_files
 from medical_assets.engine.memory import release_memory
 from medical_assets.privacy.detectors import KINDS as detector_kinds
 from medical_assets.privacy.hl7_deid_tables import DEID_HL7_TABLES
@@ -98,16 +97,16 @@ def publish_if_clean(
     counts: Iterable[int] = (),
     carried: CarriedParts | None = None,
     merged_index: bool = True,
-    keep_cell_texts: bool = False,
+    keep_cell_texts: Sequence[str] = (),
 ) -> Generator[dg.AssetCheckResult, None, dict]:
     """Scan `staged` (folder names of `publication`), then commit or quarantine; yields the result of
     each selected check of `assets`. The scan and the commit happen whatever was selected. Returns
     what the scan found (counts and places, never a value), for the step's record. `carried`: staged
     files copied unchanged from a published output, searched only for the identifiers new since.
-    `keep_cell_texts`: the Parquet files' texts are kept for a later night's search of them
-    (`engine.cell_texts`), and only those of the files published are kept."""
+    `keep_cell_texts`: a folder of the PHI zone (`engine.cell_texts`) where the texts of the files
+    (Parquet, DICOM) are kept for a later night's search of them; only those of the files published stay."""
     vocabulary = load_vocabulary(settings)
-    cell_texts = CellTextFolder(settings.zone("phi").child(*CELL_TEXTS_FOLDER)) if keep_cell_texts else None
+    cell_texts = CellTextFolder(settings.zone("phi").child(*keep_cell_texts)) if keep_cell_texts else None
     with audited_phi_read(context, settings, f"leak check {check_name}", None):
         findings, identifier_count, index_merged = scan_for_leaks(
             context.run.run_id, settings, [publication.staged(name) for name in staged], vocabulary,
@@ -131,7 +130,7 @@ def publish_if_clean(
         commit()
         if cell_texts is not None:
             zone = publication.zone
-            cell_texts.prune(file for name in staged for file in table_files(zone.child(name)))
+            cell_texts.prune(file for name in staged for file in published_files(zone.child(name)))
         for asset in selected:
             yield dg.AssetCheckResult(check_name=check_name, asset_key=asset, passed=True, severity=dg.AssetCheckSeverity.ERROR, metadata=metadata)
         return scan
@@ -352,17 +351,20 @@ def carried_parts(settings: PipelineSettings, files: Collection[str], hl7_parts_
 def rescan_published(
     context: dg.AssetExecutionContext, settings: PipelineSettings, check_name: str, roots: Sequence[Location],
     hl7_parts_read: Collection[str],
+    cell_texts: Sequence[str] = (),
 ) -> list[Finding]:
     """Published output kept as it is, searched for what its check could not have looked for: the
     identifiers of the HL7 part groups read since (and of every DICOM image, as `carried_parts`),
-    with the vocabulary as it is now and without the pattern detectors (content-only: unchanged)."""
+    with the vocabulary as it is now and without the pattern detectors (content-only: unchanged).
+    `cell_texts`: the PHI zone's folder where the files' texts are kept (`publish_if_clean`)."""
     vocabulary = load_vocabulary(settings)
     with audited_phi_read(context, settings, f"leak check {check_name} of the output carried over", None):
         index = carried_parts(settings, (), hl7_parts_read).identifiers
         if index.empty:
             return []
         scanner = LeakScanner(
-            index, [], measurements=MEASUREMENT_COLUMNS, vocabulary=vocabulary, patterns=False, token_columns=False
+            index, [], measurements=MEASUREMENT_COLUMNS, vocabulary=vocabulary, patterns=False, token_columns=False,
+            cell_texts=CellTextFolder(settings.zone("phi").child(*cell_texts)) if cell_texts else None,
         )
         return leak_jobs.scan_trees(scanner, [root for root in roots if root.exists()])
 

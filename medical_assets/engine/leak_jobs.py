@@ -60,7 +60,9 @@ def scan_trees(
             files.append(LandingFile(path, path[len(root.path) :].lstrip("/"), size, None))
     if not files:
         return []
-    if runs_here(sum(file.size_bytes for file in files), IN_PROCESS_BYTES if in_process_bytes is None else in_process_bytes):
+    # Sized by what the scan reads: a night's search of files whose texts were kept reads those instead.
+    reads = sum(scanner.bytes_to_read(owners[file.path][1], file.path, file.size_bytes) for file in files)
+    if runs_here(reads, IN_PROCESS_BYTES if in_process_bytes is None else in_process_bytes):
         # A few small files (a night's analytics tables, the reports): searched here, in well under
         # the time it takes to put the scanner (the index: hundreds of MB at millions of patients)
         # into the object store and start the tasks.

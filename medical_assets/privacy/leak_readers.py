@@ -93,6 +93,20 @@ def parquet_file_footer_digest(location: Location) -> str | None:
 _FOOTER_TAIL = 1 << 16  # bytes read from a file's end to find its footer
 
 
+def dicom_file_key(location: Location) -> str | None:
+    """A key for the kept texts of a published DICOM file: its name, size and modification time.
+    A DICOM file has no footer that says what it holds, and reading it to digest it is what the
+    kept texts spare; the exported files are written once under a new UID's name, and one written
+    again has a new time. None when the file is not there or its filesystem tells no time."""
+    try:
+        info = location.filesystem.get_file_info(location.path)
+    except OSError:
+        return None
+    if info.type != pafs.FileType.File or info.mtime_ns is None:
+        return None
+    return hashlib.sha256(f"{location.name}\0{info.size}\0{info.mtime_ns}".encode()).hexdigest()[:32]
+
+
 def parquet_schema(data: bytes) -> pa.Schema:
     """The Arrow schema of a Parquet file, from its footer alone."""
     return pq.ParquetFile(pa.BufferReader(data)).schema_arrow

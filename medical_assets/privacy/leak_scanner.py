@@ -37,6 +37,7 @@ from medical_assets.privacy.leak_readers import (
     OWN_METADATA_PREFIXES,
     PNG_SIGNATURE,
     cell_texts,
+    dicom_file_key,
     dicom_texts,
     distinct_cell_texts,
     is_number_type,
@@ -65,13 +66,19 @@ SHIFTED_DATE_COLUMNS = frozenset({"study_date"})
 
 
 # A Parquet file's distinct cell texts by column, each a list of (texts, how many cells hold each).
+# A DICOM file's are kept in the same form under the three names below: its elements' labels and
+# texts (in order, one cell each) and its raw text, as `scan_dicom` searches them.
 CellTexts = dict[str, list[tuple[pa.Array, np.ndarray]]]
+DICOM_ELEMENT_LABELS, DICOM_ELEMENT_TEXTS, DICOM_RAW_TEXT = "\0element labels", "\0element texts", "\0raw bytes"
 
 
 class CellTextStore(Protocol):
-    """Kept `CellTexts` by a Parquet file's footer digest (`engine.cell_texts.CellTextFolder`)."""
+    """Kept `CellTexts` by a Parquet file's footer digest or a DICOM file's `dicom_file_key`
+    (`engine.cell_texts.CellTextFolder`)."""
 
     def get(self, digest: str) -> CellTexts | None: ...
+
+    def has(self, digest: str) -> bool: ...
 
     def put(self, digest: str, texts: CellTexts) -> None: ...
 
@@ -200,11 +207,11 @@ class LeakScanner:
         counts.update(self._pattern_count("\n".join(theirs)))
         return counts
 
-    def scan_dicom(self, data: bytes, where: str) -> list[Finding]:
+    def scan_dicom(self, data: bytes, where: str, texts_out: CellTexts | None = None) -> list[Finding]:
         """Every element value, through sequences, private tags and the file meta; then the raw bytes
-        as latin-1, for kinds not found in a parsed element (values pydicom could not parse)."""
+        as latin-1, for kinds not found in a parsed element (values pydicom could not parse).
+        `texts_out` receives the texts searched (for a `CellTextStore`)."""
         parsed, raw = dicom_texts(data)
-        findings: list[Finding] = []
         blanked: Counter[str] = Counter()  # values left out of the raw bytes' search too
         elements: list[tuple[str, str, str]] = []
         for label, text, vr in parsed:
@@ -218,6 +225,19 @@ class LeakScanner:
                 blanked[text] += 1
                 continue
             elements.append((label, text, vr))
+        raw_text = raw.decode("latin-1")
+        for value, times in blanked.items():
+            raw_text = raw_text.replace(value, " " * len(value), times)
+        if texts_out is not None:
+            ones = np.ones(len(elements), np.int64)
+            texts_out[DICOM_ELEMENT_LABELS] = [(pa.array([label for label, _, _ in elements], pa.string()), ones)]
+            texts_out[DICOM_ELEMENT_TEXTS] = [(pa.array([text for _, text, _ in elements], pa.string()), ones)]
+            texts_out[DICOM_RAW_TEXT] = [(pa.array([raw_text], pa.string()), np.ones(1, np.int64))]
+        return self._dicom_findings(where, elements, raw_text)
+
+    def _dicom_findings(self, where: str, elements: list[tuple[str, str, str]], raw_text: str) -> list[Finding]:
+        """The findings of `scan_dicom` in the (label, text, VR) of the elements and the raw text."""
+        findings: list[Finding] = []
         # All elements in one search: hundreds of short texts, each searched alone, would cost the
         # lookup's fixed price hundreds of times.
         for (label, text, vr), counts in zip(elements, self._count_each([text for _, text, _ in elements])):
@@ -225,11 +245,25 @@ class LeakScanner:
                 counts.update(self._pattern_count(text))
             findings += self._findings(f"{where}: {label}", counts)
         found = {finding.kind for finding in findings}
-        raw_text = raw.decode("latin-1")
-        for value, times in blanked.items():
-            raw_text = raw_text.replace(value, " " * len(value), times)
         raw_counts = Counter({kind: n for kind, n in self._count(raw_text).items() if kind not in found})
         return findings + self._findings(f"{where}: raw bytes", raw_counts)
+
+    def _scan_dicom_file(self, location: Location, where: str, relative: str, data: bytes | None) -> list[Finding]:
+        """`scan_dicom` of a file of a tree, whose texts are kept (by `dicom_file_key`) for a later
+        search, or searched from those kept instead of reading the file."""
+        findings = self._findings(f"{where}: file name", self._count(relative))
+        key = dicom_file_key(location)
+        if key is not None and self._searches_kept_texts():
+            kept = self._cell_texts.get(key)
+            if kept is not None and DICOM_RAW_TEXT in kept:
+                (labels, _), (texts, _) = kept[DICOM_ELEMENT_LABELS][0], kept[DICOM_ELEMENT_TEXTS][0]
+                elements = [(label, text, "") for label, text in zip(labels.to_pylist(), texts.to_pylist())]
+                return findings + self._dicom_findings(where, elements, kept[DICOM_RAW_TEXT][0][0][0].as_py())
+        texts: CellTexts | None = {} if key is not None else None
+        findings += self.scan_dicom(location.read_bytes() if data is None else data, where, texts_out=texts)
+        if texts is not None:
+            self._cell_texts.put(key, texts)
+        return findings
 
     def scan_file(self, location_or_path: Location | str, data: bytes) -> list[Finding]:
         """The file's content by its kind, and its name."""
@@ -244,6 +278,8 @@ class LeakScanner:
         """One file of `tree_files(root)` (its bytes read here unless given), named as `scan_tree` names it."""
         relative = path[len(root.path) :].lstrip("/")
         where = posixpath.join(root.name, relative)
+        if self._cell_texts is not None and relative.lower().endswith(DICOM_SUFFIXES):
+            return self._scan_dicom_file(Location(root.filesystem, path), where, relative, data)
         if data is None:
             location = Location(root.filesystem, path)
             kept = self._kept_texts_of(location) if relative.lower().endswith(".parquet") else None
@@ -252,9 +288,28 @@ class LeakScanner:
             data = location.read_bytes()
         return self._scan_named(where, relative, data)
 
+    def bytes_to_read(self, root: Location, path: str, size: int) -> int:
+        """What a search of the file `path` (of `size` bytes) of the tree `root` reads of it: nothing
+        when it searches the file's kept texts instead."""
+        if not self._searches_kept_texts():
+            return size
+        location = Location(root.filesystem, path)
+        if path.lower().endswith(".parquet"):
+            key = parquet_file_footer_digest(location)
+        elif path.lower().endswith(DICOM_SUFFIXES):
+            key = dicom_file_key(location)
+        else:
+            return size
+        return 0 if key is not None and self._cell_texts.has(key) else size
+
+    def _searches_kept_texts(self) -> bool:
+        """Whether this scanner may search kept texts instead of files: they hold neither our token
+        columns nor what only the pattern detectors would look at."""
+        return self._cell_texts is not None and not self._token_columns and not self._patterns
+
     def _kept_texts_of(self, location: Location) -> tuple[CellTexts, pa.Schema] | None:
         """The kept texts and the schema of a Parquet file, for a search that may use them."""
-        if self._cell_texts is None or self._token_columns or self._patterns:
+        if not self._searches_kept_texts():
             return None
         digest = parquet_file_footer_digest(location)
         texts = self._cell_texts.get(digest) if digest is not None else None
@@ -283,7 +338,7 @@ class LeakScanner:
         findings = self._findings(f"{where}: file name", self._count(name))
         suffix = posixpath.splitext(name)[1].lower()
         digest = parquet_footer_digest(data) if suffix == ".parquet" and self._cell_texts is not None else None
-        if digest is not None and not self._token_columns and not self._patterns:
+        if digest is not None and self._searches_kept_texts():
             kept = self._cell_texts.get(digest)
             if kept is not None:
                 return findings + self._scan_kept_texts(kept, parquet_schema(data), where)
