@@ -177,11 +177,13 @@ def summarize_group(
     )
 
 
-def combine_all(summary: Mapping[str, pa.Table], images: pa.Table, one_row_per_patient: bool = False) -> dict[str, pa.Table]:
+def combine_all(
+    summary: Mapping[str, pa.Table], images: pa.Table, one_row_per_patient: bool = False, patient_counts: pa.Table | None = None
+) -> dict[str, pa.Table]:
     """Every analytics table, unsuppressed, from the concatenated summaries of every part group (or
-    their reduction: `one_row_per_patient`, see `summaries.combine`) and the de-identified
-    dicom_images (a few thousand rows, taken whole)."""
-    computed = summaries.combine(summary, one_row_per_patient) | {
+    their reduction: `one_row_per_patient`, and `patient_counts`, see `summaries.combine`) and the
+    de-identified dicom_images (a few thousand rows, taken whole)."""
+    computed = summaries.combine(summary, one_row_per_patient, patient_counts) | {
         "imaging": imaging(images),
         "imaging_transfer_syntaxes": imaging_transfer_syntaxes(images),
     }

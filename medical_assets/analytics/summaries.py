@@ -110,14 +110,21 @@ def summarize(
     }
 
 
-def combine(summary: Mapping[str, pa.Table], one_row_per_patient: bool = False) -> dict[str, pa.Table]:
+def combine(
+    summary: Mapping[str, pa.Table], one_row_per_patient: bool = False, patient_counts: pa.Table | None = None
+) -> dict[str, pa.Table]:
     """The HL7 analytics tables, unsuppressed, from the summaries of every group concatenated in part
-    order, or from their reduction (`reduced`, `folded`: say so with `one_row_per_patient`)."""
+    order, or from their reduction (`reduced`, `folded_sums`: say so with `one_row_per_patient`).
+    `patient_counts`: the `patient_counts` of every patient's latest row, which then need not be
+    in `summary` (a night's fold keeps them so, `refolded_counts`)."""
     quality = _summed(summary["file_quality"], ["source_file_token", "sending_facility"], ["messages", "score_sum", "scored"])
     file_errors = _summed(summary["file_errors"], ["source_file_token"], ["errors"])
     return {
         "hospital_utilization": _finished_utilization(summary["utilization"]),
-        "patient_demographics": patient_demographics(summary["latest_patients"], one_row_per_patient),
+        "patient_demographics": (
+            patient_demographics(summary["latest_patients"], one_row_per_patient) if patient_counts is None
+            else demographics_of_counts(patient_counts)
+        ),
         "message_types": _finished_message_types(summary["message_types"]),
         "lab_results": _finished_lab_results(summary["lab_values"]),
         "pharmacy": _finished_pharmacy(summary["pharmacy"]),
@@ -146,23 +153,37 @@ def reduced(summary: Mapping[str, pa.Table]) -> dict[str, pa.Table]:
     return result | {"latest_patients": latest_per_patient(summary["latest_patients"])}
 
 
-def folded(earlier: Mapping[str, pa.Table], later: Mapping[str, pa.Table]) -> dict[str, pa.Table]:
-    """`reduced` of the summaries of the groups `earlier` reduced and of later groups (`later`,
-    concatenated in part order), without sorting every patient again: only the later groups'
-    patients are looked up among the earlier ones. Counts are added in the order a reduction of
-    all the summaries adds them (the earlier total first), so the sums are the same to the last bit."""
-    result = {
+def folded_sums(earlier: Mapping[str, pa.Table], later: Mapping[str, pa.Table]) -> dict[str, pa.Table]:
+    """The summed tables of `reduced` of the groups `earlier` reduced and of later groups (`later`,
+    concatenated in part order); the latest rows are folded apart (`refreshed_latest`). Counts are
+    added in the order a reduction of all the summaries adds them (the earlier total first), so the
+    sums are the same to the last bit."""
+    return {
         name: _summed(pa.concat_tables([earlier[name], later[name]]), keys, counts) for name, (keys, counts) in _SUMMED.items()
     }
-    latest = latest_per_patient(later["latest_patients"])
-    before = earlier["latest_patients"]
-    seen = pc.is_in(before.column("patient_token"), value_set=latest.column("patient_token").combine_chunks())
-    # A patient of both keeps the later row when the years tie, as the later group's row wins in `reduced`.
-    again = latest_per_patient(pa.concat_tables([before.filter(seen), latest]))
-    # A night of new patients only leaves every earlier row as it is: no copy of millions of rows
-    # (0.8 s at 5,000,000 patients) to drop none of them.
-    unchanged = before.filter(pc.invert(seen)) if pc.any(seen).as_py() else before
-    return result | {"latest_patients": pa.concat_tables([unchanged, again])}
+
+
+def refreshed_latest(earlier: pa.Table, later: pa.Table) -> pa.Table:
+    """The latest row of each patient of `later` (their rows of later groups, in part order), given
+    `earlier`: the latest rows of those of them seen before (any others' are ignored). A patient of
+    both keeps the later row when the years tie, as the later group's row wins in `reduced`. Only
+    the night's patients are looked at: the history's latest rows stay as they are."""
+    return latest_per_patient(pa.concat_tables([earlier, latest_per_patient(later)]))
+
+
+def patient_counts(latest: pa.Table) -> pa.Table:
+    """Patients by gender and age band among `latest_per_patient` rows (what patient_demographics counts)."""
+    return _summed(_with_ones(latest.select(_DEMOGRAPHIC_KEYS), "patients"), _DEMOGRAPHIC_KEYS, ["patients"])
+
+
+def refolded_counts(counts: pa.Table, replaced: pa.Table, refreshed: pa.Table) -> pa.Table:
+    """`patient_counts` once the latest rows `replaced` gave way to `refreshed` (`refreshed_latest`):
+    exact, as counts are whole numbers; a key whose count falls to 0 is left out, as a count of
+    the rows themselves would leave it."""
+    negated = patient_counts(replaced)
+    negated = negated.set_column(2, "patients", pc.negate(negated.column("patients")))
+    summed = _summed(pa.concat_tables([counts, negated, patient_counts(refreshed)]), _DEMOGRAPHIC_KEYS, ["patients"])
+    return summed.filter(pc.not_equal(summed.column("patients"), 0))
 
 
 def empty_summary() -> dict[str, pa.Table]:
@@ -193,13 +214,23 @@ def patient_demographics(latest: pa.Table, one_row_per_patient: bool = False) ->
     `one_row_per_patient`: of all of them, already reduced)."""
     if not one_row_per_patient:
         latest = latest_per_patient(latest)
-    keys = ["patient_gender", "age_band"]
-    grouped = _summed(_with_ones(latest.select(keys), "patients"), keys, ["patients"]).to_pandas()
+    return demographics_of_counts(patient_counts(latest))
+
+
+def demographics_of_counts(counts: pa.Table) -> pa.Table:
+    """The patient_demographics table of `patient_counts`."""
+    grouped = _summed(counts, _DEMOGRAPHIC_KEYS, ["patients"]).to_pandas()
     band_order = grouped["age_band"].map({band: order for order, band in enumerate(AGE_BAND_ORDER)})
     grouped = grouped.assign(_band_order=band_order).sort_values(
         ["patient_gender", "_band_order", "age_band"], na_position="last"
     )
     return to_analytics_table(grouped, tables.PATIENT_DEMOGRAPHICS)
+
+
+_DEMOGRAPHIC_KEYS = ["patient_gender", "age_band"]
+PATIENT_COUNTS_SCHEMA = pa.schema(
+    [pa.field("patient_gender", pa.string()), pa.field("age_band", pa.string()), pa.field("patients", pa.int64())]
+)
 
 
 def to_analytics_table(frame: pd.DataFrame, schema: pa.Schema, keep_suppressed_cells: bool = False) -> pa.Table:

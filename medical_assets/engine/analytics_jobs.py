@@ -11,8 +11,6 @@ one task combines them, suppresses small cells and writes the tables. No process
 from __future__ import annotations
 
 import functools
-import json
-import secrets
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import NamedTuple
 
@@ -25,10 +23,10 @@ import ray
 
 from medical_assets.analytics.aggregates import DEID_COLUMNS_READ, combine_all, publish_combined, summarize_group
 from medical_assets.analytics.chart_data import DASHBOARD_FILE, REPORT_GROUPS
-from medical_assets.analytics.summaries import SUMMARY_SCHEMAS, folded, reduced
+from medical_assets.analytics.summaries import SUMMARY_SCHEMAS, folded_sums, reduced
 from medical_assets.analytics.tables import ANALYTICS_TABLES
 from medical_assets.dicom.tables import DEID_DICOM_IMAGES
-from medical_assets.engine import multitable
+from medical_assets.engine import kept_combination, multitable
 from medical_assets.engine.exports import ExportTablesDatasink
 from medical_assets.engine.memory import WORKER_RELEASE_ABOVE, release_memory
 from medical_assets.engine.part_groups import kept_file_name, part_digest, part_groups_by_name, prune_cache
@@ -87,7 +85,7 @@ def publish_analytics(
     names = summary_file_names(groups, key)
     prune_cache(cache, set(names))
     combined = phi.child(*COMBINED_FOLDER)
-    earlier = combined_groups(combined, names)
+    earlier = kept_combination.combined_groups(combined, names)
     log(
         f"analytics: {len(names) - earlier:,} part group(s) summarized and folded into the kept combination of {earlier:,}"
         if earlier else f"analytics: all {len(names):,} part group(s) combined (no kept combination of the first ones)"
@@ -111,7 +109,7 @@ def publish_analytics(
 
 PartInputs = tuple[str, dict[str, Input]]  # a part name, and the inputs of that name in both zones
 _GROUPED_DEID_TABLES = ["hl7_messages", "hl7_lab_results", "hl7_pharmacy_orders"]
-_SUMMARY_PACKED = multitable.packed_schema(SUMMARY_SCHEMAS)
+_SUMMARY_PACKED = kept_combination.SUMMARY_PACKED
 
 
 def analytics_part_groups(deid: Location, phi: Location) -> list[PartInputs]:
@@ -138,18 +136,11 @@ def analytics_part_groups(deid: Location, phi: Location) -> list[PartInputs]:
 # phi/_census/summaries/<digest>.parquet: each part group's summary, kept so that a night summarizes
 # only the groups it has not seen. PHI: the months and counts before suppression.
 SUMMARIES_FOLDER = ("_census", "summaries")
-# phi/_census/analytics/: the reduced combination of the groups the last run combined
-# (`summaries.reduced`). combined.parquet holds its small tables, packed, and in its metadata the
-# summaries' file names, in part order, and the name of the file of its latest row per patient
-# (latest-<random>.arrow: a flat Arrow file, zstd, written first; read and written in a tenth of the time
-# the same rows take packed in Parquet).
+# phi/_census/analytics/: the reduced combination of the groups the last run combined (`kept_combination`).
 COMBINED_FOLDER = ("_census", "analytics")
-COMBINED_FILE = "combined.parquet"
 # A kept combination that holds less is folded with a night's summaries in the run's process (at
 # 5,000,000 patients its files hold 180 MB); a larger one, in a worker.
 COMBINE_IN_PROCESS_BYTES = 256 << 20
-_COMBINED_GROUPS = b"medical_assets.summaries"
-_COMBINED_LATEST = b"medical_assets.latest_patients"
 
 
 def summary_file_names(groups: Sequence[PartInputs], key: PseudonymKey) -> list[str]:
@@ -160,22 +151,6 @@ def summary_file_names(groups: Sequence[PartInputs], key: PseudonymKey) -> list[
         kept_file_name(name, part_digest({table: table_input.location for table, table_input in inputs.items()}), salt, suffix=".parquet")
         for name, inputs in groups
     ]
-
-
-def combined_groups(folder: Location, names: Sequence[str]) -> int:
-    """How many of the groups (by their summaries' names, in part order) the combination kept in
-    `folder` holds: all of its groups, when they are the first of `names`; else 0 (a group changed
-    or went, a group came before them, another key or code: everything is combined again)."""
-    kept = folder.child(COMBINED_FILE)
-    try:
-        metadata = pq.read_schema(kept.path, filesystem=kept.filesystem).metadata or {}
-        held = json.loads(metadata[_COMBINED_GROUPS])
-        latest = folder.child(metadata[_COMBINED_LATEST].decode())
-    except (FileNotFoundError, OSError, KeyError, ValueError, pa.ArrowInvalid):
-        return 0
-    if not latest.exists():
-        return 0
-    return len(held) if held and held == list(names[: len(held)]) else 0
 
 
 def summarize_part_groups(
@@ -218,42 +193,20 @@ def _combined_analytics(
     combination is kept in the folder `combined`); the combination of all `groups` is kept there."""
     blocks = [summary if isinstance(summary, pa.Table) else ray.get(summary) for summary in summaries]
     later = _unpacked([block for block in blocks if block.num_rows])
-    summary = folded(_read_combined(combined), later) if earlier else reduced(later)
+    if earlier:
+        kept = kept_combination.read_kept(combined, _unpacked)
+        sums = folded_sums(kept.sums, later)
+        new_rows, counts = kept_combination.fold_latest(combined, kept, later["latest_patients"])
+        latest_files = kept.latest_files
+    else:
+        sums = reduced(later)
+        new_rows, counts, latest_files = sums["latest_patients"], kept_combination.first_counts(sums["latest_patients"]), []
     if combined is not None and earlier < len(groups):  # else it holds these very groups already
-        _write_combined(combined, summary, groups)
+        kept_combination.write_kept(combined, sums, groups, counts, latest_files, new_rows)
     images = tables.get("deid/dicom_images")
     images = images if images is not None else DEID_DICOM_IMAGES.empty_table()
-    return publish_combined(combine_all(summary, images, one_row_per_patient=True), threshold)
-
-
-def _write_combined(folder: Location, summary: Mapping[str, pa.Table], groups: Sequence[str]) -> None:
-    """Keep `summary`, the combination of `groups`: its latest rows in a new file, then
-    combined.parquet naming it (atomically: a reader finds the old pair or the new), then the
-    latest rows of earlier combinations are deleted."""
-    folder.makedirs()
-    latest_name = f"latest-{secrets.token_hex(8)}.arrow"
-    sink = pa.BufferOutputStream()
-    latest = summary["latest_patients"]
-    # zstd: the tokens are random, so lz4 hardly shrinks them and costs more (at 5,000,000 patients
-    # lz4 0.98 s to write 173 MiB, zstd 0.38 s to write 97 MiB, read back in half lz4's time).
-    with pa.ipc.new_file(sink, latest.schema, options=pa.ipc.IpcWriteOptions(compression="zstd")) as writer:
-        writer.write_table(latest)
-    folder.child(latest_name).write_bytes_atomically(sink.getvalue())
-    small = {**summary, "latest_patients": latest.schema.empty_table()}
-    write_table_atomically(
-        multitable.pack("combined", small, _SUMMARY_PACKED), folder.child(COMBINED_FILE),
-        {_COMBINED_GROUPS: json.dumps(list(groups)), _COMBINED_LATEST: latest_name},
-    )
-    prune_cache(folder, {COMBINED_FILE, latest_name})
-    restrict_to_owner(folder)  # PHI: owner-only, as the rest of the zone
-
-
-def _read_combined(folder: Location) -> dict[str, pa.Table]:
-    kept = folder.child(COMBINED_FILE)
-    small = pq.read_table(kept.path, filesystem=kept.filesystem)  # its schema: _SUMMARY_PACKED and our metadata
-    latest_file = folder.child(small.schema.metadata[_COMBINED_LATEST].decode())
-    latest = pa.ipc.open_file(pa.BufferReader(latest_file.read_bytes())).read_all()
-    return _unpacked([small]) | {"latest_patients": latest.cast(SUMMARY_SCHEMAS["latest_patients"])}
+    summary = {**sums, "latest_patients": SUMMARY_SCHEMAS["latest_patients"].empty_table()}
+    return publish_combined(combine_all(summary, images, one_row_per_patient=True, patient_counts=counts), threshold)
 
 
 def _unpacked(blocks: list[pa.Table]) -> dict[str, pa.Table]:

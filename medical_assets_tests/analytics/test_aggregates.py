@@ -482,7 +482,8 @@ def test_summaries_of_part_groups_combine_to_the_tables_of_the_whole(computed, d
 
 
 def test_later_groups_folded_into_a_kept_combination_give_the_tables_of_the_whole(deid, phi, checked, file_token):
-    """A night folds its new groups into the combination the last run kept (`summaries.folded`):
+    """A night folds its new groups into the combination the last run kept (`summaries.folded_sums`,
+    `refreshed_latest`, `refolded_counts`):
     whatever the split, the tables are those of all the groups combined, to the last bit. Patients
     recur across groups, and a tie of years goes to the later group, as in one combination."""
     files = sorted(set(phi["hl7_messages"]["source_file"].to_pylist()) | set(phi["hl7_errors"]["source_file"].to_pylist()))
@@ -507,12 +508,23 @@ def test_later_groups_folded_into_a_kept_combination_give_the_tables_of_the_whol
     for split in range(1, len(groups) + 1):
         kept = summaries.reduced(concatenated(groups[:split]))
         later = concatenated(groups[split:]) if split < len(groups) else summaries.empty_summary()
-        folded = summaries.folded(kept, later)
-        assert aggregates.combine_all(folded, deid["dicom_images"], one_row_per_patient=True) == whole, split
-        # And once more, as the night after: the fold's result is a combination to fold into.
-        assert summaries.folded(folded, summaries.empty_summary())["latest_patients"].num_rows == folded["latest_patients"].num_rows
+        sums = summaries.folded_sums(kept, later)
+        # Only the later patients' earlier rows are looked up; the counts move by what they replace.
+        tokens = later["latest_patients"]["patient_token"].combine_chunks()
+        earlier_rows = _rows_of(kept["latest_patients"], "patient_token", tokens)
+        refreshed = summaries.refreshed_latest(earlier_rows, later["latest_patients"])
+        counts = summaries.refolded_counts(summaries.patient_counts(kept["latest_patients"]), earlier_rows, refreshed)
+        folded = {**sums, "latest_patients": summaries.SUMMARY_SCHEMAS["latest_patients"].empty_table()}
+        assert aggregates.combine_all(folded, deid["dicom_images"], one_row_per_patient=True, patient_counts=counts) == whole, split
+        # The latest rows, the kept ones not replaced and the refreshed, are those of the whole.
+        unchanged = kept["latest_patients"].filter(pc.invert(pc.is_in(kept["latest_patients"]["patient_token"], value_set=tokens)))
+        assert _by_patient(pa.concat_tables([unchanged, refreshed])) == _by_patient(summaries.reduced(concatenated(groups))["latest_patients"])
     genders = whole["patient_demographics"].column("patient_gender").to_pylist()
     assert "X" in genders or "Y" in genders
+
+
+def _by_patient(latest: pa.Table) -> dict:
+    return {row["patient_token"]: row for row in latest.to_pylist()}
 
 
 def _rows_of(table: pa.Table, column: str, values: pa.Array) -> pa.Table:
