@@ -346,16 +346,21 @@ def computed_in_workers(inputs: Inputs, computes: Sequence[Callable], schema: pa
 
 
 def computed_here(inputs: Inputs, computes: Sequence[Callable], schema: pa.Schema) -> list[pa.Table]:
-    """What `computed_in_workers` computes, in this process, one function after the other."""
-    return list(_compute(pa.table({"compute": list(range(len(computes)))}), dict(inputs), list(computes), schema))
+    """What `computed_in_workers` computes, in this process, one function after the other, on the
+    inputs read once (the reports' four builds read the same eleven tables)."""
+    tables = {name: read_input(table) for name, table in inputs.items()}
+    return [_packed(compute(tables), schema) for compute in computes]
 
 
 def _compute(
     batch: pa.Table, inputs: dict[str, Input], computes: list[Callable], schema: pa.Schema
 ) -> Iterable[pa.Table]:
     for number in batch.column("compute").to_pylist():
-        result = computes[number]({name: read_input(table) for name, table in inputs.items()})
-        yield result if isinstance(result, pa.Table) else multitable.pack("computed", result, schema)
+        yield _packed(computes[number]({name: read_input(table) for name, table in inputs.items()}), schema)
+
+
+def _packed(result: pa.Table | Mapping[str, pa.Table], schema: pa.Schema) -> pa.Table:
+    return result if isinstance(result, pa.Table) else multitable.pack("computed", result, schema)
 
 
 def read_input(table: Input) -> pa.Table | None:

@@ -26,10 +26,21 @@ def release_memory(above_bytes: int = 0) -> None:
     if above_bytes and _resident_bytes() <= above_bytes:
         return
     gc.collect()
+    _freeze_imports()
     pa.default_memory_pool().release_unused()
     trim = _malloc_trim()
     if trim is not None:
         trim(0)
+
+
+@functools.cache
+def _freeze_imports() -> None:
+    """Once a process: what survived its first full collection (modules and the objects of its
+    imports, some 300,000 in a Ray worker) is frozen, so later collections walk only what was made
+    since. Walking them at each task's end cost 3.6 s of the workers' time in a 2,000,000-message
+    first run. Frozen objects are still freed when their last reference goes; only a cycle among
+    them would stay, and what is frozen is what the process held at one moment, once."""
+    gc.freeze()
 
 
 @functools.cache
