@@ -192,9 +192,9 @@ def _combined_analytics(
     """The analytics tables from `summaries` (of the groups after the first `earlier` ones, whose
     combination is kept in the folder `combined`); the combination of all `groups` is kept there."""
     blocks = [summary if isinstance(summary, pa.Table) else ray.get(summary) for summary in summaries]
-    later = _unpacked([block for block in blocks if block.num_rows])
+    later = kept_combination.unpacked([block for block in blocks if block.num_rows])
     if earlier:
-        kept = kept_combination.read_kept(combined, _unpacked)
+        kept = kept_combination.read_kept(combined)
         sums = folded_sums(kept.sums, later)
         new_rows, counts = kept_combination.fold_latest(combined, kept, later["latest_patients"])
         latest_files = kept.latest_files
@@ -207,12 +207,6 @@ def _combined_analytics(
     images = images if images is not None else DEID_DICOM_IMAGES.empty_table()
     summary = {**sums, "latest_patients": SUMMARY_SCHEMAS["latest_patients"].empty_table()}
     return publish_combined(combine_all(summary, images, one_row_per_patient=True, patient_counts=counts), threshold)
-
-
-def _unpacked(blocks: list[pa.Table]) -> dict[str, pa.Table]:
-    """The summaries of packed blocks, concatenated in part order."""
-    packed = pa.concat_tables(blocks).sort_by("source_file") if blocks else _SUMMARY_PACKED.empty_table()
-    return {name: multitable.unpack(packed, name, schema) for name, schema in SUMMARY_SCHEMAS.items()}
 
 
 def _summarized(batch: pa.Table, groups: list[PartInputs], key: PseudonymKey, cache: Location | None) -> Iterable[pa.Table]:

@@ -72,8 +72,14 @@ def combined_groups(folder: Location, names: Sequence[str]) -> int:
     return len(held) if held and held == list(names[: len(held)]) else 0
 
 
-def read_kept(folder: Location, unpacked) -> KeptCombination:
-    """The kept combination, without its latest rows (`unpacked`: packed blocks to summaries)."""
+def unpacked(blocks: list[pa.Table]) -> dict[str, pa.Table]:
+    """The summaries of packed blocks (`SUMMARY_PACKED`), concatenated in part order."""
+    packed = pa.concat_tables(blocks).sort_by("source_file") if blocks else SUMMARY_PACKED.empty_table()
+    return {name: multitable.unpack(packed, name, schema) for name, schema in SUMMARY_SCHEMAS.items()}
+
+
+def read_kept(folder: Location) -> KeptCombination:
+    """The kept combination, without its latest rows."""
     kept = folder.child(COMBINED_FILE)
     small = pq.read_table(kept.path, filesystem=kept.filesystem)  # its schema: SUMMARY_PACKED and our metadata
     metadata = small.schema.metadata

@@ -65,13 +65,13 @@ def test_nights_of_returning_and_new_patients_equal_one_reduction(tmp_path, monk
         rows = _rows(rng, np.concatenate([patients, patients[:5]]))
         groups = [f"g{n}" for n in range(night + 1)]
         assert kept_combination.combined_groups(folder, groups) == night
-        kept = kept_combination.read_kept(folder, lambda blocks: {})
+        kept = kept_combination.read_kept(folder)
         new_rows, counts = kept_combination.fold_latest(folder, kept, rows)
         kept_combination.write_kept(folder, sums, groups, counts, kept.latest_files, new_rows)
         everything.append(rows)
 
         whole = summaries.latest_per_patient(pa.concat_tables(everything))
-        kept = kept_combination.read_kept(folder, lambda blocks: {})
+        kept = kept_combination.read_kept(folder)
         assert _current(folder, kept) == _by_patient(whole), night
         assert _counts(kept.counts) == _counts(summaries.patient_counts(whole)), night
         assert summaries.demographics_of_counts(kept.counts).equals(summaries.patient_demographics(whole, True))
@@ -86,16 +86,16 @@ def test_a_night_reads_the_kept_files_only_for_its_patients_and_writes_one_delta
     folder = resolve_location(str(tmp_path / "analytics"))
     first = summaries.latest_per_patient(_rows(rng, np.arange(50_000)))
     kept_combination.write_kept(folder, _empty_sums(), ["g0"], kept_combination.first_counts(first), [], first)
-    base = kept_combination.read_kept(folder, lambda blocks: {}).latest_files[0][0]
+    base = kept_combination.read_kept(folder).latest_files[0][0]
     base_bytes = (tmp_path / "analytics" / base).read_bytes()
     decoded = []
     read_latest = kept_combination._read_latest
     monkeypatch.setattr(kept_combination, "_read_latest", lambda data, fields=None: decoded.append(fields) or read_latest(data, fields))
 
-    kept = kept_combination.read_kept(folder, lambda blocks: {})
+    kept = kept_combination.read_kept(folder)
     new_rows, counts = kept_combination.fold_latest(folder, kept, _rows(rng, np.arange(90_000, 90_050)))  # new patients only
     assert decoded == [[0]] and new_rows.num_rows == 50  # the token column alone, no match: nothing more
     kept_combination.write_kept(folder, _empty_sums(), ["g0", "g1"], counts, kept.latest_files, new_rows)
-    files = kept_combination.read_kept(folder, lambda blocks: {}).latest_files
+    files = kept_combination.read_kept(folder).latest_files
     assert [name for name, _ in files][0] == base and [rows for _, rows in files] == [50_000, 50]
     assert (tmp_path / "analytics" / base).read_bytes() == base_bytes  # the base is not written again
