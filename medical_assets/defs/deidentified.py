@@ -14,7 +14,7 @@ import pyarrow as pa
 
 from medical_assets.defs import carry_over, groups, leak_gate, versions
 from medical_assets.defs.carry_over import key_settings
-from medical_assets.defs.metadata import count_preview, table_metadata, value_counts
+from medical_assets.defs.metadata import count_preview, preview_cache, table_metadata, value_counts
 from medical_assets.defs.resources import PipelineConfig, PrivacyResource, RayResource
 from medical_assets.defs.selection import selected_results
 from medical_assets.defs.specs import publishing_step, table_spec
@@ -293,7 +293,7 @@ def dicom_deidentified_export(
     dicom_carry.save_published(phi, now)
     restrict_to_owner(phi)
     excluded = phi.child("dicom_deid_excluded")
-    excluded_reasons = value_counts(excluded, "reason") if excluded.exists() else {}
+    excluded_reasons = value_counts(excluded, "reason", preview_cache(settings)) if excluded.exists() else {}
     record_privacy(settings, "dicom", {"excluded_images": [{"reason": r, "images": n} for r, n in excluded_reasons.items()]})
     carried = leak_gate.carried_parts(settings, carried_files, plan.hl7_parts_read) if carried_files else None
     scan = yield from leak_gate.publish_if_clean(
@@ -315,8 +315,8 @@ def _counts_by_part(earlier) -> dict[str, dict[str, int]]:
 def _dicom_results(settings, schemas, deid_tables, counts, key_id) -> list[dg.MaterializeResult]:
     phi, deid = settings.zone("phi"), settings.zone("deid")
     excluded = phi.child("dicom_deid_excluded")
-    excluded_reasons = value_counts(excluded, "reason") if excluded.exists() else {}
-    kept_out = count_preview(excluded, "reason") if excluded_reasons else dg.MetadataValue.md("none")
+    excluded_reasons = value_counts(excluded, "reason", preview_cache(settings)) if excluded.exists() else {}
+    kept_out = count_preview(excluded, "reason", cache=preview_cache(settings)) if excluded_reasons else dg.MetadataValue.md("none")
     results = [
         _materialized(
             deid_key(table), deid.child(table), schema, counts.get(table, 0), _PREVIEW_COLUMN[table], key_id, settings,
@@ -332,7 +332,7 @@ def _dicom_results(settings, schemas, deid_tables, counts, key_id) -> list[dg.Ma
         asset_key="dicom_deid_excluded",
         metadata={
             **table_metadata(excluded, schemas["dicom_deid_excluded"], counts.get("dicom_deid_excluded", 0)),
-            "preview": count_preview(excluded, "reason"),
+            "preview": count_preview(excluded, "reason", cache=preview_cache(settings)),
         },
     ))
     return results
@@ -351,7 +351,7 @@ def _materialized(asset_key, location, schema, rows, preview_column, key_id, set
         metadata={
             **(extra or {}),
             **table_metadata(location, schema, rows),
-            "preview": count_preview(location, preview_column),
+            "preview": count_preview(location, preview_column, cache=preview_cache(settings)),
             "de-identification profile": settings.deid_profile,
             "key id": key_id,
         },

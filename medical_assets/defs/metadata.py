@@ -4,10 +4,12 @@ from collections import Counter
 
 import dagster as dg
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from medical_assets.columns import catalog_description
-from medical_assets.storage import Location, read_table
+from medical_assets.engine import value_counts as engine_value_counts
+from medical_assets.storage import Location
+
+PREVIEW_CACHE = ("_census", "value_counts")
 
 
 def table_metadata(location: Location, schema: pa.Schema, row_count: int) -> dict:
@@ -22,19 +24,20 @@ def column_schema(schema: pa.Schema) -> dg.TableSchema:
     )
 
 
-def value_counts(location: Location, column: str) -> Counter:
-    """Rows per value of a column that identifies no patient (type, facility, error); "(empty)" for null."""
-    values = read_table(location, columns=[column]).column(column)  # that column alone: tables run to GBs
-    counted = pc.value_counts(values.cast(pa.string()) if not pa.types.is_string(values.type) else values)
-    return Counter(
-        {"(empty)" if value is None else value: count
-         for value, count in zip(counted.field("values").to_pylist(), counted.field("counts").to_pylist())}
-    )  # fmt: skip
+def value_counts(location: Location, column: str, cache: Location | None = None) -> Counter:
+    """Rows per value of a column that identifies no patient (type, facility, error); "(empty)" for
+    null. With `cache` (`preview_cache`), each file's counts are kept: only new files are read."""
+    return engine_value_counts.value_counts(location, column, cache)
 
 
-def count_preview(location: Location, column: str, limit: int = 20) -> dg.MetadataValue:
+def preview_cache(settings) -> Location:
+    """Where the previews' counts per file are kept: the PHI zone's cache."""
+    return settings.zone("phi").child(*PREVIEW_CACHE)
+
+
+def count_preview(location: Location, column: str, limit: int = 20, cache: Location | None = None) -> dg.MetadataValue:
     """A markdown table of row counts per value of a column that identifies no patient (type, facility, error)."""
-    counts = value_counts(location, column)
+    counts = value_counts(location, column, cache)
     lines = [f"| {column} | rows |", "| --- | ---: |"]
     lines += [f"| {value} | {count:,} |" for value, count in counts.most_common(limit)]
     if len(counts) > limit:

@@ -3,7 +3,7 @@
 import dagster as dg
 
 from medical_assets.defs import groups, versions
-from medical_assets.defs.metadata import count_preview, table_metadata
+from medical_assets.defs.metadata import count_preview, preview_cache, table_metadata
 from medical_assets.defs.raw import DICOM_MANIFEST, HL7_MANIFEST, dicom_landing_manifest, hl7_landing_manifest
 from medical_assets.defs.resources import PipelineConfig, RayResource
 from medical_assets.defs.selection import selected_results
@@ -86,7 +86,7 @@ def _parsed_tables_asset(name: str, kind: str, tables: dict, manifest_asset, man
                 asset_key=table,
                 metadata={
                     **table_metadata(phi.child(table), schema, count_rows(phi.child(table))),
-                    "preview": count_preview(phi.child(table), _PREVIEW_COLUMN[table]),
+                    "preview": count_preview(phi.child(table), _PREVIEW_COLUMN[table], cache=preview_cache(settings)),
                     "files parsed this run": len(files),
                     "parse plan": "full" if plan.full else "incremental",
                 },
