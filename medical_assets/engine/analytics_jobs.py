@@ -23,7 +23,7 @@ import ray
 
 from medical_assets.analytics.aggregates import DEID_COLUMNS_READ, combine_all, publish_combined, summarize_group
 from medical_assets.analytics.chart_data import DASHBOARD_FILE, REPORT_GROUPS
-from medical_assets.analytics.summaries import SUMMARY_SCHEMAS, folded_sums, reduced
+from medical_assets.analytics.summaries import SUMMARY_SCHEMAS, folded_sums, patient_counts, reduced
 from medical_assets.analytics.tables import ANALYTICS_TABLES
 from medical_assets.dicom.tables import DEID_DICOM_IMAGES
 from medical_assets.engine import kept_combination, multitable
@@ -200,7 +200,7 @@ def _combined_analytics(
         latest_files = kept.latest_files
     else:
         sums = reduced(later)
-        new_rows, counts, latest_files = sums["latest_patients"], kept_combination.first_counts(sums["latest_patients"]), []
+        new_rows, counts, latest_files = sums["latest_patients"], patient_counts(sums["latest_patients"]), []
     if combined is not None and earlier < len(groups):  # else it holds these very groups already
         kept_combination.write_kept(combined, sums, groups, counts, latest_files, new_rows)
     images = tables.get("deid/dicom_images")

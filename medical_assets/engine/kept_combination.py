@@ -27,7 +27,6 @@ from medical_assets.analytics.summaries import (
     PATIENT_COUNTS_SCHEMA,
     SUMMARY_SCHEMAS,
     latest_per_patient,
-    patient_counts,
     refolded_counts,
     refreshed_latest,
 )
@@ -133,11 +132,6 @@ def write_kept(
     )
     prune_cache(folder, {COMBINED_FILE, *(name for name, _ in files)})
     restrict_to_owner(folder)  # PHI: owner-only, as the rest of the zone
-
-
-def first_counts(latest: pa.Table) -> pa.Table:
-    """The counts a first combination keeps with its base: those of every patient's latest row."""
-    return patient_counts(latest).cast(PATIENT_COUNTS_SCHEMA)
 
 
 def _write_latest(folder: Location, rows: pa.Table) -> str:

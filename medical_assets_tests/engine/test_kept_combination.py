@@ -57,7 +57,7 @@ def test_nights_of_returning_and_new_patients_equal_one_reduction(tmp_path, monk
     history = _rows(rng, rng.integers(-1, 2_000, 5_000))  # a first run: 2,000 patients, some rows without a token
     sums = _empty_sums()
     first = summaries.latest_per_patient(history)
-    kept_combination.write_kept(folder, sums, ["g0"], kept_combination.first_counts(first), [], first)
+    kept_combination.write_kept(folder, sums, ["g0"], summaries.patient_counts(first), [], first)
     everything, merged_once = [history], False
     for night in range(1, 12):
         # Returning patients (among the oldest and the newest), new ones, and a patient twice in a night.
@@ -85,7 +85,7 @@ def test_a_night_reads_the_kept_files_only_for_its_patients_and_writes_one_delta
     rng = np.random.default_rng(3)
     folder = resolve_location(str(tmp_path / "analytics"))
     first = summaries.latest_per_patient(_rows(rng, np.arange(50_000)))
-    kept_combination.write_kept(folder, _empty_sums(), ["g0"], kept_combination.first_counts(first), [], first)
+    kept_combination.write_kept(folder, _empty_sums(), ["g0"], summaries.patient_counts(first), [], first)
     base = kept_combination.read_kept(folder).latest_files[0][0]
     base_bytes = (tmp_path / "analytics" / base).read_bytes()
     decoded = []
