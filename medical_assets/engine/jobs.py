@@ -136,8 +136,8 @@ def parse_landing_files(
 
 
 def _parse_hl7_packed(files: list[tuple[bytes, str]]) -> pa.Table:
-    parsed = hl7.parse_hl7_files(files)
-    return multitable.pack_files([path for _, path in files], [p.tables() for p in parsed], HL7_PACKED_SCHEMA)
+    batches = hl7.parse_hl7_batches(files)
+    return multitable.pack_batches([(batch.source_files, batch.tables, batch.rows) for batch in batches], HL7_PACKED_SCHEMA)
 
 
 def _read_dicom_packed(files: list[tuple[bytes, str]], with_thumbnail: bool) -> pa.Table:

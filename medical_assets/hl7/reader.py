@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import pyarrow as pa
 
 from medical_assets.hl7 import er7, fastpath, message_rows, tables
@@ -55,40 +56,66 @@ def parse_hl7_file(data: bytes, source_file: str) -> ParsedHL7File:
 
 
 def parse_hl7_files(files: Sequence[tuple[bytes, str]]) -> list[ParsedHL7File]:
-    """`parse_hl7_file` of each (bytes, source_file), in order; faster than one call per file.
+    """`parse_hl7_file` of each (bytes, source_file), in order; faster than one call per file."""
+    return [parsed for batch in parse_hl7_batches(files) for parsed in batch.files()]
 
-    Files the fast path can read are read together, about BATCH_BYTES at a time, which spreads its
-    fixed cost per call over many files; a batch it declines is read file by file, so every file
-    gets exactly the tables `parse_hl7_file` gives it.
+
+@dataclass(frozen=True)
+class ParsedBatch:
+    """Consecutive files read together: each table holds their rows in file order, and
+    `rows[name][i]` is how many of them are the i-th file's. Tables keyed as `ParsedHL7File.tables`."""
+
+    source_files: list[str]
+    tables: dict[str, pa.Table]
+    rows: dict[str, np.ndarray]
+
+    def files(self) -> list[ParsedHL7File]:
+        """Each file's tables (slices of the batch's)."""
+        bounds = {name: np.concatenate(([0], np.cumsum(counts))).tolist() for name, counts in self.rows.items()}
+        return [
+            ParsedHL7File(*(table.slice(bounds[name][i], bounds[name][i + 1] - bounds[name][i]) for name, table in self.tables.items()))
+            for i in range(len(self.source_files))
+        ]
+
+
+def parse_hl7_batches(files: Sequence[tuple[bytes, str]]) -> list[ParsedBatch]:
+    """`parse_hl7_files`, with the files' tables left as read: a batch's tables are one piece each.
+
+    Consecutive files the fast path can read are read together, about BATCH_BYTES at a time, which
+    spreads its fixed cost per call over many files; a batch it declines is read file by file, so
+    every file gets exactly the tables `parse_hl7_file` gives it. The batches keep the files' order.
     """
-    parsed: list[ParsedHL7File | None] = [None] * len(files)
+    batches: list[ParsedBatch] = []
     batch: list[int] = []
     batch_bytes = 0
     for index, (data, source_file) in enumerate(files):
         if not fastpath.readable(data):
-            parsed[index] = parse_general(data, source_file)
+            batches += _parse_batch(files, batch)
+            batch, batch_bytes = [], 0
+            batches.append(_one_file(parse_general(data, source_file), source_file))
             continue
         batch.append(index)
         batch_bytes += len(data)
         if batch_bytes >= BATCH_BYTES:
-            _parse_batch(files, batch, parsed)
+            batches += _parse_batch(files, batch)
             batch, batch_bytes = [], 0
-    if batch:
-        _parse_batch(files, batch, parsed)
-    return parsed
+    return batches + _parse_batch(files, batch)
 
 
-def _parse_batch(files: Sequence[tuple[bytes, str]], batch: list[int], parsed: list) -> None:
+def _parse_batch(files: Sequence[tuple[bytes, str]], batch: list[int]) -> list[ParsedBatch]:
     try:
-        fast = fastpath.read_files([files[index] for index in batch]) if len(batch) > 1 else None
+        fast = fastpath.read_batch([files[index] for index in batch]) if len(batch) > 1 else None
     except Exception:  # as in parse_hl7_file: each file is read again on its own
         fast = None
     if fast is None:
-        for index in batch:
-            parsed[index] = parse_hl7_file(*files[index])
-        return
-    for index, read in zip(batch, fast):
-        parsed[index] = ParsedHL7File(*read.values())
+        return [_one_file(parse_hl7_file(*files[index]), files[index][1]) for index in batch]
+    tables_read, rows = fast
+    return [ParsedBatch([files[index][1] for index in batch], tables_read, rows)]
+
+
+def _one_file(parsed: ParsedHL7File, source_file: str) -> ParsedBatch:
+    tables_read = parsed.tables()
+    return ParsedBatch([source_file], tables_read, {name: np.array([table.num_rows]) for name, table in tables_read.items()})
 
 
 def parse_general(data: bytes, source_file: str) -> ParsedHL7File:

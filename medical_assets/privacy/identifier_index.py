@@ -21,6 +21,7 @@ against the identifier's text, which the index does not keep.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import secrets
@@ -35,7 +36,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 _BLOCK_CHARS = 1 << 20  # a text is hashed in pieces of this many characters: bounded memory
-_IDENTIFIER_BATCH = 200_000  # identifiers folded and hashed at a time while the index is built
+_IDENTIFIER_BATCH = 16_384  # identifiers hashed at a time: arrays that stay in the CPU cache (2x quicker than 200,000)
 # What `str.strip()` removes among ASCII characters (the information separators too): Arrow's
 # `utf8_trim` with these strips an ASCII text as Python does.
 ASCII_WHITESPACE = "".join(chr(code) for code in range(128) if chr(code).isspace())
@@ -292,8 +293,7 @@ class IdentifierIndex:
         """As `_hash_keys`, of keys given as the code points of their newline-joined text and their lengths."""
         starts = joined_cell_starts(lengths)
         stops = starts + lengths
-        hashes = self._prefix_hashes(codes)
-        first, second = (prefix.of(starts, stops) for prefix in hashes)
+        first, second = (_key_hashes(codes, starts, lengths, key, base) for key, base in zip(self._keys, self._bases))
         # A sentinel word past the end, so that a key without words indexes something.
         word_starts, word_stops = (np.append(ends, len(codes) + 1) for ends in _words(_alnum_mask(codes)))
         first_word = np.searchsorted(word_starts, starts)
@@ -494,18 +494,58 @@ class _PrefixHashes:
     """Prefix sums of one hash half over a text's code points: the hash of any slice in O(1)."""
 
     def __init__(self, codes: np.ndarray, key: int, base: int):
-        powers = np.full(len(codes) + 1, base, np.uint64)
-        powers[0] = 1
-        np.cumprod(powers, out=powers)
         self._sums = np.zeros(len(codes) + 1, np.uint64)
-        np.cumsum(_mix(codes, key) * powers[:-1], out=self._sums[1:])
-        inverses = np.full(len(codes) + 1, pow(base, -1, 1 << 64), np.uint64)
-        inverses[0] = 1
-        self._inverses = np.cumprod(inverses, out=inverses)
+        np.cumsum(_mixed(codes, key) * _powers(base, len(codes)), out=self._sums[1:])
+        self._inverses = _powers(pow(base, -1, 1 << 64), len(codes) + 1)
 
     def of(self, starts: np.ndarray, stops: np.ndarray) -> np.ndarray:
         """sum(mix(text[start + j]) * base ** j) modulo 2**64 for each slice."""
         return (self._sums[stops] - self._sums[starts]) * self._inverses[starts]
+
+
+def _key_hashes(codes: np.ndarray, starts: np.ndarray, lengths: np.ndarray, key: int, base: int) -> np.ndarray:
+    """What `_PrefixHashes(codes, key, base).of(starts, starts + lengths)` gives, for keys joined
+    by one newline each: each character weighted by the power of its place in its own key and the
+    weights summed key by key (no prefix sums, inverses or powers as long as the whole text)."""
+    if not len(starts):
+        return np.zeros(0, np.uint64)
+    # Each character's place in its key; a newline's place is its key's length, and it weighs nothing.
+    places = np.arange(len(codes)) - np.repeat(starts, lengths + 1)[: len(codes)]
+    weighted = np.empty(len(codes) + 1, np.uint64)  # one more: the sum of a last, empty key
+    np.multiply(_mixed(codes, key), _powers(base, int(lengths.max()) + 1)[places], out=weighted[:-1])
+    weighted[-1] = 0
+    weighted[(starts + lengths)[:-1]] = 0
+    return np.add.reduceat(weighted, starts)
+
+
+_POWER_TABLES: dict[int, np.ndarray] = {}  # base -> base ** j modulo 2**64, the longest made yet
+
+
+def _powers(base: int, count: int) -> np.ndarray:
+    """base ** j modulo 2**64 for j < count, from a table kept per base: texts are hashed in blocks
+    of at most _BLOCK_CHARS (and a little more), so a process makes it about once, not a block."""
+    table = _POWER_TABLES.get(base)
+    if table is None or len(table) < count:
+        table = np.full(-(-count // 65536) * 65536, base, np.uint64)
+        table[0] = 1
+        _POWER_TABLES[base] = table = np.cumprod(table, out=table)
+    return table[:count]
+
+
+@functools.cache
+def _mix_table(key: int) -> np.ndarray:
+    return _mix(np.arange(256, dtype=np.uint32), key)
+
+
+def _mixed(codes: np.ndarray, key: int) -> np.ndarray:
+    """`_mix(codes, key)`: Latin-1 code points (nearly all of a hospital's text) through a table."""
+    table = _mix_table(key)
+    if not len(codes) or codes.max() < 256:
+        return table[codes]
+    mixed = table[np.minimum(codes, 255)]
+    wide = codes > 255
+    mixed[wide] = _mix(codes[wide], key)
+    return mixed
 
 
 def _mix(codes: np.ndarray, key: int) -> np.ndarray:

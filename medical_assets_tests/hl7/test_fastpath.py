@@ -2,9 +2,12 @@
 
 import random
 
+import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
 from benchmarks.tutorial import tutorial_message
+from medical_assets.engine import jobs, multitable
 from medical_assets.hl7 import datatypes, fastpath, parse_hl7_file, reader, tables
 from medical_assets.synthetic.hl7 import HL7CorpusSettings, render_file
 from medical_assets_tests.hl7.test_differential import CORPUS
@@ -261,3 +264,29 @@ def test_fourteen_digit_times_read_as_parse_datetime_reads_them():
     data = _file(*[(header.format(time, number),) for number, time in enumerate(times)])
     read = fastpath.read_tables(data, "f.hl7")["hl7_messages"].column("message_datetime").to_pylist()
     assert read == [datatypes.parse_datetime(time) for time in times]
+
+
+@pytest.mark.parametrize("batch_bytes", [60_000, 1 << 20])
+def test_batches_packed_as_read_equal_the_files_packed_one_by_one_in_file_order(monkeypatch, batch_bytes):
+    """The parse's read tasks pack each batch's tables as they are (`pack_batches`): the same rows,
+    file by file and in file order, as packing each file's tables, and the batches' values not copied."""
+    monkeypatch.setattr(reader, "BATCH_BYTES", batch_bytes)
+    # Small clean files first, then an empty one (not even tried by the fast path), then the mix.
+    settings = HL7CorpusSettings(total_messages=120, messages_per_file=20, seed=7)
+    clean = [(render_file(settings, index), f"clean_{index}.hl7") for index in range(6)]
+    files = clean + [(b"", "empty.hl7")] + _files_to_read_together()
+    batches = reader.parse_hl7_batches(files)
+    assert [name for batch in batches for name in batch.source_files] == [name for _, name in files]
+    assert any(len(batch.source_files) > 1 for batch in batches)  # some files were read together
+
+    packed = multitable.pack_batches([(b.source_files, b.tables, b.rows) for b in batches], jobs.HL7_PACKED_SCHEMA)
+    one_by_one = multitable.pack_files([name for _, name in files], [parse_hl7_file(*f).tables() for f in files],
+                                       jobs.HL7_PACKED_SCHEMA)
+    assert packed.schema.equals(jobs.HL7_PACKED_SCHEMA) and packed.num_rows == len(files)
+    assert packed.column("hl7_messages").num_chunks == len(batches)
+    for name, schema in tables.TABLES.items():
+        assert multitable.unpack(packed, name, schema).equals(multitable.unpack(one_by_one, name, schema)), name
+    read_together = next(batch for batch in batches if len(batch.source_files) > 1)
+    first_column = read_together.tables["hl7_messages"].column(0).chunk(0)
+    packed_values = pa.Table.from_struct_array(pc.list_flatten(packed.column("hl7_messages"))).column(0)
+    assert any(chunk.buffers()[-1].address == first_column.buffers()[-1].address for chunk in packed_values.chunks)

@@ -65,6 +65,28 @@ def _scanned_counts(scanner: LeakScanner, texts: list[str]) -> Counter:
     return Counter({finding.kind: finding.count for finding in findings if finding.where == "t: column c"})
 
 
+def _plain_hash(text: str, key: int, base: int) -> int:
+    """The hash as the index's docstring defines it: sum(mix_k(character_j) * base_k ** j) mod 2**64."""
+    mixed = identifier_index._mix(np.array([ord(char) for char in text], np.uint32), key).tolist()
+    return sum(value * pow(base, place, 1 << 64) for place, value in enumerate(mixed)) % (1 << 64)
+
+
+def test_keys_and_slices_of_a_text_hash_as_the_plain_definition_says():
+    """Identifiers are hashed key by key (`_key_hashes`), texts by prefix sums (`_PrefixHashes`),
+    Latin-1 characters through a table and the others by the mix itself: a hit needs all to agree."""
+    rng = random.Random(5)
+    alphabet = ALPHABET + "\u4e2d\U0001F600\xff\u0100"
+    for _ in range(40):
+        keys = ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 14))) for _ in range(rng.randint(1, 9))]
+        codes = identifier_index._code_points("\n".join(keys))
+        lengths = np.array([len(key) for key in keys], np.int64)
+        starts = identifier_index.joined_cell_starts(lengths)
+        for key, base in [(rng.getrandbits(64), rng.getrandbits(64) | 1) for _ in range(2)]:
+            expected = [_plain_hash(text, key, base) for text in keys]
+            assert identifier_index._key_hashes(codes, starts, lengths, key, base).tolist() == expected
+            assert identifier_index._PrefixHashes(codes, key, base).of(starts, starts + lengths).tolist() == expected
+
+
 @pytest.mark.parametrize("block_chars", [identifier_index._BLOCK_CHARS, 7])
 def test_hashed_matching_equals_the_plain_whole_word_search_on_random_texts(monkeypatch, block_chars):
     """Hashes of word runs must find exactly the whole-word occurrences: identifiers that start or
