@@ -259,10 +259,14 @@ def structured_identifier_kinds(values: pa.Array | pa.ChunkedArray) -> Counter[s
     counts: Counter[str] = Counter()
     if len(values) == 0:
         return counts
-    candidates = values.filter(pc.fill_null(pc.match_substring_regex(values, CANDIDATE_PATTERN), False))
-    if len(candidates) == 0:
+    # Distinct texts first: columns repeat their values (a validation issue, a unit), and the
+    # candidate pattern over every cell cost more than counting them.
+    distinct = pc.value_counts(values.drop_null())
+    texts = distinct.field("values")
+    candidates = pc.match_substring_regex(texts, CANDIDATE_PATTERN)
+    if not pc.any(candidates).as_py():
         return counts
-    distinct = pc.value_counts(candidates)
+    distinct = distinct.filter(candidates)
     for text, times in zip(distinct.field("values").to_pylist(), distinct.field("counts").to_pylist()):
         for kind in _kinds(text):
             counts[kind] += times
