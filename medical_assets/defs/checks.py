@@ -10,10 +10,12 @@ from medical_assets.defs.deidentified import deid_key
 from medical_assets.defs.resources import PipelineConfig
 from medical_assets.dicom.tables import DEID_DICOM_IMAGES
 from medical_assets.dicom.tables import TABLES as DICOM_TABLES
+from medical_assets.engine.file_schemas import file_schemas
 from medical_assets.hl7.tables import TABLES as HL7_TABLES
 from medical_assets.privacy.hl7_deid_tables import DEID_HL7_TABLES
-from medical_assets.storage import count_rows, open_dataset
+from medical_assets.storage import count_rows
 
+SCHEMA_CACHE = ("_census", "file_schemas")  # phi/_census/file_schemas/<zone>.<table>.json
 # Contract tables and the schema each must have, per zone.
 _CONTRACT_TABLES = {
     **{("phi", name): schema for name, schema in HL7_TABLES.items()},
@@ -40,6 +42,7 @@ def _asset_key_of(zone: str, table: str) -> dg.AssetKey:
 )
 def contract_schemas(context: dg.AssetCheckExecutionContext, pipeline: PipelineConfig):
     settings = pipeline.settings()
+    schema_cache = settings.zone("phi").child(*SCHEMA_CACHE)
     selected = {key.asset_key for key in context.selected_asset_check_keys}
     for (zone, table), expected in _CONTRACT_TABLES.items():
         if _asset_key_of(zone, table) not in selected:
@@ -51,8 +54,9 @@ def contract_schemas(context: dg.AssetCheckExecutionContext, pipeline: PipelineC
                 metadata={"problem": "table not published"},
             )
             continue
-        # Every file's own schema, from its footer (no data read: tables run to gigabytes).
-        found = [fragment.physical_schema for fragment in open_dataset(location).get_fragments()]
+        # Every file's own schema, from its footer (no data read: tables run to gigabytes), read
+        # once a file: kept in the PHI zone's cache by the file's name, size and time.
+        found = file_schemas(location, schema_cache)
         problems = list(dict.fromkeys(p for schema in found for p in schema_differences(expected, schema)))
         if not found:
             problems = ["no Parquet file in the table's folder"]
