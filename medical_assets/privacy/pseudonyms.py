@@ -137,18 +137,17 @@ class KeyedSha256:
         self._outer = hashlib.sha256(key.translate(_OUTER_PAD))
 
     def digest(self, message: bytes) -> bytes:
-        inner = self._inner.copy()
-        inner.update(message)
-        outer = self._outer.copy()
-        outer.update(inner.digest())
-        return outer.digest()
+        return self._outer_of(message).digest()
 
     def hexdigest(self, message: bytes) -> str:
+        return self._outer_of(message).hexdigest()
+
+    def _outer_of(self, message: bytes):
         inner = self._inner.copy()
         inner.update(message)
         outer = self._outer.copy()
         outer.update(inner.digest())
-        return outer.hexdigest()
+        return outer
 
 
 class ReversibleTokens:
