@@ -518,21 +518,27 @@ def _key_hashes(codes: np.ndarray, starts: np.ndarray, lengths: np.ndarray, key:
     return np.add.reduceat(weighted, starts)
 
 
-_POWER_TABLES: dict[int, np.ndarray] = {}  # base -> base ** j modulo 2**64, the longest made yet
+# base -> base ** j modulo 2**64, the longest made yet, for the last few bases used: an index of
+# one process has random keys, and a process may make many (the tests do), so old ones are dropped.
+_POWER_TABLES: dict[int, np.ndarray] = {}
+_POWER_TABLES_KEPT = 8
 
 
 def _powers(base: int, count: int) -> np.ndarray:
     """base ** j modulo 2**64 for j < count, from a table kept per base: texts are hashed in blocks
     of at most _BLOCK_CHARS (and a little more), so a process makes it about once, not a block."""
-    table = _POWER_TABLES.get(base)
+    table = _POWER_TABLES.pop(base, None)
     if table is None or len(table) < count:
         table = np.full(-(-count // 65536) * 65536, base, np.uint64)
         table[0] = 1
-        _POWER_TABLES[base] = table = np.cumprod(table, out=table)
+        np.cumprod(table, out=table)
+    _POWER_TABLES[base] = table  # the most recently used last
+    while len(_POWER_TABLES) > _POWER_TABLES_KEPT:
+        del _POWER_TABLES[next(iter(_POWER_TABLES))]
     return table[:count]
 
 
-@functools.cache
+@functools.lru_cache(maxsize=_POWER_TABLES_KEPT)
 def _mix_table(key: int) -> np.ndarray:
     return _mix(np.arange(256, dtype=np.uint32), key)
 

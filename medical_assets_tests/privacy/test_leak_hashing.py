@@ -267,3 +267,13 @@ def test_kept_arrays_are_read_back_aligned_and_as_np_load_reads_them(tmp_path):
         (tmp_path / "kept.npz").write_bytes(data)
         with np.load(tmp_path / "kept.npz") as loaded:
             assert np.array_equal(loaded["first"], hashed.first) and loaded["symbol_keys"].tolist() == hashed.symbol_keys
+
+
+def test_a_process_keeps_the_power_tables_of_a_few_bases_only():
+    """Indexes of one process have random keys; a process that makes many (a test run, a long-lived
+    server) must not keep a table of powers for every one of them."""
+    for _ in range(3 * identifier_index._POWER_TABLES_KEPT):
+        index = identifier_index.IdentifierIndex({"ab12cd": "kind"})
+        assert [start for start, _, _ in index.whole_word_matches("xx ab12cd yy")] == [3]
+    assert len(identifier_index._POWER_TABLES) <= identifier_index._POWER_TABLES_KEPT
+    assert identifier_index._mix_table.cache_info().currsize <= identifier_index._POWER_TABLES_KEPT
