@@ -72,8 +72,16 @@ class ParsedBatch:
     def files(self) -> list[ParsedHL7File]:
         """Each file's tables (slices of the batch's)."""
         bounds = {name: np.concatenate(([0], np.cumsum(counts))).tolist() for name, counts in self.rows.items()}
+
+        def of_file(i: int, name: str) -> pa.Table:
+            return self.tables[name].slice(bounds[name][i], bounds[name][i + 1] - bounds[name][i])
+
         return [
-            ParsedHL7File(*(table.slice(bounds[name][i], bounds[name][i + 1] - bounds[name][i]) for name, table in self.tables.items()))
+            ParsedHL7File(
+                messages=of_file(i, "hl7_messages"), lab_results=of_file(i, "hl7_lab_results"),
+                pharmacy_orders=of_file(i, "hl7_pharmacy_orders"), encounters=of_file(i, "hl7_encounters"),
+                errors=of_file(i, "hl7_errors"),
+            )
             for i in range(len(self.source_files))
         ]
 
