@@ -188,10 +188,12 @@ def _item_status(messages: pa.Table, phi: Mapping[str, pa.Table]) -> np.ndarray:
     for table, items in _CHILD_ITEMS.items():
         children = _table(phi, table, [*_MESSAGE_KEY, *filter(None, items.values())])
         status.update(_child_status(messages, children, items))
-    matrix = np.empty((messages.num_rows, len(_ITEMS)))
-    for column, item in enumerate(_ITEMS):
-        matrix[:, column] = status[item]
-    return matrix
+    # Filled item by item, each a contiguous row, and handed out transposed (a view): writing the
+    # columns of a messages x items array one by one strides through all of it for each item.
+    by_item = np.empty((len(_ITEMS), messages.num_rows))
+    for row, item in enumerate(_ITEMS):
+        by_item[row] = status[item]
+    return by_item.T
 
 
 def _child_status(messages: pa.Table, children: pa.Table, items: dict[str, str | None]) -> dict:
