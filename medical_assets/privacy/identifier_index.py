@@ -36,7 +36,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 _BLOCK_CHARS = 1 << 20  # a text is hashed in pieces of this many characters: bounded memory
-_IDENTIFIER_BATCH = 16_384  # identifiers hashed at a time: arrays that stay in the CPU cache (2x quicker than 200,000)
+_IDENTIFIER_BATCH = 16_384  # identifiers `hashed` at a time: arrays that stay in the CPU cache (2x quicker than 200,000)
 # What `str.strip()` removes among ASCII characters (the information separators too): Arrow's
 # `utf8_trim` with these strips an ASCII text as Python does.
 ASCII_WHITESPACE = "".join(chr(code) for code in range(128) if chr(code).isspace())
@@ -130,9 +130,12 @@ class IdentifierIndex:
 
     def hashed_array(self, values: pa.Array, codes: np.ndarray) -> HashedIdentifiers:
         """As `hashed(zip(values, codes))`, of a string array without nulls: its ASCII values
-        (nearly all of a hospital's identifiers) folded and laid out for hashing by Arrow and numpy,
-        with no Python call per value; the others as `hashed` does them."""
-        values = values.cast(pa.string())
+        (nearly all of a hospital's identifiers) folded by Arrow and hashed from the array's bytes
+        by a compiled loop (`identifier_kernels`), with no Python call per value; the others as
+        `hashed` does them."""
+        from medical_assets.privacy.identifier_kernels import ascii_key_hashes  # numba: only where hashing in bulk
+
+        values = (values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values).cast(pa.string())
         ascii_mask = pc.string_is_ascii(values).to_numpy(zero_copy_only=False)
         batches = [self.hashed(zip(values.filter(pa.array(~ascii_mask)).to_pylist(), codes[~ascii_mask].tolist()))]
         ascii_values = values.filter(pa.array(ascii_mask))
@@ -141,11 +144,17 @@ class IdentifierIndex:
         folded = pc.ascii_lower(pc.utf8_trim(ascii_values, characters=ASCII_WHITESPACE))
         kept = pc.greater(pc.utf8_length(folded), 0)
         folded, ascii_codes = folded.filter(kept), ascii_codes[kept.to_numpy(zero_copy_only=False)]
-        for start in range(0, len(folded), _IDENTIFIER_BATCH):
-            batch = folded.slice(start, _IDENTIFIER_BATCH)
-            codes_joined, lengths = _joined_ascii(batch)
-            batches.append(self._hashed_batch(codes_joined, lengths, ascii_codes[start : start + len(batch)],
-                                              lambda index, batch=batch: batch[index].as_py()))
+        if len(folded):
+            offsets = np.frombuffer(folded.buffers()[1], np.int32)[folded.offset : folded.offset + len(folded) + 1]
+            data = np.frombuffer(folded.buffers()[2], np.uint8)
+            (key_1, key_2), (base_1, base_2) = self._keys, self._bases
+            first, second, shapes = ascii_key_hashes(
+                data, offsets, _mix_table(key_1), _mix_table(key_2), _ASCII_ALNUM, np.uint64(base_1), np.uint64(base_2)
+            )
+            # No letter or digit at all ("----"): found by `str.find`, as `_hashed_batch` says.
+            symbols = np.flatnonzero(shapes[:, 0] == 0)
+            batches.append(HashedIdentifiers(first, second, ascii_codes, _distinct_rows(shapes),
+                                             [folded[index].as_py() for index in symbols.tolist()], ascii_codes[symbols].tolist()))
         return _concatenated(batches)
 
     def _hashed_batch(
@@ -434,18 +443,6 @@ def _concatenated(batches: Sequence[HashedIdentifiers]) -> HashedIdentifiers:
         _distinct_rows(np.concatenate([batch.shapes for batch in batches])) if batches else np.zeros((0, 4), np.int64),
         [key for batch in batches for key in batch.symbol_keys], [code for batch in batches for code in batch.symbol_codes],
     )
-
-
-def _joined_ascii(values: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-    """The code points of ASCII strings joined by one newline each, and each string's length:
-    what `_code_points("\\n".join(values))` gives, from the array's buffers."""
-    offsets = np.frombuffer(values.buffers()[1], np.int32)[values.offset : values.offset + len(values) + 1]
-    lengths = np.diff(offsets).astype(np.int64)
-    data = np.frombuffer(values.buffers()[2], np.uint8)[offsets[0] : offsets[-1]] if len(values) else np.zeros(0, np.uint8)
-    joined = np.full(int(lengths.sum()) + max(len(values) - 1, 0), ord("\n"), np.uint32)
-    # Each character moves right by one place for every key before its own (the newlines).
-    joined[np.arange(len(data)) + np.repeat(np.arange(len(values)), lengths)] = data
-    return joined, lengths
 
 
 def _distinct_rows(shapes: np.ndarray) -> np.ndarray:
