@@ -36,6 +36,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 _BLOCK_CHARS = 1 << 20  # a text is hashed in pieces of this many characters: bounded memory
+_COMPILED_FROM = 50_000  # identifier forms `hashed_array` hashes by the compiled loop (fewer: numpy)
 _IDENTIFIER_BATCH = 16_384  # identifiers `hashed` at a time: arrays that stay in the CPU cache (2x quicker than 200,000)
 # What `str.strip()` removes among ASCII characters (the information separators too): Arrow's
 # `utf8_trim` with these strips an ASCII text as Python does.
@@ -133,8 +134,6 @@ class IdentifierIndex:
         (nearly all of a hospital's identifiers) folded by Arrow and hashed from the array's bytes
         by a compiled loop (`identifier_kernels`), with no Python call per value; the others as
         `hashed` does them."""
-        from medical_assets.privacy.identifier_kernels import ascii_key_hashes  # numba: only where hashing in bulk
-
         values = (values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values).cast(pa.string())
         ascii_mask = pc.string_is_ascii(values).to_numpy(zero_copy_only=False)
         batches = [self.hashed(zip(values.filter(pa.array(~ascii_mask)).to_pylist(), codes[~ascii_mask].tolist()))]
@@ -144,7 +143,11 @@ class IdentifierIndex:
         folded = pc.ascii_lower(pc.utf8_trim(ascii_values, characters=ASCII_WHITESPACE))
         kept = pc.greater(pc.utf8_length(folded), 0)
         folded, ascii_codes = folded.filter(kept), ascii_codes[kept.to_numpy(zero_copy_only=False)]
-        if len(folded):
+        if 0 < len(folded) < _COMPILED_FROM:  # a few (a DICOM part): not worth numba's 100 MiB in this process
+            batches.append(self.hashed(zip(folded.to_pylist(), ascii_codes.tolist())))
+        elif len(folded):
+            from medical_assets.privacy.identifier_kernels import ascii_key_hashes
+
             offsets = np.frombuffer(folded.buffers()[1], np.int32)[folded.offset : folded.offset + len(folded) + 1]
             data = np.frombuffer(folded.buffers()[2], np.uint8)
             (key_1, key_2), (base_1, base_2) = self._keys, self._bases

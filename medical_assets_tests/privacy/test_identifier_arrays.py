@@ -112,8 +112,10 @@ def _messy_keys(rng: random.Random, count: int) -> list[str]:
     return keys + ["".join(rng.choice(PIECES) for _ in range(rng.randint(0, 9))) for _ in range(count)]
 
 
+@pytest.mark.parametrize("compiled_from", [0, 10**9])  # the compiled loop, and numpy for a few
 @pytest.mark.parametrize("seed", range(6))
-def test_hashing_an_array_equals_hashing_the_values_one_by_one(seed, monkeypatch):
+def test_hashing_an_array_equals_hashing_the_values_one_by_one(seed, compiled_from, monkeypatch):
+    monkeypatch.setattr("medical_assets.privacy.identifier_index._COMPILED_FROM", compiled_from)
     rng = random.Random(seed)
     keys = _messy_keys(rng, 3000)
     codes = np.array([rng.randrange(20) for _ in keys], np.int64)
