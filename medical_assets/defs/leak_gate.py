@@ -13,6 +13,7 @@ Findings name the file and column or tag and the kind of identifier, never the v
 from __future__ import annotations
 
 import json
+import posixpath
 import threading
 from collections.abc import Callable, Collection, Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -28,12 +29,13 @@ from medical_assets.defs.audit import audited_phi_read
 from medical_assets.dicom.tables import DEID_DICOM_IMAGES
 from medical_assets.engine import identifier_parts, leak_jobs
 from medical_assets.engine.analytics_jobs import Input, read_input
-from medical_assets.engine.cell_texts import CellTextFolder, published_files
+from medical_assets.engine.cell_texts import CellTextFolder, published_keys
 from medical_assets.engine.memory import release_memory
 from medical_assets.privacy.detectors import KINDS as detector_kinds
 from medical_assets.privacy.hl7_deid_tables import DEID_HL7_TABLES
 from medical_assets.privacy.identifier_forms import numbers_of
 from medical_assets.privacy.identifier_index import IdentifierIndex
+from medical_assets.privacy.leak_readers import DICOM_SUFFIXES, ListedFile, listed_dicom_key, tree_listing
 from medical_assets.privacy.leak_scanner import Finding, LeakScanner
 from medical_assets.step_records import folder_digest
 from medical_assets.storage import Location, TablePublication, copy_tree, restrict_to_owner, table_files, write_table_atomically
@@ -111,6 +113,7 @@ def publish_if_clean(
         findings, identifier_count, index_merged = scan_for_leaks(
             context.run.run_id, settings, [publication.staged(name) for name in staged], vocabulary,
             list(library_texts), drawn_from_analytics, aggregates, counts, carried, merged_index, cell_texts,
+            published_roots=[publication.zone.child(name) for name in staged],
         )
     if index_merged and identifier_count >= RELEASE_AFTER_IDENTIFIERS:
         # The identifiers are gone: the run's process need not keep their peak. (Unmerged, the
@@ -127,10 +130,13 @@ def publish_if_clean(
     metadata = check_metadata(scan)
     selected = [asset for asset in assets if dg.AssetCheckKey(asset, check_name) in context.selected_asset_check_keys]
     if not findings:
+        staged_dicom = _dicom_listing([publication.staged(name) for name in staged]) if cell_texts is not None else {}
         commit()
         if cell_texts is not None:
-            zone = publication.zone
-            cell_texts.prune(file for name in staged for file in published_files(zone.child(name)))
+            published = [publication.zone.child(name) for name in staged]
+            # On an object store the commit copies each staged file, and a copy has a time of its own.
+            cell_texts.rekey(_same_files(staged_dicom, _dicom_listing(published)))
+            cell_texts.prune({key for root in published for key in published_keys(root)})
         for asset in selected:
             yield dg.AssetCheckResult(check_name=check_name, asset_key=asset, passed=True, severity=dg.AssetCheckSeverity.ERROR, metadata=metadata)
         return scan
@@ -215,9 +221,11 @@ def scan_for_leaks(
     carried: CarriedParts | None = None,
     merged_index: bool = True,
     cell_texts: CellTextFolder | None = None,
+    published_roots: Sequence[Location] | None = None,
 ) -> tuple[list[Finding], int, bool]:
     """The findings under `roots`, how many identifiers were looked for, and whether the index that
-    held them was merged (otherwise a value several parts hold is counted once per part)."""
+    held them was merged (otherwise a value several parts hold is counted once per part).
+    `published_roots`: where each of `roots` is published, whose files the `carried` ones copy."""
     index = _identifier_index(run_id, settings, merged_index)
     if carried is not None and carried.files:
         scanner = _scanner(run_id, settings.deid_profile, index, library_texts, aggregates, vocabulary, cell_texts)
@@ -234,6 +242,8 @@ def scan_for_leaks(
             findings += leak_jobs.scan_trees(
                 new_identifiers, list(roots), keep=lambda path: path in carried.files,
                 in_process_bytes=leak_jobs.RESCAN_IN_PROCESS_BYTES,
+                listed_as=None if cell_texts is None or published_roots is None
+                else _published_originals(roots, published_roots, carried.files),
             )
         return findings, len(index), index.merged
     if drawn_from_analytics:
@@ -255,6 +265,43 @@ def scan_for_leaks(
     else:
         scanner = _scanner(run_id, settings.deid_profile, index, library_texts, aggregates, vocabulary, cell_texts)
     return leak_jobs.scan_trees(scanner, list(roots)), len(index), index.merged
+
+
+def _dicom_listing(roots: Sequence[Location]) -> dict[str, ListedFile]:
+    """The DICOM files under `roots`, by `<root's name>/<path below it>`."""
+    return {
+        posixpath.join(root.name, listed.path[len(root.path) :].lstrip("/")): listed
+        for root in roots for listed in tree_listing(root) if listed.path.lower().endswith(DICOM_SUFFIXES)
+    }
+
+
+def _same_files(staged: Mapping[str, ListedFile], published: Mapping[str, ListedFile]) -> dict[str, str]:
+    """Old key -> new key of the DICOM files the commit published by a copy (same place and size,
+    another time): their texts, kept under the staged file's key, are the published file's."""
+    renamed = {}
+    for name, before in staged.items():
+        after = published.get(name)
+        if after is not None and after.size == before.size:
+            old, new = listed_dicom_key(before), listed_dicom_key(after)
+            if old is not None and new is not None and old != new:
+                renamed[old] = new
+    return renamed
+
+
+def _published_originals(
+    roots: Sequence[Location], published_roots: Sequence[Location], carried: Collection[str]
+) -> dict[str, ListedFile]:
+    """The published file each carried staged file is a copy of, by the staged path, as the published
+    folder's listing gives it (`published_roots`: where each of `roots` is published): its kept texts
+    are the copy's. On an object store a copy has a time of its own: keyed by that, a night found
+    none of the texts kept and read every carried file whole."""
+    originals = {}
+    for root, published in zip(roots, published_roots, strict=True):
+        by_relative = {listed.path[len(published.path) :]: listed for listed in tree_listing(published)}
+        for path in carried:
+            if path.startswith(root.path + "/") and path[len(root.path) :] in by_relative:
+                originals[path] = by_relative[path[len(root.path) :]]
+    return originals
 
 
 _ONE_WORD_NAME_KINDS = frozenset(

@@ -11,7 +11,7 @@ the landing files and carry every PHI row, so the check widens no one's access."
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -20,7 +20,7 @@ import ray
 from medical_assets.engine.datasources import LandingFilesDatasource
 from medical_assets.engine.memory import WORKER_RELEASE_ABOVE, release_memory
 from medical_assets.engine.tasks import cluster_cpus, read_tables, runs_here
-from medical_assets.privacy.leak_readers import tree_files
+from medical_assets.privacy.leak_readers import ListedFile, tree_listing
 from medical_assets.privacy.leak_scanner import Finding, LeakScanner
 from medical_assets.sources.folder import LandingFile
 from medical_assets.storage import Location
@@ -46,27 +46,51 @@ def scan_trees(
     roots: Sequence[Location],
     keep: Callable[[str], bool] | None = None,
     in_process_bytes: int | None = None,
+    listed_as: Mapping[str, ListedFile] | None = None,
 ) -> list[Finding]:
     """What `scanner.scan_tree` finds under each of `roots` (all on one filesystem), in the same
-    order; with `keep`, only in the files whose path it accepts. Files that hold no more than
-    `in_process_bytes` (default IN_PROCESS_BYTES) together are searched in this process."""
-    files: list[LandingFile] = []
-    owners: dict[str, tuple[int, Location]] = {}
+    order; with `keep`, only in the files whose path it accepts. Files whose kept texts the scanner
+    searches instead are searched in this process, as are the others when they hold no more than
+    `in_process_bytes` (default IN_PROCESS_BYTES) together. `listed_as`: by path, the listing of a
+    file whose kept texts stand for this one's (a copy of it made by this run: the original's time)."""
+    files: list[tuple[LandingFile, ListedFile]] = []
+    owners: dict[str, tuple[int, Location, ListedFile]] = {}
     for root in roots:
-        for path, size in tree_files(root):
-            if keep is not None and not keep(path):
+        for listed in tree_listing(root):
+            if keep is not None and not keep(listed.path):
                 continue
-            owners[path] = (len(files), root)
-            files.append(LandingFile(path, path[len(root.path) :].lstrip("/"), size, None))
+            key_listing = (listed_as or {}).get(listed.path, listed)
+            owners[listed.path] = (len(files), root, key_listing)
+            files.append((LandingFile(listed.path, listed.path[len(root.path) :].lstrip("/"), listed.size, None), key_listing))
     if not files:
         return []
     # Sized by what the scan reads: a night's search of files whose texts were kept reads those instead.
-    reads = sum(scanner.bytes_to_read(owners[file.path][1], file.path, file.size_bytes) for file in files)
-    if runs_here(reads, IN_PROCESS_BYTES if in_process_bytes is None else in_process_bytes):
+    kept, unkept = [], []
+    for file, key_listing in files:
+        reads = scanner.bytes_to_read(owners[file.path][1], file.path, file.size_bytes, key_listing)
+        (unkept if reads else kept).append((file, key_listing))
+    found: dict[int, list[Finding]] = {}
+    # Bundle by bundle (`CellTextFolder`): each is read once.
+    for file, key_listing in sorted(kept, key=lambda item: (scanner.kept_texts_order(item[0].path, item[1]), item[0].path)):
+        index, root, _ = owners[file.path]
+        found[index] = scanner.scan_tree_file(root, file.path, listed=key_listing)
+    if runs_here(sum(file.size_bytes for file, _ in unkept), IN_PROCESS_BYTES if in_process_bytes is None else in_process_bytes):
         # A few small files (a night's analytics tables, the reports): searched here, in well under
         # the time it takes to put the scanner (the index: hundreds of MB at millions of patients)
         # into the object store and start the tasks.
-        return [finding for file in files for finding in scanner.scan_tree_file(owners[file.path][1], file.path)]
+        for file, key_listing in unkept:
+            index, root, _ = owners[file.path]
+            found[index] = scanner.scan_tree_file(root, file.path, listed=key_listing)
+        scanner.flush_kept_texts()
+    else:
+        for row in _scan_in_workers(scanner, roots, [file for file, _ in unkept], owners).to_pylist():
+            found.setdefault(row["file_index"], []).append(Finding(row["where"], row["kind"], row["count"]))
+    return [finding for index in sorted(found) for finding in found[index]]
+
+
+def _scan_in_workers(
+    scanner: LeakScanner, roots: Sequence[Location], files: list[LandingFile], owners: dict[str, tuple[int, Location, ListedFile]]
+) -> pa.Table:
     filesystems = {type(root.filesystem) for root in roots}
     if len(filesystems) != 1:
         raise ValueError(f"the folders to scan are on different filesystems: {sorted(map(str, filesystems))}")
@@ -77,13 +101,12 @@ def scan_trees(
     # The scanner's identifiers are numpy arrays of hashes (17 bytes an identifier): Ray stores them
     # out of band and every worker of a node maps that one copy, read-only, instead of unpickling its own.
     tasks = cluster_cpus()  # Ray started, before the scanner goes into its object store
-    scan = _ScanFiles(ray.put(scanner), owners)
+    scan = _ScanFiles(ray.put(scanner), {file.path: owners[file.path] for file in files})
     found = pa.concat_tables(
         [_FINDINGS.empty_table(), *read_tables(LandingFilesDatasource(files, roots[0].filesystem, scan, _FINDINGS), tasks)]
     )
     # Stable: a file's findings keep the order the scanner gave them.
-    found = found.take(pc.sort_indices(found, [("file_index", "ascending")]))
-    return [Finding(row["where"], row["kind"], row["count"]) for row in found.to_pylist()]
+    return found.take(pc.sort_indices(found, [("file_index", "ascending")]))
 
 
 class _ScanFiles:
@@ -91,7 +114,7 @@ class _ScanFiles:
     object: the scanner is fetched from the object store at the task's first block and dropped
     after its last (`finish_task`), so no worker keeps it into the next job."""
 
-    def __init__(self, scanner_ref: ray.ObjectRef, owners: dict[str, tuple[int, Location]]):
+    def __init__(self, scanner_ref: ray.ObjectRef, owners: dict[str, tuple[int, Location, ListedFile]]):
         self._scanner_ref = scanner_ref
         self._owners = owners
         self._scanner: LeakScanner | None = None
@@ -104,13 +127,16 @@ class _ScanFiles:
             self._scanner = ray.get(self._scanner_ref)
         rows = []
         for data, path in files:
-            index, root = self._owners[path]
-            for finding in self._scanner.scan_tree_file(root, path, data):
+            index, root, listed = self._owners[path]
+            for finding in self._scanner.scan_tree_file(root, path, data, listed=listed):
                 rows.append({"file_index": index, "where": finding.where, "kind": finding.kind, "count": finding.count})
         release_memory(WORKER_RELEASE_ABOVE)  # the texts of the tables scanned are garbage now
         return pa.Table.from_pylist(rows, schema=_FINDINGS)
 
     def finish_task(self) -> None:
-        """Called by the datasource after the task's last block: the worker hands the scanner back."""
+        """Called by the datasource after the task's last block: the texts the task kept are written
+        (one bundle), and the worker hands the scanner back."""
+        if self._scanner is not None:
+            self._scanner.flush_kept_texts()
         self._scanner = None
         release_memory(WORKER_RELEASE_ABOVE)

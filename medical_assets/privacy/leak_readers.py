@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import posixpath
 import warnings
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from io import BytesIO
 
 import numpy as np
@@ -36,11 +38,24 @@ MARKUP_SUFFIXES = (".html", ".htm", ".xml", ".svg")
 _PIXEL_TAGS = (0x7FE00008, 0x7FE00009, 0x7FE00010)  # Float, Double Float and Pixel Data
 
 
-def tree_files(root: Location) -> list[tuple[str, int]]:
-    """(path, size) of every file under `root`, hidden and staging files too, sorted by path."""
+@dataclass(frozen=True)
+class ListedFile:
+    """A file as its folder's listing gives it: one request for a thousand files on an object store,
+    where asking for each file's size and time is a request a file."""
+
+    path: str
+    size: int
+    mtime_ns: int | None  # None where the filesystem tells no time
+
+
+def tree_listing(root: Location) -> list[ListedFile]:
+    """Every file under `root`, hidden and staging files too, sorted by path."""
     selector = pafs.FileSelector(root.path, recursive=True, allow_not_found=True)
     infos = root.filesystem.get_file_info(selector)
-    return sorted((info.path, info.size) for info in infos if info.type == pafs.FileType.File)
+    return sorted(
+        (ListedFile(info.path, info.size, info.mtime_ns) for info in infos if info.type == pafs.FileType.File),
+        key=lambda listed: listed.path,
+    )
 
 
 def read_table(data: bytes, suffix: str) -> pa.Table | None:
@@ -97,14 +112,23 @@ def dicom_file_key(location: Location) -> str | None:
     """A key for the kept texts of a published DICOM file: its name, size and modification time.
     A DICOM file has no footer that says what it holds, and reading it to digest it is what the
     kept texts spare; the exported files are written once under a new UID's name, and one written
-    again has a new time. None when the file is not there or its filesystem tells no time."""
+    again has a new time. None when the file is not there or its filesystem tells no time.
+    (`listed_dicom_key` gives the same key from a folder's listing, without a request a file.)"""
     try:
         info = location.filesystem.get_file_info(location.path)
     except OSError:
         return None
-    if info.type != pafs.FileType.File or info.mtime_ns is None:
+    if info.type != pafs.FileType.File:
         return None
-    return hashlib.sha256(f"{location.name}\0{info.size}\0{info.mtime_ns}".encode()).hexdigest()[:32]
+    return listed_dicom_key(ListedFile(location.path, info.size, info.mtime_ns))
+
+
+def listed_dicom_key(listed: ListedFile) -> str | None:
+    """`dicom_file_key` of a file as its folder's listing gives it."""
+    if listed.mtime_ns is None:
+        return None
+    name = posixpath.basename(listed.path)
+    return hashlib.sha256(f"{name}\0{listed.size}\0{listed.mtime_ns}".encode()).hexdigest()[:32]
 
 
 def parquet_schema(data: bytes) -> pa.Schema:

@@ -36,12 +36,14 @@ from medical_assets.privacy.leak_readers import (
     MARKUP_SUFFIXES,
     OWN_METADATA_PREFIXES,
     PNG_SIGNATURE,
+    ListedFile,
     cell_texts,
     dicom_file_key,
     dicom_texts,
     distinct_cell_texts,
     is_number_type,
     is_our_stamp,
+    listed_dicom_key,
     parquet_file_footer_digest,
     parquet_footer_digest,
     parquet_schema,
@@ -49,7 +51,7 @@ from medical_assets.privacy.leak_readers import (
     read_parquet_without,
     read_table,
     schema_texts,
-    tree_files,
+    tree_listing,
 )
 from medical_assets.storage import Location
 
@@ -81,6 +83,9 @@ class CellTextStore(Protocol):
     def has(self, digest: str) -> bool: ...
 
     def put(self, digest: str, texts: CellTexts) -> None: ...
+
+    def flush(self) -> None:
+        """Write what `put` may have held back (a DICOM file's texts go out in bundles)."""
 
 
 @dataclass(frozen=True)
@@ -248,11 +253,13 @@ class LeakScanner:
         raw_counts = Counter({kind: n for kind, n in self._count(raw_text).items() if kind not in found})
         return findings + self._findings(f"{where}: raw bytes", raw_counts)
 
-    def _scan_dicom_file(self, location: Location, where: str, relative: str, data: bytes | None) -> list[Finding]:
-        """`scan_dicom` of a file of a tree, whose texts are kept (by `dicom_file_key`) for a later
-        search, or searched from those kept instead of reading the file."""
+    def _scan_dicom_file(
+        self, location: Location, where: str, relative: str, data: bytes | None, listed: ListedFile | None = None
+    ) -> list[Finding]:
+        """`scan_dicom` of a file of a tree, whose texts are kept (by `dicom_file_key`, from `listed`
+        when given) for a later search, or searched from those kept instead of reading the file."""
         findings = self._findings(f"{where}: file name", self._count(relative))
-        key = dicom_file_key(location)
+        key = listed_dicom_key(listed) if listed is not None else dicom_file_key(location)
         if key is not None and self._searches_kept_texts():
             kept = self._cell_texts.get(key)
             if kept is not None and DICOM_RAW_TEXT in kept:
@@ -272,14 +279,22 @@ class LeakScanner:
 
     def scan_tree(self, root: Location) -> list[Finding]:
         """Every file under `root` (hidden and staging files too), each named `<root's name>/<path below root>`."""
-        return [finding for path, _ in tree_files(root) for finding in self.scan_tree_file(root, path)]
+        findings = [
+            finding for listed in tree_listing(root) for finding in self.scan_tree_file(root, listed.path, listed=listed)
+        ]
+        self.flush_kept_texts()
+        return findings
 
-    def scan_tree_file(self, root: Location, path: str, data: bytes | None = None) -> list[Finding]:
-        """One file of `tree_files(root)` (its bytes read here unless given), named as `scan_tree` names it."""
+    def scan_tree_file(
+        self, root: Location, path: str, data: bytes | None = None, listed: ListedFile | None = None
+    ) -> list[Finding]:
+        """One file of `tree_listing(root)` (its bytes read here unless given), named as `scan_tree` names it.
+        `listed`: the file as the tree's listing gave it, whose time keys a DICOM file's kept texts
+        (else the file is asked for it). Texts it keeps may wait for `flush_kept_texts`."""
         relative = path[len(root.path) :].lstrip("/")
         where = posixpath.join(root.name, relative)
         if self._cell_texts is not None and relative.lower().endswith(DICOM_SUFFIXES):
-            return self._scan_dicom_file(Location(root.filesystem, path), where, relative, data)
+            return self._scan_dicom_file(Location(root.filesystem, path), where, relative, data, listed)
         if data is None:
             location = Location(root.filesystem, path)
             kept = self._kept_texts_of(location) if relative.lower().endswith(".parquet") else None
@@ -288,19 +303,33 @@ class LeakScanner:
             data = location.read_bytes()
         return self._scan_named(where, relative, data)
 
-    def bytes_to_read(self, root: Location, path: str, size: int) -> int:
+    def bytes_to_read(self, root: Location, path: str, size: int, listed: ListedFile | None = None) -> int:
         """What a search of the file `path` (of `size` bytes) of the tree `root` reads of it: nothing
-        when it searches the file's kept texts instead."""
+        when it searches the file's kept texts instead (`listed`: as `scan_tree_file`)."""
         if not self._searches_kept_texts():
             return size
         location = Location(root.filesystem, path)
         if path.lower().endswith(".parquet"):
             key = parquet_file_footer_digest(location)
         elif path.lower().endswith(DICOM_SUFFIXES):
-            key = dicom_file_key(location)
+            key = listed_dicom_key(listed) if listed is not None else dicom_file_key(location)
         else:
             return size
         return 0 if key is not None and self._cell_texts.has(key) else size
+
+    def kept_texts_order(self, path: str, listed: ListedFile) -> str:
+        """Where a file's kept texts are (a DICOM file's bundle; "" otherwise): files searched in this
+        order read each bundle once."""
+        if not self._searches_kept_texts() or not path.lower().endswith(DICOM_SUFFIXES):
+            return ""
+        key = listed_dicom_key(listed)
+        bundle_of = getattr(self._cell_texts, "bundle_of", None)
+        return bundle_of(key) if key is not None and bundle_of is not None else ""
+
+    def flush_kept_texts(self) -> None:
+        """Write the texts kept by the searches so far that the store held back."""
+        if self._cell_texts is not None:
+            self._cell_texts.flush()
 
     def _searches_kept_texts(self) -> bool:
         """Whether this scanner may search kept texts instead of files: they hold neither our token

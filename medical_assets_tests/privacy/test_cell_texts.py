@@ -5,7 +5,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from medical_assets.engine.cell_texts import CellTextFolder
+from medical_assets.engine.cell_texts import CellTextFolder, published_keys
 from medical_assets.privacy import leak_scanner
 from medical_assets.privacy.leak_readers import parquet_file_footer_digest
 from medical_assets.privacy.leak_scanner import LeakScanner
@@ -71,7 +71,7 @@ def test_a_file_written_again_is_read_again_and_its_texts_kept_anew(published, t
     _part(part.path, rows=40)  # rewritten: another footer
     assert parquet_file_footer_digest(part) != old_digest
     assert night.scan_tree(published) == _night_scanner(None).scan_tree(published)
-    store.prune(Location(published.filesystem, path) for path in sorted(str(p) for p in (tmp_path / "deid").rglob("*.parquet")))
+    store.prune(published_keys(published))
     kept = sorted(p.stem for p in (tmp_path / "cache").glob("*.arrow"))
     assert old_digest not in kept and parquet_file_footer_digest(part) in kept and len(kept) == 3
 

@@ -22,6 +22,7 @@ import pytest
 from deltalake import DeltaTable
 
 from medical_assets.delta_tables import RETENTION_VAR, storage_options, table_uri
+from medical_assets.engine.cell_texts import CellTextFolder, published_keys
 from medical_assets.privacy.audit import AuditLog
 from medical_assets.storage import TablePublication, read_table, resolve_location, table_files, write_table_atomically
 from medical_assets_tests.defs.pipeline import materialize_planted_leak
@@ -198,6 +199,12 @@ def test_whole_graph_on_object_storage_then_a_night_published_as_delta_commits(c
     with _s3().open_input_stream(f"{BUCKET}/{PREFIX}/deid/dicom/{min(deid_files)}") as stream:
         dataset = pydicom.dcmread(BytesIO(stream.read()))
     assert dataset.PatientIdentityRemoved == "YES"
+    # The check kept their texts under the keys of the published copies (the commit copied each
+    # staged file, with a time of its own): a night searches those instead of reading the images.
+    deid = resolve_location(f"{data_dir}/deid/dicom")
+    kept = CellTextFolder(resolve_location(f"{data_dir}/phi/_census/dicom_texts"))
+    assert all(kept.has(key) for key in published_keys(deid)), "the published DICOM files' texts must be kept"
+    assert [name for name in _objects("phi/_census/dicom_texts") if name.startswith("bundles/")]
 
     # The blocking leak checks ran over the bucket and passed, as did every other check.
     evaluations = first["checks"]
