@@ -8,6 +8,7 @@ planted leak) use a local Ray that inherits the object-store settings. (A node w
 the tasks need: engine/test_worker_modules.py.)"""
 
 import os
+import re
 import secrets
 import tempfile
 from io import BytesIO
@@ -20,6 +21,7 @@ import pyarrow.parquet as pq
 import pydicom
 import pytest
 from deltalake import DeltaTable
+from pydicom.data import get_testdata_file
 
 from medical_assets.delta_tables import RETENTION_VAR, storage_options, table_uri
 from medical_assets.engine.cell_texts import CellTextFolder, published_keys
@@ -38,10 +40,16 @@ MESSAGES, DICOM_FILES = 100, 3
 
 
 @pytest.fixture(scope="module")
-def s3_endpoint(tmp_path_factory):
+def moto_folder(tmp_path_factory):
+    """Where moto's server logs: a line a request (`_requests`)."""
+    return tmp_path_factory.mktemp("moto")
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint(moto_folder):
     """moto's S3 server with one empty bucket; the AWS variables that pyarrow, boto3 and the Ray
     workers read point at it while the module runs."""
-    with s3_server(str(tmp_path_factory.mktemp("moto")), BUCKET) as variables, pytest.MonkeyPatch.context() as patch:
+    with s3_server(str(moto_folder), BUCKET) as variables, pytest.MonkeyPatch.context() as patch:
         for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"):
             patch.delenv(name, raising=False)
         for name, value in variables.items():
@@ -157,6 +165,12 @@ def _night_message(number: int) -> str:
     ])
 
 
+def _requests(moto_folder) -> list[tuple[str, str]]:
+    """Every request moto's server answered so far, as (method, path without the query)."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", (moto_folder / "moto.log").read_text(errors="replace"))
+    return [(method, path.split("?", 1)[0]) for method, path in re.findall(r'"([A-Z]+) (\S+) HTTP/1\.1"', text)]
+
+
 def _objects(under: str = "") -> dict[str, int]:
     """Every object (key -> size) below the data folder, or below `under` in it."""
     root = f"{BUCKET}/{PREFIX}" + (f"/{under}" if under else "")
@@ -173,7 +187,9 @@ def test_ray_workers_inherit_the_object_store_settings(s3_endpoint, ray_with_the
     assert seen == {"AWS_ENDPOINT_URL_S3": s3_endpoint, "AWS_ACCESS_KEY_ID": "testing"}
 
 
-def test_whole_graph_on_object_storage_then_a_night_published_as_delta_commits(cluster_run, s3_endpoint, ray_with_the_object_store_settings, tmp_path, monkeypatch):
+def test_whole_graph_on_object_storage_then_a_night_published_as_delta_commits(
+    cluster_run, s3_endpoint, moto_folder, ray_with_the_object_store_settings, tmp_path, monkeypatch
+):
     monkeypatch.chdir(tmp_path)  # a relative ./data would land here
     data_dir = f"s3://{BUCKET}/{PREFIX}"
     first = cluster_run["outcome"]  # the run on the cluster
@@ -236,6 +252,7 @@ def test_whole_graph_on_object_storage_then_a_night_published_as_delta_commits(c
     night = "\r\n".join(_night_message(n) for n in range(2)).encode()
     with _s3().open_output_stream(f"{BUCKET}/{PREFIX}/landing/hl7/night-20261207.hl7") as out:
         out.write(night)
+    requests_before = len(_requests(moto_folder))
     with dg.DagsterInstance.ephemeral() as instance:
         # The night's tables; the analytics and reports read them the same way (shown by the first run).
         tables = dg.AssetSelection.groups("landing", "phi", "deid")
@@ -257,6 +274,28 @@ def test_whole_graph_on_object_storage_then_a_night_published_as_delta_commits(c
     after = _objects()
     assert not [name for name in after if "/.staging/" in f"/{name}"], "staging objects left behind"
     assert {n for n in after if n.startswith("deid/dicom/") and n.endswith(".dcm")} == {f"deid/dicom/{n}" for n in deid_files}
+    # The night searched the exported images for its new identifiers through their kept texts: not
+    # one request for an image (it asked for each image's info, then its texts, before).
+    asked = [(method, path) for method, path in _requests(moto_folder)[requests_before:] if path.endswith(".dcm")]
+    assert not [path for _, path in asked if "/deid/" in path], asked
+
+    # A night with a new image (pydicom's CT_small.dcm, dropped in the landing folder): it is exported;
+    # the other images are carried over, copied into the staging, and searched through the texts of
+    # their published originals: neither they nor their copies are read.
+    with open(get_testdata_file("CT_small.dcm"), "rb") as source, \
+            _s3().open_output_stream(f"{BUCKET}/{PREFIX}/landing/dicom/night/CT_small.dcm") as out:
+        out.write(source.read())
+    requests_before = len(_requests(moto_folder))
+    with dg.DagsterInstance.ephemeral() as instance:
+        third = materialize_graph(data_dir, KEY, messages=MESSAGES, dicom_files=DICOM_FILES, instance=instance, selection=tables)
+        assert third.success, failures(third)
+    now_files = {name for name in _objects("deid/dicom") if name.endswith(".dcm")}
+    assert set(deid_files) < now_files and _rows("deid", "dicom_images") == exported + 1
+    read = [path for method, path in _requests(moto_folder)[requests_before:] if method == "GET" and "/deid/" in path]
+    old_images = [path for path in read if path.endswith(".dcm") and path.rsplit("/dicom/", 1)[-1] in deid_files]
+    assert not old_images, old_images
+    kept = CellTextFolder(resolve_location(f"{data_dir}/phi/_census/dicom_texts"))
+    assert all(kept.has(key) for key in published_keys(resolve_location(f"{data_dir}/deid/dicom")))
 
     # The leak gate really walks the bucket's staging: an identifier in a staged output is found, nothing
     # is published, and the output is copied into the PHI zone's quarantine.
