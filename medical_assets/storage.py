@@ -219,7 +219,8 @@ class TablePublication:
 
     On an object store (no rename), step 3 is: the staged files of each plain folder are copied
     over the published ones; each table is one Delta Lake commit (`delta_tables.publish`), atomic
-    for readers; then the folders' files the new version no longer has are deleted, and
+    for readers; then the folders' files the new version no longer has (neither staged nor carried
+    in place, `carry_file`: the marker lists those) are deleted, and
     `.staging/<run>/<folder>.published` records that the folder is done.
     """
 
@@ -247,11 +248,19 @@ class TablePublication:
         self._carried.setdefault(table, set()).add(target.name)
         return target
 
-    def carried_file(self, folder: str, relative_path: str) -> None:
-        """Record that the staged file `relative_path` of `folder` (a plain folder of files) is a copy
-        of the published one: on an object store the commit leaves the published file as it is
-        instead of copying the staged one back over it (a night's DICOM export keeps thousands)."""
+    def carry_file(self, folder: str, relative_path: str) -> Location:
+        """Carry the published file `relative_path` of `folder` (a plain folder of files) over as it is;
+        returns where it now stands for the publication. On a local disk it is hard-linked into the
+        staging (the commit swaps whole folders). On an object store it stays where it is, and the
+        commit keeps it: a copy into the staging was a request an image every night that exported
+        one (a night's DICOM export keeps thousands)."""
+        published, staged = self.zone.child(folder, relative_path), self.staged(folder).child(relative_path)
+        if _supports_rename(self.zone.filesystem):
+            if not hard_link(published.path, staged.path):
+                self.zone.filesystem.copy_file(published.path, staged.path)
+            return staged
         self._carried_files.setdefault(folder, set()).add(relative_path)
+        return published
 
     def commit(self, tables: Mapping[str, pa.Schema], folders: Iterable[str] = ()) -> None:
         """Mark the staged tables (and plain `folders` of files) complete, then publish them together.
@@ -338,7 +347,7 @@ def _roll_forward(
 
             delta_tables.publish(staging.child(table), zone.child(table), staging.name, delta[table])
     for table in merged:
-        _delete_files_not_in(fs, zone.child(table).path, staging.child(table).path)
+        _delete_files_not_in(fs, zone.child(table).path, staging.child(table).path, frozenset((kept_files or {}).get(table, ())))
         staging.child(table + PUBLISHED_SUFFIX).write_bytes_atomically(b"")
     # The marker first: a staging folder left half-deleted by a kill is then discarded, never rolled forward.
     staging.child(COMMIT_MARKER).delete()
@@ -368,12 +377,14 @@ def _copy_files_into(fs: pafs.FileSystem, source: str, destination: str, skip: f
                 fs.copy_file(info.path, target)
 
 
-def _delete_files_not_in(fs: pafs.FileSystem, folder: str, reference: str) -> None:
-    """Delete the files under `folder` that have no counterpart (same relative path) under `reference`."""
+def _delete_files_not_in(fs: pafs.FileSystem, folder: str, reference: str, kept: frozenset[str] = frozenset()) -> None:
+    """Delete the files under `folder` that have no counterpart (same relative path) under `reference`
+    and are not among `kept` (paths relative to `folder`: files carried over in place)."""
     wanted = {info.path[len(reference) :] for info in fs.get_file_info(pafs.FileSelector(reference, recursive=True))
               if info.type == pafs.FileType.File}
     for info in fs.get_file_info(pafs.FileSelector(folder, recursive=True, allow_not_found=True)):
-        if info.type == pafs.FileType.File and info.path[len(folder) :] not in wanted:
+        relative = info.path[len(folder) :]
+        if info.type == pafs.FileType.File and relative not in wanted and relative.lstrip("/") not in kept:
             fs.delete_file(info.path)
 
 

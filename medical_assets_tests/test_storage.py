@@ -1,4 +1,5 @@
 import json
+import os
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -168,10 +169,10 @@ def test_object_store_folders_are_merged_and_a_reader_never_misses_a_file(tmp_pa
     assert not zone.child(STAGING_DIR).exists()
 
 
-def test_object_store_files_carried_over_are_not_copied_back_nor_deleted(tmp_path, monkeypatch):
-    """A night's DICOM export stages the published files it keeps (one copy each); the commit leaves
-    the published files as they are instead of copying each back (a second request per image),
-    also when a killed run's commit is completed by the next run."""
+def test_object_store_files_carried_over_stay_in_place_neither_copied_nor_deleted(tmp_path, monkeypatch):
+    """A night's DICOM export keeps most published files as they are. On an object store they are
+    neither copied into the staging nor back (a request per image, twice), and the commit deletes
+    none of them, also when a killed run's commit is completed by the next run."""
     zone = Location(pafs.SubTreeFileSystem(str(tmp_path), pafs.LocalFileSystem()), "deid")
     folder = tmp_path / "deid" / "dicom"
     first = TablePublication(zone, "run1")
@@ -181,9 +182,9 @@ def test_object_store_files_carried_over_are_not_copied_back_nor_deleted(tmp_pat
 
     def night(run: str) -> TablePublication:
         publication = TablePublication(zone, run)
-        for name in ("a.dcm", "s/b.dcm"):  # carried: staged as a copy of the published file
-            publication.staged("dicom").child(name).write_bytes_atomically(zone.child("dicom", name).read_bytes())
-            publication.carried_file("dicom", name)
+        for name in ("a.dcm", "s/b.dcm"):  # carried: where it is published
+            assert publication.carry_file("dicom", name) == zone.child("dicom", name)
+        assert not publication.staged("dicom").exists(), "an object store's carried file was copied"
         publication.staged("dicom").child(f"{run}.dcm").write_bytes_atomically(b"new")
         return publication
 
@@ -195,13 +196,28 @@ def test_object_store_files_carried_over_are_not_copied_back_nor_deleted(tmp_pat
     assert files() == {**kept, "run2.dcm": files()["run2.dcm"]}
 
     killed = night("run3")
-    monkeypatch.setattr(storage, "_delete_files_not_in", lambda *args: (_ for _ in ()).throw(_Killed()))
+    monkeypatch.setattr(storage, "_delete_files_not_in", lambda *args, **kwargs: (_ for _ in ()).throw(_Killed()))
     with pytest.raises(_Killed):
         killed.commit({}, folders=["dicom"])
     monkeypatch.setattr(storage, "_delete_files_not_in", _delete_files_not_in)
     assert TablePublication.recover(zone) == ["completed publication run3"]
     assert files() == {**kept, "run3.dcm": files()["run3.dcm"]}  # run2's file dropped, the kept ones untouched
     assert (folder / "s" / "b.dcm").read_bytes() == b"s/b.dcm"
+
+
+def test_local_files_carried_over_are_hard_links_in_the_staging(tmp_path):
+    """On a local disk the commit swaps whole folders: a carried file stands in the staging, as the
+    same file (a hard link, no copy)."""
+    zone = resolve_location(str(tmp_path / "deid"))
+    first = TablePublication(zone, "run1")
+    first.staged("dicom").child("s", "b.dcm").write_bytes_atomically(b"kept")
+    first.commit({}, folders=["dicom"])
+    night = TablePublication(zone, "run2")
+    staged = night.carry_file("dicom", "s/b.dcm")
+    assert staged == night.staged("dicom").child("s", "b.dcm")
+    assert os.stat(staged.path).st_ino == os.stat(zone.child("dicom", "s", "b.dcm").path).st_ino
+    night.commit({}, folders=["dicom"])
+    assert (tmp_path / "deid" / "dicom" / "s" / "b.dcm").read_bytes() == b"kept"
 
 
 def test_atomic_write_leaves_no_temporary_file(tmp_path):

@@ -239,8 +239,12 @@ def scan_for_leaks(
             cell_texts=cell_texts,
         )
         if not carried.identifiers.empty:  # nothing new to look for (no new part, no DICOM): no scan
+            # Carried files stand in the staging, or in place where the publication keeps them there
+            # (an object store's DICOM files: `TablePublication.carry_file`).
+            in_place = [root for root in published_roots or ()
+                        if any(path.startswith(root.path.rstrip("/") + "/") for path in carried.files)]
             findings += leak_jobs.scan_trees(
-                new_identifiers, list(roots), keep=lambda path: path in carried.files,
+                new_identifiers, [*roots, *in_place], keep=lambda path: path in carried.files,
                 in_process_bytes=leak_jobs.RESCAN_IN_PROCESS_BYTES,
                 listed_as=None if cell_texts is None or published_roots is None
                 else _published_originals(roots, published_roots, carried.files),

@@ -17,7 +17,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import pyarrow.compute as pc
-import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from medical_assets.dicom.tables import TABLES as DICOM_TABLES
@@ -25,7 +24,7 @@ from medical_assets.engine.census_parts import census_by_part
 from medical_assets.engine.deid_jobs import Census, census_of
 from medical_assets.engine.part_groups import group_part_name, part_digest, phi_part_groups
 from medical_assets.privacy.patients import dicom_patient_identity
-from medical_assets.storage import Location, TablePublication, hard_link, read_table, table_files
+from medical_assets.storage import Location, TablePublication, read_table, table_files
 
 DICOM_INPUTS = ("phi/dicom_images", "phi/dicom_thumbnails")
 # Digests of the DICOM patients 90+ and of the DICOM vocabulary the published export was made with
@@ -149,19 +148,15 @@ def plan_export(earlier: Mapping | None, now: DicomBasis, published: Mapping | N
 
 
 def stage_carried(deid: Location, files_folder: str, publication: TablePublication, names: list[str]) -> set[str]:
-    """Stage the published de-identified DICOM files of the parts `names` (the `deid_file` column of
-    their dicom_images parts) as they are: hard-linked on a local disk, copied on an object store
-    (where the commit then leaves the published file as it is). Returns the staged paths."""
-    staged: set[str] = set()
-    source_root, target_root = deid.child(files_folder), publication.staged(files_folder)
+    """Carry the published de-identified DICOM files of the parts `names` (the `deid_file` column of
+    their dicom_images parts) over as they are (`TablePublication.carry_file`: hard-linked into the
+    staging on a local disk, kept in place on an object store). Returns the paths that stand for
+    them: the leak check searches those for the night's new identifiers."""
+    carried: set[str] = set()
     wanted = set(names)  # a part whose images were all kept out has no rows, and no file
     for part in table_files(deid.child("dicom_images")):
         if part.name not in wanted:
             continue
         for relative in pq.read_table(part.path, filesystem=part.filesystem, columns=["deid_file"]).column("deid_file").to_pylist():
-            source, target = source_root.child(relative), target_root.child(relative)
-            if not isinstance(deid.filesystem, pafs.LocalFileSystem) or not hard_link(source.path, target.path):
-                deid.filesystem.copy_file(source.path, target.path)
-            publication.carried_file(files_folder, relative)
-            staged.add(target.path)
-    return staged
+            carried.add(publication.carry_file(files_folder, relative).path)
+    return carried
