@@ -13,7 +13,6 @@ Findings name the file and column or tag and the kind of identifier, never the v
 from __future__ import annotations
 
 import json
-import posixpath
 import threading
 from collections.abc import Callable, Collection, Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -130,13 +129,16 @@ def publish_if_clean(
     metadata = check_metadata(scan)
     selected = [asset for asset in assets if dg.AssetCheckKey(asset, check_name) in context.selected_asset_check_keys]
     if not findings:
-        staged_dicom = _dicom_listing([publication.staged(name) for name in staged]) if cell_texts is not None else {}
+        staged_dicom = {name: _dicom_files(publication.staged(name)) for name in staged} if cell_texts is not None else {}
         commit()
         if cell_texts is not None:
-            published = [publication.zone.child(name) for name in staged]
+            published = {name: publication.zone.child(name) for name in staged}
+            published_dicom = {name: _dicom_files(root) for name, root in published.items()}
             # On an object store the commit copies each staged file, and a copy has a time of its own.
-            cell_texts.rekey(_same_files(staged_dicom, _dicom_listing(published)))
-            cell_texts.prune({key for root in published for key in published_keys(root)})
+            cell_texts.rekey(_same_files(staged_dicom, published_dicom))
+            cell_texts.prune(
+                {key for name, root in published.items() for key in published_keys(root, published_dicom[name].values())}
+            )
         for asset in selected:
             yield dg.AssetCheckResult(check_name=check_name, asset_key=asset, passed=True, severity=dg.AssetCheckSeverity.ERROR, metadata=metadata)
         return scan
@@ -271,24 +273,28 @@ def scan_for_leaks(
     return leak_jobs.scan_trees(scanner, list(roots)), len(index), index.merged
 
 
-def _dicom_listing(roots: Sequence[Location]) -> dict[str, ListedFile]:
-    """The DICOM files under `roots`, by `<root's name>/<path below it>`."""
+def _dicom_files(root: Location) -> dict[str, ListedFile]:
+    """The DICOM files under `root`, by their path below it."""
     return {
-        posixpath.join(root.name, listed.path[len(root.path) :].lstrip("/")): listed
-        for root in roots for listed in tree_listing(root) if listed.path.lower().endswith(DICOM_SUFFIXES)
+        listed.path[len(root.path) :].lstrip("/"): listed
+        for listed in tree_listing(root) if listed.path.lower().endswith(DICOM_SUFFIXES)
     }
 
 
-def _same_files(staged: Mapping[str, ListedFile], published: Mapping[str, ListedFile]) -> dict[str, str]:
-    """Old key -> new key of the DICOM files the commit published by a copy (same place and size,
-    another time): their texts, kept under the staged file's key, are the published file's."""
+def _same_files(
+    staged: Mapping[str, Mapping[str, ListedFile]], published: Mapping[str, Mapping[str, ListedFile]]
+) -> dict[str, str]:
+    """Old key -> new key of the DICOM files the commit published by a copy (by folder, then path
+    below it: same place and size, another time): their texts, kept under the staged file's key,
+    are the published file's."""
     renamed = {}
-    for name, before in staged.items():
-        after = published.get(name)
-        if after is not None and after.size == before.size:
-            old, new = listed_dicom_key(before), listed_dicom_key(after)
-            if old is not None and new is not None and old != new:
-                renamed[old] = new
+    for folder, files in staged.items():
+        for relative, before in files.items():
+            after = published.get(folder, {}).get(relative)
+            if after is not None and after.size == before.size:
+                old, new = listed_dicom_key(before), listed_dicom_key(after)
+                if old is not None and new is not None and old != new:
+                    renamed[old] = new
     return renamed
 
 

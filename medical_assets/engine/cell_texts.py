@@ -23,7 +23,7 @@ past `COMPACT_ABOVE` bundles, gathers the live rows into one.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterable, Mapping
 
 import numpy as np
 import pyarrow as pa
@@ -31,7 +31,13 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from medical_assets.privacy.leak_readers import DICOM_SUFFIXES, listed_dicom_key, parquet_file_footer_digest, tree_listing
+from medical_assets.privacy.leak_readers import (
+    DICOM_SUFFIXES,
+    ListedFile,
+    listed_dicom_key,
+    parquet_file_footer_digest,
+    tree_listing,
+)
 from medical_assets.privacy.leak_scanner import DICOM_ELEMENT_LABELS, DICOM_ELEMENT_TEXTS, DICOM_RAW_TEXT, CellTexts
 from medical_assets.storage import Location, restrict_to_owner, table_files, write_table_atomically
 
@@ -228,11 +234,13 @@ class CellTextFolder:
         write_table_atomically(table, self._bundle_location(name))
 
 
-def published_keys(folder: Location) -> set[str]:
+def published_keys(folder: Location, dicom_files: Iterable[ListedFile] | None = None) -> set[str]:
     """The keys of the files under a published folder whose texts may be kept: a table's Parquet
     files (on an object store, those of its current version) by footer digest, and DICOM files by
-    `listed_dicom_key`, from the folder's listing."""
+    `listed_dicom_key`, from the folder's listing (`dicom_files`: those, when already listed)."""
+    if dicom_files is None:
+        dicom_files = [listed for listed in tree_listing(folder) if listed.path.lower().endswith(DICOM_SUFFIXES)]
     keys = {parquet_file_footer_digest(part) for part in table_files(folder)}
-    keys |= {listed_dicom_key(listed) for listed in tree_listing(folder) if listed.path.lower().endswith(DICOM_SUFFIXES)}
+    keys |= {listed_dicom_key(listed) for listed in dicom_files}
     keys.discard(None)
     return keys

@@ -87,6 +87,9 @@ class CellTextStore(Protocol):
     def flush(self) -> None:
         """Write what `put` may have held back (a DICOM file's texts go out in bundles)."""
 
+    def bundle_of(self, digest: str) -> str:
+        """Where the texts of a key are kept, for a search in that order ("" when it does not matter)."""
+
 
 @dataclass(frozen=True)
 class Finding:
@@ -323,8 +326,7 @@ class LeakScanner:
         if not self._searches_kept_texts() or not path.lower().endswith(DICOM_SUFFIXES):
             return ""
         key = listed_dicom_key(listed)
-        bundle_of = getattr(self._cell_texts, "bundle_of", None)
-        return bundle_of(key) if key is not None and bundle_of is not None else ""
+        return self._cell_texts.bundle_of(key) if key is not None else ""
 
     def flush_kept_texts(self) -> None:
         """Write the texts kept by the searches so far that the store held back."""

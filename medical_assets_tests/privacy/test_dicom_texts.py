@@ -274,7 +274,7 @@ def test_copies_made_by_a_run_are_searched_through_the_texts_of_their_originals(
     staged = _copied(exported, tmp_path / "staging" / "run" / "dicom")  # a night stages the published files
     assert LeakScanner(FIRST, cell_texts=store).scan_tree(staged) == []  # the first run's check, of its staging
     published = _copied(staged, tmp_path / "published" / "dicom")  # its commit, by copy
-    renamed = leak_gate._same_files(leak_gate._dicom_listing([staged]), leak_gate._dicom_listing([published]))
+    renamed = leak_gate._same_files({"dicom": leak_gate._dicom_files(staged)}, {"dicom": leak_gate._dicom_files(published)})
     assert len(renamed) == 5
     store.rekey(renamed)
     store.prune(published_keys(published))
