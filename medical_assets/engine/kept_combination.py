@@ -171,7 +171,7 @@ def _rows_of_patients(location: Location, tokens: pa.Array, rows: int) -> pa.Tab
     night = _token_keys(tokens)
     keys = _read_keys(location, rows) if night is not None else None
     if keys is not None:
-        batches = np.unique(np.flatnonzero(np.isin(keys, night)) // _BATCH_ROWS)
+        batches = np.unique(_rows_matching(keys, night) // _BATCH_ROWS)
         if not len(batches):
             return _LATEST.empty_table()
         with location.filesystem.open_input_file(location.path) as handle:
@@ -192,6 +192,20 @@ def _read_keys(location: Location, rows: int) -> np.ndarray | None:
     except (FileNotFoundError, OSError):
         return None
     return np.frombuffer(data, np.uint64) if len(data) == 8 * rows else None
+
+
+_TOP_BITS = np.uint64(24)  # a night's keys marked in a table of 2**24 flags (16 MB) by their top bits
+
+
+def _rows_matching(keys: np.ndarray, night: np.ndarray) -> np.ndarray:
+    """The rows whose key is one of `night` (a few): each row's top bits looked up in a table of the
+    night's first, then the few rows it lets through compared whole (`np.isin` over the millions of
+    rows sorts them: 0.77 s at 5,000,000 rows, against 0.06 s)."""
+    shift = np.uint64(64) - _TOP_BITS
+    marked = np.zeros(1 << int(_TOP_BITS), bool)
+    marked[night >> shift] = True
+    candidates = np.flatnonzero(marked[keys >> shift])
+    return candidates[np.isin(keys[candidates], night)]
 
 
 # FNV-1a's 64-bit offset basis and prime, over the tokens' 8-byte words; then splitmix64's finish.
