@@ -255,7 +255,8 @@ def test_analytics_job_summarizes_each_part_group_and_equals_the_tables_of_the_w
     # latest rows lost, every group is combined again. Both publish the same tables.
     kept = tmp_path / "phi" / "_census" / "analytics"
     first = {name: pq.read_table(str(tmp_path / "analytics" / name)) for name in ANALYTICS_TABLES}
-    assert sorted(p.name.split("-")[0] for p in kept.iterdir()) == ["combined.parquet", "latest"]
+    latest = next(kept.glob("latest-*.arrow")).name
+    assert sorted(p.name for p in kept.iterdir()) == ["combined.parquet", latest, f"{latest}.keys"]  # the file and its keys
     for lose_latest in (False, True):
         if lose_latest:
             next(kept.glob("latest-*.arrow")).unlink()
