@@ -101,6 +101,7 @@ def _scan_in_workers(
     # The scanner's identifiers are numpy arrays of hashes (17 bytes an identifier): Ray stores them
     # out of band and every worker of a node maps that one copy, read-only, instead of unpickling its own.
     tasks = cluster_cpus()  # Ray started, before the scanner goes into its object store
+    scanner.ready_to_share()
     scan = _ScanFiles(ray.put(scanner), {file.path: owners[file.path] for file in files})
     found = pa.concat_tables(
         [_FINDINGS.empty_table(), *read_tables(LandingFilesDatasource(files, roots[0].filesystem, scan, _FINDINGS), tasks)]

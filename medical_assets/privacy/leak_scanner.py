@@ -328,6 +328,11 @@ class LeakScanner:
         key = listed_dicom_key(listed)
         return self._cell_texts.bundle_of(key) if key is not None else ""
 
+    def ready_to_share(self) -> None:
+        """Build now what lookups would build when worth it (`IdentifierIndex.ensure_presence`), so
+        that Ray's workers share one copy rather than each build their own."""
+        self._index.ensure_presence()
+
     def flush_kept_texts(self) -> None:
         """Write the texts kept by the searches so far that the store held back."""
         if self._cell_texts is not None:

@@ -217,7 +217,14 @@ def test_an_index_left_part_by_part_finds_what_the_merged_index_finds_on_random_
         assert _scanned_counts(by_part, texts) == _scanned_counts(merged, texts), (parts, texts)
 
 
-def test_a_lookup_part_by_part_tells_shared_first_halves_apart_and_keeps_the_lowest_code():
+@pytest.fixture(params=["presence table", "every part searched"])
+def presence(request, monkeypatch):
+    """Lookups part by part with the presence table built at once, or never (a night's few rows)."""
+    monkeypatch.setattr(identifier_index, "_PRESENCE_PAYS_AFTER", 10**9 if request.param == "presence table" else 0)
+    return request.param
+
+
+def test_a_lookup_part_by_part_tells_shared_first_halves_apart_and_keeps_the_lowest_code(presence):
     def part(first, second, codes):
         return identifier_index.HashedIdentifiers(
             np.array(first, np.uint64), np.array(second, np.uint64), np.array(codes, np.int64), np.zeros((0, 4), np.int64), [], []
@@ -228,9 +235,10 @@ def test_a_lookup_part_by_part_tells_shared_first_halves_apart_and_keeps_the_low
     assert len(index) == 5  # counted part by part: (7, 20) twice
     found = index._lookup(np.array([7, 7, 7, 3, 9, 4], np.uint64), np.array([20, 10, 5, 1, 1, 1], np.uint64))
     assert found.tolist() == [1, 5, -1, 4, 3, -1]
+    assert (index._present is not None) == (presence == "presence table")
 
 
-def test_a_lookup_part_by_part_finds_an_identifier_in_whichever_of_hundreds_of_parts_holds_it():
+def test_a_lookup_part_by_part_finds_an_identifier_in_whichever_of_hundreds_of_parts_holds_it(presence):
     """Each part searched only for the words whose leading bits its identifiers have: past the 254th
     part (no owner code of its own) and where parts share leading bits, a part is still searched."""
     def part(first, second, code):
@@ -249,6 +257,25 @@ def test_a_lookup_part_by_part_finds_an_identifier_in_whichever_of_hundreds_of_p
     found = index._lookup(asked_first, asked_second)
     assert found[:300].tolist() == [number % 6 for number in range(300)]
     assert found[300:].tolist() == [-1] * 10  # the same first halves with other second halves: none
+    assert (index._present is not None) == (presence == "presence table")
+
+
+def test_the_presence_table_is_built_once_lookups_would_pay_for_it_or_before_the_index_is_shared():
+    def part(first):
+        return identifier_index.HashedIdentifiers(
+            np.array(first, np.uint64), np.arange(len(first), dtype=np.uint64), np.zeros(len(first), np.int64),
+            np.zeros((0, 4), np.int64), [], [],
+        )
+
+    firsts = np.sort(np.random.default_rng(3).integers(1, 2**63, 4_000, dtype=np.uint64))
+    index = identifier_index.IdentifierIndex.from_hashed([part(firsts[:2_000]), part(firsts[2_000:])], b"s" * 32, ["0"], merged=False)
+    found = index._lookup(firsts[:400], np.arange(400, dtype=np.uint64))  # 400 pairs x 2 parts x 2 < 4,000 identifiers
+    assert index._present is None and found.tolist() == [0] * 400
+    found = index._lookup(firsts[:1_200], np.arange(1_200, dtype=np.uint64))  # 1,600 x 2 x 2 > 4,000: worth it now
+    assert index._present is not None and found.tolist() == [0] * 1_200
+    fresh = identifier_index.IdentifierIndex.from_hashed([part(firsts[:2_000]), part(firsts[2_000:])], b"s" * 32, ["0"], merged=False)
+    LeakScanner(fresh).ready_to_share()  # what scan_trees does before the scanner goes to Ray
+    assert fresh._present is not None
 
 
 def test_kept_arrays_are_read_back_aligned_and_as_np_load_reads_them(tmp_path):
