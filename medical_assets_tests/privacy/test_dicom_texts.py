@@ -19,6 +19,7 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
 from medical_assets.defs import leak_gate
 from medical_assets.engine import cell_texts, leak_jobs
 from medical_assets.engine.cell_texts import CellTextFolder, published_keys
+from medical_assets.privacy import identifier_index
 from medical_assets.privacy.leak_readers import dicom_file_key, tree_listing
 from medical_assets.privacy.leak_scanner import LeakScanner
 from medical_assets.storage import Location, resolve_location
@@ -293,3 +294,26 @@ def test_copies_made_by_a_run_are_searched_through_the_texts_of_their_originals(
     # Keyed by the copies' own times, every one of them is read.
     assert leak_jobs.scan_trees(_night(CellTextFolder(store.folder)), [carried]) == expected
     assert len([path for path in read if "/staging/night/" in path]) == 5
+
+
+def test_carried_files_kept_in_place_are_searched_there_for_the_new_identifiers(exported, tmp_path, monkeypatch):
+    """On an object store the carried images stay where they are published (`carry_file`): the
+    check of a night searches them there for its new identifiers. One of them holds a new patient's
+    name (in a private element), and the check finds it; the staged new image is searched too."""
+    from types import SimpleNamespace
+
+    staged = resolve_location(str(tmp_path / "staging" / "run" / "dicom"))
+    staged.child("study9").makedirs()
+    staged.child("study9", "2.25.9.dcm").write_bytes_atomically(_ours("NOBODY"))
+    carried_files = {listed.path for listed in tree_listing(exported)}  # in place, under the published folder
+    night = identifier_index.IdentifierIndex({"VASQUEZ": "patient_family_name"})  # in study3/2.25.3.dcm
+    monkeypatch.setattr(leak_gate, "_identifier_index", lambda *args: identifier_index.IdentifierIndex(FIRST))
+    settings = SimpleNamespace(deid_profile="safe_harbor")
+    store = CellTextFolder(resolve_location(str(tmp_path / "cache")))
+    findings, _, _ = leak_gate.scan_for_leaks(
+        "run-1", settings, [staged], frozenset(), [], False, False, (), leak_gate.CarriedParts(frozenset(carried_files), night),
+        False, store, published_roots=[exported],
+    )
+    assert [(finding.where, finding.kind) for finding in findings] == [
+        ("dicom/study3/2.25.3.dcm: (0011,1010) private", "patient_family_name")
+    ]
