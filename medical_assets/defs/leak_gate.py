@@ -303,7 +303,8 @@ def _published_originals(
 ) -> dict[str, ListedFile]:
     """The published file each carried staged file is a copy of, by the staged path, as the published
     folder's listing gives it (`published_roots`: where each of `roots` is published): its kept texts
-    are the copy's. On an object store a copy has a time of its own: keyed by that, a night found
+    are the copy's. A copy has a time of its own: where a carried file is copied into the staging
+    (a local disk whose hard links fail; object stores once did), keyed by that time a night found
     none of the texts kept and read every carried file whole."""
     originals = {}
     for root, published in zip(roots, published_roots, strict=True):

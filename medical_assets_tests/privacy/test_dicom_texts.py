@@ -269,8 +269,9 @@ def _copied(source: Location, target: Path) -> Location:
 
 
 def test_copies_made_by_a_run_are_searched_through_the_texts_of_their_originals(exported, tmp_path, monkeypatch):
-    """On an object store the carried files are copied into staging and a commit copies the staged
-    files out: each copy has its own time, so keyed by it every night read the whole DICOM history."""
+    """An object store's commit copies the staged files out, and a carried file is copied into the
+    staging where a hard link fails: each copy has its own time, so keyed by it every night read
+    the whole DICOM history."""
     store = CellTextFolder(resolve_location(str(tmp_path / "cache")))
     staged = _copied(exported, tmp_path / "staging" / "run" / "dicom")  # a night stages the published files
     assert LeakScanner(FIRST, cell_texts=store).scan_tree(staged) == []  # the first run's check, of its staging
